@@ -1,0 +1,131 @@
+"""FITS frame I/O: read with a clear error for bad files, write atomically (temporary file, fsync, rename).
+
+Pixel values are ADU. 16-bit camera frames are stored as ``BITPIX=16`` with ``BZERO=32768``; masters and calibrated
+frames as 32-bit float. Tile-compressed FITS (``CompImageHDU``) is read transparently.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+
+class FrameError(ValueError):
+    """A FITS file that cannot be used as a frame (missing, truncated, no image, wrong shape)."""
+
+
+@dataclass
+class Frame:
+    """An image (ADU) with its FITS header and where it came from."""
+
+    data: np.ndarray
+    header: fits.Header
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.data.shape  # type: ignore[return-value]
+
+
+def _image_hdu(hdul: fits.HDUList, path: Path) -> fits.ImageHDU | fits.PrimaryHDU | fits.CompImageHDU:
+    for hdu in hdul:
+        if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) and hdu.data is not None:
+            return hdu
+    raise FrameError(f"{path}: no image data in any HDU")
+
+
+def read_header(path: str | os.PathLike[str]) -> fits.Header:
+    """Read only the header of the first image HDU (cheap: no pixel data is decoded)."""
+    p = Path(path)
+    try:
+        with fits.open(p, memmap=True, lazy_load_hdus=True) as hdul:
+            for hdu in hdul:
+                if hdu.header.get("NAXIS", 0) >= 2 or isinstance(hdu, fits.CompImageHDU):
+                    return hdu.header.copy()
+    except FileNotFoundError as exc:
+        raise FrameError(f"{p}: file not found") from exc
+    except (OSError, ValueError, TypeError) as exc:
+        raise FrameError(f"{p}: not a readable FITS file ({exc})") from exc
+    raise FrameError(f"{p}: no image HDU")
+
+
+def read_frame(path: str | os.PathLike[str], dtype: np.dtype | type | None = np.float32) -> Frame:
+    """Read the first image HDU of ``path``.
+
+    ``dtype`` converts the scaled pixel values (BZERO/BSCALE applied) to that type; ``None`` keeps the stored type.
+    Raises :class:`FrameError` for a missing, truncated or image-less file — never a bare astropy exception.
+    """
+    p = Path(path)
+    try:
+        with fits.open(p, memmap=False) as hdul:
+            hdu = _image_hdu(hdul, p)
+            data = hdu.data
+            if data.ndim != 2:
+                raise FrameError(f"{p}: expected a 2-D image, found {data.ndim}-D with shape {data.shape}")
+            expected = int(abs(hdu.header.get("BITPIX", 16)) // 8) * data.size
+            if not isinstance(hdu, fits.CompImageHDU) and data.nbytes < expected:
+                raise FrameError(f"{p}: truncated image data")
+            out = np.array(data, dtype=dtype) if dtype is not None else np.array(data)
+            header = hdu.header.copy()
+    except FrameError:
+        raise
+    except FileNotFoundError as exc:
+        raise FrameError(f"{p}: file not found") from exc
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise FrameError(f"{p}: not a readable FITS image ({exc})") from exc
+    return Frame(out, header, p)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
+
+    A crash leaves either the old file or the new one, never half of one. Raises ``OSError`` (e.g. disk full) after
+    removing the temporary file.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(p)
+        dir_fd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16: bool = False,
+               extra_hdus: list[fits.ImageHDU] | None = None) -> fits.HDUList:
+    """Build an HDUList. ``bitpix16`` stores ADU as unsigned 16-bit (``BITPIX=16``, ``BZERO=32768``), else float32."""
+    hdr = header.copy() if header is not None else fits.Header()
+    for key in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BZERO", "BSCALE", "EXTEND", "SIMPLE"):
+        hdr.remove(key, ignore_missing=True, remove_all=True)
+    if bitpix16:
+        arr = np.clip(np.rint(data), 0, 65535).astype(np.uint16)
+        primary = fits.PrimaryHDU(arr, header=hdr, uint=True)
+    else:
+        primary = fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=hdr)
+    return fits.HDUList([primary, *(extra_hdus or [])])
+
+
+def write_frame(path: str | os.PathLike[str], data: np.ndarray, header: fits.Header | None = None, *,
+                bitpix16: bool = False, extra_hdus: list[fits.ImageHDU] | None = None) -> Path:
+    """Write a frame atomically (see :func:`atomic_write_bytes`). Returns the final path."""
+    import io
+
+    buf = io.BytesIO()
+    to_hdulist(data, header, bitpix16=bitpix16, extra_hdus=extra_hdus).writeto(buf, output_verify="silentfix")
+    return atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,49 @@
+"""The ``darkd`` command line. Each sub-command group lives in its own module with a ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# One module per command group; each defines register(subparsers) and sets a ``func`` default returning an exit code.
+COMMAND_MODULES = (
+    "daemon.cli.capture",  # darkd capture, darkd camera status
+    "daemon.cli.calibration",  # darkd integrate, darkd master, darkd calibrate
+    "daemon.cli.measure",  # darkd measure ...
+    "daemon.cli.library",  # darkd plan, darkd library, darkd library verify, darkd jobs
+    "daemon.cli.serve",  # darkd serve
+    "daemon.cli.demo",  # darkd demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="darkd", description="Dark libraries and CMOS calibration for INDI cameras.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command group not written yet
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * args.verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        logging.getLogger("darkd").warning("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

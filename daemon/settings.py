@@ -1,0 +1,92 @@
+"""All daemon settings in one object, loaded from a TOML file with ``DARKD_*`` environment overrides.
+
+Nested keys use a double underscore in the environment: ``DARKD_INDI__PORT=7625`` overrides ``[indi] port``.
+Units are in the names: seconds (``_s``), degrees Celsius (``_c``), days (``_days``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "darkd.toml"
+
+
+class IndiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 7624
+    device: str | None = None  # None: the first CCD the server announces
+    connect_timeout_s: float = 30.0
+
+
+class CoolingSettings(BaseModel):
+    tolerance_c: float = 0.2
+    hold_s: float = 60.0
+    timeout_s: float = 1800.0
+    ramp_c_per_min: float | None = None
+    warm_up_rate_c_per_min: float = 5.0
+    warm_up_target_c: float = 15.0
+    warm_up_at_end: bool = True
+
+
+class LibrarySettings(BaseModel):
+    root: Path = Path("/var/lib/darkd/library")
+    database_url: str | None = None  # None: sqlite:///<root>/index.sqlite3
+    validity_days: float = 90.0
+    temperature_tolerance_c: float = 0.5
+    frames_bias: int = 50
+    frames_dark: int = 20
+    max_retakes: int = 3
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.root / 'index.sqlite3'}"
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8470
+    read_tokens: list[str] = Field(default_factory=list)
+    control_tokens: list[str] = Field(default_factory=list)
+    tokens_file: Path | None = None
+    allowed_roots: list[Path] = Field(default_factory=list)
+    max_body_bytes: int = 1_048_576
+
+
+class Settings(BaseModel):
+    """Everything the daemon reads from its configuration."""
+
+    camera_profile: str = "qhy163m"
+    indi: IndiSettings = Field(default_factory=IndiSettings)
+    cooling: CoolingSettings = Field(default_factory=CoolingSettings)
+    library: LibrarySettings = Field(default_factory=LibrarySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str], prefix: str = "DARKD_") -> dict[str, Any]:
+    for key, value in environ.items():
+        if not key.startswith(prefix) or key.startswith("DARKD_SIM_"):
+            continue
+        path = key[len(prefix):].lower().split("__")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return data
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read ``path`` (default: ``config/darkd.toml`` if present) then apply ``DARKD_*`` overrides and validate."""
+    env = dict(os.environ if environ is None else environ)
+    cfg = Path(path) if path is not None else Path(env.get("DARKD_CONFIG", DEFAULT_CONFIG))
+    data: dict[str, Any] = {}
+    if cfg.is_file():
+        with cfg.open("rb") as fh:
+            data = tomllib.load(fh)
+    elif path is not None:
+        raise FileNotFoundError(f"config file not found: {cfg}")
+    env.pop("DARKD_CONFIG", None)
+    return Settings.model_validate(_apply_env(data, env))

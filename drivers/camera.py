@@ -1,0 +1,176 @@
+"""The camera interface the daemon drives: settings, state, captured frames, and the :class:`Camera` protocol.
+
+Implementations: :class:`drivers.indi.camera.IndiCamera` (any INDI CCD, through ``pyindi-client``). The simulated
+QHY163M is an INDI driver, so it is reached through the same class — there is no separate fake in production code.
+
+Units: seconds (``_s``), degrees Celsius (``_c``), percent (``_pct``), ADU for pixel values. All methods block; callers
+on an asyncio loop use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from astropy.io import fits
+
+
+class FrameType(enum.StrEnum):
+    """INDI ``CCD_FRAME_TYPE`` values, lower-cased."""
+
+    LIGHT = "light"
+    BIAS = "bias"
+    DARK = "dark"
+    FLAT = "flat"
+
+
+class OverscanMode(enum.StrEnum):
+    """QHY ``OVERSCAN_MODE``: ``include`` reads the full raw area (overscan and optical black), ``ignore`` crops."""
+
+    INCLUDE = "include"
+    IGNORE = "ignore"
+
+
+class CameraError(RuntimeError):
+    """A camera operation failed in a way the caller can act on; the message says what and why."""
+
+
+class CameraTimeout(CameraError):
+    """A wait ran out (exposure never finished, BLOB never arrived, property never updated)."""
+
+
+class CameraDisconnected(CameraError):
+    """The INDI server or the device went away. A caller may reconnect and retry the current frame."""
+
+
+class SetPointUnreachable(CameraError):
+    """The cooler is at (nearly) full power and the sensor has stopped approaching the set point."""
+
+    def __init__(self, message: str, *, reachable_c: float, ambient_limit_c: float | None) -> None:
+        super().__init__(message)
+        self.reachable_c = reachable_c
+        self.ambient_limit_c = ambient_limit_c
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """Sensor settings that must match between lights and their calibration frames. ``None`` = leave as is."""
+
+    gain: int | None = None
+    offset: int | None = None
+    binning: int = 1
+    read_mode: int | None = None
+    usb_traffic: int | None = None
+    amp_glow: str | None = None  # "auto" | "on" | "off"
+    overscan: OverscanMode | None = None
+    subframe: tuple[int, int, int, int] | None = None  # x, y, width, height in unbinned pixels; None = full frame
+
+
+@dataclass(frozen=True)
+class CameraCapabilities:
+    """What the connected device offers, read from the properties it defines."""
+
+    device: str
+    width_px: int
+    height_px: int
+    pixel_size_um: float | None
+    bits_per_pixel: int
+    has_cooler: bool
+    has_cooler_power: bool
+    has_temp_ramp: bool
+    has_gain: bool
+    has_offset: bool
+    has_read_mode: bool
+    has_usb_traffic: bool
+    has_amp_glow: bool
+    has_overscan: bool
+    max_binning: int = 1
+
+
+@dataclass
+class CameraState:
+    """A snapshot of the camera, as ``GET /camera`` and ``darkd camera status`` show it."""
+
+    connected: bool
+    device: str | None = None
+    temperature_c: float | None = None
+    set_point_c: float | None = None
+    cooler_on: bool | None = None
+    cooler_power_pct: float | None = None
+    stable: bool = False
+    gain: float | None = None
+    offset: float | None = None
+    binning: int | None = None
+    read_mode: int | None = None
+    overscan: OverscanMode | None = None
+    exposing: bool = False
+    exposure_remaining_s: float | None = None
+
+
+@dataclass(frozen=True)
+class TemperatureSample:
+    """One reading of the sensor: time (UTC), temperature (°C), cooler power (%, None when not reported)."""
+
+    time: datetime
+    temperature_c: float
+    cooler_power_pct: float | None
+
+
+@dataclass
+class CapturedFrame:
+    """A frame as received, with what we observed around the exposure.
+
+    ``data`` is the image in ADU (uint16, rows × columns); ``header`` is the driver's FITS header with our keys stamped.
+    """
+
+    data: np.ndarray
+    header: fits.Header
+    frame_type: FrameType
+    exposure_s: float
+    set_point_c: float | None
+    temperature_start_c: float | None
+    temperature_end_c: float | None
+    cooler_power_start_pct: float | None
+    cooler_power_end_pct: float | None
+    started_utc: datetime
+    finished_utc: datetime
+    overscan: OverscanMode | None
+    settings: CaptureSettings = field(default_factory=CaptureSettings)
+
+
+@runtime_checkable
+class Camera(Protocol):
+    """A cooled camera. Every call blocks with a timeout and raises :class:`CameraError` subclasses, never hangs."""
+
+    def connect(self, timeout_s: float = 30.0) -> CameraCapabilities: ...
+
+    def disconnect(self) -> None: ...
+
+    @property
+    def capabilities(self) -> CameraCapabilities: ...
+
+    def state(self) -> CameraState: ...
+
+    def set_temperature(self, set_point_c: float, ramp_c_per_min: float | None = None) -> None: ...
+
+    def wait_until_stable(
+        self,
+        set_point_c: float,
+        *,
+        tolerance_c: float = 0.2,
+        hold_s: float = 60.0,
+        timeout_s: float = 1800.0,
+        on_sample: Callable[[TemperatureSample], None] | None = None,
+    ) -> TemperatureSample: ...
+
+    def warm_up(self, target_c: float, rate_c_per_min: float = 5.0, timeout_s: float = 3600.0) -> None: ...
+
+    def apply_settings(self, settings: CaptureSettings) -> CaptureSettings: ...
+
+    def expose(self, frame_type: FrameType, exposure_s: float, timeout_s: float | None = None) -> CapturedFrame: ...
+
+    def abort(self) -> None: ...
