@@ -1,0 +1,85 @@
+"""calib.frames: round trips, 16-bit BZERO storage, atomic writes, clear errors for bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from calib.frames import FrameError, atomic_write_bytes, read_frame, read_header, write_frame
+
+
+def test_uint16_round_trip_uses_bzero(tmp_path: Path) -> None:
+    data = np.array([[0, 16, 65520], [32768, 4096, 65535]], dtype=np.uint16)
+    header = fits.Header({"EXPTIME": 600.0, "CCD-TEMP": -20.1})
+    path = write_frame(tmp_path / "a.fits", data, header, bitpix16=True)
+    with fits.open(path) as hdul:
+        assert hdul[0].header["BITPIX"] == 16
+        assert hdul[0].header["BZERO"] == 32768
+    frame = read_frame(path, dtype=None)
+    assert frame.data.dtype == np.uint16
+    np.testing.assert_array_equal(frame.data, data)
+    assert frame.header["CCD-TEMP"] == pytest.approx(-20.1)
+    assert read_header(path)["EXPTIME"] == 600.0
+
+
+def test_float_round_trip_and_extra_hdus(tmp_path: Path) -> None:
+    data = np.linspace(-5, 5, 12, dtype=np.float32).reshape(3, 4)
+    extra = fits.ImageHDU(np.ones((3, 4), dtype=np.int16), name="REJ_LOW")
+    path = write_frame(tmp_path / "m.fits", data, extra_hdus=[extra])
+    np.testing.assert_array_equal(read_frame(path).data, data)
+    with fits.open(path) as hdul:
+        assert hdul["REJ_LOW"].data.sum() == 12
+
+
+def test_compressed_fits_is_read(tmp_path: Path) -> None:
+    data = (np.arange(64 * 64, dtype=np.int32).reshape(64, 64) % 4096 * 16).astype(np.uint16)
+    hdul = fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data)])
+    path = tmp_path / "c.fits.fz"
+    hdul.writeto(path)
+    np.testing.assert_array_equal(read_frame(path, dtype=None).data, data)
+    assert read_header(path)["NAXIS1"] == 64
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "not a readable FITS"), (b"SIMPLE  = T" + b" " * 100, "not a readable FITS")],
+)
+def test_garbage_is_a_frame_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.fits"
+    path.write_bytes(content)
+    with pytest.raises(FrameError, match=message):
+        read_frame(path)
+
+
+def test_truncated_file_is_a_frame_error(tmp_path: Path) -> None:
+    path = write_frame(tmp_path / "t.fits", np.ones((200, 200), dtype=np.uint16), bitpix16=True)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(FrameError, match=str(path.name)):
+        read_frame(path)
+
+
+def test_missing_file_and_table_only_file(tmp_path: Path) -> None:
+    with pytest.raises(FrameError, match="file not found"):
+        read_frame(tmp_path / "nope.fits")
+    table = fits.BinTableHDU.from_columns([fits.Column(name="a", format="J", array=np.arange(3))])
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(tmp_path / "table.fits")
+    with pytest.raises(FrameError, match="no image"):
+        read_frame(tmp_path / "table.fits")
+
+
+def test_atomic_write_keeps_old_file_when_write_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "frame.fits"
+    target.write_bytes(b"old")
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("calib.frames.os.fsync", failing_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(target, b"new content")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["frame.fits"], "temporary file must be removed"
