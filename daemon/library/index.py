@@ -1,0 +1,592 @@
+"""The library index: one SQLAlchemy engine, short thread-safe sessions, schema managed by Alembic.
+
+SQLite (the default, ``<root>/index.sqlite3``) runs in WAL mode with a busy timeout so the daemon, its worker process
+and CLI readers can share it; write transactions start with ``BEGIN IMMEDIATE`` so two writers queue on the busy
+timeout instead of failing on a lock upgrade. ``LibrarySettings.database_url`` may point at PostgreSQL instead.
+
+Every public method opens and closes its own session and returns plain dataclasses (:class:`EntryView`,
+:class:`FrameView`, :class:`JobRow`), never ORM objects, so results can cross threads and processes freely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.orm import Session, selectinload
+
+from daemon.library.keys import LibraryKey
+from daemon.library.layout import Layout
+from daemon.library.models import Entry, Frame, Job, JobLog, utc_now
+from daemon.settings import LibrarySettings
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("planned", "capturing", "integrating", "ready", "stale", "bad")
+IN_PROGRESS = ("planned", "capturing", "integrating")
+JOB_STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
+JOB_FIELDS = ("state", "progress_done", "progress_total", "step", "eta_s", "warnings", "error", "started_utc",
+              "finished_utc", "result", "params", "camera")
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+KEY_FIELDS = ("camera", "kind", "exposure_s", "set_point_c", "gain", "offset", "binning", "read_mode", "usb_traffic",
+              "amp_glow", "overscan", "width_px", "height_px")
+
+
+class EntryNotFound(LookupError):
+    """No library entry with that id."""
+
+
+class JobNotFoundError(LookupError):
+    """No job with that id."""
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+@dataclass(frozen=True)
+class FrameView:
+    """A frame of an entry. ``path`` is absolute."""
+
+    id: int
+    entry_id: int
+    path: str
+    sha256: str
+    index: int
+    temperature_start_c: float | None
+    temperature_end_c: float | None
+    quality_ok: bool
+    reasons: list[str]
+    size_bytes: int | None
+    created_utc: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_utc"] = _iso(self.created_utc)
+        return data
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """A library entry as ``darkd library --json`` and ``GET /library`` show it. Paths are absolute strings.
+
+    ``temperature_c`` is the set point of the key; ``temperature_mean_c``/``_min_c``/``_max_c`` are measured over the
+    accepted frames (mean of start and end readings per frame). ``frames`` counts accepted frames only.
+    """
+
+    id: int
+    camera: str
+    kind: str
+    status: str
+    exposure_s: float
+    temperature_c: float
+    gain: int
+    offset: int
+    binning: int
+    read_mode: int | None
+    usb_traffic: int | None
+    amp_glow: str | None
+    overscan: str | None
+    width_px: int
+    height_px: int
+    frames: int
+    frames_target: int
+    frames_rejected: int
+    master: str | None
+    master_sha256: str | None
+    master_stats: dict[str, Any] | None
+    temperature_mean_c: float | None
+    temperature_min_c: float | None
+    temperature_max_c: float | None
+    created_utc: datetime
+    updated_utc: datetime
+    master_created_utc: datetime | None
+    valid_until_utc: datetime | None
+    review: bool
+    review_reason: str | None
+    note: str | None
+    slug: str
+    directory: str
+    frames_dir: str
+    master_target: str = field(default="")
+
+    @property
+    def set_point_c(self) -> float:
+        return self.temperature_c
+
+    @property
+    def key(self) -> LibraryKey:
+        return LibraryKey(camera=self.camera, kind=self.kind, exposure_s=self.exposure_s,
+                          set_point_c=self.temperature_c, gain=self.gain, offset=self.offset, binning=self.binning,
+                          read_mode=self.read_mode,
+                          usb_traffic=self.usb_traffic, amp_glow=self.amp_glow, overscan=self.overscan,
+                          width_px=self.width_px, height_px=self.height_px)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (times as ISO 8601 UTC strings)."""
+        data = asdict(self)
+        for name in ("created_utc", "updated_utc", "master_created_utc", "valid_until_utc"):
+            data[name] = _iso(getattr(self, name))
+        return data
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job of the persistent queue, as stored."""
+
+    id: int
+    kind: str
+    params: dict[str, Any]
+    state: str
+    camera: str | None
+    progress_done: int
+    progress_total: int
+    step: str | None
+    eta_s: float | None
+    warnings: list[str]
+    error: str | None
+    result: dict[str, Any] | None
+    created_utc: datetime
+    started_utc: datetime | None
+    finished_utc: datetime | None
+    updated_utc: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("created_utc", "started_utc", "finished_utc", "updated_utc"):
+            data[name] = _iso(getattr(self, name))
+        return data
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic :class:`Config` built in code (no ini file needed) pointing at our migrations."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema of ``engine``'s database to ``revision`` (creates it from empty)."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine; for SQLite: WAL, busy timeout, foreign keys, and BEGIN IMMEDIATE for write sessions."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's own handling is not SQL-standard)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("darkd_write", False) else "BEGIN")
+
+    return engine
+
+
+class LibraryIndex:
+    """The index of one library root (see the module docstring). Safe to share between threads."""
+
+    def __init__(self, settings: LibrarySettings) -> None:
+        self.settings = settings
+        self.layout = Layout(Path(settings.root))
+        self.url = settings.resolved_database_url()
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+        self._write_lock = threading.RLock()
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, settings: LibrarySettings) -> LibraryIndex:
+        """Construct and :meth:`create` in one call."""
+        index = cls(settings)
+        index.create()
+        return index
+
+    def create(self) -> LibraryIndex:
+        """Create the root directory and bring the schema up to date (idempotent). Returns ``self``."""
+        with self._lock:
+            if self._engine is not None:
+                return self
+            if self.url.startswith("sqlite"):
+                Path(self.settings.root).mkdir(parents=True, exist_ok=True)
+            engine = make_engine(self.url)
+            migrate(engine)
+            self._engine = engine
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def __enter__(self) -> LibraryIndex:
+        return self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self.create()
+        assert self._engine is not None
+        return self._engine
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._write_lock, self.engine.connect() as conn:
+            conn.info["darkd_write"] = True
+            try:
+                with Session(bind=conn, expire_on_commit=False) as session, session.begin():
+                    yield session
+                conn.commit()
+            finally:
+                conn.info.pop("darkd_write", None)
+
+    # --- entries: reads ----------------------------------------------------------------------------------------------
+    def _view(self, row: Entry) -> EntryView:
+        accepted = [f for f in row.frames if f.quality_ok]
+        temps = [t for f in accepted for t in (f.temperature_start_c, f.temperature_end_c) if t is not None]
+        per_frame = [
+            (f.temperature_start_c + f.temperature_end_c) / 2 if f.temperature_start_c is not None
+            and f.temperature_end_c is not None else (f.temperature_start_c or f.temperature_end_c)
+            for f in accepted
+        ]
+        per_frame = [t for t in per_frame if t is not None]
+        directory = self.layout.from_stored(row.directory)
+        return EntryView(
+            id=row.id, camera=row.camera, kind=row.kind, status=row.status, exposure_s=row.exposure_s,
+            temperature_c=row.set_point_c, gain=row.gain, offset=row.offset, binning=row.binning,
+            read_mode=row.read_mode, usb_traffic=row.usb_traffic, amp_glow=row.amp_glow, overscan=row.overscan,
+            width_px=row.width_px, height_px=row.height_px, frames=len(accepted), frames_target=row.frames_target,
+            frames_rejected=len(row.frames) - len(accepted),
+            master=str(self.layout.from_stored(row.master_path)) if row.master_path else None,
+            master_sha256=row.master_sha256, master_stats=dict(row.master_stats) if row.master_stats else None,
+            temperature_mean_c=round(sum(per_frame) / len(per_frame), 3) if per_frame else None,
+            temperature_min_c=min(temps) if temps else None, temperature_max_c=max(temps) if temps else None,
+            created_utc=row.created_utc, updated_utc=row.updated_utc, master_created_utc=row.master_created_utc,
+            valid_until_utc=row.valid_until_utc, review=row.review, review_reason=row.review_reason, note=row.note,
+            slug=row.slug, directory=str(directory), frames_dir=str(directory / "frames"),
+            master_target=str(directory / "master.fits"),
+        )
+
+    def entries(self, **filters: Any) -> list[EntryView]:
+        """Entries matching all ``filters`` (ordered by id).
+
+        Filters: ``camera``, ``kind``, ``status`` (a name or a list), ``exposure_s``, ``temperature_c`` (within the
+        configured tolerance), ``gain``, ``offset``, ``binning``, ``read_mode``, ``slug``, ``key`` (a
+        :class:`LibraryKey`: every attribute equal, set point within tolerance), ``review`` (bool).
+        ``None`` values are ignored. Unknown filter names raise ``ValueError``.
+        """
+        allowed = {"camera", "kind", "status", "exposure_s", "temperature_c", "set_point_c", "gain", "offset",
+                   "binning", "read_mode", "slug", "key", "review"}
+        unknown = sorted(set(filters) - allowed)
+        if unknown:
+            raise ValueError(f"unknown library filter(s): {', '.join(unknown)}")
+        query = select(Entry).options(selectinload(Entry.frames)).order_by(Entry.id)
+        f = {k: v for k, v in filters.items() if v is not None}
+        tol = self.settings.temperature_tolerance_c + 1e-9
+        key: LibraryKey | None = f.pop("key", None)
+        if key is not None:
+            for name in KEY_FIELDS:
+                if name != "set_point_c":
+                    query = query.where(getattr(Entry, name).is_(None) if getattr(key, name) is None
+                                        else getattr(Entry, name) == getattr(key, name))
+            f.setdefault("temperature_c", key.set_point_c)
+        if "set_point_c" in f:
+            f.setdefault("temperature_c", f.pop("set_point_c"))
+        if "status" in f:
+            statuses = [f.pop("status")] if isinstance(f["status"], str) else list(f.pop("status"))
+            query = query.where(Entry.status.in_(statuses))
+        if "kind" in f:
+            query = query.where(Entry.kind == str(f.pop("kind")).lower().replace("-", ""))
+        if "temperature_c" in f:
+            temp = float(f.pop("temperature_c"))
+            query = query.where(Entry.set_point_c >= temp - tol, Entry.set_point_c <= temp + tol)
+        if "exposure_s" in f:
+            exp = float(f.pop("exposure_s"))
+            query = query.where(Entry.exposure_s >= exp - 1e-6, Entry.exposure_s <= exp + 1e-6)
+        for name, value in f.items():
+            query = query.where(getattr(Entry, name) == value)
+        with self._read() as s:
+            return [self._view(row) for row in s.scalars(query).all()]
+
+    def get(self, entry_id: int) -> EntryView | None:
+        with self._read() as s:
+            row = s.get(Entry, int(entry_id), options=[selectinload(Entry.frames)])
+            return self._view(row) if row is not None else None
+
+    def frames_of(self, entry_id: int, *, accepted_only: bool = False) -> list[FrameView]:
+        """Frames of an entry ordered by index (rejected ones too unless ``accepted_only``)."""
+        with self._read() as s:
+            query = select(Frame).where(Frame.entry_id == int(entry_id)).order_by(Frame.index, Frame.id)
+            if accepted_only:
+                query = query.where(Frame.quality_ok.is_(True))
+            return [self._frame_view(f) for f in s.scalars(query).all()]
+
+    def _frame_view(self, f: Frame) -> FrameView:
+        return FrameView(id=f.id, entry_id=f.entry_id, path=str(self.layout.from_stored(f.path)), sha256=f.sha256,
+                         index=f.index, temperature_start_c=f.temperature_start_c,
+                         temperature_end_c=f.temperature_end_c, quality_ok=f.quality_ok, reasons=list(f.reasons or []),
+                         size_bytes=f.size_bytes, created_utc=f.created_utc)
+
+    def select_master(self, light_key: LibraryKey, *, light_temperature_c: float | None = None,
+                      light_time: datetime | None = None, allow_scaled: bool = False,
+                      now: datetime | None = None) -> Any:
+        """The master for a light (see :func:`daemon.library.selection.select_master`); returns a ``Selection``."""
+        from daemon.library.selection import select_master
+
+        candidates = self.entries(camera=light_key.camera, kind=light_key.kind)
+        return select_master(light_key, candidates, tolerance_c=self.settings.temperature_tolerance_c,
+                             validity_days=self.settings.validity_days, light_temperature_c=light_temperature_c,
+                             light_time=light_time, allow_scaled=allow_scaled, now=now)
+
+    # --- entries: writes ---------------------------------------------------------------------------------------------
+    def upsert_entry(self, key: LibraryKey, frames_target: int) -> EntryView:
+        """The in-progress entry (planned/capturing/integrating) of ``key``, or a new ``planned`` one.
+
+        Ready, stale and bad entries are never reused: building a key again makes a new entry (and directory
+        ``<slug>.N``) so older masters stay selectable until the new one is ready. Creates the entry's directories.
+        """
+        if frames_target < 0:
+            raise ValueError(f"frames_target must be >= 0, got {frames_target}")
+        with self._write() as s:
+            rows = s.scalars(select(Entry).where(Entry.camera == key.camera, Entry.slug == key.slug)
+                             .order_by(Entry.id)).all()
+            current = next((r for r in rows if r.status in IN_PROGRESS), None)  # the slug encodes every key field
+            if current is None:
+                used = {r.directory for r in rows}
+                generation = 1
+                while self.layout.to_stored(self.layout.entry_dir(key, generation)) in used:
+                    generation += 1
+                directory = self.layout.ensure(key, generation)
+                current = Entry(slug=key.slug, directory=self.layout.to_stored(directory), status="planned",
+                                frames_target=int(frames_target), review=False,
+                                **{name: getattr(key, name) for name in KEY_FIELDS})
+                s.add(current)
+                log.info("library: new entry %s in %s", key.describe(), directory)
+            else:
+                current.frames_target = int(frames_target)
+                self.layout.from_stored(current.directory).joinpath("frames").mkdir(parents=True, exist_ok=True)
+            s.flush()
+            entry_id = current.id
+        view = self.get(entry_id)
+        assert view is not None
+        return view
+
+    def _entry(self, s: Session, entry_id: int) -> Entry:
+        row = s.get(Entry, int(entry_id))
+        if row is None:
+            raise EntryNotFound(f"no library entry with id {entry_id}")
+        return row
+
+    def set_status(self, entry_id: int, status: str, note: str | None = None) -> EntryView:
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        with self._write() as s:
+            row = self._entry(s, entry_id)
+            row.status = status
+            if note is not None:
+                row.note = note
+        return self._get_required(entry_id)
+
+    def _get_required(self, entry_id: int) -> EntryView:
+        view = self.get(entry_id)
+        if view is None:
+            raise EntryNotFound(f"no library entry with id {entry_id}")
+        return view
+
+    def record_frame(self, entry_id: int, path: str | Path, sha256: str, index: int,
+                     temperature_start_c: float | None = None, temperature_end_c: float | None = None,
+                     quality_ok: bool = True, reasons: Iterable[str] = ()) -> FrameView:
+        """Record (or update, keyed by path) a frame of an entry. Idempotent: safe to repeat after a crash."""
+        p = Path(path)
+        size = p.stat().st_size if p.exists() else None
+        stored = self.layout.to_stored(p)
+        with self._write() as s:
+            self._entry(s, entry_id)
+            row = s.scalars(select(Frame).where(Frame.path == stored)).one_or_none()
+            if row is None:
+                row = Frame(entry_id=int(entry_id), path=stored)
+                s.add(row)
+            elif row.entry_id != int(entry_id):
+                raise ValueError(f"{p} is already recorded for entry {row.entry_id}, not {entry_id}")
+            row.sha256 = sha256
+            row.index = int(index)
+            row.size_bytes = size
+            row.temperature_start_c = temperature_start_c
+            row.temperature_end_c = temperature_end_c
+            row.quality_ok = bool(quality_ok)
+            row.reasons = list(reasons)
+            s.flush()
+            return self._frame_view(row)
+
+    def set_master(self, entry_id: int, path: str | Path, stats: Mapping[str, Any],
+                   valid_until: datetime | None = None, *, sha256: str | None = None,
+                   created: datetime | None = None) -> EntryView:
+        """Record the entry's master (file must exist) and mark it ready.
+
+        ``valid_until`` defaults to creation + ``validity_days``. ``stats``: mean_adu, median_adu, noise_adu,
+        hot_pixels, rejected_fraction, n_frames … (stored as given, JSON).
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"master {p} does not exist")
+        digest = sha256 or sha256_file(p)
+        created = created or utc_now()
+        valid_until = valid_until or created + timedelta(days=self.settings.validity_days)
+        with self._write() as s:
+            row = self._entry(s, entry_id)
+            row.master_path = self.layout.to_stored(p)
+            row.master_sha256 = digest
+            row.master_stats = {k: _jsonable(v) for k, v in dict(stats).items()}
+            row.master_created_utc = created
+            row.valid_until_utc = valid_until
+            row.status = "ready"
+            row.review = False
+            row.review_reason = None
+        return self._get_required(entry_id)
+
+    def mark_bad(self, entry_id: int, reason: str) -> EntryView:
+        """Mark an entry bad (never selected again); ``reason`` is kept in ``note``."""
+        return self.set_status(entry_id, "bad", note=reason)
+
+    def flag_review(self, entry_id: int, reason: str) -> EntryView:
+        """Hold a new master for review: it stays ``ready`` but selection skips it until :meth:`accept_review`."""
+        with self._write() as s:
+            row = self._entry(s, entry_id)
+            row.review = True
+            row.review_reason = reason
+        return self._get_required(entry_id)
+
+    def accept_review(self, entry_id: int) -> EntryView:
+        with self._write() as s:
+            row = self._entry(s, entry_id)
+            row.review = False
+        return self._get_required(entry_id)
+
+    def mark_stale(self, now: datetime | None = None) -> list[int]:
+        """Ready entries whose validity has ended become ``stale``; returns their ids (see ``ageing``)."""
+        now = now or datetime.now(UTC)
+        with self._write() as s:
+            rows = s.scalars(select(Entry).where(Entry.status == "ready", Entry.valid_until_utc.is_not(None),
+                                                 Entry.valid_until_utc < now)).all()
+            for row in rows:
+                row.status = "stale"
+                row.note = f"validity ended {_iso(row.valid_until_utc)}"
+            return [row.id for row in rows]
+
+    # --- jobs --------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _job_row(j: Job) -> JobRow:
+        return JobRow(id=j.id, kind=j.kind, params=dict(j.params or {}), state=j.state, camera=j.camera,
+                      progress_done=j.progress_done, progress_total=j.progress_total, step=j.step, eta_s=j.eta_s,
+                      warnings=list(j.warnings or []), error=j.error, result=dict(j.result) if j.result else None,
+                      created_utc=j.created_utc, started_utc=j.started_utc, finished_utc=j.finished_utc,
+                      updated_utc=j.updated_utc)
+
+    def add_job(self, kind: str, params: Mapping[str, Any], *, camera: str | None = None,
+                state: str = "queued") -> JobRow:
+        if state not in JOB_STATES:
+            raise ValueError(f"job state {state!r} is not one of {', '.join(JOB_STATES)}")
+        with self._write() as s:
+            job = Job(kind=kind, params=_jsonable(dict(params)), state=state, camera=camera, progress_done=0,
+                      progress_total=0, warnings=[])
+            s.add(job)
+            s.flush()
+            return self._job_row(job)
+
+    def update_job(self, job_id: int, **fields: Any) -> JobRow:
+        """Update any of: state, progress_done, progress_total, step, eta_s, warnings, error, started_utc,
+        finished_utc, result, params, camera. Unknown names raise ``ValueError``."""
+        unknown = sorted(set(fields) - set(JOB_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown job field(s): {', '.join(unknown)}")
+        if "state" in fields and fields["state"] not in JOB_STATES:
+            raise ValueError(f"job state {fields['state']!r} is not one of {', '.join(JOB_STATES)}")
+        with self._write() as s:
+            job = s.get(Job, int(job_id))
+            if job is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+            for name, value in fields.items():
+                setattr(job, name, _jsonable(value) if name in ("warnings", "result", "params") else value)
+            s.flush()
+            return self._job_row(job)
+
+    def get_job(self, job_id: int) -> JobRow | None:
+        with self._read() as s:
+            job = s.get(Job, int(job_id))
+            return self._job_row(job) if job is not None else None
+
+    def jobs(self, state: str | Iterable[str] | None = None) -> list[JobRow]:
+        query = select(Job).order_by(Job.id)
+        if state is not None:
+            query = query.where(Job.state.in_([state] if isinstance(state, str) else list(state)))
+        with self._read() as s:
+            return [self._job_row(j) for j in s.scalars(query).all()]
+
+    def append_job_log(self, job_id: int, line: str) -> None:
+        with self._write() as s:
+            if s.get(Job, int(job_id)) is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+            s.add(JobLog(job_id=int(job_id), line=str(line)))
+
+    def job_log(self, job_id: int) -> list[tuple[datetime, str]]:
+        with self._read() as s:
+            rows = s.scalars(select(JobLog).where(JobLog.job_id == int(job_id)).order_by(JobLog.id)).all()
+            return [(r.time_utc, r.line) for r in rows]
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert NumPy scalars, Paths and datetimes to JSON-storable values (recursively)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # NumPy scalar
+        return value.item()
+    return value

@@ -1,0 +1,142 @@
+"""SQLAlchemy 2.0 declarative schema of the library index: entries, frames, jobs, job_log.
+
+The schema is created and upgraded only by the Alembic migrations in ``daemon/library/migrations`` (never by
+``create_all``); these classes must stay in step with the latest revision. Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC, always returns timezone-aware UTC datetimes (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the index stores timezone-aware UTC times only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Entry(Base):
+    """One library entry: a key, its frames, and (once integrated) its master."""
+
+    __tablename__ = "entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(255), nullable=False)
+    camera: Mapped[str] = mapped_column(String(255), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    exposure_s: Mapped[float] = mapped_column(Float, nullable=False)
+    set_point_c: Mapped[float] = mapped_column(Float, nullable=False)
+    gain: Mapped[int] = mapped_column(Integer, nullable=False)
+    offset: Mapped[int] = mapped_column(Integer, nullable=False)
+    binning: Mapped[int] = mapped_column(Integer, nullable=False)
+    read_mode: Mapped[int | None] = mapped_column(Integer)
+    usb_traffic: Mapped[int | None] = mapped_column(Integer)
+    amp_glow: Mapped[str | None] = mapped_column(String(8))
+    overscan: Mapped[str | None] = mapped_column(String(8))
+    width_px: Mapped[int] = mapped_column(Integer, nullable=False)
+    height_px: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    directory: Mapped[str] = mapped_column(Text, nullable=False)  # relative to the library root when inside it
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="planned")
+    frames_target: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    note: Mapped[str | None] = mapped_column(Text)
+    review: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    review_reason: Mapped[str | None] = mapped_column(Text)
+
+    master_path: Mapped[str | None] = mapped_column(Text)
+    master_sha256: Mapped[str | None] = mapped_column(String(64))
+    master_stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    master_created_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    valid_until_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    created_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
+    updated_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now, onupdate=utc_now)
+
+    frames: Mapped[list[Frame]] = relationship(back_populates="entry", cascade="all, delete-orphan",
+                                               order_by="Frame.index")
+
+    __table_args__ = (Index("ix_entries_slug", "camera", "slug"), Index("ix_entries_status", "status"))
+
+
+class Frame(Base):
+    """A captured calibration frame that belongs to an entry (accepted or rejected by the quality check)."""
+
+    __tablename__ = "frames"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), nullable=False, index=True)
+    path: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    index: Mapped[int] = mapped_column(Integer, nullable=False)
+    temperature_start_c: Mapped[float | None] = mapped_column(Float)
+    temperature_end_c: Mapped[float | None] = mapped_column(Float)
+    quality_ok: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    reasons: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    created_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
+
+    entry: Mapped[Entry] = relationship(back_populates="frames")
+
+
+class Job(Base):
+    """A persistent job of the queue (the JOBS engine owns the semantics of ``params`` and ``result``)."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="queued", index=True)
+    camera: Mapped[str | None] = mapped_column(String(255))
+    progress_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    step: Mapped[str | None] = mapped_column(Text)
+    eta_s: Mapped[float | None] = mapped_column(Float)
+    warnings: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
+    started_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now, onupdate=utc_now)
+
+    log: Mapped[list[JobLog]] = relationship(back_populates="job", cascade="all, delete-orphan", order_by="JobLog.id")
+
+
+class JobLog(Base):
+    """One line of a job's log."""
+
+    __tablename__ = "job_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True)
+    time_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
+    line: Mapped[str] = mapped_column(Text, nullable=False)
+
+    job: Mapped[Job] = relationship(back_populates="log")

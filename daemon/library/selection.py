@@ -1,0 +1,143 @@
+"""The selection rule: which master calibrates a light. One function, read it top to bottom.
+
+For a light with key ``K`` (its ``kind`` set to the kind of master wanted, e.g. ``K.with_kind("dark")``), a candidate is
+acceptable when
+
+1. it is ``ready`` with a master file, and not held for review (``bad`` and ``stale`` entries never qualify);
+2. every key attribute equals the light's: camera, kind, exposure, gain, offset, binning, read mode, USB traffic,
+   amp-glow mode, overscan mode, geometry (the set point is compared by rule 3 instead);
+3. its temperature (measured mean of its frames, else its set point) is within ``tolerance_c`` (default 0.5 °C,
+   inclusive) of the light's (measured ``CCD-TEMP`` when given, else the light's set point);
+4. the light's time lies inside the master's validity window: ``|light_time − master_created| ≤ validity_days`` and
+   not after ``valid_until``.
+
+Among acceptable candidates the one nearest in time to the light wins (ties: the newest entry). A dark of another
+exposure is never substituted unless ``allow_scaled`` is set, and then the result carries the scaled-dark warning.
+The approach follows BANZAI's calibration database (explicit attributes, validity window, bad flag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from daemon.library.keys import LibraryKey
+
+if TYPE_CHECKING:
+    from daemon.library.index import EntryView
+
+DEFAULT_TOLERANCE_C = 0.5
+DEFAULT_VALIDITY_DAYS = 90.0
+SCALED_DARK_WARNING = (
+    "scaled dark: no master dark with exposure {light_s:g} s; using the {master_s:g} s master scaled by k = {k:.4g}. "
+    "Dark scaling is invalid for cameras whose dark mean falls below the bias (optical-black clamping) or whose dark "
+    "signal grows non-linearly with exposure (amp glow); expect residual glow and a wrong pedestal."
+)
+_EPS = 1e-9
+
+
+class NoMatchingMaster(LookupError):
+    """No master passes the selection rule; the message lists why each candidate was refused."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Outcome of :func:`select_master`: the chosen entry (or ``None``) and why the others were refused."""
+
+    light_key: LibraryKey
+    entry: EntryView | None
+    scaled: bool = False
+    scale_factor: float = 1.0
+    warnings: list[str] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.entry is not None
+
+    def require(self) -> EntryView:
+        """The chosen entry, or :class:`NoMatchingMaster` with a readable explanation."""
+        if self.entry is not None:
+            return self.entry
+        why = "; ".join(f"#{i}: {r}" for i, r in sorted(self.refused.items())) or "the library has no candidates"
+        raise NoMatchingMaster(f"no ready master for {self.light_key.describe()} ({why})")
+
+
+def refusal(light_key: LibraryKey, entry: EntryView, *, light_temperature_c: float | None, light_time: datetime,
+            tolerance_c: float, validity_days: float, ignore_exposure: bool = False) -> str | None:
+    """Why ``entry`` cannot calibrate the light (rules 1–4 of the module docstring), or ``None`` if it can."""
+    if entry.status != "ready":
+        return f"status {entry.status}"
+    if not entry.master:
+        return "no master file"
+    if entry.review:
+        return f"held for review ({entry.review_reason or 'large change from the previous master'})"
+    ignore = ("set_point_c", "exposure_s") if ignore_exposure else ("set_point_c",)
+    differing = light_key.matches(entry.key, ignore=ignore)
+    if differing:
+        name = differing[0]
+        return f"{name} differs (light {getattr(light_key, name)!r}, master {getattr(entry.key, name)!r})"
+    light_c = light_key.set_point_c if light_temperature_c is None else light_temperature_c
+    master_c = entry.temperature_mean_c if entry.temperature_mean_c is not None else entry.temperature_c
+    if abs(master_c - light_c) > tolerance_c + _EPS:
+        return f"temperature {master_c:.2f} °C is more than {tolerance_c:g} °C from the light's {light_c:.2f} °C"
+    created = entry.master_created_utc or entry.created_utc
+    if abs((light_time - created).total_seconds()) > validity_days * 86400.0 + _EPS:
+        return f"outside the {validity_days:g}-day validity window (master made {created.isoformat()})"
+    if entry.valid_until_utc is not None and light_time > entry.valid_until_utc:
+        return f"validity ended {entry.valid_until_utc.isoformat()}"
+    return None
+
+
+def select_master(light_key: LibraryKey, candidates: Iterable[EntryView], *,
+                  tolerance_c: float = DEFAULT_TOLERANCE_C, validity_days: float = DEFAULT_VALIDITY_DAYS,
+                  light_temperature_c: float | None = None, light_time: datetime | None = None,
+                  allow_scaled: bool = False, now: datetime | None = None) -> Selection:
+    """Choose the master for a light by the rule of the module docstring. Pure: no I/O.
+
+    ``light_time`` (UTC; default ``now``, default the current time) is the light's DATE-OBS.
+    """
+    when = light_time or now or datetime.now(UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    pool = list(candidates)
+    refused: dict[int, str] = {}
+    accepted: list[EntryView] = []
+    for entry in pool:
+        reason = refusal(light_key, entry, light_temperature_c=light_temperature_c, light_time=when,
+                         tolerance_c=tolerance_c, validity_days=validity_days)
+        if reason is None:
+            accepted.append(entry)
+        else:
+            refused[entry.id] = reason
+    if accepted:
+        return Selection(light_key, _nearest_in_time(accepted, when), refused=refused)
+    if allow_scaled and light_key.kind == "dark" and light_key.exposure_s > 0:
+        scalable = [e for e in pool if e.exposure_s > 0 and refusal(
+            light_key, e, light_temperature_c=light_temperature_c, light_time=when, tolerance_c=tolerance_c,
+            validity_days=validity_days, ignore_exposure=True) is None]
+        if scalable:
+            # the nearest exposure (log ratio) wins, then the nearest in time
+            best_ratio = min(abs(_log_ratio(light_key.exposure_s, e.exposure_s)) for e in scalable)
+            closest = [e for e in scalable if abs(_log_ratio(light_key.exposure_s, e.exposure_s)) <= best_ratio + _EPS]
+            chosen = _nearest_in_time(closest, when)
+            k = light_key.exposure_s / chosen.exposure_s
+            warning = SCALED_DARK_WARNING.format(light_s=light_key.exposure_s, master_s=chosen.exposure_s, k=k)
+            return Selection(light_key, chosen, scaled=True, scale_factor=k, warnings=[warning], refused=refused)
+    return Selection(light_key, None, refused=refused)
+
+
+def _nearest_in_time(entries: list[EntryView], when: datetime) -> EntryView:
+    def distance(e: EntryView) -> tuple[timedelta, int]:
+        created = e.master_created_utc or e.created_utc
+        return abs(when - created), -e.id
+
+    return min(entries, key=distance)
+
+
+def _log_ratio(a: float, b: float) -> float:
+    import math
+
+    return math.log(a / b)
