@@ -1,9 +1,9 @@
 """The library key: every attribute that must be equal between a light and the master that calibrates it.
 
 Modelled on the BANZAI calibration database: a master is found by explicit attributes, never by file name. Units are in
-the field names (``exposure_s`` seconds, ``set_point_c`` degrees Celsius, ``width_px``/``height_px`` unbinned frame
-geometry as read out). ``None`` in an optional field means "not applicable to this camera"; two keys only match if the
-values are equal, ``None`` included.
+the field names (``exposure_s`` seconds, ``set_point_c`` degrees Celsius, ``width_px``/``height_px`` the frame size
+as stored, after binning and overscan cropping). ``None`` in an optional field means "not applicable to this
+camera"; two keys only match if the values are equal, ``None`` included.
 """
 
 from __future__ import annotations

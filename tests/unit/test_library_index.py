@@ -153,7 +153,7 @@ def test_concurrent_writers_from_threads(index: LibraryIndex) -> None:
                 index.record_frame(entry_id, Path(frames_dir) / f"dark_{i:04d}.fits", "0" * 64, i, -10, -10, True, [])
                 index.append_job_log(job.id, f"{entry_id}:{i}")
                 index.entries()
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(e.id, e.frames_dir)) for e in entries]

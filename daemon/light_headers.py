@@ -1,0 +1,273 @@
+"""Read a light's library key from its FITS header, whichever acquisition program wrote it.
+
+Spellings differ between programs; each attribute is looked up under its aliases, first found wins:
+
+================  =====================================================================================
+attribute         keywords (program that writes it)
+================  =====================================================================================
+exposure_s        EXPTIME (INDI/Ekos, N.I.N.A., SGP, PixInsight), EXPOSURE (N.I.N.A., SGP, MaxIm), EXP_TIME
+set point         SET-TEMP (N.I.N.A., SGP, MaxIm), SET_TEMP / SETTEMP (PixInsight scripts, others), TEMP_SET
+measured temp.    CCD-TEMP (all), CCD_TEMP, CCDTEMP, TEMPERAT
+gain              GAIN (INDI/Ekos, N.I.N.A. ≥ 1.10, SGP); EGAIN is e⁻/ADU, *not* the gain setting: never used
+offset            OFFSET (INDI/Ekos, N.I.N.A., SGP), BLKLEVEL (SGP/ASCOM "black level"), BLACKLEV
+binning           XBINNING (all), BINNING, XBIN, BINX; YBINNING must agree when present
+read mode         READMODE (INDI), READOUTM (N.I.N.A., SGP, MaxIm; may be a name), READ_MODE, READOUT
+USB traffic       USBTRAFF, USB_TRAF, USBLIMIT (N.I.N.A.)
+amp glow          AMPGLOW, AMP_GLOW
+overscan          OVERSCAN, OVSCMODE
+camera            INSTRUME (all)
+frame type        IMAGETYP ("Light Frame", "LIGHT"), FRAME (INDI "Light"), FRAMETYP
+time              DATE-OBS (UTC), DATE_OBS
+================  =====================================================================================
+
+The set point of the key is ``SET-TEMP`` when present and sensible; otherwise the measured ``CCD-TEMP`` rounded to the
+nearest whole degree (cooled cameras are normally set to whole degrees). N.I.N.A. once wrote ``-1.79769e308`` or NaN
+for an unset set point: such values count as absent. Geometry is the image size as stored (``NAXIS1`` × ``NAXIS2``,
+after binning). Missing required keys raise :class:`HeaderKeyError` naming the file and the keywords looked for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+
+from calib.frames import read_header
+from daemon.library.keys import InvalidKey, LibraryKey
+
+ALIASES: dict[str, tuple[str, ...]] = {
+    "exposure_s": ("EXPTIME", "EXPOSURE", "EXP_TIME"),
+    "set_point_c": ("SET-TEMP", "SET_TEMP", "SETTEMP", "TEMP_SET"),
+    "temperature_c": ("CCD-TEMP", "CCD_TEMP", "CCDTEMP", "TEMPERAT"),
+    "gain": ("GAIN",),
+    "offset": ("OFFSET", "BLKLEVEL", "BLACKLEV"),
+    "binning": ("XBINNING", "BINNING", "XBIN", "BINX"),
+    "ybinning": ("YBINNING", "YBIN", "BINY"),
+    "read_mode": ("READMODE", "READOUTM", "READ_MODE", "READOUT"),
+    "usb_traffic": ("USBTRAFF", "USB_TRAF", "USBLIMIT"),
+    "amp_glow": ("AMPGLOW", "AMP_GLOW"),
+    "overscan": ("OVERSCAN", "OVSCMODE"),
+    "camera": ("INSTRUME",),
+    "image_type": ("IMAGETYP", "FRAME", "FRAMETYP"),
+    "date_obs": ("DATE-OBS", "DATE_OBS"),
+}
+_ABSURD_C = 200.0  # |temperature| above this is a placeholder, not a reading
+_GLOW = {"auto": "auto", "on": "on", "off": "off", "1": "on", "0": "off", "true": "on", "false": "off",
+         "t": "on", "f": "off", "enabled": "on", "disabled": "off"}
+_OVERSCAN = {"include": "include", "ignore": "ignore", "1": "include", "0": "ignore", "on": "include",
+             "off": "ignore", "t": "include", "f": "ignore", "true": "include", "false": "ignore",
+             "indi_enabled": "include", "indi_disabled": "ignore"}
+
+
+class HeaderKeyError(ValueError):
+    """A light's header lacks (or has an unusable value for) an attribute of the library key."""
+
+    def __init__(self, source: str, attribute: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+        self.attribute = attribute
+
+
+@dataclass(frozen=True)
+class LightInfo:
+    """What the planner and the calibrator need from one light: its key, measured temperature, time, type."""
+
+    key: LibraryKey
+    temperature_c: float | None
+    time_utc: datetime | None
+    image_type: str
+    path: Path | None = None
+    program: str | None = None
+
+
+def _find(header: Mapping[str, Any] | fits.Header, attribute: str) -> tuple[str, Any] | None:
+    for name in ALIASES[attribute]:
+        if name in header:
+            value = header[name]
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            return name, value
+    return None
+
+
+def _number(source: str, attribute: str, found: tuple[str, Any]) -> float:
+    name, value = found
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise HeaderKeyError(source, attribute, f"{name} = {value!r} is not a number") from None
+    return number
+
+
+def _temperature(source: str, header: Any, attribute: str) -> float | None:
+    found = _find(header, attribute)
+    if found is None:
+        return None
+    value = _number(source, attribute, found)
+    return value if math.isfinite(value) and abs(value) < _ABSURD_C else None
+
+
+def _integer(source: str, attribute: str, found: tuple[str, Any]) -> int:
+    value = _number(source, attribute, found)
+    if not math.isfinite(value) or value != round(value):
+        raise HeaderKeyError(source, attribute, f"{found[0]} = {found[1]!r} is not a whole number")
+    return round(value)
+
+
+def _missing(source: str, attribute: str, what: str) -> HeaderKeyError:
+    return HeaderKeyError(source, attribute, f"no {what} keyword (looked for {', '.join(ALIASES[attribute])})")
+
+
+def detect_program(header: Mapping[str, Any] | fits.Header) -> str | None:
+    """The acquisition program named in ``SWCREATE``/``CREATOR``/``PROGRAM``, if any."""
+    for name in ("SWCREATE", "CREATOR", "PROGRAM", "SOFTWARE"):
+        if name in header and str(header[name]).strip():
+            return str(header[name]).strip()
+    return None
+
+
+def normalise_image_type(value: object) -> str:
+    """``"Light Frame"``/``"LIGHT"``/``"Light"`` → ``light``; likewise bias/dark/flat; anything else lower-cased."""
+    text = str(value).strip().lower().replace("frame", "").replace("_", " ").strip()
+    for kind in ("light", "bias", "dark", "flat"):
+        if text.startswith(kind) or text == kind:
+            return kind
+    if text in ("offset", "zero"):
+        return "bias"
+    return text or "light"
+
+
+def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: str | None = None,
+                           kind: str = "dark", source: str | os.PathLike[str] | None = None,
+                           defaults: Mapping[str, Any] | None = None,
+                           read_mode_names: Mapping[str, int] | None = None) -> LightInfo:
+    """Parse ``header`` into a :class:`LightInfo` whose key has ``kind`` (the master wanted, default dark).
+
+    ``camera`` overrides ``INSTRUME``. ``defaults`` supplies attributes the header lacks (``read_mode``,
+    ``usb_traffic``, ``amp_glow``, ``overscan``, ``gain``, ``offset``, ``camera``); header values win.
+    ``read_mode_names`` maps textual read modes (N.I.N.A.'s READOUTM) to the camera's mode index.
+    """
+    src = str(source) if source is not None else "header"
+    dflt = dict(defaults or {})
+
+    found = _find(header, "exposure_s")
+    if found is None:
+        raise _missing(src, "exposure_s", "exposure")
+    exposure_s = _number(src, "exposure_s", found)
+    if not math.isfinite(exposure_s) or exposure_s < 0:
+        raise HeaderKeyError(src, "exposure_s", f"{found[0]} = {found[1]!r} is not a valid exposure")
+
+    measured_c = _temperature(src, header, "temperature_c")
+    set_point_c = _temperature(src, header, "set_point_c")
+    if set_point_c is None:
+        if measured_c is None:
+            raise HeaderKeyError(src, "set_point_c", "no sensor temperature keyword (looked for "
+                                 f"{', '.join(ALIASES['set_point_c'] + ALIASES['temperature_c'])})")
+        set_point_c = float(round(measured_c))
+
+    values: dict[str, Any] = {}
+    for attribute, what in (("gain", "gain"), ("offset", "offset")):
+        found = _find(header, attribute)
+        if found is not None:
+            values[attribute] = _integer(src, attribute, found)
+        elif attribute in dflt:
+            values[attribute] = dflt[attribute]
+        else:
+            raise _missing(src, attribute, what)
+
+    found = _find(header, "binning")
+    binning = _integer(src, "binning", found) if found is not None else int(dflt.get("binning", 1))
+    found_y = _find(header, "ybinning")
+    if found_y is not None and _integer(src, "binning", found_y) != binning:
+        raise HeaderKeyError(src, "binning", f"asymmetric binning {binning}x{found_y[1]} is not supported")
+
+    read_mode: int | None = dflt.get("read_mode")
+    found = _find(header, "read_mode")
+    if found is not None:
+        try:
+            read_mode = _integer(src, "read_mode", found)
+        except HeaderKeyError:
+            names = {str(k).strip().lower(): int(v) for k, v in (read_mode_names or {}).items()}
+            text = str(found[1]).strip().lower()
+            if text not in names:
+                raise HeaderKeyError(src, "read_mode", f"{found[0]} = {found[1]!r} is not a known read mode "
+                                     f"(known: {', '.join(sorted(names)) or 'none configured'})") from None
+            read_mode = names[text]
+
+    usb_traffic: int | None = dflt.get("usb_traffic")
+    found = _find(header, "usb_traffic")
+    if found is not None:
+        usb_traffic = _integer(src, "usb_traffic", found)
+
+    amp_glow = dflt.get("amp_glow")
+    found = _find(header, "amp_glow")
+    if found is not None:
+        text = str(found[1]).strip().lower()
+        if text not in _GLOW:
+            raise HeaderKeyError(src, "amp_glow", f"{found[0]} = {found[1]!r} is not auto/on/off")
+        amp_glow = _GLOW[text]
+
+    overscan = dflt.get("overscan")
+    found = _find(header, "overscan")
+    if found is not None:
+        text = str(found[1]).strip().lower()
+        if text not in _OVERSCAN:
+            raise HeaderKeyError(src, "overscan", f"{found[0]} = {found[1]!r} is not include/ignore")
+        overscan = _OVERSCAN[text]
+
+    cam = camera
+    if cam is None:
+        found = _find(header, "camera")
+        cam = str(found[1]).strip() if found is not None else dflt.get("camera")
+    if not cam:
+        raise _missing(src, "camera", "camera name")
+
+    width_px = header.get("NAXIS1") if hasattr(header, "get") else None
+    height_px = header.get("NAXIS2") if hasattr(header, "get") else None
+    if not width_px or not height_px:
+        raise HeaderKeyError(src, "width_px", "no image size (NAXIS1/NAXIS2)")
+
+    found = _find(header, "image_type")
+    image_type = normalise_image_type(found[1]) if found is not None else "light"
+    time_utc = _parse_time(header)
+
+    try:
+        key = LibraryKey(camera=str(cam), kind=kind, exposure_s=0.0 if kind == "bias" else exposure_s,
+                         set_point_c=set_point_c, gain=values["gain"], offset=values["offset"], binning=binning,
+                         read_mode=read_mode, usb_traffic=usb_traffic, amp_glow=amp_glow, overscan=overscan,
+                         width_px=int(width_px), height_px=int(height_px))
+    except InvalidKey as exc:
+        raise HeaderKeyError(src, "key", str(exc)) from exc
+    return LightInfo(key=key, temperature_c=measured_c, time_utc=time_utc, image_type=image_type,
+                     path=Path(source) if source is not None else None, program=detect_program(header))
+
+
+def key_from_header(header: Mapping[str, Any] | fits.Header, camera: str | None = None, *, kind: str = "dark",
+                    source: str | os.PathLike[str] | None = None, defaults: Mapping[str, Any] | None = None,
+                    read_mode_names: Mapping[str, int] | None = None) -> LibraryKey:
+    """The library key (of ``kind``) that calibrates the light with this header. See the module docstring."""
+    return light_info_from_header(header, camera=camera, kind=kind, source=source, defaults=defaults,
+                                  read_mode_names=read_mode_names).key
+
+
+def light_info_from_file(path: str | os.PathLike[str], **kwargs: Any) -> LightInfo:
+    """:func:`light_info_from_header` on a FITS file's header (no pixels read)."""
+    return light_info_from_header(read_header(path), source=path, **kwargs)
+
+
+def _parse_time(header: Any) -> datetime | None:
+    found = _find(header, "date_obs")
+    if found is None:
+        return None
+    text = str(found[1]).strip().replace("Z", "")
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
