@@ -41,6 +41,8 @@ class LibrarySettings(BaseModel):
     frames_bias: int = 50
     frames_dark: int = 20
     max_retakes: int = 3
+    review_k_sigma: float = 5.0  # a new master is held for review when more than review_max_moved_fraction of its
+    review_max_moved_fraction: float = 0.001  # pixels moved beyond k·σ from the previous master (calib/compare.py)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.root / 'index.sqlite3'}"

@@ -463,11 +463,13 @@ class LibraryIndex:
 
     def set_master(self, entry_id: int, path: str | Path, stats: Mapping[str, Any],
                    valid_until: datetime | None = None, *, sha256: str | None = None,
-                   created: datetime | None = None) -> EntryView:
+                   created: datetime | None = None, review: bool = True) -> EntryView:
         """Record the entry's master (file must exist) and mark it ready.
 
         ``valid_until`` defaults to creation + ``validity_days``. ``stats``: mean_adu, median_adu, noise_adu,
-        hot_pixels, rejected_fraction, n_frames … (stored as given, JSON).
+        hot_pixels, rejected_fraction, n_frames … (stored as given, JSON). With ``review`` (default) the master is
+        compared with the previous master of the same key and held for review on a large change
+        (:func:`daemon.library.review.review_new_master`).
         """
         p = Path(path)
         if not p.is_file():
@@ -485,6 +487,10 @@ class LibraryIndex:
             row.status = "ready"
             row.review = False
             row.review_reason = None
+        if review:
+            from daemon.library.review import review_new_master
+
+            review_new_master(self, entry_id)
         return self._get_required(entry_id)
 
     def mark_bad(self, entry_id: int, reason: str) -> EntryView:
@@ -497,6 +503,13 @@ class LibraryIndex:
             row = self._entry(s, entry_id)
             row.review = True
             row.review_reason = reason
+        return self._get_required(entry_id)
+
+    def merge_master_stats(self, entry_id: int, extra: Mapping[str, Any]) -> EntryView:
+        """Add ``extra`` to the entry's master statistics (e.g. the comparison with the previous master)."""
+        with self._write() as s:
+            row = self._entry(s, entry_id)
+            row.master_stats = {**(row.master_stats or {}), **_jsonable(dict(extra))}
         return self._get_required(entry_id)
 
     def accept_review(self, entry_id: int) -> EntryView:
