@@ -31,6 +31,9 @@ class CoolingSettings(BaseModel):
     warm_up_rate_c_per_min: float = 5.0
     warm_up_target_c: float = 15.0
     warm_up_at_end: bool = True
+    unreachable_window_s: float = 120.0  # no approach for this long at >= unreachable_power_pct: set point unreachable
+    unreachable_power_pct: float = 95.0
+    reconnect_timeout_s: float = 120.0  # how long a series keeps trying to reconnect after the server/device dropped
 
 
 class LibrarySettings(BaseModel):
