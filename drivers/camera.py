@@ -56,6 +56,28 @@ class SetPointUnreachable(CameraError):
         self.ambient_limit_c = ambient_limit_c
 
 
+class SettingUnsupported(CameraError):
+    """A setting was requested that the device does not offer (its INDI property does not exist)."""
+
+
+class SettingNotApplied(CameraError):
+    """The driver did not apply a setting as requested (read-back differs, e.g. clamped); names both values."""
+
+    def __init__(self, message: str, *, setting: str, requested: object, actual: object) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.requested = requested
+        self.actual = actual
+
+
+class ExposureFailed(CameraError):
+    """The driver reported the exposure as failed (INDI ``CCD_EXPOSURE`` Alert)."""
+
+
+class ExposureAborted(CameraError):
+    """The exposure was aborted on request (:meth:`Camera.abort`)."""
+
+
 @dataclass(frozen=True)
 class CaptureSettings:
     """Sensor settings that must match between lights and their calibration frames. ``None`` = leave as is."""

@@ -32,9 +32,13 @@ from drivers.camera import (
     CameraTimeout,
     CapturedFrame,
     CaptureSettings,
+    ExposureAborted,
+    ExposureFailed,
     FrameType,
     OverscanMode,
     SetPointUnreachable,
+    SettingNotApplied,
+    SettingUnsupported,
     TemperatureSample,
 )
 from drivers.cooling import StabilityTracker, UnreachableDetector, warm_up_plan
@@ -49,28 +53,6 @@ FRAME_TYPE_SWITCH = {FrameType.LIGHT: "FRAME_LIGHT", FrameType.BIAS: "FRAME_BIAS
                      FrameType.FLAT: "FRAME_FLAT"}
 AMP_GLOW_SWITCH = {"auto": "AMP_AUTO", "on": "AMP_ON", "off": "AMP_OFF"}
 OVERSCAN_SWITCH = {OverscanMode.INCLUDE: "INDI_ENABLED", OverscanMode.IGNORE: "INDI_DISABLED"}
-
-
-class SettingUnsupported(CameraError):
-    """A setting was requested that the device does not offer (the property does not exist)."""
-
-
-class SettingNotApplied(CameraError):
-    """The driver did not apply a setting as requested (read-back differs, e.g. clamped); names both values."""
-
-    def __init__(self, message: str, *, setting: str, requested: object, actual: object) -> None:
-        super().__init__(message)
-        self.setting = setting
-        self.requested = requested
-        self.actual = actual
-
-
-class ExposureFailed(CameraError):
-    """The driver reported the exposure as failed (``CCD_EXPOSURE`` Alert)."""
-
-
-class ExposureAborted(CameraError):
-    """The exposure was aborted on request (:meth:`IndiCamera.abort`)."""
 
 
 class IndiCamera:
