@@ -1,0 +1,201 @@
+"""``darkd plan``, ``darkd library`` (list, show, verify, accept, bad).
+
+Exit codes: 0 success; 1 problems found (verify) or entry not found; 2 bad input (unreadable lights/keys, bad
+arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from daemon.library.ageing import refresh_ageing
+from daemon.library.index import EntryNotFound, LibraryIndex
+from daemon.library.verify import verify_library
+from daemon.planning import PlanError, load_keys_file, plan_from_keys, plan_from_lights
+from daemon.settings import Settings, load_settings
+
+LIST_COLUMNS = ("id", "kind", "status", "exposure_s", "temperature_c", "gain", "offset", "binning", "frames",
+                "frames_target", "master")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"darkd: {text}\n")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def _index_exists(settings: Settings) -> bool:
+    if settings.library.database_url:
+        return True
+    return (Path(settings.library.root) / "index.sqlite3").is_file()
+
+
+def _parse_defaults(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise PlanError(f"--default expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    return out
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    index = LibraryIndex.open(settings.library)
+    try:
+        refresh_ageing(index)
+        common = {"ambient_c": args.ambient, "max_cooling_delta_c": args.max_cooling_delta,
+                  "readout_s": args.readout_s}
+        if args.lights:
+            plan = plan_from_lights(args.lights, index, settings, camera=args.camera,
+                                    defaults=_parse_defaults(args.default), include_bias=not args.no_bias, **common)
+        else:
+            plan = plan_from_keys(load_keys_file(args.keys), index, settings, **common)
+    except PlanError as exc:
+        _err(str(exc))
+        return 2
+    finally:
+        index.close()
+    _out(json.dumps(plan.to_dict(), indent=2) if args.json else plan.to_text())
+    return 0
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {"kind": args.kind, "status": args.status, "camera": args.camera, "exposure_s": args.exposure,
+            "temperature_c": args.temperature, "gain": args.gain}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    entries = []
+    if _index_exists(settings):
+        with LibraryIndex(settings.library) as index:
+            refresh_ageing(index)
+            entries = index.entries(**_filters(args))
+    if args.json:
+        _out(json.dumps([e.to_dict() for e in entries], indent=2))
+        return 0
+    if not entries:
+        _out(f"library {settings.library.root}: no entries")
+        return 0
+    _out(f"{'id':>4} {'kind':8} {'status':11} {'exposure':>9} {'temp':>7} {'gain':>5} {'offset':>6} {'bin':>3} "
+         f"{'frames':>9}  master")
+    for e in entries:
+        flag = " (review)" if e.review else ""
+        _out(f"{e.id:>4} {e.kind:8} {e.status:11} {e.exposure_s:>8g}s {e.temperature_c:>5g}°C {e.gain:>5} "
+             f"{e.offset:>6} {e.binning:>3} {e.frames:>4}/{e.frames_target:<4}  {e.master or '-'}{flag}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with LibraryIndex(settings.library) as index:
+        entry = index.get(args.id)
+        if entry is None:
+            _err(f"no library entry with id {args.id}")
+            return 1
+        frames = index.frames_of(args.id)
+    data = {**entry.to_dict(), "frame_files": [f.to_dict() for f in frames]}
+    _out(json.dumps(data, indent=2))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with LibraryIndex(settings.library) as index:
+        report = verify_library(index, checksums=not args.no_checksums, strict=args.strict)
+    _out(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
+    return 0 if report.ok else 1
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with LibraryIndex(settings.library) as index:
+        try:
+            entry = index.accept_review(args.id)
+        except EntryNotFound as exc:
+            _err(str(exc))
+            return 1
+    _out(f"entry {entry.id} accepted: {entry.key.describe()}")
+    return 0
+
+
+def cmd_bad(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with LibraryIndex(settings.library) as index:
+        try:
+            entry = index.mark_bad(args.id, args.reason)
+        except EntryNotFound as exc:
+            _err(str(exc))
+            return 1
+    _out(f"entry {entry.id} marked bad: {args.reason}")
+    return 0
+
+
+def _config(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    # nested sub-commands must not overwrite a --config given before them (``darkd library --config X verify``)
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS if nested else None,
+                        help="TOML configuration (default: config/darkd.toml)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    plan = subparsers.add_parser("plan", help="plan the darks and biases that lights (or a key list) need")
+    source = plan.add_mutually_exclusive_group(required=True)
+    source.add_argument("--lights", type=Path, help="folder of light frames (FITS headers are read, not pixels)")
+    source.add_argument("--keys", type=Path, help="TOML/JSON list of library keys")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("--ambient", type=float, default=None, metavar="C",
+                      help="ambient temperature (°C) to check which set points are reachable")
+    plan.add_argument("--max-cooling-delta", type=float, default=38.0, metavar="C",
+                      help="how far below ambient the cooler can go (°C, default 38)")
+    plan.add_argument("--readout-s", type=float, default=2.0, help="readout time per frame for the estimate (s)")
+    plan.add_argument("--camera", default=None, help="camera name for the keys (default: the lights' INSTRUME)")
+    plan.add_argument("--default", action="append", default=[], metavar="NAME=VALUE",
+                      help="value for a key attribute the lights' headers lack (read_mode, usb_traffic, amp_glow, "
+                           "overscan, gain, offset); repeatable")
+    plan.add_argument("--no-bias", action="store_true", help="plan darks only")
+    _config(plan)
+    plan.set_defaults(func=cmd_plan)
+
+    lib = subparsers.add_parser("library", help="list the library; 'verify', 'show', 'accept', 'bad'")
+    lib.add_argument("--json", action="store_true", help="print a JSON list of entries")
+    lib.add_argument("--kind", choices=("bias", "dark", "flatdark", "flat"))
+    lib.add_argument("--status", choices=("planned", "capturing", "integrating", "ready", "stale", "bad"))
+    lib.add_argument("--camera")
+    lib.add_argument("--exposure", type=float, metavar="S")
+    lib.add_argument("--temperature", type=float, metavar="C", help="set point within the configured tolerance")
+    lib.add_argument("--gain", type=int)
+    _config(lib)
+    lib.set_defaults(func=cmd_list)
+    sub = lib.add_subparsers(dest="library_command", required=False, metavar="ACTION")
+    verify = sub.add_parser("verify", help="check index against files: checksums, counts, headers, orphans, partials")
+    verify.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    verify.add_argument("--no-checksums", action="store_true", help="skip SHA-256 (sizes still compared)")
+    verify.add_argument("--strict", action="store_true",
+                        help="also report unrecorded frames of in-progress entries as orphans")
+    _config(verify, nested=True)
+    verify.set_defaults(func=cmd_verify)
+    show = sub.add_parser("show", help="one entry with its frames (JSON)")
+    show.add_argument("id", type=int)
+    _config(show, nested=True)
+    show.set_defaults(func=cmd_show)
+    accept = sub.add_parser("accept", help="accept a master held for review")
+    accept.add_argument("id", type=int)
+    _config(accept, nested=True)
+    accept.set_defaults(func=cmd_accept)
+    bad = sub.add_parser("bad", help="mark an entry bad (never selected again)")
+    bad.add_argument("id", type=int)
+    bad.add_argument("--reason", required=True)
+    _config(bad, nested=True)
+    bad.set_defaults(func=cmd_bad)

@@ -1,0 +1,193 @@
+"""``darkd library verify``: prove that the index and the files on disk agree.
+
+Checks, each reported as a :class:`Problem` with a stable ``code``:
+
+* ``missing-file``   a frame or master recorded in the index does not exist;
+* ``checksum``       a file's SHA-256 (or size) differs from the index (corrupted or replaced);
+* ``header``         a frame's or master's header is unreadable or contradicts its entry's key (kind, exposure,
+                     gain, offset, binning, geometry);
+* ``count``          a master's ``NCOMBINE`` differs from the accepted frames recorded, or a ready entry has no master;
+* ``duplicate``      two accepted frames of one entry share an index or identical content;
+* ``orphan-file``    a FITS file under the library root that the index does not know;
+* ``partial-file``   a leftover temporary file of an interrupted atomic write (``.*.part``, ``*.tmp``).
+
+Entries still ``planned``/``capturing`` are checked too (their recorded frames must be intact), but frames on disk not
+yet recorded in such an entry are reported as ``orphan-file`` only when ``strict``; a capture that was killed between
+writing a frame and recording it is resumed by the job engine, which records it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from calib.frames import FrameError, read_header
+from daemon.library.index import sha256_file
+from daemon.light_headers import normalise_image_type
+
+if TYPE_CHECKING:
+    from daemon.library.index import EntryView, LibraryIndex
+
+INDEX_FILE_PREFIX = "index.sqlite3"
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz")
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    message: str
+    path: str | None = None
+    entry_id: int | None = None
+
+
+@dataclass
+class VerifyReport:
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    entries: int = 0
+    frames: int = 0
+    masters: int = 0
+    files_checked: int = 0
+    bytes_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, code: str, message: str, path: str | Path | None = None, entry_id: int | None = None) -> None:
+        self.problems.append(Problem(code, message, str(path) if path is not None else None, entry_id))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "problems": [asdict(p) for p in self.problems], "warnings": self.warnings,
+                "entries": self.entries, "frames": self.frames, "masters": self.masters,
+                "files_checked": self.files_checked, "bytes_checked": self.bytes_checked}
+
+    def to_text(self) -> str:
+        lines = [f"{p.code:13} {('#' + str(p.entry_id)) if p.entry_id is not None else '-':>6}  {p.message}"
+                 for p in self.problems]
+        lines += [f"warning: {w}" for w in self.warnings]
+        lines.append(f"{'OK' if self.ok else 'PROBLEMS'}: {len(self.problems)} problem(s); {self.entries} entries, "
+                     f"{self.frames} frames, {self.masters} masters, {self.files_checked} files "
+                     f"({self.bytes_checked / 1e6:.1f} MB) checked")
+        return "\n".join(lines)
+
+
+def _check_file(report: VerifyReport, path: Path, sha256: str | None, size_bytes: int | None,
+                entry_id: int, what: str) -> bool:
+    if not path.is_file():
+        report.add("missing-file", f"{what} {path} is recorded in the index but missing", path, entry_id)
+        return False
+    size = path.stat().st_size
+    report.files_checked += 1
+    report.bytes_checked += size
+    if size_bytes is not None and size != size_bytes:
+        report.add("checksum", f"{what} {path} has {size} bytes, the index recorded {size_bytes}", path, entry_id)
+        return False
+    if sha256 is not None and sha256_file(path) != sha256:
+        report.add("checksum", f"{what} {path} does not match its recorded SHA-256 (corrupted or replaced)", path,
+                   entry_id)
+        return False
+    return True
+
+
+def _check_header(report: VerifyReport, path: Path, entry: EntryView, what: str, *, master: bool) -> dict[str, Any]:
+    try:
+        header = read_header(path)
+    except FrameError as exc:
+        report.add("header", f"{what}: {exc}", path, entry.id)
+        return {}
+    key = entry.key
+    mismatches = []
+    image_type = header.get("IMAGETYP")
+    if image_type is not None:
+        found = normalise_image_type(image_type)
+        expected = "dark" if key.kind == "flatdark" else key.kind
+        if found != expected and not (key.kind == "flatdark" and found in ("flatdark", "flat dark", "dark")):
+            mismatches.append(f"IMAGETYP {image_type!r} (expected {key.kind})")
+    exposure = header.get("EXPTIME", header.get("EXPOSURE"))
+    if exposure is not None and key.kind != "bias" and not math.isclose(float(exposure), key.exposure_s,
+                                                                          rel_tol=1e-6, abs_tol=1e-3):
+        mismatches.append(f"EXPTIME {exposure} (expected {key.exposure_s:g})")
+    for name, expected in (("GAIN", key.gain), ("OFFSET", key.offset), ("XBINNING", key.binning),
+                           ("NAXIS1", key.width_px), ("NAXIS2", key.height_px)):
+        value = header.get(name)
+        if value is not None and expected and float(value) != float(expected):
+            mismatches.append(f"{name} {value} (expected {expected})")
+    if mismatches:
+        report.add("header", f"{what} {path} contradicts its entry: {', '.join(mismatches)}", path, entry.id)
+    return dict(header) if master else {}
+
+
+def verify_library(index: LibraryIndex, *, checksums: bool = True, strict: bool = False) -> VerifyReport:
+    """Check the whole library (see the module docstring). ``checksums=False`` skips SHA-256 (sizes still checked)."""
+    report = VerifyReport()
+    root = Path(index.settings.root)
+    known: set[Path] = set()
+    in_progress_dirs: set[Path] = set()
+    entries = index.entries()
+    report.entries = len(entries)
+    for entry in entries:
+        directory = Path(entry.directory)
+        if entry.status in ("planned", "capturing", "integrating"):
+            in_progress_dirs.add(directory.resolve())
+        frames = index.frames_of(entry.id)
+        report.frames += len(frames)
+        seen_index: dict[int, str] = {}
+        seen_sha: dict[str, str] = {}
+        for frame in frames:
+            path = Path(frame.path)
+            known.add(path.resolve())
+            intact = _check_file(report, path, frame.sha256 if checksums else None, frame.size_bytes, entry.id,
+                                 "frame")
+            if intact:
+                _check_header(report, path, entry, "frame", master=False)
+            if not frame.quality_ok:
+                continue
+            if frame.index in seen_index:
+                report.add("duplicate", f"frames {seen_index[frame.index]} and {path} share index {frame.index}",
+                           path, entry.id)
+            seen_index[frame.index] = str(path)
+            if frame.sha256 in seen_sha:
+                report.add("duplicate", f"frames {seen_sha[frame.sha256]} and {path} have identical content", path,
+                           entry.id)
+            seen_sha[frame.sha256] = str(path)
+        if entry.master:
+            report.masters += 1
+            path = Path(entry.master)
+            known.add(path.resolve())
+            if _check_file(report, path, entry.master_sha256 if checksums else None, None, entry.id, "master"):
+                header = _check_header(report, path, entry, "master", master=True)
+                ncombine = header.get("NCOMBINE")
+                if ncombine is not None and int(ncombine) != entry.frames:
+                    report.add("count", f"master {path} combines {ncombine} frames but the index records "
+                               f"{entry.frames} accepted frames", path, entry.id)
+        elif entry.status in ("ready", "stale"):
+            report.add("count", f"entry {entry.id} is {entry.status} but has no master", None, entry.id)
+        if entry.status == "ready" and entry.frames < entry.frames_target:
+            report.warnings.append(f"entry {entry.id}: {entry.frames} of {entry.frames_target} frames (retakes "
+                                   "exhausted?)")
+    _scan_disk(report, root, known, in_progress_dirs, strict=strict)
+    return report
+
+
+def _scan_disk(report: VerifyReport, root: Path, known: set[Path], in_progress_dirs: set[Path], *,
+               strict: bool) -> None:
+    if not root.is_dir():
+        report.add("missing-file", f"library root {root} does not exist", root)
+        return
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name.startswith(INDEX_FILE_PREFIX):
+            continue
+        name = path.name
+        if name.endswith((".part", ".tmp")):
+            report.add("partial-file", f"{path} is a leftover of an interrupted write", path)
+            continue
+        if not name.lower().endswith(FITS_SUFFIXES) or path.resolve() in known:
+            continue
+        entry_dir = path.parent.parent if path.parent.name == "frames" else path.parent
+        if not strict and entry_dir.resolve() in in_progress_dirs:
+            report.warnings.append(f"{path}: not yet recorded (its entry is still in progress)")
+            continue
+        report.add("orphan-file", f"{path} is not in the index", path)
