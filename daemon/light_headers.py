@@ -12,10 +12,11 @@ gain              GAIN (INDI/Ekos, N.I.N.A. ≥ 1.10, SGP); EGAIN is e⁻/ADU, *
 offset            OFFSET (INDI/Ekos, N.I.N.A., SGP), BLKLEVEL (SGP/ASCOM "black level"), BLACKLEV
 binning           XBINNING (all), BINNING, XBIN, BINX; YBINNING must agree when present
 read mode         READMODE (INDI), READOUTM (N.I.N.A., SGP, MaxIm; may be a name), READ_MODE, READOUT
-USB traffic       USBTRAFF, USB_TRAF, USBLIMIT (N.I.N.A.)
-amp glow          AMPGLOW, AMP_GLOW
-overscan          OVERSCAN, OVSCMODE
-camera            INSTRUME (all)
+USB traffic       USBTRAF (darkd), USBTRAFF, USB_TRAF, USBLIMIT (N.I.N.A.)
+amp glow          AMPGLOW (darkd), AMP_GLOW
+overscan          OVSCMODE (darkd), OVERSCAN when it holds a mode name (darkd uses a numeric OVERSCAN for the
+                  overscan mean, which is ignored here)
+camera            INSTRUME (all), CAMERA (darkd: the INDI device)
 frame type        IMAGETYP ("Light Frame", "LIGHT"), FRAME (INDI "Light"), FRAMETYP
 time              DATE-OBS (UTC), DATE_OBS
 ================  =====================================================================================
@@ -50,10 +51,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "binning": ("XBINNING", "BINNING", "XBIN", "BINX"),
     "ybinning": ("YBINNING", "YBIN", "BINY"),
     "read_mode": ("READMODE", "READOUTM", "READ_MODE", "READOUT"),
-    "usb_traffic": ("USBTRAFF", "USB_TRAF", "USBLIMIT"),
+    "usb_traffic": ("USBTRAF", "USBTRAFF", "USB_TRAF", "USBLIMIT"),
     "amp_glow": ("AMPGLOW", "AMP_GLOW"),
-    "overscan": ("OVERSCAN", "OVSCMODE"),
-    "camera": ("INSTRUME",),
+    "overscan": ("OVSCMODE", "OVERSCAN"),
+    "camera": ("INSTRUME", "CAMERA"),
     "image_type": ("IMAGETYP", "FRAME", "FRAMETYP"),
     "date_obs": ("DATE-OBS", "DATE_OBS"),
 }
@@ -215,6 +216,8 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
 
     overscan = dflt.get("overscan")
     found = _find(header, "overscan")
+    if found is not None and isinstance(found[1], int | float) and found[0] == "OVERSCAN":
+        found = None  # darkd's numeric overscan mean (ADU), not a mode
     if found is not None:
         text = str(found[1]).strip().lower()
         if text not in _OVERSCAN:

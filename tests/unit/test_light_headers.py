@@ -76,7 +76,7 @@ def test_pixinsight_header_uses_set_temp_underscore_and_modes() -> None:
     (("CCD-TEMP",), "set_point_c", "no sensor temperature keyword"),
     (("GAIN",), "gain", "no gain keyword (looked for GAIN)"),
     (("OFFSET",), "offset", "no offset keyword (looked for OFFSET, BLKLEVEL"),
-    (("INSTRUME",), "camera", "no camera name keyword (looked for INSTRUME)"),
+    (("INSTRUME",), "camera", "no camera name keyword (looked for INSTRUME, CAMERA)"),
 ])
 def test_missing_keys_name_the_file_and_keyword(drop: tuple[str, ...], attribute: str, message: str) -> None:
     header = {k: v for k, v in EKOS.items() if k not in drop}
@@ -95,6 +95,16 @@ def test_missing_keys_name_the_file_and_keyword(drop: tuple[str, ...], attribute
 def test_bad_values_are_refused(changes: dict[str, object], message: str) -> None:
     with pytest.raises(HeaderKeyError, match=message):
         key_from_header({**EKOS, **changes}, source="x.fits")
+
+
+def test_darkd_capture_spellings() -> None:
+    header = {**EKOS, "USBTRAF": 30, "AMPGLOW": "auto", "OVSCMODE": "include", "OVERSCAN": 1012.5, "READMODE": 0,
+              "CAMERA": "QHY CCD QHY163M-Sim"}
+    del header["INSTRUME"]
+    key = key_from_header(header)
+    assert (key.usb_traffic, key.amp_glow, key.overscan, key.read_mode) == (30, "auto", "include", 0)
+    assert key.camera == "QHY CCD QHY163M-Sim"
+    assert key_from_header({**EKOS, "OVERSCAN": 1012.5}).overscan is None
 
 
 def test_from_fits_file(tmp_path: Path) -> None:
