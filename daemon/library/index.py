@@ -22,7 +22,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from daemon.library.keys import LibraryKey
@@ -189,9 +189,14 @@ def alembic_config(url: str) -> Config:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the schema of ``engine``'s database to ``revision`` (creates it from empty)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        conn.info["darkd_write"] = True  # SQLite: BEGIN IMMEDIATE, so processes opening a new index migrate in turn
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        finally:
+            conn.info.pop("darkd_write", None)
 
 
 def make_engine(url: str) -> Engine:
@@ -282,6 +287,24 @@ class LibraryIndex:
                 conn.commit()
             finally:
                 conn.info.pop("darkd_write", None)
+
+    def ping(self) -> bool:
+        """True when the database answers (for readiness checks); never raises."""
+        try:
+            with self._read() as s:
+                s.execute(select(1))
+            return True
+        except Exception:  # any failure means "not ready"
+            log.exception("library index not reachable")
+            return False
+
+    def count_by_status(self) -> dict[str, int]:
+        """Number of entries per status (every status present, zero included), e.g. for metrics."""
+        with self._read() as s:
+            rows = s.execute(select(Entry.status, func.count()).group_by(Entry.status)).all()
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update({status: int(n) for status, n in rows})
+        return counts
 
     # --- entries: reads ----------------------------------------------------------------------------------------------
     def _view(self, row: Entry) -> EntryView:
@@ -460,6 +483,18 @@ class LibraryIndex:
             row.reasons = list(reasons)
             s.flush()
             return self._frame_view(row)
+
+    def remove_frame(self, path: str | Path) -> bool:
+        """Forget a frame record (e.g. its file was lost before it was complete); the file is not touched.
+
+        Returns whether a record was removed."""
+        stored = self.layout.to_stored(Path(path))
+        with self._write() as s:
+            row = s.scalars(select(Frame).where(Frame.path == stored)).one_or_none()
+            if row is None:
+                return False
+            s.delete(row)
+            return True
 
     def set_master(self, entry_id: int, path: str | Path, stats: Mapping[str, Any],
                    valid_until: datetime | None = None, *, sha256: str | None = None,

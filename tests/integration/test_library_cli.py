@@ -169,8 +169,7 @@ def test_plan_command_reports_unreachable_temperature(tmp_path: Path, library: t
 
 
 def test_concurrent_writer_processes_share_the_index(tmp_path: Path) -> None:
-    root = tmp_path / "lib"
-    LibraryIndex.open(LibrarySettings(root=root)).close()
+    root = tmp_path / "lib"  # not created yet: the three processes also race to create and migrate the index
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path

@@ -110,6 +110,16 @@ def test_filters_status_bad_and_errors(index: LibraryIndex, tmp_path: Path) -> N
         index.set_master(dark.id, tmp_path / "missing.fits", {})
 
 
+def test_ping_counts_and_remove_frame(index: LibraryIndex) -> None:
+    assert index.ping()
+    e = index.upsert_entry(KEY, 2)
+    path = Path(e.frames_dir) / "dark_0001.fits"
+    index.record_frame(e.id, path, "0" * 64, 1)
+    assert index.count_by_status() == {"planned": 1, "capturing": 0, "integrating": 0, "ready": 0, "stale": 0, "bad": 0}
+    assert index.remove_frame(path) and not index.remove_frame(path)
+    assert index.frames_of(e.id) == []
+
+
 def test_mark_stale_after_validity(index: LibraryIndex) -> None:
     e = index.upsert_entry(KEY, 1)
     master = Path(e.master_target)
