@@ -18,15 +18,17 @@ The approach follows BANZAI's calibration database (explicit attributes, validit
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from daemon.library.keys import LibraryKey
 
 if TYPE_CHECKING:
-    from daemon.library.index import EntryView
+    from daemon.library.index import EntryView, LibraryIndex
+    from daemon.light_headers import LightInfo
 
 DEFAULT_TOLERANCE_C = 0.5
 DEFAULT_VALIDITY_DAYS = 90.0
@@ -141,3 +143,20 @@ def _log_ratio(a: float, b: float) -> float:
     import math
 
     return math.log(a / b)
+
+
+def select_for_light(index: LibraryIndex, light: str | Path | LightInfo, *, kind: str = "dark",
+                     camera: str | None = None, defaults: Mapping[str, Any] | None = None,
+                     read_mode_names: Mapping[str, int] | None = None, allow_scaled: bool = False) -> Selection:
+    """Read a light's header (or take its :class:`LightInfo`) and apply :func:`select_master` against ``index``.
+
+    The light's measured ``CCD-TEMP`` and ``DATE-OBS`` are used for rules 3 and 4 when present.
+    """
+    from daemon.light_headers import LightInfo as _LightInfo
+    from daemon.light_headers import light_info_from_file
+
+    info = light if isinstance(light, _LightInfo) else light_info_from_file(
+        light, camera=camera, kind=kind, defaults=defaults, read_mode_names=read_mode_names)
+    key = info.key if info.key.kind == kind else info.key.with_kind(kind)
+    return index.select_master(key, light_temperature_c=info.temperature_c, light_time=info.time_utc,
+                               allow_scaled=allow_scaled)
