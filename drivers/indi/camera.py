@@ -393,9 +393,16 @@ class IndiCamera:
             raise SettingUnsupported(f"{device} has no {name}: cannot set {setting}")
         if element not in snap.values:
             raise PropertyMissing(f"{device}: {name} has no element {element}")
+        low, high, _ = snap.limits.get(element, (0.0, 0.0, 0.0))
+        if high > low and not low <= value <= high:
+            raise SettingNotApplied(f"{device}: {setting} {value:g} is outside the driver's range {low:g}..{high:g}",
+                                    setting=setting, requested=value, actual=snap.values[element])
         if snap.values[element] != value:
             before = client.send_number(device, name, {element: value})
-            snap = self._await_setting(client, device, name, before)
+            try:
+                snap = self._await_setting(client, device, name, before)
+            except PropertyAlert as exc:
+                raise SettingNotApplied(str(exc), setting=setting, requested=value, actual=None) from exc
         actual = float(snap.values[element])
         if abs(actual - value) > 1e-6:
             raise SettingNotApplied(f"{device}: {setting} requested {value:g}, the driver reports {actual:g} "
