@@ -15,8 +15,14 @@ import pytest
 
 from daemon.capture import SeriesRequest, capture_series
 from daemon.settings import CoolingSettings
-from drivers.camera import CameraDisconnected, CaptureSettings, FrameType, OverscanMode, SettingNotApplied, \
-    SettingUnsupported
+from drivers.camera import (
+    CameraDisconnected,
+    CaptureSettings,
+    FrameType,
+    OverscanMode,
+    SettingNotApplied,
+    SettingUnsupported,
+)
 from tests.indi_server import IndiServer, _wait_port, free_port
 
 pytestmark = [pytest.mark.integration,
@@ -71,7 +77,7 @@ def test_capabilities_degrade_and_missing_settings_fail_clearly(camera) -> None:
         camera.apply_settings(CaptureSettings(read_mode=1))
     with pytest.raises(SettingUnsupported, match="OVERSCAN_MODE"):
         camera.apply_settings(CaptureSettings(overscan=OverscanMode.INCLUDE))
-    with pytest.raises(SettingNotApplied, match="outside the driver's range 0..100"):
+    with pytest.raises(SettingNotApplied, match=r"outside the driver's range 0\.\.100"):
         camera.apply_settings(CaptureSettings(gain=1000))
     frame = camera.expose(FrameType.DARK, 0.1)
     assert frame.data.shape == (512, 640)  # binned 2x2
