@@ -22,8 +22,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.orm import Session
 
 from daemon.library.keys import LibraryKey
 from daemon.library.layout import Layout
@@ -227,7 +227,7 @@ class LibraryIndex:
 
     def __init__(self, settings: LibrarySettings) -> None:
         self.settings = settings
-        self.layout = Layout(Path(settings.root))
+        self.layout = Layout(Path(settings.root).expanduser().resolve())
         self.url = settings.resolved_database_url()
         self._engine: Engine | None = None
         self._lock = threading.Lock()
@@ -298,6 +298,14 @@ class LibraryIndex:
             log.exception("library index not reachable")
             return False
 
+    def integrity_problem(self) -> str | None:
+        """SQLite ``PRAGMA integrity_check`` result when it is not ``ok`` (``None`` = fine or not SQLite)."""
+        if not self.url.startswith("sqlite"):
+            return None
+        with self._read() as s:
+            rows = [str(r[0]) for r in s.execute(text("PRAGMA integrity_check")).all()]
+        return None if rows == ["ok"] else "; ".join(rows[:5])
+
     def count_by_status(self) -> dict[str, int]:
         """Number of entries per status (every status present, zero included), e.g. for metrics."""
         with self._read() as s:
@@ -307,31 +315,57 @@ class LibraryIndex:
         return counts
 
     # --- entries: reads ----------------------------------------------------------------------------------------------
-    def _view(self, row: Entry) -> EntryView:
-        accepted = [f for f in row.frames if f.quality_ok]
-        temps = [t for f in accepted for t in (f.temperature_start_c, f.temperature_end_c) if t is not None]
-        per_frame = [
-            (f.temperature_start_c + f.temperature_end_c) / 2 if f.temperature_start_c is not None
-            and f.temperature_end_c is not None else (f.temperature_start_c or f.temperature_end_c)
-            for f in accepted
-        ]
-        per_frame = [t for t in per_frame if t is not None]
+    @staticmethod
+    def _frame_stats(s: Session, entry_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Per entry: accepted/rejected counts and temperature statistics of accepted frames, in one SQL query.
+
+        Per-frame temperature = mean of start and end readings (either one when the other is missing).
+        """
+        if not entry_ids:
+            return {}
+        per_frame = func.coalesce((Frame.temperature_start_c + Frame.temperature_end_c) / 2.0,
+                                  Frame.temperature_start_c, Frame.temperature_end_c)
+        query = (select(Frame.entry_id, Frame.quality_ok, func.count(), func.avg(per_frame),
+                        func.min(Frame.temperature_start_c), func.min(Frame.temperature_end_c),
+                        func.max(Frame.temperature_start_c), func.max(Frame.temperature_end_c))
+                 .group_by(Frame.entry_id, Frame.quality_ok))
+        if len(entry_ids) <= 500:
+            query = query.where(Frame.entry_id.in_(entry_ids))
+        out: dict[int, dict[str, Any]] = {}
+        for entry_id, ok, count, mean_c, min_a, min_b, max_a, max_b in s.execute(query).all():
+            stats = out.setdefault(entry_id, {"frames": 0, "rejected": 0, "mean": None, "min": None, "max": None})
+            if not ok:
+                stats["rejected"] = int(count)
+                continue
+            stats["frames"] = int(count)
+            stats["mean"] = round(float(mean_c), 3) if mean_c is not None else None
+            lows = [v for v in (min_a, min_b) if v is not None]
+            highs = [v for v in (max_a, max_b) if v is not None]
+            stats["min"] = min(lows) if lows else None
+            stats["max"] = max(highs) if highs else None
+        return out
+
+    def _view(self, row: Entry, stats: Mapping[str, Any] | None = None) -> EntryView:
+        st = stats or {"frames": 0, "rejected": 0, "mean": None, "min": None, "max": None}
         directory = self.layout.from_stored(row.directory)
         return EntryView(
             id=row.id, camera=row.camera, kind=row.kind, status=row.status, exposure_s=row.exposure_s,
             temperature_c=row.set_point_c, gain=row.gain, offset=row.offset, binning=row.binning,
             read_mode=row.read_mode, usb_traffic=row.usb_traffic, amp_glow=row.amp_glow, overscan=row.overscan,
-            width_px=row.width_px, height_px=row.height_px, frames=len(accepted), frames_target=row.frames_target,
-            frames_rejected=len(row.frames) - len(accepted),
+            width_px=row.width_px, height_px=row.height_px, frames=st["frames"], frames_target=row.frames_target,
+            frames_rejected=st["rejected"],
             master=str(self.layout.from_stored(row.master_path)) if row.master_path else None,
             master_sha256=row.master_sha256, master_stats=dict(row.master_stats) if row.master_stats else None,
-            temperature_mean_c=round(sum(per_frame) / len(per_frame), 3) if per_frame else None,
-            temperature_min_c=min(temps) if temps else None, temperature_max_c=max(temps) if temps else None,
+            temperature_mean_c=st["mean"], temperature_min_c=st["min"], temperature_max_c=st["max"],
             created_utc=row.created_utc, updated_utc=row.updated_utc, master_created_utc=row.master_created_utc,
             valid_until_utc=row.valid_until_utc, review=row.review, review_reason=row.review_reason, note=row.note,
             slug=row.slug, directory=str(directory), frames_dir=str(directory / "frames"),
             master_target=str(directory / "master.fits"),
         )
+
+    def _views(self, s: Session, rows: list[Entry]) -> list[EntryView]:
+        stats = self._frame_stats(s, [r.id for r in rows])
+        return [self._view(r, stats.get(r.id)) for r in rows]
 
     def entries(self, **filters: Any) -> list[EntryView]:
         """Entries matching all ``filters`` (ordered by id).
@@ -346,7 +380,7 @@ class LibraryIndex:
         unknown = sorted(set(filters) - allowed)
         if unknown:
             raise ValueError(f"unknown library filter(s): {', '.join(unknown)}")
-        query = select(Entry).options(selectinload(Entry.frames)).order_by(Entry.id)
+        query = select(Entry).order_by(Entry.id)
         f = {k: v for k, v in filters.items() if v is not None}
         tol = self.settings.temperature_tolerance_c + 1e-9
         key: LibraryKey | None = f.pop("key", None)
@@ -372,12 +406,12 @@ class LibraryIndex:
         for name, value in f.items():
             query = query.where(getattr(Entry, name) == value)
         with self._read() as s:
-            return [self._view(row) for row in s.scalars(query).all()]
+            return self._views(s, list(s.scalars(query).all()))
 
     def get(self, entry_id: int) -> EntryView | None:
         with self._read() as s:
-            row = s.get(Entry, int(entry_id), options=[selectinload(Entry.frames)])
-            return self._view(row) if row is not None else None
+            row = s.get(Entry, int(entry_id))
+            return self._views(s, [row])[0] if row is not None else None
 
     def frames_of(self, entry_id: int, *, accepted_only: bool = False) -> list[FrameView]:
         """Frames of an entry ordered by index (rejected ones too unless ``accepted_only``)."""

@@ -9,7 +9,8 @@ Checks, each reported as a :class:`Problem` with a stable ``code``:
 * ``count``          a master's ``NCOMBINE`` differs from the accepted frames recorded, or a ready entry has no master;
 * ``duplicate``      two accepted frames of one entry share an index or identical content;
 * ``orphan-file``    a FITS file under the library root that the index does not know;
-* ``partial-file``   a leftover temporary file of an interrupted atomic write (``.*.part``, ``*.tmp``).
+* ``partial-file``   a leftover temporary file of an interrupted atomic write (``.*.part``, ``*.tmp``);
+* ``index``          SQLite's own ``PRAGMA integrity_check`` fails.
 
 Entries still ``planned``/``capturing`` are checked too (their recorded frames must be intact), but frames on disk not
 yet recorded in such an entry are reported as ``orphan-file`` only when ``strict``; a capture that was killed between
@@ -123,7 +124,10 @@ def _check_header(report: VerifyReport, path: Path, entry: EntryView, what: str,
 def verify_library(index: LibraryIndex, *, checksums: bool = True, strict: bool = False) -> VerifyReport:
     """Check the whole library (see the module docstring). ``checksums=False`` skips SHA-256 (sizes still checked)."""
     report = VerifyReport()
-    root = Path(index.settings.root)
+    root = index.layout.root
+    problem = index.integrity_problem()
+    if problem is not None:
+        report.add("index", f"the index database is damaged: {problem}")
     known: set[Path] = set()
     in_progress_dirs: set[Path] = set()
     entries = index.entries()
