@@ -15,7 +15,14 @@ from typing import Any
 from daemon.library.ageing import refresh_ageing
 from daemon.library.index import EntryNotFound, LibraryIndex
 from daemon.library.verify import verify_library
-from daemon.planning import PlanError, load_keys_file, plan_from_keys, plan_from_lights
+from daemon.planning import (
+    DEFAULT_MAX_COOLING_DELTA_C,
+    DEFAULT_READOUT_S,
+    PlanError,
+    load_keys_file,
+    plan_from_keys,
+    plan_from_lights,
+)
 from daemon.settings import Settings, load_settings
 
 LIST_COLUMNS = ("id", "kind", "status", "exposure_s", "temperature_c", "gain", "offset", "binning", "frames",
@@ -50,13 +57,27 @@ def _parse_defaults(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _profile_defaults(settings: Settings) -> tuple[float, float]:
+    """(max cooling delta °C, readout s) from the configured camera profile, else the documented defaults."""
+    try:
+        from drivers.profiles import load_profile
+
+        profile = load_profile(settings.camera_profile)
+    except Exception:  # a missing/broken profile only costs the camera-specific defaults
+        return DEFAULT_MAX_COOLING_DELTA_C, DEFAULT_READOUT_S
+    delta = profile.max_cooling_delta_c if profile.max_cooling_delta_c is not None else DEFAULT_MAX_COOLING_DELTA_C
+    return delta, profile.readout_s
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    delta_c, readout_s = _profile_defaults(settings)
     index = LibraryIndex.open(settings.library)
     try:
         refresh_ageing(index)
-        common = {"ambient_c": args.ambient, "max_cooling_delta_c": args.max_cooling_delta,
-                  "readout_s": args.readout_s}
+        common = {"ambient_c": args.ambient,
+                  "max_cooling_delta_c": delta_c if args.max_cooling_delta is None else args.max_cooling_delta,
+                  "readout_s": readout_s if args.readout_s is None else args.readout_s}
         if args.lights:
             plan = plan_from_lights(args.lights, index, settings, camera=args.camera,
                                     defaults=_parse_defaults(args.default), include_bias=not args.no_bias, **common)
@@ -157,9 +178,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.add_argument("--ambient", type=float, default=None, metavar="C",
                       help="ambient temperature (°C) to check which set points are reachable")
-    plan.add_argument("--max-cooling-delta", type=float, default=38.0, metavar="C",
-                      help="how far below ambient the cooler can go (°C, default 38)")
-    plan.add_argument("--readout-s", type=float, default=2.0, help="readout time per frame for the estimate (s)")
+    plan.add_argument("--max-cooling-delta", type=float, default=None, metavar="C",
+                      help="how far below ambient the cooler can go (°C; default: the camera profile's, else 38)")
+    plan.add_argument("--readout-s", type=float, default=None,
+                      help="readout time per frame for the estimate (s; default: the camera profile's, else 2)")
     plan.add_argument("--camera", default=None, help="camera name for the keys (default: the lights' INSTRUME)")
     plan.add_argument("--default", action="append", default=[], metavar="NAME=VALUE",
                       help="value for a key attribute the lights' headers lack (read_mode, usb_traffic, amp_glow, "

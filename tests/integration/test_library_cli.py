@@ -19,6 +19,7 @@ from calib.frames import write_frame
 from daemon.library.index import LibraryIndex, sha256_file
 from daemon.library.keys import LibraryKey
 from daemon.settings import LibrarySettings
+from drivers.profiles import load_profile
 
 pytestmark = pytest.mark.integration
 
@@ -157,6 +158,8 @@ def test_plan_command_reports_unreachable_temperature(tmp_path: Path, library: t
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["unreachable_c"] == [-30.0]
+    # the cooling limit comes from the configured camera profile (qhy163m) when --max-cooling-delta is not given
+    assert plan["assumptions"]["max_cooling_delta_c"] == load_profile("qhy163m").max_cooling_delta_c
     status = {(i["kind"], i["exposure_s"], i["set_point_c"]): (i["status"], i["reachable"]) for i in plan["items"]}
     assert status[("dark", 30.0, -10.0)] == ("ready", True)  # built by the fixture
     assert status[("dark", 60.0, -10.0)] == ("missing", True)
@@ -176,6 +179,7 @@ def test_concurrent_writer_processes_share_the_index(tmp_path: Path) -> None:
         from daemon.library.index import LibraryIndex
         from daemon.library.keys import LibraryKey
         from daemon.settings import LibrarySettings
+from drivers.profiles import load_profile
         n = int(sys.argv[1])
         index = LibraryIndex.open(LibrarySettings(root=Path({str(root)!r})))
         key = LibraryKey(camera="cam", kind="dark", exposure_s=n, set_point_c=-10, gain=0, offset=0)
