@@ -14,7 +14,7 @@ from typing import Any
 
 from daemon.library.ageing import refresh_ageing
 from daemon.library.index import EntryNotFound, LibraryIndex
-from daemon.library.verify import verify_library
+from daemon.library.verify import remove_partial_files, verify_library
 from daemon.planning import (
     DEFAULT_MAX_COOLING_DELTA_C,
     DEFAULT_READOUT_S,
@@ -135,6 +135,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with LibraryIndex(settings.library) as index:
+        if args.remove_partial:
+            for path in remove_partial_files(index.layout.root):
+                sys.stderr.write(f"removed partial file {path}\n")
         report = verify_library(index, checksums=not args.no_checksums, strict=args.strict)
     _out(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
     return 0 if report.ok else 1
@@ -206,6 +209,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     verify.add_argument("--no-checksums", action="store_true", help="skip SHA-256 (sizes still compared)")
     verify.add_argument("--strict", action="store_true",
                         help="also report unrecorded frames of in-progress entries as orphans")
+    verify.add_argument("--remove-partial", action="store_true",
+                        help="first delete leftovers of interrupted writes (only while the daemon is stopped)")
     _config(verify, nested=True)
     verify.set_defaults(func=cmd_verify)
     show = sub.add_parser("show", help="one entry with its frames (JSON)")

@@ -35,7 +35,7 @@ def _fmt_number(value: float) -> str:
     return text if text not in ("", "-0") else "0"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class LibraryKey:
     """Identity of a library entry (see the module docstring). Construct with keywords; values are validated."""
 

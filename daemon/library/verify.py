@@ -176,6 +176,23 @@ def verify_library(index: LibraryIndex, *, checksums: bool = True, strict: bool 
     return report
 
 
+def partial_files(root: Path) -> list[Path]:
+    """Leftovers of interrupted atomic writes under ``root`` (``.*.part``, ``*.tmp``)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith((".part", ".tmp")))
+
+
+def remove_partial_files(root: Path) -> list[Path]:
+    """Delete the leftovers of interrupted atomic writes (safe only while nothing is writing: e.g. at start-up,
+    before the job engine resumes). Returns the removed paths."""
+    removed = []
+    for path in partial_files(root):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def _scan_disk(report: VerifyReport, root: Path, known: set[Path], in_progress_dirs: set[Path], *,
                strict: bool) -> None:
     if not root.is_dir():

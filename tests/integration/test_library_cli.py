@@ -131,6 +131,9 @@ def test_verify_detects_corrupted_missing_extra_and_partial_files(library: tuple
     assert by_code["partial-file"]["path"] == str(partial)
     text = darkd(config, "library", "verify")
     assert text.returncode == 1 and "PROBLEMS: 4 problem(s)" in text.stdout
+    cleaned = darkd(config, "library", "verify", "--remove-partial", "--json")
+    assert "partial-file" not in _codes(cleaned) and not partial.exists()
+    assert "checksum" in _codes(cleaned)
 
 
 def test_verify_detects_header_and_count_mismatch(library: tuple[Path, LibraryIndex, int]) -> None:
@@ -179,7 +182,6 @@ def test_concurrent_writer_processes_share_the_index(tmp_path: Path) -> None:
         from daemon.library.index import LibraryIndex
         from daemon.library.keys import LibraryKey
         from daemon.settings import LibrarySettings
-from drivers.profiles import load_profile
         n = int(sys.argv[1])
         index = LibraryIndex.open(LibrarySettings(root=Path({str(root)!r})))
         key = LibraryKey(camera="cam", kind="dark", exposure_s=n, set_point_c=-10, gain=0, offset=0)
