@@ -621,6 +621,19 @@ class LibraryIndex:
     def update_job(self, job_id: int, **fields: Any) -> JobRow:
         """Update any of: state, progress_done, progress_total, step, eta_s, warnings, error, started_utc,
         finished_utc, result, params, camera. Unknown names raise ``ValueError``."""
+        row = self._update_job(job_id, None, fields)
+        assert row is not None
+        return row
+
+    def transition_job(self, job_id: int, from_states: Iterable[str], **fields: Any) -> JobRow | None:
+        """Compare-and-set in one write transaction: apply ``fields`` only if the job's state is in ``from_states``.
+
+        Returns the updated row, or ``None`` when the job was in another state (two workers claiming the same queued
+        job: exactly one gets it, across processes too). Raises :class:`JobNotFoundError` for an unknown id.
+        """
+        return self._update_job(job_id, set(from_states), fields)
+
+    def _update_job(self, job_id: int, from_states: set[str] | None, fields: Mapping[str, Any]) -> JobRow | None:
         unknown = sorted(set(fields) - set(JOB_FIELDS))
         if unknown:
             raise ValueError(f"unknown job field(s): {', '.join(unknown)}")
@@ -630,6 +643,8 @@ class LibraryIndex:
             job = s.get(Job, int(job_id))
             if job is None:
                 raise JobNotFoundError(f"no job with id {job_id}")
+            if from_states is not None and job.state not in from_states:
+                return None
             for name, value in fields.items():
                 setattr(job, name, _jsonable(value) if name in ("warnings", "result", "params") else value)
             s.flush()

@@ -150,6 +150,29 @@ def test_job_queue(index: LibraryIndex) -> None:
     with pytest.raises(JobNotFoundError):
         index.append_job_log(12345, "x")
     assert index.get_job(12345) is None
+    assert index.transition_job(job.id, ["queued"], state="running") is None  # it is running already
+    done = index.transition_job(job.id, ["running", "paused"], state="succeeded", progress_done=10)
+    assert done is not None and done.state == "succeeded"
+    with pytest.raises(JobNotFoundError):
+        index.transition_job(12345, ["queued"], state="running")
+
+
+def test_only_one_thread_claims_a_queued_job(index: LibraryIndex) -> None:
+    job = index.add_job("integrate", {})
+    wins: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def claim(n: int) -> None:
+        barrier.wait()
+        if index.transition_job(job.id, ["queued"], state="running", step=f"worker {n}") is not None:
+            wins.append(n)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and index.get_job(job.id).step == f"worker {wins[0]}"  # type: ignore[union-attr]
 
 
 def test_concurrent_writers_from_threads(index: LibraryIndex) -> None:
