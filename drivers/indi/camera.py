@@ -115,8 +115,10 @@ class IndiCamera:
         for dev in devices:
             info = props.get((dev, "DRIVER_INFO"))
             interface = info.values.get("DRIVER_INTERFACE") if info is not None else None
-            if (interface is not None and str(interface).isdigit() and int(interface) & CCD_INTERFACE) or \
-                    (dev, "CCD_EXPOSURE") in props:
+            ccd_interface = interface is not None and str(interface).isdigit() and int(interface) & CCD_INTERFACE
+            # drivers without DRIVER_INFO define CCD_* only once connected: fall back to the profile's name prefix
+            by_name = bool(self.profile and self.profile.device_prefix and dev.startswith(self.profile.device_prefix))
+            if ccd_interface or (dev, "CCD_EXPOSURE") in props or (by_name and (dev, "CONNECTION") in props):
                 candidates.append(dev)
         if not candidates:
             return None

@@ -76,7 +76,7 @@ class BlobData:
     name: str
     element: str
     fmt: str
-    payload: bytes
+    payload: bytes | bytearray
     received_utc: datetime
 
 
@@ -164,7 +164,7 @@ class IndiClient(PyIndi.BaseClient):  # type: ignore[misc]
                 size = int(w.getSize())
                 if size <= 0:
                     continue
-                payload = bytes(w.getblobdata())
+                payload = w.getblobdata()  # a fresh bytearray owned by us (no second copy)
                 blobs.append(BlobData(device, name, w.getName(), str(w.getFormat()), payload, now))
                 values[w.getName()] = size
         with self._cond:
