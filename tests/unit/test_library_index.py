@@ -41,6 +41,25 @@ def test_migrations_create_schema_from_empty(tmp_path: Path) -> None:
     LibraryIndex.open(LibrarySettings(root=root)).close()  # re-opening an up-to-date index is a no-op
 
 
+def test_migrations_downgrade_to_empty_and_back(tmp_path: Path) -> None:
+    from alembic import command
+
+    from daemon.library.index import alembic_config, make_engine, migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    migrate(engine)
+    with engine.begin() as conn:
+        cfg = alembic_config(str(engine.url))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    with engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) == {"alembic_version"}
+    migrate(engine)
+    with engine.connect() as conn:
+        assert {"entries", "frames", "jobs", "job_log"} <= set(inspect(conn).get_table_names())
+    engine.dispose()
+
+
 def test_key_validation_and_roundtrip() -> None:
     assert LibraryKey.from_dict(KEY.to_dict()) == KEY
     assert LibraryKey.from_dict({**KEY.to_dict(), "kind": "flat-dark"}).kind == "flatdark"
