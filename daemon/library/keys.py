@@ -71,7 +71,7 @@ class LibraryKey:
         if exposure_s < 0 or exposure_s != exposure_s:
             raise InvalidKey(f"library key: exposure_s must be >= 0, got {self.exposure_s!r}")
         if kind == "bias":
-            exposure_s = 0.0 if exposure_s < 1e-3 else exposure_s
+            exposure_s = 0.0  # a bias is the shortest exposure the camera makes, whatever its header says
         fix("exposure_s", exposure_s)
         fix("set_point_c", set_point_c)
         for name in ("gain", "offset", "binning", "width_px", "height_px"):
