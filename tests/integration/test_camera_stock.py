@@ -83,6 +83,15 @@ def test_capabilities_degrade_and_missing_settings_fail_clearly(camera) -> None:
     assert frame.data.shape == (512, 640)  # binned 2x2
     assert frame.cooler_power_start_pct is None and frame.header["CCDTEMP1"] == frame.temperature_start_c
 
+    # cooling without a cooler-power reading, then a gentle warm-up that ends with the cooler off
+    camera.set_temperature(-1.0)
+    sample = camera.wait_until_stable(-1.0, tolerance_c=0.2, hold_s=0.5, timeout_s=30)
+    assert sample.cooler_power_pct is None and abs(sample.temperature_c + 1.0) <= 0.2
+    camera.warm_up(0.0, rate_c_per_min=60.0, timeout_s=30)
+    state = camera.state()
+    assert state.temperature_c is not None and state.temperature_c >= -0.5
+    assert state.cooler_on in (False, None) and state.set_point_c is None
+
 
 def test_series_resumes_and_survives_an_indiserver_restart(camera, stock_server: IndiServer,  # type: ignore[no-untyped-def]
                                                           tmp_path: Path) -> None:
