@@ -518,6 +518,12 @@ class LibraryIndex:
             s.flush()
             return self._frame_view(row)
 
+    def record_frames(self, entry_id: int, records: Iterable[Any]) -> list[FrameView]:
+        """:meth:`record_frame` for each object with ``path, sha256, index, temperature_start_c, temperature_end_c,
+        quality_ok, reasons`` attributes (e.g. ``daemon.capture.FrameRecord``)."""
+        return [self.record_frame(entry_id, r.path, r.sha256, r.index, r.temperature_start_c, r.temperature_end_c,
+                                  r.quality_ok, list(r.reasons or [])) for r in records]
+
     def remove_frame(self, path: str | Path) -> bool:
         """Forget a frame record (e.g. its file was lost before it was complete); the file is not touched.
 

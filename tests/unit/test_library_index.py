@@ -108,6 +108,18 @@ def test_frames_are_recorded_idempotently_with_temperature_statistics(index: Lib
     assert len(index.frames_of(e.id, accepted_only=True)) == 2
 
 
+def test_record_frames_from_capture_records(index: LibraryIndex) -> None:
+    from types import SimpleNamespace
+
+    e = index.upsert_entry(KEY, 2)
+    records = [SimpleNamespace(path=Path(e.frames_dir) / f"dark_{i:04d}.fits", sha256=f"{i:064d}", index=i,
+                               temperature_start_c=-10.0, temperature_end_c=-10.2, quality_ok=i != 2,
+                               reasons=[] if i != 2 else ["light leak"]) for i in (1, 2, 3)]
+    views = index.record_frames(e.id, records)
+    assert [v.quality_ok for v in views] == [True, False, True]
+    assert index.get(e.id).frames == 2  # type: ignore[union-attr]
+
+
 def test_filters_status_bad_and_errors(index: LibraryIndex, tmp_path: Path) -> None:
     dark = index.upsert_entry(KEY, 20)
     bias = index.upsert_entry(KEY.with_kind("bias"), 50)
