@@ -207,8 +207,7 @@ def _scan_disk(report: VerifyReport, root: Path, known: set[Path], in_progress_d
             continue
         if not name.lower().endswith(FITS_SUFFIXES) or path.resolve() in known:
             continue
-        entry_dir = path.parent.parent if path.parent.name == "frames" else path.parent
-        if not strict and entry_dir.resolve() in in_progress_dirs:
+        if not strict and any(parent in in_progress_dirs for parent in path.resolve().parents):
             report.warnings.append(f"{path}: not yet recorded (its entry is still in progress)")
             continue
         report.add("orphan-file", f"{path} is not in the index", path)
