@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from daemon.library.ageing import refresh_ageing
 from daemon.library.index import EntryNotFound, LibraryIndex
@@ -39,6 +43,34 @@ def _err(text: str) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
+
+
+class CliError(Exception):
+    """An error already phrased for the user; ends the command with exit code 2."""
+
+
+def _open(settings: Settings) -> LibraryIndex:
+    try:
+        return LibraryIndex.open(settings.library)
+    except (OSError, SQLAlchemyError) as exc:
+        raise CliError(f"cannot open the library at {settings.library.root} "
+                       f"({settings.library.resolved_database_url()}): {exc}") from exc
+
+
+def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except CliError as exc:
+            _err(str(exc))
+            return 2
+        except (FileNotFoundError, ValidationError) as exc:  # --config missing or invalid
+            _err(f"configuration: {exc}")
+            return 2
+
+    run.__name__ = func.__name__
+    run.__doc__ = func.__doc__
+    return run
 
 
 def _index_exists(settings: Settings) -> bool:
@@ -72,7 +104,7 @@ def _profile_defaults(settings: Settings) -> tuple[float, float]:
 def cmd_plan(args: argparse.Namespace) -> int:
     settings = _settings(args)
     delta_c, readout_s = _profile_defaults(settings)
-    index = LibraryIndex.open(settings.library)
+    index = _open(settings)
     try:
         refresh_ageing(index)
         common = {"ambient_c": args.ambient,
@@ -101,7 +133,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     entries = []
     if _index_exists(settings):
-        with LibraryIndex(settings.library) as index:
+        with _open(settings) as index:
             refresh_ageing(index)
             entries = index.entries(**_filters(args))
     if args.json:
@@ -121,7 +153,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with LibraryIndex(settings.library) as index:
+    with _open(settings) as index:
         entry = index.get(args.id)
         if entry is None:
             _err(f"no library entry with id {args.id}")
@@ -134,7 +166,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with LibraryIndex(settings.library) as index:
+    with _open(settings) as index:
         if args.remove_partial:
             for path in remove_partial_files(index.layout.root):
                 sys.stderr.write(f"removed partial file {path}\n")
@@ -145,7 +177,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_accept(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with LibraryIndex(settings.library) as index:
+    with _open(settings) as index:
         try:
             entry = index.accept_review(args.id)
         except EntryNotFound as exc:
@@ -157,7 +189,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 def cmd_bad(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with LibraryIndex(settings.library) as index:
+    with _open(settings) as index:
         try:
             entry = index.mark_bad(args.id, args.reason)
         except EntryNotFound as exc:
@@ -191,7 +223,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                            "overscan, gain, offset); repeatable")
     plan.add_argument("--no-bias", action="store_true", help="plan darks only")
     _config(plan)
-    plan.set_defaults(func=cmd_plan)
+    plan.set_defaults(func=_guard(cmd_plan))
 
     lib = subparsers.add_parser("library", help="list the library; 'verify', 'show', 'accept', 'bad'")
     lib.add_argument("--json", action="store_true", help="print a JSON list of entries")
@@ -202,7 +234,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     lib.add_argument("--temperature", type=float, metavar="C", help="set point within the configured tolerance")
     lib.add_argument("--gain", type=int)
     _config(lib)
-    lib.set_defaults(func=cmd_list)
+    lib.set_defaults(func=_guard(cmd_list))
     sub = lib.add_subparsers(dest="library_command", required=False, metavar="ACTION")
     verify = sub.add_parser("verify", help="check index against files: checksums, counts, headers, orphans, partials")
     verify.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
@@ -212,17 +244,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     verify.add_argument("--remove-partial", action="store_true",
                         help="first delete leftovers of interrupted writes (only while the daemon is stopped)")
     _config(verify, nested=True)
-    verify.set_defaults(func=cmd_verify)
+    verify.set_defaults(func=_guard(cmd_verify))
     show = sub.add_parser("show", help="one entry with its frames (JSON)")
     show.add_argument("id", type=int)
     _config(show, nested=True)
-    show.set_defaults(func=cmd_show)
+    show.set_defaults(func=_guard(cmd_show))
     accept = sub.add_parser("accept", help="accept a master held for review")
     accept.add_argument("id", type=int)
     _config(accept, nested=True)
-    accept.set_defaults(func=cmd_accept)
+    accept.set_defaults(func=_guard(cmd_accept))
     bad = sub.add_parser("bad", help="mark an entry bad (never selected again)")
     bad.add_argument("id", type=int)
     bad.add_argument("--reason", required=True)
     _config(bad, nested=True)
-    bad.set_defaults(func=cmd_bad)
+    bad.set_defaults(func=_guard(cmd_bad))
