@@ -259,6 +259,14 @@ class LibraryIndex:
                 self._engine.dispose()
                 self._engine = None
 
+    def after_fork(self) -> None:
+        """Call in a forked child before using an index inherited from the parent: drops the parent's pooled
+        connections without closing them (SQLite connections must not cross a fork). Spawned processes should
+        simply open their own :class:`LibraryIndex`."""
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose(close=False)
+
     def __enter__(self) -> LibraryIndex:
         return self.create()
 
