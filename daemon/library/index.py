@@ -664,6 +664,16 @@ class LibraryIndex:
             s.flush()
             return self._job_row(job)
 
+    def append_job_warning(self, job_id: int, warning: str) -> JobRow:
+        """Add one warning to the job's list (atomically; concurrent appends are not lost)."""
+        with self._write() as s:
+            job = s.get(Job, int(job_id))
+            if job is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+            job.warnings = [*(job.warnings or []), str(warning)]
+            s.flush()
+            return self._job_row(job)
+
     def get_job(self, job_id: int) -> JobRow | None:
         with self._read() as s:
             job = s.get(Job, int(job_id))

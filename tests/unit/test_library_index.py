@@ -170,6 +170,7 @@ def test_job_queue(index: LibraryIndex) -> None:
                                eta_s=42.0, warnings=["cooling slow"], started_utc=started)
     assert (updated.state, updated.progress_done, updated.warnings) == ("running", 3, ["cooling slow"])
     assert updated.started_utc == started
+    assert index.append_job_warning(job.id, "frame 3 retaken").warnings == ["cooling slow", "frame 3 retaken"]
     index.append_job_log(job.id, "cooling to -10 °C")
     index.append_job_log(job.id, "frame 1/10")
     assert [line for _, line in index.job_log(job.id)] == ["cooling to -10 °C", "frame 1/10"]
