@@ -20,13 +20,15 @@ from daemon.library.index import LibraryIndex, sha256_file
 from daemon.library.keys import LibraryKey
 from daemon.settings import LibrarySettings
 from drivers.profiles import load_profile
+from drivers.sim.physics import SMALL_GEOMETRY, SensorModel
 
 pytestmark = pytest.mark.integration
 
 DARKD = [str(Path(sys.executable).parent / "darkd")]
 CAMERA = "QHY CCD QHY163M-Sim"
+SHAPE = (SMALL_GEOMETRY.full_height, SMALL_GEOMETRY.full_width)  # frames of the simulated sensor (SMALL, include)
 KEY = LibraryKey(camera=CAMERA, kind="dark", exposure_s=30, set_point_c=-10, gain=120, offset=30, read_mode=0,
-                 usb_traffic=30, amp_glow="auto", overscan="include", width_px=48, height_px=32)
+                 usb_traffic=30, amp_glow="auto", overscan="include", width_px=SHAPE[1], height_px=SHAPE[0])
 
 
 def frame_header(key: LibraryKey, **changes: object) -> fits.Header:
@@ -46,11 +48,12 @@ def frame_header(key: LibraryKey, **changes: object) -> fits.Header:
 
 def build_entry(index: LibraryIndex, key: LibraryKey, n_frames: int, seed: int) -> int:
     rng = np.random.default_rng(seed)
+    sensor = SensorModel(SMALL_GEOMETRY, seed=1)
     entry = index.upsert_entry(key, n_frames)
     stack = []
     for i in range(1, n_frames + 1):
-        data = rng.normal(1000, 10, (key.height_px, key.width_px))
-        stack.append(data)
+        data = sensor.expose(key.kind, key.exposure_s, key.set_point_c, key.gain, key.offset, rng=rng)
+        stack.append(data.astype(np.float32))
         path = write_frame(Path(entry.frames_dir) / f"{key.kind}_{i:04d}.fits", data, frame_header(key),
                            bitpix16=True)
         index.record_frame(entry.id, path, sha256_file(path), i, key.set_point_c - 0.05, key.set_point_c + 0.05,
@@ -113,11 +116,11 @@ def test_verify_detects_corrupted_missing_extra_and_partial_files(library: tuple
     frames = index.frames_of(dark_id)
     corrupted = Path(frames[0].path)
     payload = bytearray(corrupted.read_bytes())
-    payload[-100] ^= 0xFF  # flip pixel bits, size unchanged
+    payload[len(payload) // 2] ^= 0xFF  # flip bits of a pixel in the middle of the data, size unchanged
     corrupted.write_bytes(bytes(payload))
     Path(frames[1].path).unlink()
     extra = Path(frames[0].path).parent / "dark_0099.fits"
-    write_frame(extra, np.zeros((32, 48)), frame_header(KEY), bitpix16=True)
+    write_frame(extra, np.zeros(SHAPE), frame_header(KEY), bitpix16=True)
     partial = Path(frames[0].path).parent / ".dark_0005.fits.abc123.part"
     partial.write_bytes(b"half a frame")
     result = darkd(config, "library", "verify", "--json")
@@ -140,7 +143,7 @@ def test_verify_detects_header_and_count_mismatch(library: tuple[Path, LibraryIn
     config, index, dark_id = library
     entry = index.get(dark_id)
     assert entry is not None
-    wrong = write_frame(Path(entry.frames_dir) / "dark_0005.fits", np.zeros((32, 48)), frame_header(KEY, GAIN=0),
+    wrong = write_frame(Path(entry.frames_dir) / "dark_0005.fits", np.zeros(SHAPE), frame_header(KEY, GAIN=0),
                         bitpix16=True)
     index.record_frame(dark_id, wrong, sha256_file(wrong), 5, -10, -10, True, [])
     result = darkd(config, "library", "verify", "--json")
@@ -156,7 +159,7 @@ def test_plan_command_reports_unreachable_temperature(tmp_path: Path, library: t
     for i, (exposure_s, temp_c) in enumerate([(30, -10), (30, -10), (60, -10), (60, -30)]):
         header = frame_header(KEY, IMAGETYP="Light Frame", EXPTIME=exposure_s, **{"SET-TEMP": temp_c},
                               READMODE=0, USBTRAFF=30, AMPGLOW="auto", OVERSCAN="include")
-        write_frame(lights / f"light_{i}.fits", np.zeros((32, 48)), header, bitpix16=True)
+        write_frame(lights / f"light_{i}.fits", np.zeros(SHAPE), header, bitpix16=True)
     result = darkd(config, "plan", "--lights", str(lights), "--ambient", "12", "--json")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
