@@ -134,10 +134,15 @@ def detect_program(header: Mapping[str, Any] | fits.Header) -> str | None:
 
 
 def normalise_image_type(value: object) -> str:
-    """``"Light Frame"``/``"LIGHT"``/``"Light"`` → ``light``; likewise bias/dark/flat; anything else lower-cased."""
-    text = str(value).strip().lower().replace("frame", "").replace("_", " ").strip()
+    """Frame type from IMAGETYP/FRAME: ``"Light Frame"``/``"LIGHT"`` → ``light``; ``"Master Dark"`` → ``dark``;
+    ``"Flat Dark"``/``"DARKFLAT"`` → ``flatdark``; ``"Offset"``/``"Zero"`` → ``bias``; anything else compacted."""
+    text = str(value).strip().lower()
+    for noise in ("frame", "master", "field", "_", "-", " "):
+        text = text.replace(noise, "")
+    if text in ("flatdark", "darkflat"):
+        return "flatdark"
     for kind in ("light", "bias", "dark", "flat"):
-        if text.startswith(kind) or text == kind:
+        if text.startswith(kind):
             return kind
     if text in ("offset", "zero"):
         return "bias"

@@ -104,8 +104,7 @@ def _check_header(report: VerifyReport, path: Path, entry: EntryView, what: str,
     image_type = header.get("IMAGETYP")
     if image_type is not None:
         found = normalise_image_type(image_type)
-        expected = "dark" if key.kind == "flatdark" else key.kind
-        if found != expected and not (key.kind == "flatdark" and found in ("flatdark", "flat dark", "dark")):
+        if found != key.kind and not (key.kind == "flatdark" and found == "dark"):
             mismatches.append(f"IMAGETYP {image_type!r} (expected {key.kind})")
     exposure = header.get("EXPTIME", header.get("EXPOSURE"))
     if exposure is not None and key.kind != "bias" and not math.isclose(float(exposure), key.exposure_s,

@@ -11,7 +11,13 @@ import pytest
 from astropy.io import fits
 
 from calib.frames import write_frame
-from daemon.light_headers import HeaderKeyError, key_from_header, light_info_from_file, light_info_from_header
+from daemon.light_headers import (
+    HeaderKeyError,
+    key_from_header,
+    light_info_from_file,
+    light_info_from_header,
+    normalise_image_type,
+)
 
 # Representative headers (keyword spellings and value styles of each program; values are our own test values).
 EKOS = {"SIMPLE": True, "NAXIS1": 4656, "NAXIS2": 3522, "EXPTIME": 300.0, "DARKTIME": 300.0, "PIXSIZE1": 3.8,
@@ -105,6 +111,15 @@ def test_darkd_capture_spellings() -> None:
     assert (key.usb_traffic, key.amp_glow, key.overscan, key.read_mode) == (30, "auto", "include", 0)
     assert key.camera == "QHY CCD QHY163M-Sim"
     assert key_from_header({**EKOS, "OVERSCAN": 1012.5}).overscan is None
+
+
+@pytest.mark.parametrize(("value", "kind"), [
+    ("Light Frame", "light"), ("LIGHT", "light"), ("Dark Frame", "dark"), ("MasterDark", "dark"),
+    ("Master Bias", "bias"), ("Offset", "bias"), ("Flat Field", "flat"), ("Flat Dark", "flatdark"),
+    ("DARKFLAT", "flatdark"), ("Bias Frame", "bias"),
+])
+def test_image_type_spellings(value: str, kind: str) -> None:
+    assert normalise_image_type(value) == kind
 
 
 def test_from_fits_file(tmp_path: Path) -> None:
