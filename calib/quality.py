@@ -75,16 +75,17 @@ class FrameExpectation:
     source: str = "library"
 
     @classmethod
-    def from_means(cls, means_adu: Sequence[float], *, min_sigma_adu: float = 1.0,
+    def from_means(cls, means_adu: Sequence[float], *, min_sigma_adu: float = 1.0, min_sigma_fraction: float = 0.02,
                    source: str = "frames") -> FrameExpectation:
-        """From the overscan-corrected means of good frames: median and a robust σ (1.4826·MAD, at least
-        ``min_sigma_adu``, and at least the standard error of the median for few frames)."""
+        """From the overscan-corrected means of good frames: median and a robust σ = 1.4826·MAD, at least
+        ``min_sigma_adu`` and at least ``min_sigma_fraction``·|median| (dark signal changes ~6 % within ±0.5 °C, so
+        5σ never flags a legitimate temperature wobble as a leak)."""
         values = np.asarray(list(means_adu), dtype=np.float64)
         if values.size == 0:
             raise ValueError("FrameExpectation.from_means needs at least one frame mean")
         median = float(np.median(values))
         mad_sigma = 1.4826 * float(np.median(np.abs(values - median))) if values.size >= 3 else 0.0
-        return cls(median, max(mad_sigma, min_sigma_adu), source)
+        return cls(median, max(mad_sigma, min_sigma_adu, min_sigma_fraction * abs(median)), source)
 
 
 @dataclass(frozen=True)

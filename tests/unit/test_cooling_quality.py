@@ -88,5 +88,6 @@ def test_expectation_from_means_is_robust() -> None:
     assert exp.mean_adu == pytest.approx(20.1)
     assert exp.sigma_adu == pytest.approx(1.0)  # MAD·1.4826 = 0.15 < floor of 1 ADU
     assert FrameExpectation.from_means([5.0]).sigma_adu == 1.0
+    assert FrameExpectation.from_means([5000.0, 5010.0, 4990.0]).sigma_adu == pytest.approx(100.0)  # 2 % floor
     with pytest.raises(ValueError):
         FrameExpectation.from_means([])
