@@ -1,0 +1,601 @@
+"""``indi_darkd_sim_ccd``: the simulated QHY163M as an INDI driver (indipydriver, INDI XML on stdin/stdout).
+
+The C ``indiserver`` launches it like any driver: ``indiserver -p 7624 indi_darkd_sim_ccd``. Device
+"QHY CCD QHY163M-Sim" with the real QHY driver's vocabulary (:mod:`drivers.sim.vocabulary`), frames from the sensor
+model (:mod:`drivers.sim.physics`), temperatures from the TEC model (:mod:`drivers.sim.cooler`). Simulated time runs
+``TIME_SCALE`` times faster than wall time; FITS ``EXPTIME`` stays the nominal exposure. See drivers/sim/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from indipydriver import Device, IPyDriver
+from indipydriver.ipydriver import _makestart
+
+from drivers.sim.cooler import TecCooler
+from drivers.sim.electronics import AdcDrift
+from drivers.sim.fits_image import fits_bytes
+from drivers.sim.physics import GEOMETRIES, SensorGeometry, SensorModel
+from drivers.sim.vocabulary import (
+    ALWAYS_DEFINED,
+    AMP_GLOW,
+    DEVICE_NAME,
+    FRAME_TYPES,
+    MAX_EXPOSURE_S,
+    MIN_EXPOSURE_S,
+    SimDefaults,
+    build_vectors,
+    ccd_info_members,
+)
+
+log = logging.getLogger("drivers.sim.driver")
+
+POLL_S = 0.5  # wall seconds between temperature / cooler-power updates
+COUNTDOWN_S = 1.0  # wall seconds between CCD_EXPOSURE countdown updates
+BLOB_CHUNK = 1 << 20
+IMAGETYP = {"light": "Light Frame", "bias": "Bias Frame", "dark": "Dark Frame", "flat": "Flat Frame"}
+FRAME_KEY = {"light": "Light", "bias": "Bias", "dark": "Dark", "flat": "Flat Field"}
+
+
+def defaults_from_env(env: dict[str, str] | None = None) -> SimDefaults:
+    """SimDefaults from DARKD_SIM_AMBIENT_C, _TIME_SCALE, _LIGHT_LEAK, _SEED, _SENSOR (clear error on bad values)."""
+    env = dict(os.environ if env is None else env)
+
+    def num(name: str, default: float) -> float:
+        raw = env.get(f"DARKD_SIM_{name}")
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError as exc:
+            raise ValueError(f"DARKD_SIM_{name}={raw!r} is not a number") from exc
+        if not math.isfinite(value):
+            raise ValueError(f"DARKD_SIM_{name}={raw!r} is not finite")
+        return value
+
+    sensor = env.get("DARKD_SIM_SENSOR", "FULL").strip().upper() or "FULL"
+    if sensor not in GEOMETRIES:
+        raise ValueError(f"DARKD_SIM_SENSOR={sensor!r}: expected FULL or SMALL")
+    scale = num("TIME_SCALE", 1.0)
+    if scale <= 0:
+        raise ValueError(f"DARKD_SIM_TIME_SCALE must be > 0, got {scale}")
+    leak = num("LIGHT_LEAK", 0.0)
+    if leak < 0:
+        raise ValueError(f"DARKD_SIM_LIGHT_LEAK must be >= 0, got {leak}")
+    return SimDefaults(ambient_c=num("AMBIENT_C", 20.0), time_scale=scale, light_leak_e_per_s=leak,
+                       seed=int(num("SEED", 0)), sensor=sensor)
+
+
+@dataclass
+class ExposureRequest:
+    """Everything a frame depends on, frozen at exposure start."""
+
+    frame_type: str
+    exposure_s: float
+    gain: float
+    offset: float
+    read_mode: int
+    usb_traffic: int
+    amp_glow: str
+    overscan_include: bool
+    binning: int
+    roi: tuple[int, int, int, int]
+    light_leak_e_per_s: float
+    start_utc: datetime
+    extra_cards: list[tuple[str, object, str]] = field(default_factory=list)
+
+
+def bin_frame(data: np.ndarray, binning: int) -> np.ndarray:
+    """Software binning (block mean, rounded, keeps the 16-bit scale); partial blocks at the edges are dropped."""
+    if binning <= 1:
+        return data
+    h, w = (data.shape[0] // binning) * binning, (data.shape[1] // binning) * binning
+    blocks = data[:h, :w].reshape(h // binning, binning, w // binning, binning)
+    return np.rint(blocks.mean(axis=(1, 3), dtype=np.float32)).astype(np.uint16)
+
+
+class SimQhyDriver(IPyDriver):
+    """The simulated camera. All mutable state lives on this instance."""
+
+    def __init__(self, defaults: SimDefaults) -> None:
+        self.defaults = defaults
+        vectors = build_vectors(defaults, GEOMETRIES[defaults.sensor])
+        self.device = Device(DEVICE_NAME, vectors)
+        super().__init__(self.device)
+        for name, vector in self.device.items():
+            vector.enable = name in ALWAYS_DEFINED
+        self.connected = False
+        self.cooler = TecCooler(ambient_c=defaults.ambient_c, temperature_c=defaults.ambient_c)
+        self.drift = AdcDrift()
+        self.rng = np.random.default_rng(np.random.SeedSequence([defaults.seed, 2]))
+        self.fits_cards: dict[str, tuple[object, str]] = {}
+        self._model: SensorModel | None = None
+        self._exposure: asyncio.Task[None] | None = None
+        self._last_readout_sim_s = 0.0
+        self._sim_clock_s = 0.0
+
+    # ------------------------------------------------------------------ helpers
+    def vec(self, name: str):  # type: ignore[no-untyped-def]
+        return self.device[name]
+
+    def number(self, name: str, member: str) -> float:
+        return float(self.device[name].data[member].getfloatvalue())
+
+    def switch_on(self, name: str) -> str | None:
+        vector = self.device[name]
+        return next((m for m in vector.data if vector[m] == "On"), None)
+
+    @property
+    def time_scale(self) -> float:
+        return self.number("SIM_SETTINGS", "TIME_SCALE")
+
+    @property
+    def geometry(self) -> SensorGeometry:
+        return GEOMETRIES[self.switch_on("SIM_SENSOR") or "FULL"]
+
+    @property
+    def overscan_include(self) -> bool:
+        return self.switch_on("OVERSCAN_MODE") == "INDI_ENABLED"
+
+    def model(self) -> SensorModel:
+        """Sensor model for the current (geometry, seed); fixed patterns are computed once per pair."""
+        seed = int(self.number("SIM_SETTINGS", "SEED"))
+        geometry = self.geometry
+        if self._model is None or self._model.geometry != geometry or self._model.seed != seed:
+            self._model = SensorModel(geometry, seed=seed)
+        return self._model
+
+    async def _set_switches(self, name: str, on: list[str], state: str = "Ok", message: str = "") -> None:
+        vector = self.device[name]
+        for member in vector.data:
+            vector[member] = "On" if member in on else "Off"
+        await vector.send_setVector(message=message, state=state)
+
+    # ------------------------------------------------------------------ transport
+    async def _run_tx(self, txdata):  # type: ignore[no-untyped-def]
+        """Like indipydriver's, but BLOB text goes out in 1 MiB chunks (its 1000-byte chunks cost ~1 s per frame)."""
+        if self._stop:
+            return
+        if txdata.tag != "setBLOBVector" or not len(txdata):
+            await super()._run_tx(txdata)
+            return
+        out = sys.stdout.buffer
+        out.write(_makestart(txdata).encode())
+        for oneblob in txdata.iter("oneBLOB"):
+            out.write(_makestart(oneblob).encode())
+            content = oneblob.text.encode()
+            for start in range(0, len(content), BLOB_CHUNK):
+                out.write(content[start:start + BLOB_CHUNK])
+                await asyncio.sleep(0)
+            out.write(b"</oneBLOB>")
+        out.write(b"</setBLOBVector>\n")
+        out.flush()
+
+    # ------------------------------------------------------------------ connection
+    async def connect(self) -> None:
+        self.connected = True
+        await self._set_switches("CONNECTION", ["CONNECT"], message="QHY163M-Sim connected")
+        self._refresh_geometry_values()
+        for name, vector in self.device.items():
+            if name not in ALWAYS_DEFINED:
+                vector.enable = True
+                await vector.send_defVector()
+
+    async def disconnect(self, message: str = "QHY163M-Sim disconnected", state: str = "Idle") -> None:
+        await self._cancel_exposure()
+        self.connected = False
+        for name, vector in self.device.items():
+            if name not in ALWAYS_DEFINED and vector.enable:
+                await vector.send_delProperty()
+        await self._set_switches("CONNECTION", ["DISCONNECT"], state=state, message=message)
+
+    def _refresh_geometry_values(self) -> None:
+        """CCD_INFO and the CCD_FRAME limits follow the sensor and the overscan mode; the frame resets to full."""
+        info = ccd_info_members(self.geometry, self.overscan_include)
+        for key, value in info.items():
+            self.device["CCD_INFO"][key] = value
+        frame = self.device["CCD_FRAME"]
+        width, height = int(info["CCD_MAX_X"]), int(info["CCD_MAX_Y"])
+        limits = {"X": (0, width - 1), "Y": (0, height - 1), "WIDTH": (1, width), "HEIGHT": (1, height)}
+        for key, (lo, hi) in limits.items():
+            frame.data[key].min, frame.data[key].max = str(lo), str(hi)
+        frame["X"], frame["Y"], frame["WIDTH"], frame["HEIGHT"] = 0, 0, width, height
+
+    async def _send_geometry(self) -> None:
+        self._refresh_geometry_values()
+        if self.connected:
+            await self.device["CCD_INFO"].send_setVector(state="Ok")
+            await self.device["CCD_FRAME"].send_defVector(state="Ok")  # limits changed: redefine
+
+    # ------------------------------------------------------------------ events
+    async def rxevent(self, event) -> None:  # type: ignore[no-untyped-def]
+        name = event.vectorname
+        handler = getattr(self, f"_on_{name.lower()}", None)
+        if handler is None:
+            return
+        try:
+            await handler(event)
+        except ValueError as exc:
+            log.warning("%s rejected: %s", name, exc)
+            await self.device[name].send_setVector(message=str(exc), state="Alert")
+
+    async def _on_connection(self, event) -> None:  # type: ignore[no-untyped-def]
+        want = event.get("CONNECT") == "On" or (event.get("DISCONNECT") == "Off" and "CONNECT" not in event)
+        if want and not self.connected:
+            await self.connect()
+        elif not want and self.connected:
+            await self.disconnect()
+        else:
+            await self.device["CONNECTION"].send_setVector(state="Ok")
+
+    async def _on_sim_settings(self, event) -> None:  # type: ignore[no-untyped-def]
+        vector = self.device["SIM_SETTINGS"]
+        values = {k: event.getfloatvalue(k) for k in event}
+        if values.get("TIME_SCALE", 1.0) <= 0:
+            raise ValueError("TIME_SCALE must be > 0")
+        if values.get("LIGHT_LEAK", 0.0) < 0:
+            raise ValueError("LIGHT_LEAK must be >= 0")
+        if "SEED" in values and self._busy():
+            raise ValueError("cannot change SEED during an exposure")
+        for key, value in values.items():
+            vector[key] = int(value) if key == "SEED" else value
+        if "AMBIENT_C" in values:
+            self.cooler.ambient_c = values["AMBIENT_C"]
+        await vector.send_setVector(state="Ok")
+
+    async def _on_sim_sensor(self, event) -> None:  # type: ignore[no-untyped-def]
+        if self._busy():
+            raise ValueError("cannot change the sensor during an exposure")
+        chosen = next((k for k, v in event.items() if v == "On"), None)
+        if chosen is None:
+            raise ValueError("choose FULL or SMALL")
+        await self._set_switches("SIM_SENSOR", [chosen])
+        await self._send_geometry()
+
+    async def _on_sim_faults(self, event) -> None:  # type: ignore[no-untyped-def]
+        vector = self.device["SIM_FAULTS"]
+        for key, value in event.items():
+            vector[key] = value
+        await vector.send_setVector(state="Ok")
+        if vector["DISCONNECT"] == "On":
+            vector["DISCONNECT"] = "Off"
+            await vector.send_setVector(state="Ok")
+            if self.connected:
+                log.warning("simulated fault: the camera drops its connection")
+                await self.disconnect(message="simulated fault: camera disconnected", state="Alert")
+
+    async def _consume_fault(self, fault: str) -> bool:
+        vector = self.device["SIM_FAULTS"]
+        if vector[fault] != "On":
+            return False
+        vector[fault] = "Off"
+        await vector.send_setVector(state="Ok")
+        return True
+
+    async def _on_ccd_exposure(self, event) -> None:  # type: ignore[no-untyped-def]
+        if not self.connected:
+            raise ValueError("camera not connected")
+        if self._busy():
+            raise ValueError("an exposure is already running")
+        requested_s = event.getfloatvalue("CCD_EXPOSURE_VALUE")
+        if not MIN_EXPOSURE_S <= requested_s <= MAX_EXPOSURE_S and FRAME_TYPES.get(
+                self.switch_on("CCD_FRAME_TYPE") or "") != "bias":
+            raise ValueError(f"exposure {requested_s} s outside {MIN_EXPOSURE_S}..{MAX_EXPOSURE_S} s")
+        request = self._request(requested_s)
+        vector = self.device["CCD_EXPOSURE"]
+        vector["CCD_EXPOSURE_VALUE"] = request.exposure_s
+        await vector.send_setVector(state="Busy")
+        self._exposure = asyncio.get_running_loop().create_task(self._expose(request))
+
+    def _request(self, requested_s: float) -> ExposureRequest:
+        frame_type = FRAME_TYPES[self.switch_on("CCD_FRAME_TYPE") or "FRAME_LIGHT"]
+        exposure_s = MIN_EXPOSURE_S if frame_type == "bias" else requested_s  # BIAS forces the minimum exposure
+        frame = self.device["CCD_FRAME"]
+        roi = tuple(int(float(frame[k])) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+        return ExposureRequest(
+            frame_type=frame_type, exposure_s=exposure_s, gain=self.number("CCD_GAIN", "GAIN"),
+            offset=self.number("CCD_OFFSET", "OFFSET"), read_mode=int(self.number("READ_MODE", "MODE")),
+            usb_traffic=int(self.number("USB_TRAFFIC", "TRAFFIC")),
+            amp_glow=AMP_GLOW[self.switch_on("CCD_AMP_GLOW") or "AMP_AUTO"], overscan_include=self.overscan_include,
+            binning=int(self.number("CCD_BINNING", "HOR_BIN")), roi=roi,  # type: ignore[arg-type]
+            light_leak_e_per_s=self.number("SIM_SETTINGS", "LIGHT_LEAK"), start_utc=datetime.now(UTC),
+            extra_cards=[(k, v, c) for k, (v, c) in self.fits_cards.items()])
+
+    def _busy(self) -> bool:
+        return self._exposure is not None and not self._exposure.done()
+
+    async def _cancel_exposure(self) -> bool:
+        if not self._busy():
+            return False
+        assert self._exposure is not None
+        self._exposure.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._exposure
+        return True
+
+    async def _expose(self, request: ExposureRequest) -> None:
+        vector = self.device["CCD_EXPOSURE"]
+        loop = asyncio.get_running_loop()
+        scale = self.time_scale
+        if await self._consume_fault("FAIL_NEXT_EXPOSURE"):
+            await asyncio.sleep(min(0.2, request.exposure_s / scale))
+            vector["CCD_EXPOSURE_VALUE"] = 0
+            await vector.send_setVector(message="simulated fault: exposure failed", state="Alert")
+            return
+        temp_start = self.cooler.temperature_c
+        start = loop.time()
+        while True:
+            remaining_s = request.exposure_s - (loop.time() - start) * scale
+            if remaining_s <= 0:
+                break
+            vector["CCD_EXPOSURE_VALUE"] = round(remaining_s, 3)
+            await vector.send_setVector(state="Busy")
+            await asyncio.sleep(min(COUNTDOWN_S, remaining_s / scale))
+        temperature_c = 0.5 * (temp_start + self.cooler.temperature_c)
+        self.drift.idle(self._sim_clock_s - self._last_readout_sim_s)
+        self._last_readout_sim_s = self._sim_clock_s
+        drift_adu = self.drift.readout()
+        reading = self.cooler.reading(self.rng)
+        noise_rng = np.random.default_rng(self.rng.integers(0, 2**63))
+        model = self.model()
+        payload = await loop.run_in_executor(None, self._render, model, request, temperature_c, drift_adu,
+                                             reading.temperature_c, noise_rng)
+        if await self._consume_fault("DROP_NEXT_DOWNLOAD"):
+            log.warning("simulated fault: image download dropped")
+            vector["CCD_EXPOSURE_VALUE"] = 0
+            await vector.send_setVector(state="Ok")
+            return
+        blob = self.device["CCD1"]
+        blob["CCD1"] = payload
+        blob.set_blobsize("CCD1", len(payload))
+        await blob.send_setVectorMembers(state="Ok", members=["CCD1"])
+        vector["CCD_EXPOSURE_VALUE"] = 0
+        await vector.send_setVector(state="Ok")
+
+    @staticmethod
+    def _render(model: SensorModel, request: ExposureRequest, temperature_c: float, drift_adu: float,
+                reported_temperature_c: float, rng: np.random.Generator) -> bytes:
+        """Sensor model → crop to CCD_FRAME → bin → FITS bytes (runs in a worker thread)."""
+        data = model.expose(request.frame_type, request.exposure_s, temperature_c, request.gain, request.offset,
+                            amp_glow=request.amp_glow, overscan_include=request.overscan_include,
+                            light_leak_e_per_s=request.light_leak_e_per_s, adc_drift_adu=drift_adu, rng=rng)
+        x, y, w, h = request.roi
+        if (x, y, w, h) != (0, 0, data.shape[1], data.shape[0]):
+            data = data[y:y + h, x:x + w]
+        data = bin_frame(data, request.binning)
+        cards: list[tuple[str, object, str]] = [
+            ("ROWORDER", "TOP-DOWN", "Order of the rows in image array"),
+            ("INSTRUME", DEVICE_NAME, "CCD Name"),
+            ("EXPTIME", float(request.exposure_s), "Total Exposure Time (s)"),
+            ("DARKTIME", float(request.exposure_s), "Total Dark Exposure Time (s)"),
+            ("CCD-TEMP", round(reported_temperature_c, 2), "CCD Temperature (Celsius)"),
+            ("PIXSIZE1", 3.8 * request.binning, "Pixel Size 1 (microns)"),
+            ("PIXSIZE2", 3.8 * request.binning, "Pixel Size 2 (microns)"),
+            ("XBINNING", request.binning, "Binning factor in width"),
+            ("YBINNING", request.binning, "Binning factor in height"),
+            ("XPIXSZ", 3.8 * request.binning, "X binned pixel size in microns"),
+            ("YPIXSZ", 3.8 * request.binning, "Y binned pixel size in microns"),
+            ("FRAME", FRAME_KEY[request.frame_type], "Frame Type"),
+            ("IMAGETYP", IMAGETYP[request.frame_type], "Frame Type"),
+            ("GAIN", int(request.gain), "Gain"),
+            ("OFFSET", int(request.offset), "Offset"),
+            ("READMODE", request.read_mode, "Read mode"),
+            ("USBTRAF", request.usb_traffic, "USB traffic"),
+            ("AMPGLOW", request.amp_glow, "Amp glow control (auto|on|off)"),
+            ("DATE-OBS", request.start_utc.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3], "UTC start date of observation"),
+            *request.extra_cards,
+        ]
+        return fits_bytes(np.ascontiguousarray(data), cards)
+
+    async def _on_ccd_abort_exposure(self, event) -> None:  # type: ignore[no-untyped-def]
+        aborted = await self._cancel_exposure()
+        await self._set_switches("CCD_ABORT_EXPOSURE", [], state="Ok")
+        if aborted:
+            vector = self.device["CCD_EXPOSURE"]
+            vector["CCD_EXPOSURE_VALUE"] = 0
+            await vector.send_setVector(message="Exposure aborted", state="Idle")
+
+    async def _on_ccd_temperature(self, event) -> None:  # type: ignore[no-untyped-def]
+        set_point_c = event.getfloatvalue("CCD_TEMPERATURE_VALUE")
+        if not -50 <= set_point_c <= 50:
+            raise ValueError(f"set point {set_point_c} C outside -50..50 C")
+        self.cooler.set_point(set_point_c)
+        await self._set_switches("CCD_COOLER", ["COOLER_ON"])
+        await self.device["CCD_TEMPERATURE"].send_setVector(state="Busy",
+                                                           message=f"Setting temperature to {set_point_c:.2f} C")
+
+    async def _on_ccd_temp_ramp(self, event) -> None:  # type: ignore[no-untyped-def]
+        vector = self.device["CCD_TEMP_RAMP"]
+        for key in event:
+            value = event.getfloatvalue(key)
+            if value < 0:
+                raise ValueError(f"{key} must be >= 0")
+            vector[key] = value
+        self.cooler.ramp_c_per_min = self.number("CCD_TEMP_RAMP", "RAMP_SLOPE")
+        await vector.send_setVector(state="Ok")
+
+    async def _on_ccd_cooler(self, event) -> None:  # type: ignore[no-untyped-def]
+        on = event.get("COOLER_ON") == "On" or event.get("COOLER_OFF") == "Off"
+        self.cooler.switch(on)
+        await self._set_switches("CCD_COOLER", ["COOLER_ON" if on else "COOLER_OFF"])
+        if not on:
+            await self.device["CCD_TEMPERATURE"].send_setVector(state="Idle")
+
+    async def _on_ccd_cooler_mode(self, event) -> None:  # type: ignore[no-untyped-def]
+        chosen = next((k for k, v in event.items() if v == "On"), "COOLER_AUTOMATIC")
+        await self._set_switches("CCD_COOLER_MODE", [chosen])
+
+    async def _set_numbers(self, event, limits: dict[str, tuple[float, float]], integer: bool = True) -> None:  # type: ignore[no-untyped-def]
+        vector = self.device[event.vectorname]
+        values = {k: event.getfloatvalue(k) for k in event}
+        for key, value in values.items():
+            lo, hi = limits[key]
+            if not lo <= value <= hi:
+                raise ValueError(f"{event.vectorname}.{key}={value} outside {lo}..{hi}")
+        if self._busy():
+            raise ValueError(f"cannot change {event.vectorname} during an exposure")
+        for key, value in values.items():
+            vector[key] = round(value) if integer else value
+        await vector.send_setVector(state="Ok")
+
+    def _limits(self, name: str) -> dict[str, tuple[float, float]]:
+        vector = self.device[name]
+        return {k: (float(m.min), float(m.max)) for k, m in vector.data.items()}
+
+    async def _on_ccd_gain(self, event) -> None:  # type: ignore[no-untyped-def]
+        await self._set_numbers(event, self._limits("CCD_GAIN"))
+
+    async def _on_ccd_offset(self, event) -> None:  # type: ignore[no-untyped-def]
+        await self._set_numbers(event, self._limits("CCD_OFFSET"))
+
+    async def _on_read_mode(self, event) -> None:  # type: ignore[no-untyped-def]
+        await self._set_numbers(event, self._limits("READ_MODE"))
+
+    async def _on_usb_traffic(self, event) -> None:  # type: ignore[no-untyped-def]
+        await self._set_numbers(event, self._limits("USB_TRAFFIC"))
+
+    async def _on_ccd_binning(self, event) -> None:  # type: ignore[no-untyped-def]
+        values = {k: event.getfloatvalue(k) for k in event}
+        if len(set(values.values())) > 1 or ("HOR_BIN" in values) != ("VER_BIN" in values):
+            # the QHY163M bins symmetrically: take the horizontal factor for both
+            value = values.get("HOR_BIN", values.get("VER_BIN", 1.0))
+            values = {"HOR_BIN": value, "VER_BIN": value}
+        vector = self.device["CCD_BINNING"]
+        for value in values.values():
+            if not 1 <= value <= 4:
+                raise ValueError(f"binning {value} outside 1..4")
+        if self._busy():
+            raise ValueError("cannot change binning during an exposure")
+        for key, value in values.items():
+            vector[key] = int(value)
+        await vector.send_setVector(state="Ok")
+
+    async def _on_ccd_frame(self, event) -> None:  # type: ignore[no-untyped-def]
+        if self._busy():
+            raise ValueError("cannot change the frame during an exposure")
+        vector = self.device["CCD_FRAME"]
+        info = ccd_info_members(self.geometry, self.overscan_include)
+        max_w, max_h = int(info["CCD_MAX_X"]), int(info["CCD_MAX_Y"])
+        current = {k: int(float(vector[k])) for k in ("X", "Y", "WIDTH", "HEIGHT")}
+        current.update({k: round(event.getfloatvalue(k)) for k in event})
+        x, y = min(max(current["X"], 0), max_w - 1), min(max(current["Y"], 0), max_h - 1)
+        w, h = min(max(current["WIDTH"], 1), max_w - x), min(max(current["HEIGHT"], 1), max_h - y)
+        vector["X"], vector["Y"], vector["WIDTH"], vector["HEIGHT"] = x, y, w, h
+        await vector.send_setVector(state="Ok")
+
+    async def _on_ccd_frame_reset(self, event) -> None:  # type: ignore[no-untyped-def]
+        await self._set_switches("CCD_FRAME_RESET", [], state="Ok")
+        self.device["CCD_BINNING"]["HOR_BIN"] = 1
+        self.device["CCD_BINNING"]["VER_BIN"] = 1
+        await self.device["CCD_BINNING"].send_setVector(state="Ok")
+        await self._send_geometry()
+
+    async def _on_ccd_frame_type(self, event) -> None:  # type: ignore[no-untyped-def]
+        chosen = next((k for k, v in event.items() if v == "On"), None)
+        if chosen is None:
+            raise ValueError("choose one frame type")
+        await self._set_switches("CCD_FRAME_TYPE", [chosen])
+
+    async def _on_ccd_amp_glow(self, event) -> None:  # type: ignore[no-untyped-def]
+        chosen = next((k for k, v in event.items() if v == "On"), None)
+        if chosen is None:
+            raise ValueError("choose AMP_AUTO, AMP_ON or AMP_OFF")
+        await self._set_switches("CCD_AMP_GLOW", [chosen])
+
+    async def _on_overscan_mode(self, event) -> None:  # type: ignore[no-untyped-def]
+        if self._busy():
+            raise ValueError("cannot change the overscan mode during an exposure")
+        chosen = next((k for k, v in event.items() if v == "On"), None)
+        if chosen is None:
+            raise ValueError("choose INDI_ENABLED or INDI_DISABLED")
+        await self._set_switches("OVERSCAN_MODE", [chosen])
+        await self._send_geometry()
+
+    async def _on_upload_mode(self, event) -> None:  # type: ignore[no-untyped-def]
+        chosen = next((k for k, v in event.items() if v == "On"), None)
+        if chosen != "UPLOAD_CLIENT":
+            await self._set_switches("UPLOAD_MODE", ["UPLOAD_CLIENT"], state="Alert",
+                                     message="the simulator uploads to the client only")
+            return
+        await self._set_switches("UPLOAD_MODE", ["UPLOAD_CLIENT"])
+
+    async def _on_ccd_transfer_format(self, event) -> None:  # type: ignore[no-untyped-def]
+        chosen = next((k for k, v in event.items() if v == "On"), None)
+        if chosen != "FORMAT_FITS":
+            await self._set_switches("CCD_TRANSFER_FORMAT", ["FORMAT_FITS"], state="Alert",
+                                     message="the simulator sends FITS only")
+            return
+        await self._set_switches("CCD_TRANSFER_FORMAT", ["FORMAT_FITS"])
+
+    async def _on_fits_header(self, event) -> None:  # type: ignore[no-untyped-def]
+        key = (event.get("KEYWORD_NAME") or "").strip().upper()
+        if not key or len(key) > 8 or not all(c.isalnum() or c in "-_" for c in key):
+            raise ValueError(f"invalid FITS keyword {key!r}")
+        raw = (event.get("KEYWORD_VALUE") or "").strip()
+        comment = event.get("KEYWORD_COMMENT") or ""
+        if not raw:
+            self.fits_cards.pop(key, None)
+        else:
+            value: object = raw
+            with contextlib.suppress(ValueError):
+                value = float(raw) if any(c in raw for c in ".eE") else int(raw)
+            self.fits_cards[key] = (value, comment)
+        vector = self.device["FITS_HEADER"]
+        for member in ("KEYWORD_NAME", "KEYWORD_VALUE", "KEYWORD_COMMENT"):
+            vector[member] = event.get(member, "") or ""
+        await vector.send_setVector(state="Ok")
+
+    # ------------------------------------------------------------------ time
+    async def hardware(self) -> None:
+        """Advance the TEC in simulated time and publish temperature and cooler power every POLL_S."""
+        last = time.monotonic()
+        while not self._stop:
+            await asyncio.sleep(POLL_S)
+            now = time.monotonic()
+            dt_sim_s = (now - last) * self.time_scale
+            last = now
+            self._sim_clock_s += dt_sim_s
+            self.cooler.step(dt_sim_s)
+            if not self.connected:
+                continue
+            reading = self.cooler.reading(self.rng)
+            temp = self.device["CCD_TEMPERATURE"]
+            temp["CCD_TEMPERATURE_VALUE"] = reading.temperature_c
+            threshold = self.number("CCD_TEMP_RAMP", "RAMP_THRESHOLD")
+            if not self.cooler.cooler_on:
+                state = "Idle"
+            elif abs(self.cooler.temperature_c - self.cooler.set_point_c) <= threshold:
+                state = "Ok"
+            else:
+                state = "Busy"
+            await temp.send_setVector(state=state)
+            power = self.device["CCD_COOLER_POWER"]
+            power["CCD_COOLER_VALUE"] = reading.power_pct
+            await power.send_setVector(state="Busy" if reading.power_pct > 0 else "Idle")
+
+
+def main() -> None:
+    """Console script ``indi_darkd_sim_ccd``: run the driver on stdin/stdout (logs on stderr)."""
+    logging.basicConfig(level=os.environ.get("DARKD_SIM_LOG_LEVEL", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        defaults = defaults_from_env()
+    except ValueError as exc:
+        log.error("bad simulator settings: %s", exc)
+        raise SystemExit(2) from exc
+    driver = SimQhyDriver(defaults)
+    asyncio.run(driver.asyncrun())
+
+
+if __name__ == "__main__":
+    main()
