@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -123,6 +124,7 @@ class SimQhyDriver(IPyDriver):
         self._exposure: asyncio.Task[None] | None = None
         self._last_readout_sim_s = 0.0
         self._sim_clock_s = 0.0
+        self._tx_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ helpers
     def vec(self, name: str):  # type: ignore[no-untyped-def]
@@ -163,23 +165,41 @@ class SimQhyDriver(IPyDriver):
 
     # ------------------------------------------------------------------ transport
     async def _run_tx(self, txdata):  # type: ignore[no-untyped-def]
-        """Like indipydriver's, but BLOB text goes out in 1 MiB chunks (its 1000-byte chunks cost ~1 s per frame)."""
+        """Write one INDI message to stdout, whole, under a lock.
+
+        indiserver gives the driver one socket for stdin and stdout, and indipydriver makes stdin non-blocking, so
+        stdout is non-blocking too: large BLOB writes must handle partial writes (indipydriver's own writer can drop
+        data there and lets other messages interleave with a BLOB).
+        """
         if self._stop:
             return
-        if txdata.tag != "setBLOBVector" or not len(txdata):
-            await super()._run_tx(txdata)
-            return
-        out = sys.stdout.buffer
-        out.write(_makestart(txdata).encode())
-        for oneblob in txdata.iter("oneBLOB"):
-            out.write(_makestart(oneblob).encode())
-            content = oneblob.text.encode()
-            for start in range(0, len(content), BLOB_CHUNK):
-                out.write(content[start:start + BLOB_CHUNK])
-                await asyncio.sleep(0)
-            out.write(b"</oneBLOB>")
-        out.write(b"</setBLOBVector>\n")
-        out.flush()
+        async with self._tx_lock:
+            if txdata.tag != "setBLOBVector" or not len(txdata):
+                await self._write_all(ET.tostring(txdata) + b"\n")
+                return
+            await self._write_all(_makestart(txdata).encode())
+            for oneblob in txdata.iter("oneBLOB"):
+                await self._write_all(_makestart(oneblob).encode())
+                await self._write_all(oneblob.text.encode())
+                await self._write_all(b"</oneBLOB>")
+            await self._write_all(b"</setBLOBVector>\n")
+
+    async def _write_all(self, data: bytes) -> None:
+        """os.write until everything is out, waiting for writability when the socket buffer is full."""
+        fd = sys.stdout.fileno()
+        view = memoryview(data)
+        loop = asyncio.get_running_loop()
+        while view:
+            try:
+                written = os.write(fd, view[:BLOB_CHUNK])
+                view = view[written:]
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_writer(fd, lambda f=ready: f.done() or f.set_result(None))
+                try:
+                    await ready
+                finally:
+                    loop.remove_writer(fd)
 
     # ------------------------------------------------------------------ connection
     async def connect(self) -> None:
@@ -214,8 +234,10 @@ class SimQhyDriver(IPyDriver):
     async def _send_geometry(self) -> None:
         self._refresh_geometry_values()
         if self.connected:
+            frame = self.device["CCD_FRAME"]
+            await frame.send_defVector(state="Ok")  # new limits (clients that keep the first definition ignore it)
+            await frame.send_setVector(state="Ok")  # new values, before CCD_INFO announces the new size
             await self.device["CCD_INFO"].send_setVector(state="Ok")
-            await self.device["CCD_FRAME"].send_defVector(state="Ok")  # limits changed: redefine
 
     # ------------------------------------------------------------------ events
     async def rxevent(self, event) -> None:  # type: ignore[no-untyped-def]
@@ -296,6 +318,11 @@ class SimQhyDriver(IPyDriver):
         vector["CCD_EXPOSURE_VALUE"] = request.exposure_s
         await vector.send_setVector(state="Busy")
         self._exposure = asyncio.get_running_loop().create_task(self._expose(request))
+        self._exposure.add_done_callback(self._exposure_done)
+
+    def _exposure_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("exposure failed", exc_info=task.exception())
 
     def _request(self, requested_s: float) -> ExposureRequest:
         frame_type = FRAME_TYPES[self.switch_on("CCD_FRAME_TYPE") or "FRAME_LIGHT"]
@@ -340,7 +367,8 @@ class SimQhyDriver(IPyDriver):
                 break
             vector["CCD_EXPOSURE_VALUE"] = round(remaining_s, 3)
             await vector.send_setVector(state="Busy")
-            await asyncio.sleep(min(COUNTDOWN_S, remaining_s / scale))
+            tick_s = max(0.1, min(COUNTDOWN_S, COUNTDOWN_S / scale))  # 1 s of wall or sim time, >= 0.1 s wall
+            await asyncio.sleep(min(tick_s, remaining_s / scale))
         temperature_c = 0.5 * (temp_start + self.cooler.temperature_c)
         self.drift.idle(self._sim_clock_s - self._last_readout_sim_s)
         self._last_readout_sim_s = self._sim_clock_s
@@ -348,8 +376,14 @@ class SimQhyDriver(IPyDriver):
         reading = self.cooler.reading(self.rng)
         noise_rng = np.random.default_rng(self.rng.integers(0, 2**63))
         model = self.model()
-        payload = await loop.run_in_executor(None, self._render, model, request, temperature_c, drift_adu,
-                                             reading.temperature_c, noise_rng)
+        try:
+            payload = await loop.run_in_executor(None, self._render, model, request, temperature_c, drift_adu,
+                                                 reading.temperature_c, noise_rng)
+        except (ValueError, MemoryError) as exc:
+            log.exception("rendering the frame failed")
+            vector["CCD_EXPOSURE_VALUE"] = 0
+            await vector.send_setVector(message=f"exposure failed: {exc}", state="Alert")
+            return
         if await self._consume_fault("DROP_NEXT_DOWNLOAD"):
             log.warning("simulated fault: image download dropped")
             vector["CCD_EXPOSURE_VALUE"] = 0
@@ -538,11 +572,14 @@ class SimQhyDriver(IPyDriver):
         await self._set_switches("CCD_TRANSFER_FORMAT", ["FORMAT_FITS"])
 
     async def _on_fits_header(self, event) -> None:  # type: ignore[no-untyped-def]
-        key = (event.get("KEYWORD_NAME") or "").strip().upper()
+        members = ("KEYWORD_NAME", "KEYWORD_VALUE", "KEYWORD_COMMENT")
+        texts = {k: " ".join((event.get(k) or "").split()) for k in members}
+        key = texts["KEYWORD_NAME"].upper()
         if not key or len(key) > 8 or not all(c.isalnum() or c in "-_" for c in key):
             raise ValueError(f"invalid FITS keyword {key!r}")
-        raw = (event.get("KEYWORD_VALUE") or "").strip()
-        comment = event.get("KEYWORD_COMMENT") or ""
+        raw, comment = texts["KEYWORD_VALUE"], texts["KEYWORD_COMMENT"]
+        if not (raw + comment).isascii() or not (raw + comment).isprintable():
+            raise ValueError("FITS keyword values and comments must be printable ASCII")
         if not raw:
             self.fits_cards.pop(key, None)
         else:
@@ -552,7 +589,7 @@ class SimQhyDriver(IPyDriver):
             self.fits_cards[key] = (value, comment)
         vector = self.device["FITS_HEADER"]
         for member in ("KEYWORD_NAME", "KEYWORD_VALUE", "KEYWORD_COMMENT"):
-            vector[member] = event.get(member, "") or ""
+            vector[member] = texts[member]
         await vector.send_setVector(state="Ok")
 
     # ------------------------------------------------------------------ time
