@@ -257,4 +257,6 @@ def test_full_size_frame(start_client: Callable[..., SimClient]) -> None:
     assert data.shape == (3540, 4720) and header["NAXIS1"] == 4720
     overscan = data[18:, 4656:].astype(np.float64)
     image = data[18:, :4656].astype(np.float64)
-    assert abs(np.median(image) - np.median(overscan)) < 50
+    # the OB clamp removes the dark signal (hot pixels in the OB rows pull the median a few ADU12 below the pedestal)
+    assert abs(np.median(image) - np.median(overscan)) < 150
+    assert overscan.std() < image.std()
