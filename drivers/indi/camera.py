@@ -80,6 +80,7 @@ class IndiCamera:
         self._ambient_c: float | None = None
         self._stable = False
         self._connect_timeout_s = 30.0
+        self.reconnects = 0  # transparent reconnections so far (server restart, device drop)
 
     # ------------------------------------------------------------------ connection
     def connect(self, timeout_s: float = 30.0) -> CameraCapabilities:
@@ -220,6 +221,7 @@ class IndiCamera:
                     self.apply_settings(self._applied)
                 if self._set_point_c is not None:
                     self.set_temperature(self._set_point_c, self._ramp_c_per_min)
+                self.reconnects += 1
                 log.warning("reconnected to %s", self.device)
                 return caps
             except CameraError as exc:

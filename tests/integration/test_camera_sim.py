@@ -1,0 +1,302 @@
+"""IndiCamera + capture service against the real indiserver running our simulated QHY163M (SMALL sensor, fast time).
+
+Assertions use the simulator's documented physics (drivers.sim.physics): overscan carries pedestal + read noise only.
+Each test starts its own server; indiserver gets its own local socket (``-u``) so tests never collide with another
+indiserver on the machine.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from calib.frames import read_frame
+from calib.quality import FrameExpectation
+from daemon.capture import FrameRecord, SeriesFailed, SeriesRequest, capture_series, cool_and_wait
+from daemon.settings import CoolingSettings
+from drivers.camera import (
+    CameraDisconnected,
+    CameraTimeout,
+    CaptureSettings,
+    ExposureFailed,
+    FrameType,
+    OverscanMode,
+    SetPointUnreachable,
+    SettingNotApplied,
+)
+from drivers.profiles import load_profile
+from tests.conftest import SIM_DEVICE, SIM_DRIVER, sim_env
+from tests.indi_server import IndiServer, _wait_port
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which(SIM_DRIVER, path=str(Path(sys.executable).parent)) is None,
+                                 reason="simulated driver not installed")]
+
+PROFILE = load_profile("qhy163m-sim-small")
+COOLING = CoolingSettings(tolerance_c=0.2, hold_s=1.5, timeout_s=60.0, unreachable_window_s=2.0,
+                          reconnect_timeout_s=30.0)
+SETTINGS = CaptureSettings(gain=120, offset=30, binning=1, read_mode=0, amp_glow="auto", overscan=OverscanMode.INCLUDE)
+
+
+class OwnSocketServer(IndiServer):
+    """indiserver with its own local socket (``-u``): the default ``/tmp/indiserver`` allows one server per machine."""
+
+    def start(self, timeout_s: float = 15.0) -> IndiServer:
+        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            ["indiserver", "-v", "-u", f"/tmp/indiserver-darkd-{self.port}", "-p", str(self.port), *self.drivers],
+            env=self.env, stdout=log, stderr=log, start_new_session=True)
+        _wait_port(self.port, timeout_s)
+        return self
+
+
+@pytest.fixture
+def start_sim(tmp_path: Path) -> Iterator[Callable[..., IndiServer]]:
+    servers: list[IndiServer] = []
+
+    def start(**overrides: str | float) -> IndiServer:
+        server = OwnSocketServer([SIM_DRIVER], env=sim_env(**overrides),
+                                 log_path=tmp_path / f"indiserver{len(servers)}.log").start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def sim(start_sim: Callable[..., IndiServer]) -> IndiServer:
+    return start_sim()
+
+
+def make_camera(server: IndiServer, **kwargs: object):  # type: ignore[no-untyped-def]
+    from drivers.indi.camera import IndiCamera
+
+    camera = IndiCamera(port=server.port, profile=PROFILE, reconnect_timeout_s=30.0, sample_interval_s=0.2,
+                        **kwargs)  # type: ignore[arg-type]
+    camera.connect(20)
+    return camera
+
+
+@pytest.fixture
+def camera(sim: IndiServer) -> Iterator[object]:
+    cam = make_camera(sim)
+    yield cam
+    cam.disconnect()
+
+
+def test_capabilities_and_every_setting_read_back(camera) -> None:  # type: ignore[no-untyped-def]
+    caps = camera.capabilities
+    assert caps.device == SIM_DEVICE
+    assert caps.has_cooler and caps.has_cooler_power and caps.has_temp_ramp and caps.has_overscan
+    assert caps.has_gain and caps.has_offset and caps.has_read_mode and caps.has_usb_traffic and caps.has_amp_glow
+    wanted = CaptureSettings(gain=150, offset=40, binning=2, read_mode=0, usb_traffic=20, amp_glow="off",
+                             overscan=OverscanMode.INCLUDE)
+    applied = camera.apply_settings(wanted)
+    assert applied == wanted
+    state = camera.state()
+    assert (state.gain, state.offset, state.binning, state.read_mode, state.overscan) == (
+        150, 40, 2, 0, OverscanMode.INCLUDE)
+    with pytest.raises(SettingNotApplied, match="READ_MODE"):  # the QHY163M has one read mode: 1 is refused
+        camera.apply_settings(CaptureSettings(read_mode=1))
+    assert camera.state().read_mode == 0
+    raw = camera.client.properties(camera.device)
+    assert raw["USB_TRAFFIC"].values["TRAFFIC"] == 20 and raw["CCD_AMP_GLOW"].values["AMP_OFF"]
+    frame = camera.expose(FrameType.BIAS, 0.0)
+    assert frame.data.shape == (368 // 2, 496 // 2)  # include + bin 2
+    back = camera.apply_settings(CaptureSettings(overscan=OverscanMode.IGNORE, amp_glow="auto"))
+    assert back.overscan is OverscanMode.IGNORE and back.binning == 1
+    frame = camera.expose(FrameType.BIAS, 0.0)
+    assert frame.data.shape == (360, 480)
+    assert frame.header["OVSCMODE"] == "ignore"
+
+
+def test_stability_under_noise_and_unreachable_set_point(camera) -> None:  # type: ignore[no-untyped-def]
+    samples = []
+    final = cool_and_wait(camera, -10.0, COOLING, on_sample=samples.append)
+    assert abs(final.temperature_c + 10.0) <= COOLING.tolerance_c
+    assert final.cooler_power_pct is not None and 0 < final.cooler_power_pct < 95
+    temps = np.array([s.temperature_c for s in samples])
+    assert temps[0] > 0  # started warm (ambient 20 °C)
+    # the hold: the trailing samples covering hold_s are all inside the tolerance
+    times = np.array([(s.time - samples[-1].time).total_seconds() for s in samples])
+    assert np.all(np.abs(temps[times >= -COOLING.hold_s] + 10.0) <= COOLING.tolerance_c)
+    assert camera.state().stable
+
+    # ambient 20 °C: −30 °C needs ~50 °C of cooling, beyond the TEC's 35–40 °C
+    with pytest.raises(SetPointUnreachable) as err:
+        cool_and_wait(camera, -30.0, COOLING)
+    assert -22.0 < err.value.reachable_c < -12.0
+    assert err.value.ambient_limit_c == pytest.approx(20.0 - PROFILE.max_cooling_delta_c, abs=0.5)
+    assert "unreachable" in str(err.value) and f"{err.value.reachable_c:.1f}" in str(err.value)
+    assert camera.state().cooler_power_pct >= 95
+
+
+def test_series_headers_geometry_and_overscan_level(camera, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from drivers.sim.physics import gain_e_per_adu, pedestal_adu, read_noise_e
+
+    bias = capture_series(camera, SeriesRequest(FrameType.BIAS, 0.0, 2, -10.0, SETTINGS, "bias"), tmp_path,
+                          cooling=COOLING)
+    dark = capture_series(camera, SeriesRequest(FrameType.DARK, 120.0, 2, -10.0, SETTINGS, "dark",
+                                                extra_headers={"observer": "test"}), tmp_path, cooling=COOLING)
+    for rec in bias.frames + dark.frames:
+        frame = read_frame(rec.path, dtype=None)
+        h = frame.header
+        assert frame.data.shape == (368, 496)
+        assert (h["BIASSEC"], h["DATASEC"], h["TRIMSEC"], h["OBSEC"]) == (
+            "[481:496,9:368]", "[1:480,9:368]", "[1:480,9:368]", "[1:480,1:8]")
+        assert h["SET-TEMP"] == -10.0 and abs(h["CCDTEMP1"] + 10) <= 0.5 and abs(h["CCDTEMP2"] + 10) <= 0.5
+        assert 0 < h["COOLPWR1"] < 100 and "COOLPWR" in h
+        assert (h["GAIN"], h["OFFSET"], h["READMODE"], h["AMPGLOW"], h["OVSCMODE"]) == (120, 30, 0, "auto",
+                                                                                        "include")
+        assert h["XBINNING"] == 1 and h["QUALOK"] is True and h["FRAMENUM"] == rec.index
+        overscan = frame.data[8:368, 480:496].astype(np.float64)
+        assert h["OVERSCAN"] == pytest.approx(overscan.mean(), abs=1e-3)
+        assert h["OVSCMED"] == pytest.approx(np.median(overscan), abs=1e-3)
+        assert rec.overscan_mean_adu == pytest.approx(h["OVERSCAN"], abs=1e-3)
+        # overscan noise is the read noise alone (e⁻ → ADU through the gain) plus 12-bit quantisation (step 16 ADU)
+        expected_std = math.hypot(read_noise_e(120) / gain_e_per_adu(120), 16 / math.sqrt(12))
+        assert h["OVSCSTD"] == pytest.approx(expected_std, rel=0.2)
+        import hashlib
+        assert rec.sha256 == hashlib.sha256(rec.path.read_bytes()).hexdigest()
+    assert read_frame(dark.frames[0].path).header["OBSERVER"] == "test"
+    # overscan carries no dark signal: a 120 s dark's overscan sits at the bias level (ADC drift aside)
+    bias_level = np.mean([r.overscan_mean_adu for r in bias.frames])
+    assert bias_level == pytest.approx(pedestal_adu(30), abs=64)  # the OFFSET pedestal (+ ADC drift of tens of ADU)
+    dark_level = np.mean([r.overscan_mean_adu for r in dark.frames])
+    assert abs(dark_level - bias_level) < 30  # tens of ADU of ADC drift at most, never dark current
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_injected_faults_are_errors_then_transparent_retries(camera, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    camera.apply_settings(SETTINGS)
+
+    def fault(name: str) -> None:  # through the camera's current client (a reconnect replaces it)
+        before = camera.client.send_switch(camera.device, "SIM_FAULTS", [name])
+        camera.client.wait_update(camera.device, "SIM_FAULTS", before, 5.0)
+
+    fault("FAIL_NEXT_EXPOSURE")
+    with pytest.raises(ExposureFailed):
+        camera.expose(FrameType.DARK, 10.0)
+    fault("DROP_NEXT_DOWNLOAD")
+    with pytest.raises(CameraTimeout, match="no image"):
+        camera.expose(FrameType.DARK, 10.0, timeout_s=2.0)
+    fault("DISCONNECT")
+    with pytest.raises(CameraDisconnected):
+        camera.expose(FrameType.DARK, 100.0)
+    frame = camera.expose(FrameType.DARK, 10.0)  # reconnects by itself, settings restored
+    assert frame.data.shape == (368, 496) and camera.state().gain == 120
+
+    # in a series each fault costs a retry of the current frame, never a duplicate or a gap
+    injected = iter(["FAIL_NEXT_EXPOSURE", "DROP_NEXT_DOWNLOAD", "DISCONNECT"])
+
+    def on_frame(record: FrameRecord) -> None:
+        name = next(injected, None)
+        if name:
+            fault(name)
+
+    request = SeriesRequest(FrameType.DARK, 10.0, 4, None, SETTINGS, "faulty", max_retakes=2)
+    result = capture_series(camera, request, tmp_path, cooling=COOLING, on_frame=on_frame)
+    assert [r.index for r in result.frames] == [1, 2, 3, 4]
+    assert sorted(p.name for p in tmp_path.glob("faulty_*.fits")) == [f"faulty_{i:04d}.fits" for i in range(1, 5)]
+    assert [fits.getheader(r.path)["FRAMENUM"] for r in result.frames] == [1, 2, 3, 4]
+    assert result.frames[1].attempt == 1 and result.frames[2].attempt == 1  # the failed and the dropped frame
+    assert result.reconnects + camera.reconnects >= 2  # the DISCONNECT in the series (and the one before)
+
+
+def test_light_leak_is_caught_and_retaken_then_fails(start_sim: Callable[..., IndiServer],  # type: ignore[no-untyped-def]
+                                                     tmp_path: Path) -> None:
+    clean = start_sim()
+    cam = make_camera(clean)
+    try:
+        ref = capture_series(cam, SeriesRequest(FrameType.DARK, 60.0, 3, None, SETTINGS, "ref"), tmp_path / "ref",
+                             cooling=COOLING)
+    finally:
+        cam.disconnect()
+    clean.stop()
+    expected = FrameExpectation.from_means([r.corrected_mean_adu for r in ref.frames], source="library")
+    leaky = start_sim(light_leak=2.0)
+    cam = make_camera(leaky)
+    try:
+        with pytest.raises(SeriesFailed, match="light leak") as err:
+            capture_series(cam, SeriesRequest(FrameType.DARK, 60.0, 3, None, SETTINGS, "leak", max_retakes=1,
+                                              expected=expected), tmp_path / "leak", cooling=COOLING)
+    finally:
+        cam.disconnect()
+    result = err.value.result
+    assert result.frames == [] and len(result.rejected) == 2
+    assert all(r.reasons and r.reasons[0].startswith("light leak") for r in result.rejected)
+    assert all(r.path.parent.name == "rejected" and r.path.is_file() for r in result.rejected)
+    assert not list((tmp_path / "leak").glob("leak_*.fits"))
+    # 2 e⁻/s for 60 s through the gain: far above the library's prediction
+    assert min(r.corrected_mean_adu for r in result.rejected) > expected.mean_adu + 20 * expected.sigma_adu
+
+
+def test_indiserver_killed_mid_series_completes_without_duplicate_or_gap(sim: IndiServer, camera,  # type: ignore[no-untyped-def]
+                                                                         tmp_path: Path) -> None:
+    killed = threading.Event()
+
+    def on_frame(record: FrameRecord) -> None:
+        if record.index == 2 and not killed.is_set():
+            killed.set()
+
+            def crash() -> None:  # during frame 3's exposure
+                threading.Event().wait(0.3)
+                sim.kill()
+                sim.start()
+
+            threading.Thread(target=crash, daemon=True).start()
+
+    request = SeriesRequest(FrameType.DARK, 100.0, 5, -10.0, SETTINGS, "crash")
+    result = capture_series(camera, request, tmp_path, cooling=COOLING, on_frame=on_frame)
+    assert killed.is_set() and result.reconnects >= 1
+    assert [r.index for r in result.frames] == [1, 2, 3, 4, 5]
+    names = sorted(p.name for p in tmp_path.glob("*.fits"))
+    assert names == [f"crash_{i:04d}.fits" for i in range(1, 6)]
+    assert [fits.getheader(tmp_path / n)["FRAMENUM"] for n in names] == [1, 2, 3, 4, 5]
+    assert not list(tmp_path.glob(".*.part"))
+    # after the restart the simulator came back warm; the series re-cooled before frame 3
+    assert all(abs(fits.getheader(tmp_path / n)["CCDTEMP1"] + 10) <= 0.5 for n in names)
+
+
+def test_stop_aborts_the_running_exposure(camera, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    request = SeriesRequest(FrameType.DARK, 1200.0, 3, None, SETTINGS, "stopped")  # 12 s each at time scale 100
+    result = capture_series(camera, request, tmp_path, cooling=COOLING, stop=stop)
+    assert result.stopped and result.frames == []
+    assert not list(tmp_path.glob("*.fits")) and not list(tmp_path.glob(".*.part"))
+    exposure = camera.client.wait_update(camera.device, "CCD_EXPOSURE", 0, 5.0, lambda s: s.state != "Busy")
+    assert exposure.state in ("Idle", "Alert", "Ok")
+
+
+def test_cli_capture_and_status(sim: IndiServer, tmp_path: Path) -> None:
+    darkd = str(Path(sys.executable).parent / "darkd")
+    common = ["--port", str(sim.port), "--profile", "qhy163m-sim-small"]
+    status = subprocess.run([darkd, "camera", "status", "--json", *common], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert status.returncode == 0, status.stderr
+    import json
+    info = json.loads(status.stdout)
+    assert info["connected"] and info["device"] == SIM_DEVICE and info["capabilities"]["has_overscan"]
+    out = tmp_path / "cli"
+    run = subprocess.run([darkd, "capture", "--type", "dark", "--exposure", "30", "--count", "2", "--temperature",
+                          "-5", "--gain", "120", "--offset", "30", "--overscan", "include", "--out", str(out),
+                          "--hold", "1", "--no-warm-up", *common], capture_output=True, text=True, timeout=90,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[0].startswith("dark_30s_m5C_0001.fits  #1") and lines[0].endswith("ok")
+    assert lines[-1].startswith("2/2 frames")
+    assert "°C" in run.stderr  # progress with the temperature
+    assert sorted(p.name for p in out.glob("*.fits")) == ["dark_30s_m5C_0001.fits", "dark_30s_m5C_0002.fits"]
