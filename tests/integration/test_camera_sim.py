@@ -42,7 +42,8 @@ pytestmark = [pytest.mark.integration,
                                  reason="simulated driver not installed")]
 
 PROFILE = load_profile("qhy163m-sim-small")
-COOLING = CoolingSettings(tolerance_c=0.2, hold_s=1.5, timeout_s=60.0, unreachable_window_s=2.0,
+TIME_SCALE = 300  # the cooler's 120 s time constant takes 0.4 s of wall time; a 100 s dark 0.33 s
+COOLING = CoolingSettings(tolerance_c=0.2, hold_s=1.0, timeout_s=60.0, unreachable_window_s=2.0,
                           reconnect_timeout_s=30.0)
 SETTINGS = CaptureSettings(gain=120, offset=30, binning=1, read_mode=0, amp_glow="auto", overscan=OverscanMode.INCLUDE)
 
@@ -64,6 +65,7 @@ def start_sim(tmp_path: Path) -> Iterator[Callable[..., IndiServer]]:
     servers: list[IndiServer] = []
 
     def start(**overrides: str | float) -> IndiServer:
+        overrides.setdefault("time_scale", TIME_SCALE)
         server = OwnSocketServer([SIM_DRIVER], env=sim_env(**overrides),
                                  log_path=tmp_path / f"indiserver{len(servers)}.log").start()
         servers.append(server)
@@ -191,9 +193,11 @@ def test_injected_faults_are_errors_then_transparent_retries(camera, tmp_path: P
     fault("DROP_NEXT_DOWNLOAD")
     with pytest.raises(CameraTimeout, match="no image"):
         camera.expose(FrameType.DARK, 10.0, timeout_s=2.0)
-    fault("DISCONNECT")
+    timer = threading.Timer(0.5, fault, args=("DISCONNECT",))  # the device drops in the middle of the exposure
+    timer.start()
     with pytest.raises(CameraDisconnected):
-        camera.expose(FrameType.DARK, 100.0)
+        camera.expose(FrameType.DARK, 900.0)  # 3 s of wall time
+    timer.join()
     frame = camera.expose(FrameType.DARK, 10.0)  # reconnects by itself, settings restored
     assert frame.data.shape == (368, 496) and camera.state().gain == 120
 
