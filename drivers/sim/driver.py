@@ -105,6 +105,12 @@ def bin_frame(data: np.ndarray, binning: int) -> np.ndarray:
     return np.rint(blocks.mean(axis=(1, 3), dtype=np.float32)).astype(np.uint16)
 
 
+async def _say(vector, state: str, message: str = "") -> None:  # type: ignore[no-untyped-def]
+    """send_setVector with a one-off message (indipydriver would otherwise repeat it on every later update)."""
+    await vector.send_setVector(message=message, state=state)
+    vector._message = ""
+
+
 class SimQhyDriver(IPyDriver):
     """The simulated camera. All mutable state lives on this instance."""
 
@@ -161,7 +167,7 @@ class SimQhyDriver(IPyDriver):
         vector = self.device[name]
         for member in vector.data:
             vector[member] = "On" if member in on else "Off"
-        await vector.send_setVector(message=message, state=state)
+        await _say(vector, state, message)
 
     # ------------------------------------------------------------------ transport
     async def _run_tx(self, txdata):  # type: ignore[no-untyped-def]
@@ -249,7 +255,7 @@ class SimQhyDriver(IPyDriver):
             await handler(event)
         except ValueError as exc:
             log.warning("%s rejected: %s", name, exc)
-            await self.device[name].send_setVector(message=str(exc), state="Alert")
+            await _say(self.device[name], "Alert", str(exc))
 
     async def _on_connection(self, event) -> None:  # type: ignore[no-untyped-def]
         want = event.get("CONNECT") == "On" or (event.get("DISCONNECT") == "Off" and "CONNECT" not in event)
@@ -357,7 +363,7 @@ class SimQhyDriver(IPyDriver):
         if await self._consume_fault("FAIL_NEXT_EXPOSURE"):
             await asyncio.sleep(min(0.2, request.exposure_s / scale))
             vector["CCD_EXPOSURE_VALUE"] = 0
-            await vector.send_setVector(message="simulated fault: exposure failed", state="Alert")
+            await _say(vector, "Alert", "simulated fault: exposure failed")
             return
         temp_start = self.cooler.temperature_c
         start = loop.time()
@@ -382,7 +388,7 @@ class SimQhyDriver(IPyDriver):
         except (ValueError, MemoryError) as exc:
             log.exception("rendering the frame failed")
             vector["CCD_EXPOSURE_VALUE"] = 0
-            await vector.send_setVector(message=f"exposure failed: {exc}", state="Alert")
+            await _say(vector, "Alert", f"exposure failed: {exc}")
             return
         if await self._consume_fault("DROP_NEXT_DOWNLOAD"):
             log.warning("simulated fault: image download dropped")
@@ -437,7 +443,7 @@ class SimQhyDriver(IPyDriver):
         if aborted:
             vector = self.device["CCD_EXPOSURE"]
             vector["CCD_EXPOSURE_VALUE"] = 0
-            await vector.send_setVector(message="Exposure aborted", state="Idle")
+            await _say(vector, "Idle", "Exposure aborted")
 
     async def _on_ccd_temperature(self, event) -> None:  # type: ignore[no-untyped-def]
         set_point_c = event.getfloatvalue("CCD_TEMPERATURE_VALUE")
@@ -445,8 +451,7 @@ class SimQhyDriver(IPyDriver):
             raise ValueError(f"set point {set_point_c} C outside -50..50 C")
         self.cooler.set_point(set_point_c)
         await self._set_switches("CCD_COOLER", ["COOLER_ON"])
-        await self.device["CCD_TEMPERATURE"].send_setVector(state="Busy",
-                                                           message=f"Setting temperature to {set_point_c:.2f} C")
+        await _say(self.device["CCD_TEMPERATURE"], "Busy", f"Setting temperature to {set_point_c:.2f} C")
 
     async def _on_ccd_temp_ramp(self, event) -> None:  # type: ignore[no-untyped-def]
         vector = self.device["CCD_TEMP_RAMP"]
