@@ -66,7 +66,8 @@ def bench_model(frames: int) -> tuple[float, float]:
 def bench_server(frames: int, frame_type: str, include: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         env = sim_env(sensor="FULL", time_scale=1000)
-        server = _Server([SIM_DRIVER], env=env, log_path=Path(tmp) / "indiserver.log").start()
+        log_path = Path(tmp) / "indiserver.log"
+        server = _Server([SIM_DRIVER], env=env, log_path=log_path).start()
         client = SimClient(server.port, SIM_DEVICE)
         try:
             client.start()
@@ -86,6 +87,9 @@ def bench_server(frames: int, frame_type: str, include: bool) -> dict[str, float
                 data, _ = client.expose(1.0, frame_type, timeout_s=120)
                 walls.append(time.perf_counter() - t0)
             mem = _status_kib(pid)
+            driver_lines = [ln for ln in log_path.read_text().splitlines() if "rendered in" in ln]
+            for line in driver_lines[-2:]:
+                sys.stdout.write(f"  driver: {line.split('INFO drivers.sim.driver: ')[-1]}\n")
             return {"shape_h": data.shape[0], "shape_w": data.shape[1], "first_s": first_s,
                     "median_s": float(np.median(walls)), "max_s": float(np.max(walls)),
                     "fps": len(walls) / float(np.sum(walls)), "vmhwm_mib": mem["VmHWM"] / 1024,
