@@ -40,8 +40,8 @@ Constants (source or assumption)
     Optical-black clamping: the mean electron signal of the OB rows is subtracted from every OB and effective pixel
                       before the ADC (the paper, part 1). Overscan columns are ADC-only: pedestal + read noise +
                       ADC drift, no dark signal, no glow, no clamp.
-    VIGNETTING_SIGMA = 0.9 (Gaussian fall-off, σ in units of the half-diagonal), DUST 3–8 donuts 1–6 % deep,
-    PRNU_SIGMA = 0.008, flat level default 40 % of the saturation signal, sky 0.5 e⁻/s, stars ~1 per 2000 px.
+    Flats and lights: flat level default FLAT_LEVEL_FRACTION = 40 % of the saturation signal at any exposure (an
+    auto-levelling panel), sky SKY_E_PER_S = 0.5 e⁻/s; vignetting, dust and stars are in :mod:`drivers.sim.sky`.
 
 Noise: shot noise and read noise are drawn as one Gaussian per pixel with variance (signal_e + read_noise_e²)
 (normal approximation to Poisson — exact in mean and variance, which is what pair-method measurements use).
@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
+from drivers.sim.sky import flat_response, star_field, vignetting_profiles
 
 FrameKind = Literal["light", "bias", "dark", "flat"]
 AmpGlow = Literal["auto", "on", "off"]
@@ -94,13 +96,8 @@ GLOW_LENGTH_Y = 0.08
 AMP_GLOW_FACTOR: dict[str, float] = {"on": 1.0, "off": 0.5}
 AUTO_AMP_THRESHOLD_S = 1.0
 
-VIGNETTING_SIGMA = 0.9
-PRNU_SIGMA = 0.008
 FLAT_LEVEL_FRACTION = 0.4
 SKY_E_PER_S = 0.5
-STAR_DENSITY_PER_PX = 1.0 / 2000.0
-STAR_PSF_SIGMA_PX = 1.3
-STAR_PEAK_E_PER_S_MAX = 200.0
 
 
 @dataclass(frozen=True)
@@ -255,11 +252,7 @@ class SensorModel:
         y = np.arange(h, dtype=np.float32)
         ly = np.float32(GLOW_LENGTH_Y * h)
         glow_y = np.exp(-y / ly) + np.exp(-(h - 1 - y) / ly)
-        half_diag = 0.5 * math.hypot(g.effective_width, g.effective_height)
-        s = VIGNETTING_SIGMA * half_diag
-        cx, cy = (g.effective_width - 1) / 2.0, g.ob_rows + (g.effective_height - 1) / 2.0
-        vig_x = np.exp(-((x - cx) ** 2) / (2 * s * s)).astype(np.float32)
-        vig_y = np.exp(-((y - cy) ** 2) / (2 * s * s)).astype(np.float32)
+        vig_x, vig_y = vignetting_profiles(g)
         n_rts = max(1, round(RTS_PIXEL_FRACTION * g.effective_width * g.effective_height))
         rts_rows = rng.integers(g.ob_rows, h, n_rts)
         rts_cols = rng.integers(0, g.effective_width, n_rts)
@@ -269,51 +262,18 @@ class SensorModel:
                              seed=self.seed)
 
     def _response(self) -> np.ndarray:
-        """Flat-field response of the effective + OB area: vignetting × dust shadows × PRNU (lazy, cached)."""
+        """Flat-field response (vignetting × dust × PRNU), computed once per model on first use."""
         f = self._fixed
         if f.response is None:
-            g = self.geometry
-            rng = np.random.default_rng(self._fixed_seq.spawn(1)[0])
-            resp = rng.standard_normal((g.full_height, g.full_width), dtype=np.float32)
-            resp *= np.float32(PRNU_SIGMA)
-            resp += np.float32(1.0)
-            resp *= f.vig_y[:, None]
-            resp *= f.vig_x[None, :]
-            n_dust = int(rng.integers(3, 9))
-            for _ in range(n_dust):
-                r_px = float(rng.uniform(0.02, 0.05)) * g.effective_width
-                cx = float(rng.uniform(0.1, 0.9)) * g.effective_width
-                cy = g.ob_rows + float(rng.uniform(0.1, 0.9)) * g.effective_height
-                depth = float(rng.uniform(0.01, 0.06))
-                y0, y1 = max(0, int(cy - 1.5 * r_px)), min(g.full_height, int(cy + 1.5 * r_px) + 1)
-                x0, x1 = max(0, int(cx - 1.5 * r_px)), min(g.effective_width, int(cx + 1.5 * r_px) + 1)
-                yy, xx = np.mgrid[y0:y1, x0:x1]
-                r = np.hypot(xx - cx, yy - cy) / r_px
-                ring = np.exp(-((r - 0.7) ** 2) / 0.08) + 0.6 * (r < 0.7)  # donut: out-of-focus dust shadow
-                resp[y0:y1, x0:x1] *= (1.0 - depth * np.clip(ring, 0, 1)).astype(np.float32)
-            resp[: g.ob_rows, :] = 0.0  # shielded
-            resp[:, g.effective_width:] = 0.0  # overscan: not pixels
-            f.response = resp
+            f.response = flat_response(self.geometry, f.vig_x, f.vig_y,
+                                       np.random.default_rng(self._fixed_seq.spawn(1)[0]))
         return f.response
 
     def _stars(self) -> np.ndarray:
-        """Star field in e⁻/s (before vignetting), Gaussian PSFs on the effective area (lazy, cached)."""
+        """Star field in e⁻/s, computed once per model on first use."""
         f = self._fixed
         if f.stars_e_per_s is None:
-            g = self.geometry
-            rng = np.random.default_rng(self._fixed_seq.spawn(2)[1])
-            stars = np.zeros((g.full_height, g.full_width), dtype=np.float32)
-            n = max(5, round(STAR_DENSITY_PER_PX * g.effective_width * g.effective_height))
-            xs = rng.uniform(4, g.effective_width - 5, n)
-            ys = rng.uniform(g.ob_rows + 4, g.full_height - 5, n)
-            peaks = STAR_PEAK_E_PER_S_MAX * rng.power(0.3, n)  # many faint, few bright
-            r = 4
-            dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
-            for x, y, peak in zip(xs, ys, peaks, strict=True):
-                ix, iy = int(x), int(y)
-                psf = peak * np.exp(-((dx + ix - x) ** 2 + (dy + iy - y) ** 2) / (2 * STAR_PSF_SIGMA_PX**2))
-                stars[iy - r:iy + r + 1, ix - r:ix + r + 1] += psf.astype(np.float32)
-            f.stars_e_per_s = stars
+            f.stars_e_per_s = star_field(self.geometry, np.random.default_rng(self._fixed_seq.spawn(2)[1]))
         return f.stars_e_per_s
 
     # ---- exposure -------------------------------------------------------------------------------------------

@@ -160,3 +160,13 @@ def test_bad_input_raises() -> None:
         model.expose("dark", -1.0, 0.0, 120, 30)
     with pytest.raises(ValueError):
         model.expose("dark", 1.0, 0.0, 120, 30, amp_glow="maybe")
+
+
+def test_light_frame_has_sky_and_stars_none_in_overscan() -> None:
+    model = SensorModel(GEO, seed=22)
+    light = model.expose("light", 30.0, -10.0, 120, 30).astype(np.float64)
+    dark = model.expose("dark", 30.0, -10.0, 120, 30).astype(np.float64)
+    sky_adu = 30.0 * 0.5 / gain_e_per_adu(120)  # SKY_E_PER_S × t, vignetted less than 25 % in the centre
+    assert np.median(light[CENTER]) - np.median(dark[CENTER]) > 0.7 * sky_adu
+    assert (light[OB:, :EW] > np.median(light[CENTER]) + 2000).sum() > 50  # stars
+    assert abs(light[OB:, EW:].mean() - dark[OB:, EW:].mean()) < 40  # overscan sees no light
