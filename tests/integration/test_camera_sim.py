@@ -143,6 +143,13 @@ def test_stability_under_noise_and_unreachable_set_point(camera) -> None:  # typ
     assert "unreachable" in str(err.value) and f"{err.value.reachable_c:.1f}" in str(err.value)
     assert camera.state().cooler_power_pct >= 95
 
+    # gentle warm-up through CCD_TEMP_RAMP (5 °C/min simulated), then the cooler is switched off
+    camera.warm_up(10.0, rate_c_per_min=5.0, timeout_s=30.0)
+    state = camera.state()
+    assert state.temperature_c >= 9.5 and state.cooler_on is False and state.set_point_c is None
+    ramp = camera.client.get(camera.device, "CCD_TEMP_RAMP")
+    assert ramp is not None and ramp.values["RAMP_SLOPE"] == 5.0
+
 
 def test_series_headers_geometry_and_overscan_level(camera, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from drivers.sim.physics import gain_e_per_adu, pedestal_adu, read_noise_e
