@@ -176,8 +176,9 @@ class SimQhyDriver(IPyDriver):
         """Write one INDI message to stdout, whole, under a lock.
 
         indiserver gives the driver one socket for stdin and stdout, and indipydriver makes stdin non-blocking, so
-        stdout is non-blocking too: large BLOB writes must handle partial writes (indipydriver's own writer can drop
-        data there and lets other messages interleave with a BLOB).
+        stdout is non-blocking too: large BLOB writes must handle partial writes. (Reading indipydriver 3.1.2's writer:
+        its buffered write + flush raises BlockingIOError on a full socket, and it yields to the event loop between
+        BLOB chunks without a lock, so another message could land inside a BLOB.)
         """
         if self._stop:
             return
