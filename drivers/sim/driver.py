@@ -130,6 +130,7 @@ class SimQhyDriver(IPyDriver):
         self.fits_cards: dict[str, tuple[object, str]] = {}
         self._model: SensorModel | None = None
         self._exposure: asyncio.Task[None] | None = None
+        self._exposing = False  # True from CCD_EXPOSURE until the image is ready (a new exposure may then start)
         self._last_readout_sim_s = 0.0
         self._sim_clock_s = 0.0
         self._tx_lock = asyncio.Lock()
@@ -340,6 +341,7 @@ class SimQhyDriver(IPyDriver):
         vector = self.device["CCD_EXPOSURE"]
         vector["CCD_EXPOSURE_VALUE"] = request.exposure_s
         await vector.send_setVector(state="Busy")
+        self._exposing = True
         self._exposure = asyncio.get_running_loop().create_task(self._expose(request))
         self._exposure.add_done_callback(self._exposure_done)
 
@@ -362,7 +364,7 @@ class SimQhyDriver(IPyDriver):
             extra_cards=[(k, v, c) for k, (v, c) in self.fits_cards.items()])
 
     def _busy(self) -> bool:
-        return self._exposure is not None and not self._exposure.done()
+        return self._exposing
 
     async def _cancel_exposure(self) -> bool:
         if not self._busy():
@@ -371,14 +373,24 @@ class SimQhyDriver(IPyDriver):
         self._exposure.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._exposure
+        self._exposing = False
         return True
 
     async def _expose(self, request: ExposureRequest) -> None:
+        try:
+            await self._expose_steps(request)
+        finally:
+            if self._exposure is asyncio.current_task():
+                self._exposing = False
+
+    async def _expose_steps(self, request: ExposureRequest) -> None:
+        """Countdown, render, then BLOB and CCD_EXPOSURE Ok; the camera counts as idle once the image is ready."""
         vector = self.device["CCD_EXPOSURE"]
         loop = asyncio.get_running_loop()
         scale = self.time_scale
         if await self._consume_fault("FAIL_NEXT_EXPOSURE"):
             await asyncio.sleep(min(0.2, request.exposure_s / scale))
+            self._exposing = False
             vector["CCD_EXPOSURE_VALUE"] = 0
             await _say(vector, "Alert", "simulated fault: exposure failed")
             return
@@ -405,9 +417,11 @@ class SimQhyDriver(IPyDriver):
                                                  reading.temperature_c, noise_rng)
         except (ValueError, MemoryError) as exc:
             log.exception("rendering the frame failed")
+            self._exposing = False
             vector["CCD_EXPOSURE_VALUE"] = 0
             await _say(vector, "Alert", f"exposure failed: {exc}")
             return
+        self._exposing = False
         if await self._consume_fault("DROP_NEXT_DOWNLOAD"):
             log.warning("simulated fault: image download dropped")
             vector["CCD_EXPOSURE_VALUE"] = 0
