@@ -260,3 +260,26 @@ def test_full_size_frame(start_client: Callable[..., SimClient]) -> None:
     # the OB clamp removes the dark signal (hot pixels in the OB rows pull the median a few ADU12 below the pedestal)
     assert abs(np.median(image) - np.median(overscan)) < 150
     assert overscan.std() < image.std()
+
+
+def test_simulation_settings_at_runtime(start_client: Callable[..., SimClient]) -> None:
+    """LIGHT_LEAK brightens darks, SEED changes the fixed pattern, AMBIENT_C moves the TEC limit."""
+    client = start_client(time_scale=1000)
+    dark, _ = client.expose(100.0, "FRAME_DARK")
+    client.number("SIM_SETTINGS", {"LIGHT_LEAK": 5.0})
+    leaky, _ = client.expose(100.0, "FRAME_DARK")
+    expected_adu = 5.0 * 100.0 / gain_e_per_adu(120)  # e⁻ → ADU, before vignetting (< 25 % in the centre)
+    centre = (slice(130, 230), slice(190, 290))
+    gain_adu = np.median(leaky[centre].astype(np.float64)) - np.median(dark[centre].astype(np.float64))
+    assert 0.75 * expected_adu < gain_adu < 1.05 * expected_adu
+
+    client.number("SIM_SETTINGS", {"LIGHT_LEAK": 0.0})
+    hot_before = set(np.flatnonzero(client.expose(1000.0, "FRAME_DARK")[0] > 20000))
+    client.number("SIM_SETTINGS", {"SEED": 99})
+    hot_after = set(np.flatnonzero(client.expose(1000.0, "FRAME_DARK")[0] > 20000))
+    assert len(hot_before) > 5 and len(hot_before & hot_after) < 0.2 * len(hot_before)
+
+    client.number("SIM_SETTINGS", {"AMBIENT_C": 0.0})
+    client.number("CCD_TEMPERATURE", {"CCD_TEMPERATURE_VALUE": -45.0}, wait=False)
+    client.wait_for(lambda: abs(client.props["CCD_TEMPERATURE"].values["CCD_TEMPERATURE_VALUE"]
+                                - (0.0 - MAX_DELTA_C)) < 0.3, 15, "new TEC limit")
