@@ -158,12 +158,13 @@ class SimQhyDriver(IPyDriver):
     def overscan_include(self) -> bool:
         return self.switch_on("OVERSCAN_MODE") == "INDI_ENABLED"
 
-    def model(self) -> SensorModel:
-        """Sensor model for the current (geometry, seed); fixed patterns are computed once per pair."""
+    async def model(self) -> SensorModel:
+        """Sensor model for the current (geometry, seed); fixed patterns are computed once per pair, off the loop."""
         seed = int(self.number("SIM_SETTINGS", "SEED"))
         geometry = self.geometry
         if self._model is None or self._model.geometry != geometry or self._model.seed != seed:
-            self._model = SensorModel(geometry, seed=seed)
+            loop = asyncio.get_running_loop()
+            self._model = await loop.run_in_executor(None, lambda: SensorModel(geometry, seed=seed))
         return self._model
 
     async def _set_switches(self, name: str, on: list[str], state: str = "Ok", message: str = "") -> None:
@@ -410,7 +411,7 @@ class SimQhyDriver(IPyDriver):
         drift_adu = self.drift.readout()
         reading = self.cooler.reading(self.rng)
         noise_rng = np.random.default_rng(self.rng.integers(0, 2**63))
-        model = self.model()
+        model = await self.model()
         t_render = time.perf_counter()
         try:
             payload = await loop.run_in_executor(None, self._render, model, request, temperature_c, drift_adu,
