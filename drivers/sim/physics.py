@@ -104,11 +104,11 @@ SKY_E_PER_S = 0.5
 class SensorGeometry:
     """Raw readout structure: OB rows on top, effective area below them, overscan columns on the right."""
 
-    name: str
     effective_width: int
     effective_height: int
     overscan_cols: int
     ob_rows: int
+    name: str = ""
 
     @property
     def full_width(self) -> int:
@@ -144,8 +144,8 @@ class SensorGeometry:
         return (self.effective_height, self.effective_width)
 
 
-FULL_GEOMETRY = SensorGeometry("FULL", 4656, 3522, 64, 18)
-SMALL_GEOMETRY = SensorGeometry("SMALL", 480, 360, 16, 8)
+FULL_GEOMETRY = SensorGeometry(4656, 3522, 64, 18, "FULL")
+SMALL_GEOMETRY = SensorGeometry(480, 360, 16, 8, "SMALL")
 GEOMETRIES: dict[str, SensorGeometry] = {"FULL": FULL_GEOMETRY, "SMALL": SMALL_GEOMETRY}
 
 
