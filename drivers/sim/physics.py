@@ -293,6 +293,7 @@ class SensorModel:
         rows' mean signal; ADU12 = round(e⁻ / gain12 + pedestal12 + drift12), clipped to 0..4095, then ×16.
         """
         kind = str(frame_type).lower()
+        kind = "dark" if kind == "flatdark" else kind  # a flat-dark is a dark frame at the flat's exposure
         if kind not in ("light", "bias", "dark", "flat"):
             raise ValueError(f"frame_type must be light, bias, dark or flat, not {frame_type!r}")
         if exposure_s < 0:
