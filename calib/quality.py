@@ -2,8 +2,8 @@
 
 A calibration frame is rejected (and may be retaken) when:
 
-* **temperature** — the sensor temperature at the start or end of the exposure is more than ``temperature_tolerance_c``
-  from the set point;
+* **temperature** — the sensor temperature at the start or end of the exposure (or the lowest/highest reading during it,
+  when known) is more than ``temperature_tolerance_c`` from the set point;
 * **light leak** (bias/dark/flat-dark only) — the frame's overscan-corrected mean, ``mean(DATASEC) − mean(BIASSEC)``,
   exceeds what the library predicts (:class:`FrameExpectation`) by more than ``leak_sigma · σ``. Subtracting the
   overscan removes the ADC drift that moves the whole frame by tens of ADU, so only signal on the pixels counts;
@@ -113,24 +113,26 @@ def temperature_reasons(set_point_c: float | None, temperatures_c: Iterable[floa
     if set_point_c is None:
         return []
     reasons = []
-    for label, temp in zip(("start", "end"), temperatures_c, strict=False):
+    for label, temp in zip(("start", "end", "minimum", "maximum"), temperatures_c, strict=False):
         if temp is None:
-            reasons.append(f"temperature: no reading at exposure {label}")
+            if label in ("start", "end"):
+                reasons.append(f"temperature: no reading at exposure {label}")
         elif abs(temp - set_point_c) > tolerance_c:
-            reasons.append(f"temperature: {temp:.2f} °C at exposure {label}, set point {set_point_c:.2f} "
-                           f"± {tolerance_c:.2f} °C")
+            where = f"at exposure {label}" if label in ("start", "end") else f"{label} during the exposure"
+            reasons.append(f"temperature: {temp:.2f} °C {where}, set point {set_point_c:.2f} ± {tolerance_c:.2f} °C")
     return reasons
 
 
 def check_frame(data: np.ndarray, *, frame_type: str, set_point_c: float | None = None,
                 temperature_start_c: float | None = None, temperature_end_c: float | None = None,
+                temperature_min_c: float | None = None, temperature_max_c: float | None = None,
                 datasec: str | Section | None = None, biassec: str | Section | None = None,
                 expected: FrameExpectation | None = None,
                 thresholds: QualityThresholds | None = None) -> QualityVerdict:
     """Run the checks in the module docstring on one frame (ADU) and return the verdict with its reasons."""
     limits = thresholds or QualityThresholds()
-    reasons = temperature_reasons(set_point_c, (temperature_start_c, temperature_end_c),
-                                  limits.temperature_tolerance_c)
+    reasons = temperature_reasons(set_point_c, (temperature_start_c, temperature_end_c, temperature_min_c,
+                                                temperature_max_c), limits.temperature_tolerance_c)
     region = _region(data, datasec, "DATASEC") if datasec is not None else data
     metrics: dict[str, float] = {}
     saturated = float(np.count_nonzero(region >= limits.saturation_adu)) / max(1, region.size)

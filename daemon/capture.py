@@ -225,6 +225,7 @@ def process_frame(frame: CapturedFrame, request: SeriesRequest, profile: CameraP
     verdict = check_frame(
         frame.data, frame_type=FrameType(request.frame_type).value, set_point_c=request.set_point_c,
         temperature_start_c=frame.temperature_start_c, temperature_end_c=frame.temperature_end_c,
+        temperature_min_c=frame.temperature_min_c, temperature_max_c=frame.temperature_max_c,
         datasec=geometry.datasec, biassec=geometry.biassec, expected=expected, thresholds=thresholds)
     header["QUALOK"] = (verdict.ok, "darkd per-frame quality check passed")
     header["QCMEAN"] = (round(verdict.metrics["corrected_mean_adu"], 3), "[adu] mean(DATASEC) - mean(BIASSEC)")

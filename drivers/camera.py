@@ -162,6 +162,8 @@ class CapturedFrame:
     finished_utc: datetime
     overscan: OverscanMode | None
     settings: CaptureSettings = field(default_factory=CaptureSettings)
+    temperature_min_c: float | None = None  # extremes of the readings reported during the exposure (None: unknown)
+    temperature_max_c: float | None = None
 
 
 @runtime_checkable

@@ -524,8 +524,39 @@ class IndiCamera:
         client.clear_blobs(device)
         epoch = self._epoch
         temp_start, power_start = self.temperature_c(), self.cooler_power_pct()
+        seen_c: list[float] = [temp_start] if temp_start is not None else []
+
+        def track(snap: PropertySnapshot) -> None:  # INDI thread: every temperature reading during the exposure
+            if snap.device == device and snap.name == "CCD_TEMPERATURE" and "CCD_TEMPERATURE_VALUE" in snap.values:
+                seen_c.append(float(snap.values["CCD_TEMPERATURE_VALUE"]))
+
+        client.add_listener(track)
         started = datetime.now(UTC)
-        before = client.send_number(device, "CCD_EXPOSURE", {"CCD_EXPOSURE_VALUE": requested_s})
+        try:
+            before = client.send_number(device, "CCD_EXPOSURE", {"CCD_EXPOSURE_VALUE": requested_s})
+            blob = self._wait_image(client, device, before, timeout, epoch, exposure_s, started)
+        finally:
+            client.remove_listener(track)
+        finished = datetime.now(UTC)
+        temp_end, power_end = self.temperature_c(), self.cooler_power_pct()
+        if temp_end is not None:
+            seen_c.append(temp_end)
+        data, header = decode_fits(blob.payload, blob.fmt)
+        overscan = self.state().overscan
+        self._stamp(header, frame_type, exposure_s, temp_start, temp_end, power_start, power_end, started, overscan)
+        if seen_c:
+            header["CCDTMIN"] = (round(min(seen_c), 3), "[C] lowest sensor temperature during exposure")
+            header["CCDTMAX"] = (round(max(seen_c), 3), "[C] highest sensor temperature during exposure")
+        return CapturedFrame(
+            data=data, header=header, frame_type=frame_type, exposure_s=exposure_s, set_point_c=self._set_point_c,
+            temperature_start_c=temp_start, temperature_end_c=temp_end, cooler_power_start_pct=power_start,
+            cooler_power_end_pct=power_end, started_utc=started, finished_utc=finished, overscan=overscan,
+            settings=self._applied, temperature_min_c=min(seen_c) if seen_c else None,
+            temperature_max_c=max(seen_c) if seen_c else None)
+
+    def _wait_image(self, client: IndiClient, device: str, before: int, timeout: float, epoch: int,
+                    exposure_s: float, started: datetime) -> Any:
+        """Wait for the BLOB of the exposure started at version ``before``; Alert/abort/timeout become errors."""
 
         def failure() -> str | None:
             if self._abort.is_set():
@@ -536,23 +567,13 @@ class IndiCamera:
             return None
 
         try:
-            blob = client.wait_blob(device, timeout, epoch=epoch, alert=failure)
+            return client.wait_blob(device, timeout, epoch=epoch, alert=failure)
         except PropertyAlert as exc:
             msgs = client.messages(device, since=started)
             raise ExposureFailed(f"{exc}{': ' + ' | '.join(msgs[-2:]) if msgs else ''}") from exc
         except CameraTimeout as exc:
             raise CameraTimeout(f"{device}: no image {timeout:.1f} s after starting a {exposure_s} s exposure "
                                 f"(download lost?)") from exc
-        finished = datetime.now(UTC)
-        temp_end, power_end = self.temperature_c(), self.cooler_power_pct()
-        data, header = decode_fits(blob.payload, blob.fmt)
-        overscan = self.state().overscan
-        self._stamp(header, frame_type, exposure_s, temp_start, temp_end, power_start, power_end, started, overscan)
-        return CapturedFrame(
-            data=data, header=header, frame_type=frame_type, exposure_s=exposure_s, set_point_c=self._set_point_c,
-            temperature_start_c=temp_start, temperature_end_c=temp_end, cooler_power_start_pct=power_start,
-            cooler_power_end_pct=power_end, started_utc=started, finished_utc=finished, overscan=overscan,
-            settings=self._applied)
 
     def _stamp(self, header: fits.Header, frame_type: FrameType, exposure_s: float, temp_start: float | None,
                temp_end: float | None, power_start: float | None, power_end: float | None, started: datetime,

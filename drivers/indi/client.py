@@ -136,6 +136,11 @@ class IndiClient(PyIndi.BaseClient):  # type: ignore[misc]
         with self._cond:
             self._listeners.append(callback)
 
+    def remove_listener(self, callback: Callable[[PropertySnapshot], None]) -> None:
+        with self._cond:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
     # ---------------------------------------------------------------- callbacks (INDI thread)
     def _store(self, prop: Any) -> PropertySnapshot | None:
         kind = _TYPE_NAMES.get(prop.getType())

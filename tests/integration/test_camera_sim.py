@@ -166,6 +166,8 @@ def test_series_headers_geometry_and_overscan_level(camera, tmp_path: Path) -> N
             "[481:496,9:368]", "[1:480,9:368]", "[1:480,9:368]", "[1:480,1:8]")
         assert h["SET-TEMP"] == -10.0 and abs(h["CCDTEMP1"] + 10) <= 0.5 and abs(h["CCDTEMP2"] + 10) <= 0.5
         assert 0 < h["COOLPWR1"] < 100 and "COOLPWR" in h
+        assert h["CCDTMIN"] <= min(h["CCDTEMP1"], h["CCDTEMP2"]) <= max(h["CCDTEMP1"], h["CCDTEMP2"]) <= h["CCDTMAX"]
+        assert abs(h["CCDTMIN"] + 10) <= 0.5 and abs(h["CCDTMAX"] + 10) <= 0.5
         assert (h["GAIN"], h["OFFSET"], h["READMODE"], h["AMPGLOW"], h["OVSCMODE"]) == (120, 30, 0, "auto",
                                                                                         "include")
         assert h["XBINNING"] == 1 and h["QUALOK"] is True and h["FRAMENUM"] == rec.index

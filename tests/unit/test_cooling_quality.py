@@ -71,6 +71,9 @@ def test_temperature_outside_tolerance_and_missing_reading() -> None:
                           temperature_end_c=-10.0)
     assert verdict.reasons == ["temperature: no reading at exposure start"]
     assert check_frame(data, frame_type="bias").ok  # no set point: nothing to check
+    verdict = check_frame(data, frame_type="dark", set_point_c=-10.0, temperature_start_c=-10.0,
+                          temperature_end_c=-10.0, temperature_min_c=-10.1, temperature_max_c=-9.3)
+    assert verdict.reasons == ["temperature: -9.30 °C maximum during the exposure, set point -10.00 ± 0.50 °C"]
 
 
 def test_saturation_fraction() -> None:
