@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,11 +43,13 @@ class IndiServer:
         self.env = {**os.environ, **(env or {}), "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        # indiserver's default local socket (/tmp/indiserver) admits one server per machine: give each its own.
+        self.local_socket = Path(tempfile.gettempdir()) / f"indiserver-darkd-{self.port}"
 
     def start(self, timeout_s: float = 15.0) -> IndiServer:
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            ["indiserver", "-v", "-p", str(self.port), *self.drivers],
+            ["indiserver", "-v", "-u", str(self.local_socket), "-p", str(self.port), *self.drivers],
             env=self.env, stdout=log, stderr=log, start_new_session=True,
         )
         _wait_port(self.port, timeout_s)
