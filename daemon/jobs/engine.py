@@ -1,0 +1,420 @@
+"""The job engine: a persistent queue in the library index, one thread per running job, clean stop/pause/cancel.
+
+State machine (stored in the index ``jobs`` table, so ``darkd jobs`` and the REST API see the same thing)::
+
+    queued ──► running ──► succeeded | failed | cancelled
+      │  ▲        │ ▲
+      ▼  │        ▼ │ (resume: paused → queued)
+      paused ◄────┘
+
+* **One capture job per camera**: :meth:`JobEngine.submit` raises :class:`JobConflict` while a capture job
+  (build-library) for the same camera is queued, running or paused; other kinds run alongside.
+* **The index is the control channel**: :meth:`cancel`/:meth:`pause`/:meth:`resume` (or ``darkd jobs …`` from another
+  process) change the job's state in the index; a dispatcher thread polls every ``poll_s`` seconds, starts queued jobs
+  whose start window is open (params ``not_before``/``not_after``, ISO 8601) and tells running jobs that were paused or
+  cancelled to stop. A stopped job aborts its current exposure (``capture_series`` gets the job's stop event) and ends
+  between frames, so nothing half-written is left.
+* **Crash safety**: :meth:`start` removes leftovers of interrupted atomic writes and puts jobs left ``running`` by a
+  dead daemon back in the queue; the job resumes from what is on disk (the capture code never retakes a complete
+  frame). :meth:`stop` puts running jobs back to ``queued`` the same way.
+* CPU-heavy work (integration) goes to a ``spawn`` process pool (:attr:`JobEngine.pool`) so capture overlaps it.
+
+Events on the bus: ``job`` {job_id, kind, state, progress_done, progress_total, step, eta_s} on every change,
+``frame`` {job_id, path, ok, reasons}, ``warning`` {job_id, message}.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+from daemon.events import EventBus
+from daemon.jobs.errors import JobConflict, JobInterrupted, JobNotFound
+from daemon.library.index import JobRow, LibraryIndex
+from daemon.library.verify import remove_partial_files
+from daemon.settings import Settings
+from drivers.camera import Camera
+
+log = logging.getLogger(__name__)
+
+#: kind → module implementing ``validate(params, settings, index) -> (params, camera)`` and ``run(ctx) -> dict``.
+KIND_MODULES = {
+    "build-library": "daemon.jobs.build_library",
+    "integrate": "daemon.jobs.integrate_job",
+    "calibrate": "daemon.jobs.calibrate_job",
+    "measure": "daemon.jobs.measure_job",
+}
+CAPTURE_KINDS = frozenset({"build-library"})
+ACTIVE_STATES = ("queued", "running", "paused")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def handler_module(kind: str) -> ModuleType:
+    """The module that implements ``kind``; ``ValueError`` for an unknown kind."""
+    if kind not in KIND_MODULES:
+        raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(KIND_MODULES)}")
+    return importlib.import_module(KIND_MODULES[kind])
+
+
+@dataclass
+class _Running:
+    job_id: int
+    kind: str
+    camera: str | None
+    stop: threading.Event = field(default_factory=threading.Event)
+    reason: str | None = None  # cancel | pause | shutdown | window
+    thread: threading.Thread | None = None
+
+
+class JobContext:
+    """What a running job sees: its row, the stop event, progress/log/warning/frame reporting, camera and pool."""
+
+    def __init__(self, engine: JobEngine, job: JobRow, running: _Running) -> None:
+        self.engine = engine
+        self.job = job
+        self.job_id = job.id
+        self.params: dict[str, Any] = dict(job.params)
+        self.settings = engine.settings
+        self.index = engine.index
+        self.bus = engine.bus
+        self.stop = running.stop
+        self._running = running
+        self._done = job.progress_done
+        self._total = job.progress_total
+        self._step = job.step
+
+    # --- control -----------------------------------------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`JobInterrupted` when the job has been asked to stop."""
+        if self.stop.is_set():
+            raise JobInterrupted(self._running.reason or "stop")
+
+    def camera(self) -> Camera:
+        return self.engine.camera()
+
+    @property
+    def pool(self) -> ProcessPoolExecutor:
+        return self.engine.pool
+
+    # --- reporting ---------------------------------------------------------------------------------------------------
+    def progress(self, done: int | None = None, total: int | None = None, *, step: str | None = None,
+                 eta_s: float | None = None) -> None:
+        """Store progress (frames done/total), the current step and the ETA (seconds), and publish a ``job`` event."""
+        if done is not None:
+            self._done = int(done)
+        if total is not None:
+            self._total = int(total)
+        if step is not None:
+            self._step = step
+        row = self.index.update_job(self.job_id, progress_done=self._done, progress_total=self._total,
+                                    step=self._step, eta_s=None if eta_s is None else round(float(eta_s), 1))
+        self.engine.publish_job(row)
+
+    def step(self, text: str, *, eta_s: float | None = None) -> None:
+        self.progress(step=text, eta_s=eta_s)
+        self.log(text)
+
+    def log(self, line: str) -> None:
+        log.info("job %s: %s", self.job_id, line)
+        self.index.append_job_log(self.job_id, line)
+
+    def warn(self, message: str) -> None:
+        log.warning("job %s: %s", self.job_id, message)
+        self.index.append_job_warning(self.job_id, message)
+        self.index.append_job_log(self.job_id, f"WARNING: {message}")
+        self.bus.publish("warning", {"job_id": self.job_id, "message": message})
+
+    def frame(self, path: str, ok: bool, reasons: list[str]) -> None:
+        self.bus.publish("frame", {"job_id": self.job_id, "path": str(path), "ok": bool(ok), "reasons": list(reasons)})
+
+    def save_result(self, result: Mapping[str, Any]) -> None:
+        """Persist partial results (e.g. which entry each plan item uses) so a resumed run can find them."""
+        self.index.update_job(self.job_id, result=dict(result))
+
+
+class JobEngine:
+    """Runs the jobs of one library index (see the module docstring)."""
+
+    def __init__(self, settings: Settings, index: LibraryIndex, camera_factory: Callable[[], Camera],
+                 bus: EventBus | None = None, *, poll_s: float = 1.0, integration_workers: int = 1,
+                 disconnect_camera_on_stop: bool = True) -> None:
+        self.settings = settings
+        self.index = index
+        self.camera_factory = camera_factory
+        self.bus = bus or EventBus()
+        self.poll_s = poll_s
+        self.integration_workers = integration_workers
+        self.disconnect_camera_on_stop = disconnect_camera_on_stop
+        self._lock = threading.RLock()
+        self._running: dict[int, _Running] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._dispatcher: threading.Thread | None = None
+        self._camera: Camera | None = None
+        self._camera_lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------------
+    def start(self) -> JobEngine:
+        """Clean up after a crash and start the dispatcher: jobs left ``running`` are queued again and resumed."""
+        if self._dispatcher is not None:
+            return self
+        self.index.create()
+        removed = remove_partial_files(self.index.layout.root)
+        for path in removed:
+            log.warning("removed leftover of an interrupted write: %s", path)
+        for job in self.index.jobs("running"):
+            row = self.index.transition_job(job.id, {"running"}, state="queued", step="resuming after restart")
+            if row is not None:
+                self.index.append_job_log(job.id, "daemon restarted: job queued again, resuming from the files on disk")
+                self.publish_job(row)
+        self._stopping.clear()
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="darkd-jobs", daemon=True)
+        self._dispatcher.start()
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the dispatcher and every running job (they go back to ``queued``), then the worker pool."""
+        self._stopping.set()
+        self._wake.set()
+        with self._lock:
+            running = list(self._running.values())
+        for run in running:
+            self._request_stop(run, "shutdown")
+        deadline = time.monotonic() + timeout_s
+        for run in running:
+            if run.thread is not None:
+                run.thread.join(max(0.1, deadline - time.monotonic()))
+        if self._dispatcher is not None:
+            self._dispatcher.join(max(0.1, deadline - time.monotonic()))
+            self._dispatcher = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._camera_lock:
+            camera, self._camera = self._camera, None
+        if camera is not None and self.disconnect_camera_on_stop:
+            try:
+                camera.disconnect()
+            except Exception:  # disconnecting is best effort at shutdown
+                log.exception("camera disconnect failed")
+
+    def __enter__(self) -> JobEngine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- shared resources --------------------------------------------------------------------------------------------
+    def camera(self) -> Camera:
+        """The camera (made by the factory on first use, connected if it is not)."""
+        with self._camera_lock:
+            if self._camera is None:
+                self._camera = self.camera_factory()
+            camera = self._camera
+        if not camera.state().connected:
+            camera.connect(self.settings.indi.connect_timeout_s)
+        return camera
+
+    @property
+    def pool(self) -> ProcessPoolExecutor:
+        """The worker processes for CPU-heavy steps (``spawn``: no inherited threads, locks or DB connections)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=self.integration_workers,
+                                                 mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def publish_job(self, row: JobRow) -> None:
+        self.bus.publish("job", {"job_id": row.id, "kind": row.kind, "state": row.state,
+                                 "progress_done": row.progress_done, "progress_total": row.progress_total,
+                                 "step": row.step, "eta_s": row.eta_s})
+
+    # --- queries -----------------------------------------------------------------------------------------------------
+    def list(self, state: str | None = None) -> list[JobRow]:
+        return self.index.jobs(state)
+
+    def get(self, job_id: int) -> JobRow:
+        row = self.index.get_job(job_id)
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return row
+
+    # --- commands ----------------------------------------------------------------------------------------------------
+    def submit(self, kind: str, params: Mapping[str, Any] | None = None) -> JobRow:
+        """Validate and queue a job. ``ValueError`` for bad params, :class:`JobConflict` when a capture job already
+        holds the camera."""
+        module = handler_module(kind)
+        clean, camera = module.validate(dict(params or {}), self.settings, self.index)
+        for name in ("not_before", "not_after"):
+            if name in clean:
+                try:
+                    clean[name] = _parse_time(clean[name]).isoformat() if clean[name] else None  # type: ignore[union-attr]
+                except ValueError as exc:
+                    raise ValueError(f"{name}: not an ISO 8601 time ({exc})") from exc
+        with self._lock:
+            if kind in CAPTURE_KINDS:
+                busy = [j for j in self.index.jobs(ACTIVE_STATES) if j.kind in CAPTURE_KINDS and j.camera == camera]
+                if busy:
+                    raise JobConflict(f"capture job {busy[0].id} ({busy[0].state}) already uses camera {camera!r}")
+            row = self.index.add_job(kind, clean, camera=camera)
+        self.index.append_job_log(row.id, f"submitted ({kind})")
+        self.publish_job(row)
+        self._wake.set()
+        return row
+
+    def cancel(self, job_id: int) -> JobRow:
+        """Cancel a queued, paused or running job (a running exposure is aborted)."""
+        row = self.index.transition_job(job_id, ACTIVE_STATES, state="cancelled", finished_utc=_now(),
+                                        step="cancelled")
+        return self._after_command(job_id, row, "cancel")
+
+    def pause(self, job_id: int) -> JobRow:
+        """Pause a queued or running job; :meth:`resume` queues it again and it continues where it stopped."""
+        row = self.index.transition_job(job_id, ("queued", "running"), state="paused", step="paused")
+        return self._after_command(job_id, row, "pause")
+
+    def resume(self, job_id: int) -> JobRow:
+        row = self.index.transition_job(job_id, ("paused",), state="queued", step="queued (resumed)")
+        return self._after_command(job_id, row, "resume")
+
+    def _after_command(self, job_id: int, row: JobRow | None, what: str) -> JobRow:
+        if row is None:
+            current = self.get(job_id)
+            raise JobConflict(f"cannot {what} job {job_id}: it is {current.state}")
+        self.index.append_job_log(job_id, f"{what} requested")
+        with self._lock:
+            run = self._running.get(job_id)
+        if run is not None and what in ("cancel", "pause"):
+            self._request_stop(run, what)
+        self.publish_job(row)
+        self._wake.set()
+        return row
+
+    @staticmethod
+    def _request_stop(run: _Running, reason: str) -> None:
+        if run.reason is None:
+            run.reason = reason
+        run.stop.set()
+
+    # --- dispatcher --------------------------------------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._tick()
+            except Exception:  # the dispatcher must survive a transient database error
+                log.exception("job dispatcher tick failed")
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        now = _now()
+        with self._lock:
+            running = dict(self._running)
+        for job_id, run in running.items():  # commands from other processes arrive through the index
+            row = self.index.get_job(job_id)
+            if row is None or row.state in ("paused", "cancelled"):
+                self._request_stop(run, "cancel" if row is None or row.state == "cancelled" else "pause")
+            elif (end := _parse_time(row.params.get("not_after"))) is not None and now > end and not run.stop.is_set():
+                self.index.append_job_log(job_id, "start window ended: pausing")
+                self._request_stop(run, "window")
+        if self._stopping.is_set():
+            return
+        for job in self.index.jobs("queued"):
+            if job.id in running:
+                continue  # still winding down after a pause/resume
+            begin = _parse_time(job.params.get("not_before"))
+            end = _parse_time(job.params.get("not_after"))
+            if begin is not None and now < begin:
+                continue
+            if end is not None and now > end:
+                row = self.index.transition_job(job.id, {"queued"}, state="cancelled", finished_utc=now,
+                                                error="its start window ended before it could run")
+                if row is not None:
+                    self.index.append_job_log(job.id, "start window ended before the job could run")
+                    self.publish_job(row)
+                continue
+            if job.kind in CAPTURE_KINDS:
+                with self._lock:
+                    if any(r.camera == job.camera and r.kind in CAPTURE_KINDS for r in self._running.values()):
+                        continue
+            self._launch(job, now)
+
+    def _launch(self, job: JobRow, now: datetime) -> None:
+        fields: dict[str, Any] = {"state": "running", "finished_utc": None, "error": None}
+        if job.started_utc is None:
+            fields["started_utc"] = now
+        row = self.index.transition_job(job.id, {"queued"}, **fields)
+        if row is None:
+            return  # someone else changed it meanwhile
+        run = _Running(job_id=row.id, kind=row.kind, camera=row.camera)
+        run.thread = threading.Thread(target=self._run_job, args=(run, row), name=f"darkd-job-{row.id}", daemon=True)
+        with self._lock:
+            self._running[row.id] = run
+        self.publish_job(row)
+        run.thread.start()
+
+    def _run_job(self, run: _Running, row: JobRow) -> None:
+        ctx = JobContext(self, row, run)
+        outcome: dict[str, Any]
+        try:
+            ctx.log("resumed" if row.progress_done or (row.result or {}) else "started")
+            result = handler_module(row.kind).run(ctx)
+            if run.stop.is_set():
+                raise JobInterrupted(run.reason or "stop")
+            outcome = {"state": "succeeded", "finished_utc": _now(), "eta_s": 0.0, "step": "done",
+                       "result": {**(self.index.get_job(row.id).result or {}), **(result or {})}}  # type: ignore[union-attr]
+        except Exception as exc:
+            if isinstance(exc, JobInterrupted) or run.stop.is_set():
+                outcome = self._interrupted_outcome(run)
+                ctx.log(f"stopped ({run.reason or 'stop'})")
+            else:
+                log.exception("job %s (%s) failed", row.id, row.kind)
+                outcome = {"state": "failed", "finished_utc": _now(), "error": f"{type(exc).__name__}: {exc}",
+                           "eta_s": None, "step": "failed"}
+                ctx.log("FAILED: " + "".join(traceback.format_exception_only(exc)).strip())
+        try:
+            final = self.index.transition_job(row.id, {"running"}, **outcome)
+            if final is None:  # already paused/cancelled by a command: keep that state
+                final = self.index.update_job(row.id, eta_s=None)
+            self.publish_job(final)
+        finally:  # only now may the dispatcher start this job again (e.g. paused and resumed meanwhile)
+            with self._lock:
+                self._running.pop(row.id, None)
+            self._wake.set()
+
+    @staticmethod
+    def _interrupted_outcome(run: _Running) -> dict[str, Any]:
+        reason = run.reason or "shutdown"
+        if reason == "cancel":
+            return {"state": "cancelled", "finished_utc": _now(), "step": "cancelled", "eta_s": None}
+        if reason in ("pause", "window"):
+            step = "paused (start window ended)" if reason == "window" else "paused"
+            return {"state": "paused", "step": step, "eta_s": None}
+        return {"state": "queued", "step": "interrupted by daemon stop; will resume", "eta_s": None}
