@@ -1,0 +1,407 @@
+"""Per-pixel pixel rejection for image integration, vectorised over a whole band of the stack.
+
+A *stack band* has shape ``(n_frames, rows, cols)`` (any unit, normally ADU). Every algorithm works per pixel on the
+``n`` values of that pixel and only ever rejects values from the *ends* of the sorted values, so the internal
+representation is the stack sorted along the frame axis plus two integer maps ``lo``/``hi``: the values kept for a
+pixel are ``sorted[lo:hi]``. NaN values (missing data) sort to the end and start out excluded. All loops run over
+iterations or frames, never over pixels.
+
+Algorithms (``m`` = number of values still kept for a pixel, ``c`` = centre, ``σ`` = scale):
+
+* ``none`` — keep everything.
+* ``minmax`` — reject the ``n_low`` lowest and ``n_high`` highest values (never leaving fewer than one).
+* ``percentile`` — single pass: with ``c`` = median, reject ``x`` when ``(c − x)/c > pct_low`` or
+  ``(x − c)/c > pct_high`` (PixInsight percentile clipping; for ``c ≤ 0`` nothing is rejected).
+* ``sigma`` — iterate: ``c`` = median, ``σ`` = standard deviation (ddof=0) of the kept values; reject
+  ``x < c − sigma_low·σ`` and ``x > c + sigma_high·σ``; repeat until nothing more is rejected, fewer than 3 values
+  remain or ``max_iterations`` passes were made (this is astropy/ccdproc's sigma clipping with median/std).
+* ``winsorized`` — PixInsight's Winsorized sigma clipping. Outer loop: start from ``c`` = median and the robust
+  ``σ`` = IQR/1.349 (the standard deviation when the IQR is 0). Inner loop: clamp a copy of the kept values to
+  ``[c − 1.5σ, c + 1.5σ]``, set ``σ ← 1.134·std(clamped)`` and ``c ← mean(clamped)`` until ``σ`` changes by less than
+  ``5e-4`` relative. Then reject ``x < c − sigma_low·σ`` and ``x > c + sigma_high·σ``. Repeat the outer loop until
+  nothing more is rejected or fewer than 3 values remain.
+* ``linear-fit`` — fit a least-squares line ``a + b·i`` to the kept sorted values ``y_i`` (``i`` = rank);
+  ``σ`` = mean absolute residual; the lowest value is rejected when its residual is below ``−sigma_low·σ``, the highest
+  when above ``+sigma_high·σ`` (one value per end per iteration); iterate until no change or fewer than 3 values.
+* ``esd`` — generalized extreme Studentized deviate test (Rosner 1983) with significance ``esd_alpha`` for up to
+  ``esd_max_fraction·m`` outliers: repeatedly remove the value farthest from the mean,
+  ``R_i = max|x − mean|/std`` (ddof=1), critical ``λ_i = (m−i)·t / sqrt((m−i−1+t²)(m−i+1))`` with ``t`` the
+  Student-t quantile at ``1 − α/(2(m−i+1))`` for ``m−i−1`` degrees of freedom; the number of outliers is the largest
+  ``i`` with ``R_i > λ_i``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+METHODS = ("none", "minmax", "percentile", "sigma", "winsorized", "linear-fit", "esd")
+WINSOR_CLAMP = 1.5
+WINSOR_GAIN = 1.134
+WINSOR_TOLERANCE = 5e-4
+_WINSOR_MAX_INNER = 100
+_MAX_OUTER = 100
+
+
+@dataclass(frozen=True)
+class RejectionParams:
+    """Rejection settings. ``sigma_low``/``sigma_high`` are in units of σ; ``pct_*`` are fractions of the median."""
+
+    method: str = "winsorized"
+    sigma_low: float = 4.0
+    sigma_high: float = 3.0
+    n_low: int = 1
+    n_high: int = 1
+    pct_low: float = 0.2
+    pct_high: float = 0.1
+    esd_alpha: float = 0.05
+    esd_max_fraction: float = 0.3
+    max_iterations: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown rejection {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.sigma_low <= 0 or self.sigma_high <= 0:
+            raise ValueError("sigma_low and sigma_high must be > 0")
+        if self.n_low < 0 or self.n_high < 0:
+            raise ValueError("n_low and n_high must be >= 0")
+        if self.max_iterations is not None and self.max_iterations < 1:
+            raise ValueError("max_iterations must be >= 1 (or None for 'until convergence')")
+
+
+@dataclass
+class RejectionResult:
+    """``mask[k, y, x]`` is True when frame ``k``'s value was rejected; ``low``/``high`` count rejections per pixel."""
+
+    mask: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers on sorted data: s has shape (n, P), lo/hi have shape (P,)
+
+
+def _rank(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.int32)[:, None]
+
+
+def _valid(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    r = _rank(s.shape[0])
+    return (r >= lo) & (r < hi)
+
+
+def _at(s: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``s[idx[p], p]`` for every column ``p`` (indices clipped into range)."""
+    idx = np.clip(idx, 0, s.shape[0] - 1)
+    return np.take_along_axis(s, idx[None, :].astype(np.intp), axis=0)[0]
+
+
+def _quantile(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, q: float) -> np.ndarray:
+    """Linear-interpolated quantile ``q`` of the kept values (numpy's default 'linear' definition)."""
+    pos = lo + q * np.maximum(hi - lo - 1, 0)
+    i0 = np.floor(pos).astype(np.int64)
+    frac = (pos - i0).astype(np.float32)
+    v0 = _at(s, i0)
+    v1 = _at(s, np.minimum(i0 + 1, np.maximum(hi - 1, 0)))
+    return v0 + frac * (v1 - v0)
+
+
+def _median(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    m = hi - lo
+    a = _at(s, lo + (m - 1) // 2)
+    b = _at(s, lo + m // 2)
+    return 0.5 * (a + b)
+
+
+def _mean_std(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the kept values (two-pass, float64 accumulation of deviations)."""
+    valid = _valid(s, lo, hi)
+    m = np.maximum(hi - lo, 1)
+    full = bool(valid.all())
+    total = s.sum(axis=0, dtype=np.float64) if full else np.where(valid, s, 0).sum(axis=0, dtype=np.float64)
+    mean = total / m
+    dev = s - mean.astype(np.float32)
+    if not full:
+        dev = np.where(valid, dev, 0)
+    var = np.einsum("ij,ij->j", dev, dev, dtype=np.float64) / np.maximum(m - ddof, 1)
+    return mean, np.sqrt(var)
+
+
+def _apply_thresholds(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, t_low: np.ndarray,
+                      t_high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink ``[lo, hi)`` to the values inside ``[t_low, t_high]``; never leave a pixel with no value."""
+    new_lo = np.maximum(lo, np.count_nonzero(s < t_low[None, :].astype(s.dtype), axis=0))
+    new_hi = np.minimum(hi, np.count_nonzero(s <= t_high[None, :].astype(s.dtype), axis=0))
+    empty = new_hi <= new_lo
+    if empty.any():
+        new_lo = np.where(empty, lo, new_lo)
+        new_hi = np.where(empty, hi, new_hi)
+    return new_lo.astype(lo.dtype), new_hi.astype(hi.dtype)
+
+
+def sort_stack(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort a stack ``(n, ...)`` along the frame axis into shape ``(n, P)``; return ``(sorted, lo, hi)``.
+
+    NaNs sort last and are excluded (``hi`` = number of finite values).
+    """
+    n = stack.shape[0]
+    s = np.sort(stack.reshape(n, -1), axis=0)
+    lo = np.zeros(s.shape[1], dtype=np.int32)
+    nan_count = np.count_nonzero(np.isnan(s[-1:]), axis=0)
+    if nan_count.any():
+        hi = np.count_nonzero(~np.isnan(s), axis=0).astype(np.int32)
+    else:
+        hi = np.full(s.shape[1], n, dtype=np.int32)
+    return s, lo, hi
+
+
+def _iterate(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, step, max_iterations: int | None) -> None:
+    """Apply ``step(sub, lo, hi) -> (lo, hi)`` repeatedly, in place, to the pixels that still change.
+
+    A pixel leaves the loop when a step rejects nothing or fewer than 3 of its values remain.
+    """
+    act = np.flatnonzero(hi - lo >= 3)
+    sub = s if act.size == s.shape[1] else s[:, act]
+    limit = _MAX_OUTER if max_iterations is None else min(max_iterations, _MAX_OUTER)
+    for _ in range(limit):
+        if act.size == 0:
+            break
+        sl, sh = lo[act], hi[act]
+        nl, nh = step(sub, sl, sh)
+        lo[act], hi[act] = nl, nh
+        keep = ((nl != sl) | (nh != sh)) & (nh - nl >= 3)
+        if not keep.all():
+            act, sub = act[keep], sub[:, keep]
+
+
+def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray,
+               sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PixInsight's inner Winsorization loop; returns the converged ``(centre, σ)`` (float64)."""
+    centre = centre.astype(np.float64)
+    sigma = sigma.astype(np.float64)
+    act = np.flatnonzero(sigma > 0)
+    sub = s if act.size == s.shape[1] else s[:, act]
+    m = (hi - lo)[act].astype(np.float64)
+    valid = None if bool(((lo == 0) & (hi == s.shape[0])).all()) else _valid(sub, lo[act], hi[act])
+    for _ in range(_WINSOR_MAX_INNER):
+        if act.size == 0:
+            break
+        c, sg = centre[act], sigma[act]
+        c32 = c.astype(np.float32)
+        half = (WINSOR_CLAMP * sg).astype(np.float32)
+        d = np.subtract(sub, c32)  # clamped deviations from the current centre, bounded by ±1.5σ
+        np.maximum(d, -half, out=d)
+        np.minimum(d, half, out=d)
+        if valid is not None:
+            d *= valid
+        s1 = d.sum(axis=0, dtype=np.float64) / m
+        s2 = np.einsum("ij,ij->j", d, d, dtype=np.float64) / m
+        new_sigma = WINSOR_GAIN * np.sqrt(np.maximum(s2 - s1 * s1, 0.0))
+        centre[act] = c + s1
+        sigma[act] = new_sigma
+        moving = np.abs(new_sigma - sg) >= WINSOR_TOLERANCE * sg
+        moving &= new_sigma > 0
+        if not moving.all():
+            act, sub, m = act[moving], sub[:, moving], m[moving]
+            if valid is not None:
+                valid = valid[:, moving]
+    return centre, sigma
+
+
+def _thresholds(centre: np.ndarray, sigma: np.ndarray, k_low: float, k_high: float) -> tuple[np.ndarray, np.ndarray]:
+    ok = sigma > 0
+    t_low = np.where(ok, centre - k_low * sigma, -np.inf)
+    t_high = np.where(ok, centre + k_high * sigma, np.inf)
+    return t_low, t_high
+
+
+def _robust_sigma(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """IQR/1.349 of the kept values, falling back to the standard deviation where the IQR is 0."""
+    sigma = (_quantile(s, lo, hi, 0.75) - _quantile(s, lo, hi, 0.25)).astype(np.float64) / 1.349
+    zero = sigma <= 0
+    if zero.any():
+        idx = np.flatnonzero(zero)
+        _, std = _mean_std(s[:, idx], lo[idx], hi[idx])
+        sigma[idx] = std
+    return sigma
+
+
+def _winsorized_step(p: RejectionParams):
+    def step(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        centre, sigma = _winsorize(s, lo, hi, _median(s, lo, hi), _robust_sigma(s, lo, hi))
+        return _apply_thresholds(s, lo, hi, *_thresholds(centre, sigma, p.sigma_low, p.sigma_high))
+    return step
+
+
+def _sigma_step(p: RejectionParams):
+    def step(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _, std = _mean_std(s, lo, hi, ddof=0)
+        return _apply_thresholds(s, lo, hi, *_thresholds(_median(s, lo, hi).astype(np.float64), std,
+                                                         p.sigma_low, p.sigma_high))
+    return step
+
+
+def _linear_fit_step(p: RejectionParams):
+    def step(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        valid = _valid(s, lo, hi)
+        m = (hi - lo).astype(np.float64)
+        x = np.where(valid, (_rank(s.shape[0]) - lo).astype(np.float64), 0.0)
+        y = np.where(valid, s.astype(np.float64), 0.0)
+        sx, sy = x.sum(axis=0), y.sum(axis=0)
+        sxx, sxy = (x * x).sum(axis=0), (x * y).sum(axis=0)
+        den = m * sxx - sx * sx
+        b = np.divide(m * sxy - sx * sy, den, out=np.zeros_like(den), where=den != 0)
+        a = (sy - b * sx) / m
+        resid = np.where(valid, y - (a + b * x), 0.0)
+        sigma = np.abs(resid).sum(axis=0) / m
+        r_low = _at(s, lo).astype(np.float64) - a
+        r_high = _at(s, hi - 1).astype(np.float64) - (a + b * (m - 1))
+        drop_low = (sigma > 0) & (r_low < -p.sigma_low * sigma)
+        drop_high = (sigma > 0) & (r_high > p.sigma_high * sigma)
+        return lo + drop_low.astype(lo.dtype), hi - drop_high.astype(hi.dtype)
+    return step
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction for the regularized incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for k in range(1, 400):
+        m2 = 2 * k
+        for aa in (k * (b - k) * x / ((qam + m2) * (a + m2)), -(a + k) * (qab + k) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    ln_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(ln_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(ln_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def student_t_ppf(p: float, df: float) -> float:
+    """Quantile of Student's t distribution for ``0.5 <= p < 1`` (bisection on the incomplete-beta CDF)."""
+    if not 0.5 <= p < 1.0 or df <= 0:
+        raise ValueError("student_t_ppf needs 0.5 <= p < 1 and df > 0")
+    lo_t, hi_t = 0.0, 1.0
+    while 1.0 - 0.5 * _betainc(df / 2.0, 0.5, df / (df + hi_t * hi_t)) < p:
+        hi_t *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo_t + hi_t)
+        if 1.0 - 0.5 * _betainc(df / 2.0, 0.5, df / (df + mid * mid)) < p:
+            lo_t = mid
+        else:
+            hi_t = mid
+        if hi_t - lo_t < 1e-12 * max(1.0, hi_t):
+            break
+    return 0.5 * (lo_t + hi_t)
+
+
+def esd_critical(m: int, i: int, alpha: float) -> float:
+    """Rosner's critical value ``λ_i`` for sample size ``m`` and the ``i``-th removal (1-based)."""
+    dof = m - i - 1
+    if dof < 1:
+        return math.inf
+    t = student_t_ppf(1.0 - alpha / (2.0 * (m - i + 1)), dof)
+    return (m - i) * t / math.sqrt((dof + t * t) * (m - i + 1))
+
+
+def _esd(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, p: RejectionParams) -> None:
+    m0 = hi - lo
+    r_max = np.floor(p.esd_max_fraction * m0).astype(np.int32)
+    steps = int(r_max.max(initial=0))
+    if steps == 0:
+        return
+    crit = {int(m): [esd_critical(int(m), i, p.esd_alpha) for i in range(1, steps + 1)] for m in np.unique(m0)}
+    cur_lo, cur_hi = lo.copy(), hi.copy()
+    n_out = np.zeros_like(lo)
+    took_high = np.zeros((steps, s.shape[1]), dtype=bool)
+    for i in range(1, steps + 1):
+        active = (i <= r_max) & (cur_hi - cur_lo >= 3)
+        if not active.any():
+            break
+        mean, std = _mean_std(s, cur_lo, cur_hi, ddof=1)
+        d_low = mean - _at(s, cur_lo)
+        d_high = _at(s, cur_hi - 1) - mean
+        high = d_high >= d_low
+        r_stat = np.divide(np.maximum(d_low, d_high), std, out=np.zeros_like(std), where=std > 0)
+        lam = np.zeros_like(std)
+        for m, values in crit.items():
+            lam[m0 == m] = values[i - 1]
+        n_out = np.where(active & (r_stat > lam), i, n_out)
+        took_high[i - 1] = high
+        cur_lo = np.where(active & ~high, cur_lo + 1, cur_lo)
+        cur_hi = np.where(active & high, cur_hi - 1, cur_hi)
+    order = np.arange(1, steps + 1)[:, None]
+    counted = order <= n_out[None, :]
+    n_high = np.count_nonzero(counted & took_high, axis=0)
+    lo += (n_out - n_high).astype(lo.dtype)
+    hi -= n_high.astype(hi.dtype)
+
+
+def reject_sorted(s: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                  params: RejectionParams) -> tuple[np.ndarray, np.ndarray]:
+    """Run the rejection on sorted values ``s`` (n, P); returns new ``(lo, hi)`` (the inputs are not modified)."""
+    lo, hi = lo.copy(), hi.copy()
+    method = params.method
+    if method == "none":
+        pass
+    elif method == "minmax":
+        ok = (hi - lo) - params.n_low - params.n_high >= 1
+        lo += np.where(ok, params.n_low, 0).astype(lo.dtype)
+        hi -= np.where(ok, params.n_high, 0).astype(hi.dtype)
+    elif method == "percentile":
+        c = _median(s, lo, hi).astype(np.float64)
+        ok = c > 0
+        t_low = np.where(ok, c * (1.0 - params.pct_low), -np.inf)
+        t_high = np.where(ok, c * (1.0 + params.pct_high), np.inf)
+        lo, hi = _apply_thresholds(s, lo, hi, t_low, t_high)
+    elif method == "esd":
+        _esd(s, lo, hi, params)
+    else:
+        step = {"sigma": _sigma_step, "winsorized": _winsorized_step, "linear-fit": _linear_fit_step}[method](params)
+        _iterate(s, lo, hi, step, params.max_iterations)
+    return lo, hi
+
+
+def reject(stack: np.ndarray, params: RejectionParams | None = None, **kwargs) -> RejectionResult:
+    """Reject outliers in ``stack`` (n_frames, rows, cols); keyword arguments build :class:`RejectionParams`.
+
+    Returns the rejection mask in the stack's own frame order and the per-pixel low/high counts (uint16).
+    NaN inputs are neither kept nor counted as rejected.
+    """
+    params = params or RejectionParams(**kwargs)
+    stack = np.asarray(stack, dtype=np.float32)
+    if stack.ndim != 3:
+        raise ValueError(f"a stack band must be 3-D (n_frames, rows, cols), got shape {stack.shape}")
+    n = stack.shape[0]
+    flat = stack.reshape(n, -1)
+    order = np.argsort(flat, axis=0, kind="stable")
+    s = np.take_along_axis(flat, order, axis=0)
+    lo0 = np.zeros(s.shape[1], dtype=np.int32)
+    hi0 = np.count_nonzero(~np.isnan(s), axis=0).astype(np.int32)
+    lo, hi = reject_sorted(s, lo0, hi0, params)
+    rank = _rank(n)
+    rejected_sorted = ((rank < lo) | (rank >= hi)) & (rank < hi0)
+    mask = np.empty_like(rejected_sorted)
+    np.put_along_axis(mask, order, rejected_sorted, axis=0)
+    shape = stack.shape[1:]
+    return RejectionResult(mask.reshape(stack.shape), (lo - lo0).astype(np.uint16).reshape(shape),
+                           (hi0 - hi).astype(np.uint16).reshape(shape))
