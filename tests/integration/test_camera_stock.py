@@ -7,7 +7,6 @@ the capabilities must say so, the absent settings must fail clearly, and capture
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from drivers.camera import (
     SettingNotApplied,
     SettingUnsupported,
 )
-from tests.indi_server import IndiServer, _wait_port, free_port
+from tests.indi_server import IndiServer, free_port
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("indi_simulator_ccd") is None, reason="indi-bin not installed")]
@@ -31,21 +30,10 @@ pytestmark = [pytest.mark.integration,
 STOCK = "CCD Simulator"
 
 
-class OwnSocketServer(IndiServer):
-    """indiserver with its own local socket (``-u``): the default ``/tmp/indiserver`` allows one server per machine."""
-
-    def start(self, timeout_s: float = 15.0) -> IndiServer:
-        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            ["indiserver", "-v", "-u", f"/tmp/indiserver-darkd-{self.port}", "-p", str(self.port), *self.drivers],
-            env=self.env, stdout=log, stderr=log, start_new_session=True)
-        _wait_port(self.port, timeout_s)
-        return self
-
 
 @pytest.fixture
 def stock_server(tmp_path: Path) -> Iterator[IndiServer]:
-    server = OwnSocketServer(["indi_simulator_ccd"], log_path=tmp_path / "indiserver.log").start()
+    server = IndiServer(["indi_simulator_ccd"], log_path=tmp_path / "indiserver.log").start()
     try:
         yield server
     finally:

@@ -8,7 +8,6 @@ The masters here are plain per-pixel medians (the CALIB engine's masters are exe
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from daemon.settings import CoolingSettings, LibrarySettings, Settings
 from drivers.camera import CaptureSettings, FrameType, OverscanMode
 from drivers.profiles import load_profile
 from tests.conftest import SIM_DEVICE, SIM_DRIVER, sim_env
-from tests.indi_server import IndiServer, _wait_port
+from tests.indi_server import IndiServer
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which(SIM_DRIVER, path=str(Path(sys.executable).parent)) is None,
@@ -40,23 +39,12 @@ SET_POINT_C = -10.0
 LIGHT_EXPOSURE_S = 60.0
 
 
-class OwnSocketServer(IndiServer):
-    """indiserver with its own local socket (``-u``) so it does not collide with other tests' servers."""
-
-    def start(self, timeout_s: float = 15.0) -> IndiServer:
-        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            ["indiserver", "-v", "-u", f"/tmp/indiserver-darkd-{self.port}", "-p", str(self.port), *self.drivers],
-            env=self.env, stdout=log, stderr=log, start_new_session=True)
-        _wait_port(self.port, timeout_s)
-        return self
-
 
 @pytest.fixture
 def camera(tmp_path: Path) -> Iterator[object]:
     from drivers.indi.camera import IndiCamera
 
-    server = OwnSocketServer([SIM_DRIVER], env=sim_env(), log_path=tmp_path / "indiserver.log").start()
+    server = IndiServer([SIM_DRIVER], env=sim_env(), log_path=tmp_path / "indiserver.log").start()
     cam = IndiCamera(port=server.port, profile=PROFILE, reconnect_timeout_s=30.0, sample_interval_s=0.2)
     try:
         cam.connect(20)

@@ -8,7 +8,6 @@ limits, and each injected fault. SMALL sensor and a fast time scale keep it shor
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from drivers.sim.cooler import MAX_DELTA_C
 from drivers.sim.physics import DOUBLING_C, SMALL_GEOMETRY, dark_current_e_per_s, gain_e_per_adu
 from drivers.sim.vocabulary import ALWAYS_DEFINED, MIN_EXPOSURE_S
 from tests.conftest import SIM_DEVICE, SIM_DRIVER, sim_env
-from tests.indi_server import IndiServer, _wait_port
+from tests.indi_server import IndiServer
 from tests.integration.indi_client_helper import SimClient
 
 pytestmark = [pytest.mark.integration,
@@ -64,17 +63,6 @@ VOCABULARY = {
 }
 
 
-class OwnSocketServer(IndiServer):
-    """indiserver with its own local socket (``-u``) so tests never collide with another indiserver."""
-
-    def start(self, timeout_s: float = 15.0) -> IndiServer:
-        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            ["indiserver", "-v", "-u", f"/tmp/indiserver-darkd-sim-{self.port}", "-p", str(self.port),
-             *self.drivers], env=self.env, stdout=log, stderr=log, start_new_session=True)
-        _wait_port(self.port, timeout_s)
-        return self
-
 
 @pytest.fixture
 def start_client(tmp_path: Path) -> Iterator[Callable[..., SimClient]]:
@@ -82,7 +70,7 @@ def start_client(tmp_path: Path) -> Iterator[Callable[..., SimClient]]:
     started: list[tuple[IndiServer, SimClient]] = []
 
     def start(connect: bool = True, **overrides: str | float) -> SimClient:
-        server = OwnSocketServer([SIM_DRIVER], env=sim_env(**overrides),
+        server = IndiServer([SIM_DRIVER], env=sim_env(**overrides),
                                  log_path=tmp_path / f"indiserver{len(started)}.log").start()
         client = SimClient(server.port, SIM_DEVICE)
         started.append((server, client))
