@@ -203,8 +203,9 @@ def header_float(header: fits.Header, *keys: str) -> float | None:
 class AlternatingSeries:
     """Result of streaming an alternating sum ``F1 − F2 + F3 − …`` (float64) over a region.
 
-    ``steps[i]`` holds the clipped statistics of the sum after n = 2(i+1) frames; ``means_adu`` the clipped-free plain
-    mean of each frame over the region (ADU); ``exposures_s`` / ``temperatures_c`` from the headers (None if absent).
+    ``steps[i]`` holds the clipped statistics of the sum after n = 2(i+1) frames; ``means_adu`` the plain
+    (unclipped) mean of each frame over the region (ADU); ``overscan_means_adu`` the mean of ``BIASSEC`` (None
+    without one); ``exposures_s`` / ``temperatures_c`` from the headers (None if absent).
     """
 
     region: Section
@@ -213,6 +214,7 @@ class AlternatingSeries:
     exposures_s: list[float | None]
     temperatures_c: list[float | None]
     names: list[str]
+    overscan_means_adu: list[float | None]
     step_adu: float | None
     header: fits.Header
     notes: list[str]
@@ -241,6 +243,7 @@ def alternating_series(items: list[object], *, region: str | Section | None = No
     exposures: list[float | None] = []
     temps: list[float | None] = []
     names: list[str] = []
+    overscans: list[float | None] = []
     step_adu: float | None = None
     for i, item in enumerate(items):
         data, header = load_frame(item, np.float64)
@@ -262,6 +265,9 @@ def alternating_series(items: list[object], *, region: str | Section | None = No
         temps.append(header_float(header, "CCD-TEMP", "CCDTEMP1"))
         names.append(frame_name(item, i))
         means.append(float(cut.mean(dtype=np.float64)))
+        biassec = _header_section(header, "BIASSEC")
+        overscans.append(float(data[biassec.slices].mean(dtype=np.float64))
+                         if biassec is not None and biassec.fits_in(data.shape) else None)
         if acc is None:
             acc = cut.copy()
         elif i % 2:
@@ -272,4 +278,5 @@ def alternating_series(items: list[object], *, region: str | Section | None = No
             steps.append((i + 1, clipped_stats(acc, k_sigma)))
     assert sec is not None
     return AlternatingSeries(region=sec, steps=steps, means_adu=means, exposures_s=exposures, temperatures_c=temps,
-                             names=names, step_adu=step_adu, header=first_header, notes=notes)
+                             names=names, overscan_means_adu=overscans, step_adu=step_adu, header=first_header,
+                             notes=notes)
