@@ -185,7 +185,7 @@ def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray
     act = np.flatnonzero(sigma > 0)
     sub = s if act.size == s.shape[1] else s[:, act]
     m = (hi - lo)[act].astype(np.float64)
-    valid = None if bool(((lo == 0) & (hi == s.shape[0])).all()) else _valid(sub, lo[act], hi[act])
+    invalid = None if bool(((lo == 0) & (hi == s.shape[0])).all()) else ~_valid(sub, lo[act], hi[act])
     for _ in range(_WINSOR_MAX_INNER):
         if act.size == 0:
             break
@@ -195,8 +195,8 @@ def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray
         d = np.subtract(sub, c32)  # clamped deviations from the current centre, bounded by ±1.5σ
         np.maximum(d, -half, out=d)
         np.minimum(d, half, out=d)
-        if valid is not None:
-            d *= valid
+        if invalid is not None:
+            np.copyto(d, 0.0, where=invalid)  # also clears NaN
         s1 = d.sum(axis=0, dtype=np.float64) / m
         s2 = np.einsum("ij,ij->j", d, d, dtype=np.float64) / m
         new_sigma = WINSOR_GAIN * np.sqrt(np.maximum(s2 - s1 * s1, 0.0))
@@ -206,8 +206,8 @@ def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray
         moving &= new_sigma > 0
         if not moving.all():
             act, sub, m = act[moving], sub[:, moving], m[moving]
-            if valid is not None:
-                valid = valid[:, moving]
+            if invalid is not None:
+                invalid = invalid[:, moving]
     return centre, sigma
 
 

@@ -1,0 +1,188 @@
+"""Per-pixel rejection: hand-checked small stacks, injected outliers, properties, agreement with astropy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from astropy.stats import sigma_clip
+
+from calib.rejection import METHODS, RejectionParams, esd_critical, reject, student_t_ppf
+
+ITERATIVE = ("sigma", "winsorized", "linear-fit", "esd")
+
+
+def _stack(n: int = 16, rows: int = 40, cols: int = 50, seed: int = 7, level: float = 1000.0,
+           sigma: float = 10.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(level, sigma, (n, rows, cols)).astype(np.float32)
+
+
+def _winsorized_reference(values: np.ndarray, k_low: float, k_high: float) -> np.ndarray:
+    """Scalar PixInsight Winsorized sigma clipping for one pixel, written directly from the definition."""
+    keep = np.sort(values.astype(np.float64))
+    while keep.size >= 3:
+        c = float(np.median(keep))
+        q1, q3 = np.percentile(keep, [25, 75])
+        s = (q3 - q1) / 1.349 or float(keep.std())
+        while s > 0:
+            w = np.clip(keep, c - 1.5 * s, c + 1.5 * s)
+            new_s = 1.134 * float(w.std())
+            c = float(w.mean())
+            done = abs(new_s - s) < 5e-4 * s
+            s = new_s
+            if done:
+                break
+        if s <= 0:
+            break
+        new = keep[(keep >= c - k_low * s) & (keep <= c + k_high * s)]
+        if new.size == keep.size or new.size == 0:
+            break
+        keep = new
+    return keep
+
+
+def _esd_reference(values: np.ndarray, alpha: float, fraction: float) -> int:
+    """Number of outliers by Rosner's generalized ESD, scalar."""
+    x = list(values.astype(np.float64))
+    m = len(x)
+    found = 0
+    for i in range(1, math.floor(fraction * m) + 1):
+        if len(x) < 3:
+            break
+        arr = np.array(x)
+        mean, std = arr.mean(), arr.std(ddof=1)
+        j = int(np.argmax(np.abs(arr - mean)))
+        r_stat = abs(arr[j] - mean) / std if std > 0 else 0.0
+        if r_stat > esd_critical(m, i, alpha):
+            found = i
+        x.pop(j)
+    return found
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_constant_stack_is_not_rejected(method: str) -> None:
+    stack = np.full((9, 4, 5), 1234.0, dtype=np.float32)
+    res = reject(stack, method=method, n_low=0, n_high=0)
+    assert not res.mask.any()
+    assert res.low.sum() == 0 and res.high.sum() == 0
+
+
+@pytest.mark.parametrize("method", ["percentile", "sigma", "winsorized", "linear-fit", "esd"])
+def test_injected_cosmic_rays_and_cold_values_are_rejected(method: str) -> None:
+    stack = _stack()
+    rng = np.random.default_rng(11)
+    hot = [(int(rng.integers(16)), int(rng.integers(40)), int(rng.integers(50))) for _ in range(30)]
+    cold = [(int(rng.integers(16)), int(rng.integers(40)), int(rng.integers(50))) for _ in range(30)]
+    for k, y, x in hot:
+        stack[k, y, x] = 1000.0 + 3000.0 * rng.random() + 500.0  # cosmic ray / hot value
+    for k, y, x in cold:
+        stack[k, y, x] = 1000.0 - 400.0 - 100.0 * rng.random()  # dead/cold value
+    res = reject(stack, method=method)
+    for k, y, x in hot:
+        assert res.mask[k, y, x], f"{method}: hot value at frame {k} ({y},{x}) kept"
+    for k, y, x in cold:
+        assert res.mask[k, y, x], f"{method}: cold value at frame {k} ({y},{x}) kept"
+    injected = {*hot, *cold}
+    clean = np.ones(stack.shape, dtype=bool)
+    for k, y, x in injected:
+        clean[k, y, x] = False
+    assert res.mask[clean].mean() < 0.03, f"{method} rejects too many clean values"
+    assert int(res.low.sum() + res.high.sum()) == int(res.mask.sum())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_permutation_invariance(method: str) -> None:
+    stack = _stack(n=12, rows=10, cols=12, seed=3)
+    stack[4, 2, 3] = 9000.0
+    perm = np.random.default_rng(5).permutation(stack.shape[0])
+    a = reject(stack, method=method)
+    b = reject(stack[perm], method=method)
+    np.testing.assert_array_equal(a.mask[perm], b.mask)
+    np.testing.assert_array_equal(a.low, b.low)
+    np.testing.assert_array_equal(a.high, b.high)
+
+
+def test_minmax_rejects_exactly_the_extremes() -> None:
+    stack = np.array([5, 1, 9, 3, 7], dtype=np.float32).reshape(5, 1, 1)
+    res = reject(stack, method="minmax", n_low=1, n_high=2)
+    assert res.mask[:, 0, 0].tolist() == [False, True, True, False, True]
+    assert (res.low[0, 0], res.high[0, 0]) == (1, 2)
+
+
+def test_minmax_never_rejects_every_value() -> None:
+    stack = np.arange(3, dtype=np.float32).reshape(3, 1, 1)
+    assert not reject(stack, method="minmax", n_low=2, n_high=1).mask.any()
+
+
+def test_percentile_hand_checked() -> None:
+    # median 100: 75 is 25 % low (> 20 %) -> rejected; 111 is 11 % high (> 10 %) -> rejected; 85 and 109 kept
+    stack = np.array([100, 75, 111, 85, 109, 100, 100], dtype=np.float32).reshape(7, 1, 1)
+    res = reject(stack, method="percentile", pct_low=0.2, pct_high=0.1)
+    assert res.mask[:, 0, 0].tolist() == [False, True, True, False, False, False, False]
+
+
+def test_winsorized_hand_checked_single_outlier() -> None:
+    values = [10, 11, 9, 10, 12, 8, 10, 11, 9, 100]
+    stack = np.array(values, dtype=np.float32).reshape(-1, 1, 1)
+    res = reject(stack, method="winsorized")
+    assert res.mask[:, 0, 0].tolist() == [False] * 9 + [True]
+    assert (res.low[0, 0], res.high[0, 0]) == (0, 1)
+
+
+def test_winsorized_matches_scalar_reference() -> None:
+    stack = _stack(n=10, rows=12, cols=15, seed=21)
+    rng = np.random.default_rng(2)
+    stack[rng.integers(10, size=40), rng.integers(12, size=40), rng.integers(15, size=40)] += 80.0
+    res = reject(stack, method="winsorized", sigma_low=4.0, sigma_high=3.0)
+    for y in range(12):
+        for x in range(15):
+            kept = np.sort(stack[:, y, x][~res.mask[:, y, x]])
+            expected = _winsorized_reference(stack[:, y, x], 4.0, 3.0)
+            np.testing.assert_allclose(kept, expected, rtol=0, atol=0, err_msg=f"pixel ({y},{x})")
+
+
+@pytest.mark.parametrize(("low", "high"), [(3.0, 3.0), (2.0, 2.5)])
+def test_sigma_clipping_matches_astropy(low: float, high: float) -> None:
+    stack = _stack(n=15, rows=20, cols=20, seed=4)
+    stack[3, 5, 5] = 2000.0
+    stack[8, 1, 2] = 100.0
+    ours = reject(stack, method="sigma", sigma_low=low, sigma_high=high)
+    theirs = sigma_clip(stack.astype(np.float64), sigma_lower=low, sigma_upper=high, maxiters=None,
+                        cenfunc="median", stdfunc="std", axis=0)
+    np.testing.assert_array_equal(ours.mask, np.ma.getmaskarray(theirs))
+
+
+def test_esd_matches_scalar_reference_and_t_quantile() -> None:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for p, df in [(0.975, 3), (0.995, 14), (0.9999, 1)]:
+        assert student_t_ppf(p, df) == pytest.approx(float(scipy_stats.t.ppf(p, df)), rel=1e-9)
+    stack = _stack(n=12, rows=6, cols=8, seed=9)
+    stack[2, 1, 1] = 1300.0
+    stack[5, 1, 1] = 700.0
+    stack[0, 3, 3] = 1100.0
+    res = reject(stack, method="esd", esd_alpha=0.05, esd_max_fraction=0.3)
+    for y in range(6):
+        for x in range(8):
+            assert int(res.mask[:, y, x].sum()) == _esd_reference(stack[:, y, x], 0.05, 0.3)
+    assert res.mask[2, 1, 1] and res.mask[5, 1, 1] and res.mask[0, 3, 3]
+
+
+def test_nan_values_are_excluded_not_counted() -> None:
+    stack = _stack(n=8, rows=3, cols=3, seed=1)
+    stack[0, 1, 1] = np.nan
+    stack[1, 1, 1] = 5000.0
+    res = reject(stack, method="winsorized")
+    assert res.mask[1, 1, 1]
+    assert not res.mask[0, 1, 1]
+    assert res.high[1, 1] == 1 and res.low[1, 1] == 0
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown rejection"):
+        RejectionParams(method="kappa")
+    with pytest.raises(ValueError, match="3-D"):
+        reject(np.zeros((4, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="sigma_low"):
+        RejectionParams(sigma_low=0)
