@@ -3,8 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-# Debian packages: indiserver (indi-bin), headers to build dbus-python (pulled by pyindi-client), venv/compiler for Python.
-APT_PACKAGES := indi-bin libdbus-1-dev libglib2.0-dev pkg-config python3-venv python3-dev build-essential
+# Debian packages: indiserver (indi-bin), headers to build dbus-python (pulled by pyindi-client), venv/compiler for Python,
+# chromium (the status-page test renders the page headless), systemd (systemd-analyze verify checks our units).
+APT_PACKAGES := indi-bin libdbus-1-dev libglib2.0-dev pkg-config python3-venv python3-dev build-essential chromium systemd
 PYTEST_ARGS ?=
 
 .PHONY: demo test apt venv lint bench clean
