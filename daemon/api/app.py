@@ -1,0 +1,64 @@
+"""``create_app(runtime)``: the FastAPI application of the daemon.
+
+Layout: ``/`` status page, ``/static/*`` its script and style, ``/health``, ``/ready`` and ``/metrics`` at the root
+(where supervisors and Prometheus expect them) and the versioned API under ``/api/v1`` (OpenAPI at
+``/api/v1/openapi.json``, interactive docs at ``/api/v1/docs``). The lifespan starts the runtime (unless the caller
+manages it) and the SSE hub, and stops both on shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from daemon.api.auth import Authenticator
+from daemon.api.errors import install_error_handlers
+from daemon.api.limits import BodySizeLimit
+from daemon.api.routes import camera, events, health, jobs, library, metrics, status
+from daemon.api.routes.health import VERSION
+from daemon.api.routes.status import STATIC_DIR
+from daemon.runtime import Runtime
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(runtime: Runtime, *, manage_runtime: bool = True, stop_timeout_s: float = 30.0) -> FastAPI:
+    """The app for ``runtime``. With ``manage_runtime`` the lifespan calls ``runtime.start()``/``stop()``."""
+    authenticator = Authenticator.from_settings(runtime.settings.api)
+    hub = events.EventHub(runtime.bus)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage_runtime:
+            await run_in_threadpool(runtime.start)
+        hub.start()
+        try:
+            yield
+        finally:
+            hub.stop()
+            if manage_runtime:
+                await run_in_threadpool(runtime.stop, stop_timeout_s)
+
+    app = FastAPI(title="darkd", version=VERSION, lifespan=lifespan,
+                  description="Dark libraries and CMOS calibration for INDI cameras: camera state, library, jobs, "
+                  "live events and metrics. Bearer tokens: read scope for GET, control scope for everything else.",
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None)
+    app.state.runtime = runtime
+    app.state.authenticator = authenticator
+    app.state.event_hub = hub
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_body_bytes=runtime.settings.api.max_body_bytes)
+
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (health, camera, library, jobs, events, metrics, status):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router, include_in_schema=False)
+    app.include_router(metrics.router, include_in_schema=False)
+    app.include_router(status.page_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

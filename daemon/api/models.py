@@ -1,0 +1,232 @@
+"""Pydantic models of every request and response body of the REST API (they make the published OpenAPI schema).
+
+Units are in the field names: seconds (``_s``), degrees Celsius (``_c``), percent (``_pct``), pixels (``_px``).
+Times are ISO 8601 strings in UTC.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+JOB_KINDS = ("build-library", "integrate", "calibrate", "measure")
+JobKind = Literal["build-library", "integrate", "calibrate", "measure"]
+JobState = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"]
+EntryStatus = Literal["planned", "capturing", "integrating", "ready", "stale", "bad"]
+EntryKind = Literal["bias", "dark", "flatdark", "flat"]
+
+
+class Strict(BaseModel):
+    """Request models: unknown fields are refused, no NaN/infinity."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    uptime_s: float
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+    details: dict[str, str] = Field(default_factory=dict)
+
+
+class CameraOut(BaseModel):
+    """The camera as last read by the monitor (``age_s`` seconds ago), never a live INDI call."""
+
+    connected: bool
+    device: str | None = None
+    temperature_c: float | None = None
+    set_point_c: float | None = None
+    stable: bool = False
+    cooler_on: bool | None = None
+    cooler_power_pct: float | None = None
+    gain: float | None = None
+    offset: float | None = None
+    binning: int | None = None
+    read_mode: int | None = None
+    overscan: str | None = None
+    exposing: bool = False
+    exposure_remaining_s: float | None = None
+    updated_utc: str | None = None
+    age_s: float | None = None
+    reconnects: int = 0
+    last_error: str | None = None
+
+
+class EntryOut(BaseModel):
+    """A library entry (``darkd library --json`` shows the same fields)."""
+
+    id: int
+    camera: str
+    kind: str
+    status: str
+    exposure_s: float
+    temperature_c: float
+    gain: int
+    offset: int
+    binning: int
+    read_mode: int | None = None
+    usb_traffic: int | None = None
+    amp_glow: str | None = None
+    overscan: str | None = None
+    width_px: int
+    height_px: int
+    frames: int
+    frames_target: int
+    frames_rejected: int
+    master: str | None = None
+    master_sha256: str | None = None
+    master_stats: dict[str, Any] | None = None
+    temperature_mean_c: float | None = None
+    temperature_min_c: float | None = None
+    temperature_max_c: float | None = None
+    created_utc: str | None = None
+    updated_utc: str | None = None
+    master_created_utc: str | None = None
+    valid_until_utc: str | None = None
+    review: bool
+    review_reason: str | None = None
+    note: str | None = None
+    slug: str
+
+
+class KeyIn(Strict):
+    """A library key (see ``daemon/library/keys.py``); ``frames`` overrides the per-kind frame count."""
+
+    camera: str = Field(min_length=1, max_length=200)
+    kind: EntryKind
+    exposure_s: float = Field(ge=0, le=86_400)
+    set_point_c: float = Field(ge=-100, le=60)
+    gain: int = Field(ge=0, le=100_000)
+    offset: int = Field(ge=0, le=100_000)
+    binning: int = Field(default=1, ge=1, le=16)
+    read_mode: int | None = Field(default=None, ge=0, le=1000)
+    usb_traffic: int | None = Field(default=None, ge=0, le=1000)
+    amp_glow: Literal["auto", "on", "off"] | None = None
+    overscan: Literal["include", "ignore"] | None = None
+    width_px: int = Field(default=0, ge=0, le=100_000)
+    height_px: int = Field(default=0, ge=0, le=100_000)
+    frames: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class PlanIn(Strict):
+    """Plan from explicit ``keys`` or from a ``lights_dir`` under an allowed root (exactly one of them)."""
+
+    keys: list[KeyIn] | None = Field(default=None, max_length=1000)
+    lights_dir: str | None = Field(default=None, max_length=4096)
+    camera: str | None = Field(default=None, max_length=200, description="camera name when the lights lack one")
+    include_bias: bool = True
+    ambient_c: float | None = Field(default=None, ge=-60, le=60)
+    max_cooling_delta_c: float = Field(default=38.0, gt=0, le=100)
+    readout_s: float = Field(default=2.0, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PlanIn:
+        if (self.keys is None) == (self.lights_dir is None):
+            raise ValueError("give exactly one of 'keys' or 'lights_dir'")
+        return self
+
+
+class PlanItemOut(BaseModel):
+    key: dict[str, Any]
+    slug: str
+    description: str
+    kind: str
+    exposure_s: float
+    set_point_c: float
+    status: str
+    frames_target: int
+    frames_have: int
+    frames_needed: int
+    entry_id: int | None = None
+    lights: int
+    reachable: bool
+    reason: str | None = None
+    order: int | None = None
+
+
+class PlanOut(BaseModel):
+    created_utc: str
+    items: list[PlanItemOut]
+    work: list[str]
+    set_points_c: list[float]
+    unreachable_c: list[float]
+    total_frames: int
+    estimate_s: dict[str, float]
+    assumptions: dict[str, Any]
+    lights: int
+    errors: list[dict[str, str]]
+    warnings: list[str]
+    text: str
+
+
+class JobIn(Strict):
+    """A job to queue; ``params`` depend on the kind (see ``daemon/jobs``), their paths must be under allowed roots."""
+
+    kind: JobKind
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    params: dict[str, Any]
+    state: str
+    camera: str | None = None
+    progress_done: int
+    progress_total: int
+    step: str | None = None
+    eta_s: float | None = None
+    warnings: list[str]
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    created_utc: str | None = None
+    started_utc: str | None = None
+    finished_utc: str | None = None
+    updated_utc: str | None = None
+
+
+class SampleOut(BaseModel):
+    time: str
+    temperature_c: float | None
+    set_point_c: float | None
+    cooler_power_pct: float | None
+
+
+class CoverageRow(BaseModel):
+    """One key of the coverage table: ``ready``, ``stale``, ``in-progress``, ``bad`` or ``missing`` (from the plan)."""
+
+    slug: str
+    description: str
+    kind: str
+    exposure_s: float
+    set_point_c: float
+    status: str
+    entry_id: int | None = None
+    frames: int = 0
+    frames_target: int = 0
+
+
+class StatusOut(BaseModel):
+    """Everything the status page shows, in one request."""
+
+    camera: CameraOut
+    samples: list[SampleOut]
+    current_job: JobOut | None
+    coverage: list[CoverageRow]
+    counts: dict[str, int]
+    server_time: str

@@ -1,0 +1,129 @@
+"""Job routes: queue (``POST /jobs``), list, one job, cancel/pause/resume.
+
+Mapping of engine errors: ``JobNotFound`` → 404 ``job_not_found``; ``JobConflict`` (a capture job already holds the
+camera, or the job's state does not allow the command) → 409 ``job_conflict``; invalid params → 422 ``invalid_job``.
+Paths inside ``params`` (keys such as ``lights_dir``, ``output_dir``, ``paths``) must resolve under
+``[api] allowed_roots`` and are replaced by their resolved form before the engine sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
+
+from daemon.api.auth import require
+from daemon.api.errors import ApiError
+from daemon.api.models import ErrorOut, JobIn, JobOut, JobState
+from daemon.api.paths import resolve_allowed
+from daemon.api.routes import RuntimeDep
+from daemon.jobs.errors import JobConflict, JobNotFound
+from daemon.runtime import Runtime
+
+PATH_KEYS = frozenset({"path", "paths", "dir", "output", "lights", "darks", "biases", "flats", "files", "frames"})
+PATH_SUFFIXES = ("_dir", "_path", "_paths", "_file", "_files", "_folder")
+INVALID_PARAMS = (ValueError, TypeError, KeyError, OverflowError)
+MAX_ID = 2**62
+
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut}, 403: {"model": ErrorOut},
+                                           404: {"model": ErrorOut}, 409: {"model": ErrorOut},
+                                           422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERRORS)
+
+
+def is_path_key(name: str) -> bool:
+    return name in PATH_KEYS or name.endswith(PATH_SUFFIXES)
+
+
+def check_paths(params: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """``params`` with every path-like value resolved under the allowed roots (ApiError 403/422 otherwise)."""
+    roots = runtime.settings.api.allowed_roots
+    out = dict(params)
+    for name, value in params.items():
+        if not is_path_key(name) or value is None:
+            continue
+        if isinstance(value, str):
+            out[name] = str(resolve_allowed(value, roots, must_exist=False, what=f"params.{name}"))
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            out[name] = [str(resolve_allowed(v, roots, must_exist=False, what=f"params.{name}")) for v in value]
+        else:
+            raise ApiError(422, "invalid_path", f"params.{name} must be a path or a list of paths")
+    return out
+
+
+def _engine(runtime: Runtime) -> Any:
+    if runtime.engine is None:
+        raise ApiError(503, "jobs_unavailable", runtime.engine_error or "the job engine is not running")
+    return runtime.engine
+
+
+async def _call(runtime: Runtime, fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    try:
+        row = await run_in_threadpool(fn, *args)
+    except JobNotFound as exc:
+        raise ApiError(404, "job_not_found", str(exc)) from exc
+    except JobConflict as exc:
+        raise ApiError(409, "job_conflict", str(exc)) from exc
+    return row.to_dict()
+
+
+@router.post("", response_model=JobOut, status_code=201, dependencies=[Depends(require("control"))],
+             summary="Queue a job: build-library, integrate, calibrate or measure")
+async def submit(body: JobIn, runtime: RuntimeDep) -> dict[str, Any]:
+    engine = _engine(runtime)
+
+    def work() -> Any:
+        params = check_paths(body.params, runtime)
+        try:
+            return engine.submit(body.kind, params)
+        except ModuleNotFoundError as exc:
+            raise ApiError(501, "job_kind_unavailable", f"job kind {body.kind!r} is not available in this "
+                           "version of the daemon") from exc
+        except JobConflict:
+            raise
+        except INVALID_PARAMS as exc:
+            raise ApiError(422, "invalid_job", str(exc) or type(exc).__name__) from exc
+
+    return await _call(runtime, work)
+
+
+@router.get("", response_model=list[JobOut], dependencies=[Depends(require("read"))], summary="Jobs, newest last")
+async def list_jobs(runtime: RuntimeDep, state: JobState | None = None,
+                    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict[str, Any]]:
+    rows = await run_in_threadpool(runtime.index.jobs, state)
+    return [r.to_dict() for r in rows[-limit:]]
+
+
+def _job_id(job_id: int) -> int:
+    if not 1 <= job_id <= MAX_ID:
+        raise ApiError(404, "job_not_found", f"no job with id {job_id}")
+    return job_id
+
+
+@router.get("/{job_id}", response_model=JobOut, dependencies=[Depends(require("read"))], summary="One job")
+async def get_job(job_id: int, runtime: RuntimeDep) -> dict[str, Any]:
+    job_id = _job_id(job_id)
+    row = await run_in_threadpool(runtime.index.get_job, job_id)
+    if row is None:
+        raise ApiError(404, "job_not_found", f"no job with id {job_id}")
+    return row.to_dict()
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, dependencies=[Depends(require("control"))],
+             summary="Cancel a queued, paused or running job (a running exposure is aborted)")
+async def cancel(job_id: int, runtime: RuntimeDep) -> dict[str, Any]:
+    return await _call(runtime, _engine(runtime).cancel, _job_id(job_id))
+
+
+@router.post("/{job_id}/pause", response_model=JobOut, dependencies=[Depends(require("control"))],
+             summary="Pause a queued or running job")
+async def pause(job_id: int, runtime: RuntimeDep) -> dict[str, Any]:
+    return await _call(runtime, _engine(runtime).pause, _job_id(job_id))
+
+
+@router.post("/{job_id}/resume", response_model=JobOut, dependencies=[Depends(require("control"))],
+             summary="Resume a paused job (it is queued again and continues where it stopped)")
+async def resume(job_id: int, runtime: RuntimeDep) -> dict[str, Any]:
+    return await _call(runtime, _engine(runtime).resume, _job_id(job_id))

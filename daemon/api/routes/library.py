@@ -1,0 +1,102 @@
+"""Library routes: list/filter entries, one entry, its master FITS file, and a plan (computed, not run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from daemon.api.auth import require
+from daemon.api.errors import ApiError, not_found
+from daemon.api.models import EntryKind, EntryOut, EntryStatus, ErrorOut, PlanIn, PlanOut
+from daemon.api.paths import resolve_allowed
+from daemon.api.routes import RuntimeDep
+from daemon.planning import PlanError, plan_from_keys, plan_from_lights
+from daemon.runtime import Runtime
+
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut}, 403: {"model": ErrorOut},
+                                           404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+router = APIRouter(prefix="/library", tags=["library"], responses=ERRORS)
+
+
+@router.get("", response_model=list[EntryOut], dependencies=[Depends(require("read"))],
+            summary="Library entries, filtered (every filter optional)")
+async def list_entries(
+    runtime: RuntimeDep,
+    kind: EntryKind | None = None,
+    status: Annotated[list[EntryStatus] | None, Query(description="repeat for several")] = None,
+    camera: Annotated[str | None, Query(max_length=200)] = None,
+    exposure_s: Annotated[float | None, Query(ge=0, le=86_400, allow_inf_nan=False)] = None,
+    temperature_c: Annotated[float | None, Query(ge=-100, le=60, allow_inf_nan=False,
+                                                 description="set point, within the library tolerance")] = None,
+    gain: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+    offset: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+    binning: Annotated[int | None, Query(ge=1, le=16)] = None,
+    review: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[dict[str, Any]]:
+    filters = {"kind": kind, "status": status, "camera": camera, "exposure_s": exposure_s,
+               "temperature_c": temperature_c, "gain": gain, "offset": offset, "binning": binning, "review": review}
+    entries = await run_in_threadpool(runtime.index.entries, **filters)
+    return [e.to_dict() for e in entries[skip:skip + limit]]
+
+
+async def _entry(runtime: Runtime, entry_id: int) -> Any:
+    if not 1 <= entry_id <= 2**62:
+        raise not_found("entry", entry_id)
+    entry = await run_in_threadpool(runtime.index.get, entry_id)
+    if entry is None:
+        raise not_found("entry", entry_id)
+    return entry
+
+
+@router.get("/{entry_id}", response_model=EntryOut, dependencies=[Depends(require("read"))],
+            summary="One library entry")
+async def get_entry(entry_id: int, runtime: RuntimeDep) -> dict[str, Any]:
+    return (await _entry(runtime, entry_id)).to_dict()
+
+
+@router.get("/{entry_id}/master", response_class=FileResponse, dependencies=[Depends(require("read"))],
+            summary="The master FITS file of an entry",
+            responses={200: {"content": {"application/fits": {}}, "description": "the FITS file"}})
+async def get_master(entry_id: int, runtime: RuntimeDep) -> FileResponse:
+    entry = await _entry(runtime, entry_id)
+    if not entry.master:
+        raise ApiError(404, "master_not_found", f"entry {entry_id} ({entry.status}) has no master yet")
+    root = Path(runtime.index.layout.root).resolve()
+    path = await run_in_threadpool(lambda: Path(entry.master).resolve())
+    if not path.is_relative_to(root):
+        raise ApiError(403, "path_not_allowed", f"the master of entry {entry_id} lies outside the library root")
+    if not await run_in_threadpool(path.is_file):
+        raise ApiError(404, "master_not_found", f"the master file of entry {entry_id} is missing on disk ({path}); "
+                       "run 'darkd library verify'")
+    return FileResponse(path, media_type="application/fits", filename=f"{entry.slug}.fits")
+
+
+@router.post("/plan", response_model=PlanOut, dependencies=[Depends(require("read"))],
+             summary="Plan the masters that lights (or explicit keys) need, without running anything")
+async def plan(body: PlanIn, runtime: RuntimeDep) -> dict[str, Any]:
+    common = {"ambient_c": body.ambient_c, "max_cooling_delta_c": body.max_cooling_delta_c,
+              "readout_s": body.readout_s}
+    def from_lights(raw: str) -> Any:
+        lights = resolve_allowed(raw, runtime.settings.api.allowed_roots, what="lights_dir")
+        if not lights.is_dir():
+            raise ApiError(422, "not_a_directory", f"lights_dir {raw!r} is not a directory")
+        return plan_from_lights(lights, runtime.index, runtime.settings, camera=body.camera,
+                                include_bias=body.include_bias, **common)
+
+    try:
+        if body.lights_dir is not None:
+            result = await run_in_threadpool(from_lights, body.lights_dir)
+        else:
+            keys = [k.model_dump(exclude_none=True) for k in body.keys or []]
+            result = await run_in_threadpool(plan_from_keys, keys, runtime.index, runtime.settings, **common)
+    except PlanError as exc:
+        code = "invalid_key" if "key" in str(exc) else "plan_failed"
+        raise ApiError(422, code, str(exc)) from exc
+    runtime.last_plan = result
+    return {**result.to_dict(), "text": result.to_text()}

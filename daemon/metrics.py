@@ -1,0 +1,124 @@
+"""Prometheus metrics of one daemon (one :class:`DaemonMetrics` per runtime, with its own registry — no globals).
+
+Names follow Prometheus conventions with units in them: ``darkd_sensor_temperature_celsius``,
+``darkd_cooler_power_percent``, ``darkd_frames_captured_total{result="accepted"|"rejected"}``,
+``darkd_job_duration_seconds{kind,state}`` (wall time from start to end of a finished job),
+``darkd_library_entries{status}`` (read from the index at scrape time).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from drivers.camera import CameraState
+
+log = logging.getLogger(__name__)
+
+JOB_DURATION_BUCKETS_S = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14_400, 28_800, 57_600)
+TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class _LibraryCollector(Collector):
+    """``darkd_library_entries{status}`` from ``count_by_status()`` at scrape time."""
+
+    def __init__(self, count_by_status: Callable[[], Mapping[str, int]]) -> None:
+        self._count = count_by_status
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("darkd_library_entries", "Library entries by status", labels=["status"])
+        try:
+            counts = self._count()
+        except Exception:  # a scrape must not fail because the database is briefly unavailable
+            log.exception("library counts unavailable for metrics")
+            counts = {}
+        for status, n in sorted(counts.items()):
+            family.add_metric([status], float(n))
+        yield family
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("darkd_library_entries", "Library entries by status", labels=["status"])
+
+
+class DaemonMetrics:
+    """The daemon's metrics. Thread-safe (prometheus_client metrics are)."""
+
+    def __init__(self, count_by_status: Callable[[], Mapping[str, int]] | None = None,
+                 job_times: Callable[[int], tuple[str, datetime | None, datetime | None] | None] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.temperature_c = Gauge("darkd_sensor_temperature_celsius", "Sensor temperature (°C)", registry=r)
+        self.set_point_c = Gauge("darkd_set_point_celsius", "Cooler set point (°C; NaN when none)", registry=r)
+        self.cooler_power_pct = Gauge("darkd_cooler_power_percent", "Cooler power (%)", registry=r)
+        self.camera_connected = Gauge("darkd_camera_connected", "1 when the camera is connected", registry=r)
+        self.camera_stable = Gauge("darkd_camera_stable", "1 when the sensor is stable at its set point", registry=r)
+        self.frames = Counter("darkd_frames_captured", "Frames captured, by quality check result", ["result"],
+                              registry=r)
+        for result in ("accepted", "rejected"):
+            self.frames.labels(result=result)
+        self.job_duration_s = Histogram("darkd_job_duration_seconds", "Wall time of finished jobs (s)",
+                                        ["kind", "state"], buckets=JOB_DURATION_BUCKETS_S, registry=r)
+        self.jobs_finished = Counter("darkd_jobs_finished", "Jobs that reached a final state", ["kind", "state"],
+                                     registry=r)
+        self.warnings = Counter("darkd_warnings", "Warnings published by jobs", registry=r)
+        self.events = Counter("darkd_events", "Events published on the bus, by type", ["type"], registry=r)
+        for gauge in (self.temperature_c, self.set_point_c, self.cooler_power_pct):
+            gauge.set(float("nan"))  # unknown until the camera monitor's first reading
+        if count_by_status is not None:
+            r.register(_LibraryCollector(count_by_status))
+        self._job_times = job_times
+        self._seen_jobs: set[int] = set()
+        self._lock = threading.Lock()
+
+    def observe_camera(self, state: CameraState) -> None:
+        nan = float("nan")
+        self.camera_connected.set(1.0 if state.connected else 0.0)
+        self.camera_stable.set(1.0 if state.stable else 0.0)
+        self.temperature_c.set(state.temperature_c if state.temperature_c is not None else nan)
+        self.set_point_c.set(state.set_point_c if state.set_point_c is not None else nan)
+        self.cooler_power_pct.set(state.cooler_power_pct if state.cooler_power_pct is not None else nan)
+
+    def observe_event(self, event: Mapping[str, Any]) -> None:
+        """Update counters from a bus event (``frame``, ``job``, ``warning``; ``temperature`` only counted)."""
+        kind = str(event.get("type"))
+        self.events.labels(type=kind).inc()
+        if kind == "frame":
+            self.frames.labels(result="accepted" if event.get("ok") else "rejected").inc()
+        elif kind == "warning":
+            self.warnings.inc()
+        elif kind == "job" and event.get("state") in TERMINAL_JOB_STATES:
+            self._job_finished(event)
+
+    def _job_finished(self, event: Mapping[str, Any]) -> None:
+        try:
+            job_id = int(event["job_id"])
+        except (KeyError, TypeError, ValueError):
+            return
+        with self._lock:
+            if job_id in self._seen_jobs:
+                return
+            self._seen_jobs.add(job_id)
+        state = str(event["state"])
+        kind, started, finished = "unknown", None, None
+        if self._job_times is not None:
+            try:
+                times = self._job_times(job_id)
+            except Exception:
+                log.exception("job %s: times unavailable for metrics", job_id)
+                times = None
+            if times is not None:
+                kind, started, finished = times
+        self.jobs_finished.labels(kind=kind, state=state).inc()
+        if started is not None and finished is not None:
+            self.job_duration_s.labels(kind=kind, state=state).observe(max((finished - started).total_seconds(), 0))
+
+    def render(self) -> bytes:
+        """The text exposition format (``CONTENT_TYPE_LATEST``)."""
+        return generate_latest(self.registry)
