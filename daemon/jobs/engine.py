@@ -35,26 +35,25 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import ModuleType
 from typing import Any
 
 from daemon.events import EventBus
 from daemon.jobs.errors import JobConflict, JobInterrupted, JobNotFound
-from daemon.library.index import JobRow, LibraryIndex
+from daemon.library.index import JobNotFoundError, JobRow, LibraryIndex
 from daemon.library.verify import remove_partial_files
 from daemon.settings import Settings
 from drivers.camera import Camera
 
 log = logging.getLogger(__name__)
 
-#: kind → module implementing ``validate(params, settings, index) -> (params, camera)`` and ``run(ctx) -> dict``.
-KIND_MODULES = {
+#: kind → module implementing ``validate(params, settings, index) -> (params, camera)`` and ``run(ctx) -> dict``;
+#: a module with ``USES_CAMERA = True`` is a capture kind (one at a time per camera).
+KIND_MODULES: dict[str, str] = {
     "build-library": "daemon.jobs.build_library",
     "integrate": "daemon.jobs.integrate_job",
     "calibrate": "daemon.jobs.calibrate_job",
     "measure": "daemon.jobs.measure_job",
 }
-CAPTURE_KINDS = frozenset({"build-library"})
 ACTIVE_STATES = ("queued", "running", "paused")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
@@ -70,11 +69,14 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def handler_module(kind: str) -> ModuleType:
-    """The module that implements ``kind``; ``ValueError`` for an unknown kind."""
-    if kind not in KIND_MODULES:
-        raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(KIND_MODULES)}")
-    return importlib.import_module(KIND_MODULES[kind])
+def handler_module(kind: str, kinds: Mapping[str, str | Any] | None = None) -> Any:
+    """The handler of ``kind``: a module path from ``kinds`` (default :data:`KIND_MODULES`) imported, or an object
+    with ``validate``/``run`` given directly. ``ValueError`` for an unknown kind."""
+    table = KIND_MODULES if kinds is None else kinds
+    if kind not in table:
+        raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(table)}")
+    handler = table[kind]
+    return importlib.import_module(handler) if isinstance(handler, str) else handler
 
 
 @dataclass
@@ -108,6 +110,11 @@ class JobContext:
     @property
     def stopping(self) -> bool:
         return self.stop.is_set()
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the job is stopping: ``cancel``, ``pause``, ``window`` or ``shutdown`` (``None`` while it runs)."""
+        return self._running.reason if self.stop.is_set() else None
 
     def check(self) -> None:
         """Raise :class:`JobInterrupted` when the job has been asked to stop."""
@@ -158,11 +165,15 @@ class JobContext:
 
 
 class JobEngine:
-    """Runs the jobs of one library index (see the module docstring)."""
+    """Runs the jobs of one library index (see the module docstring).
+
+    ``camera_factory`` is called once, on the first capture job; the engine connects the camera when it is not
+    connected but leaves disconnecting to its owner unless ``disconnect_camera_on_stop``.
+    """
 
     def __init__(self, settings: Settings, index: LibraryIndex, camera_factory: Callable[[], Camera],
                  bus: EventBus | None = None, *, poll_s: float = 1.0, integration_workers: int = 1,
-                 disconnect_camera_on_stop: bool = True) -> None:
+                 disconnect_camera_on_stop: bool = False, kinds: Mapping[str, str | Any] | None = None) -> None:
         self.settings = settings
         self.index = index
         self.camera_factory = camera_factory
@@ -170,6 +181,7 @@ class JobEngine:
         self.poll_s = poll_s
         self.integration_workers = integration_workers
         self.disconnect_camera_on_stop = disconnect_camera_on_stop
+        self.kinds: dict[str, str | Any] = dict(KIND_MODULES if kinds is None else kinds)
         self._lock = threading.RLock()
         self._running: dict[int, _Running] = {}
         self._wake = threading.Event()
@@ -256,6 +268,16 @@ class JobEngine:
                                  "progress_done": row.progress_done, "progress_total": row.progress_total,
                                  "step": row.step, "eta_s": row.eta_s})
 
+    def handler(self, kind: str) -> Any:
+        return handler_module(kind, self.kinds)
+
+    def uses_camera(self, kind: str) -> bool:
+        """Whether ``kind`` captures (one such job per camera at a time); unknown kinds do not."""
+        try:
+            return bool(getattr(self.handler(kind), "USES_CAMERA", False))
+        except (ValueError, ImportError):
+            return False
+
     # --- queries -----------------------------------------------------------------------------------------------------
     def list(self, state: str | None = None) -> list[JobRow]:
         return self.index.jobs(state)
@@ -270,7 +292,7 @@ class JobEngine:
     def submit(self, kind: str, params: Mapping[str, Any] | None = None) -> JobRow:
         """Validate and queue a job. ``ValueError`` for bad params, :class:`JobConflict` when a capture job already
         holds the camera."""
-        module = handler_module(kind)
+        module = self.handler(kind)
         clean, camera = module.validate(dict(params or {}), self.settings, self.index)
         for name in ("not_before", "not_after"):
             if name in clean:
@@ -279,8 +301,8 @@ class JobEngine:
                 except ValueError as exc:
                     raise ValueError(f"{name}: not an ISO 8601 time ({exc})") from exc
         with self._lock:
-            if kind in CAPTURE_KINDS:
-                busy = [j for j in self.index.jobs(ACTIVE_STATES) if j.kind in CAPTURE_KINDS and j.camera == camera]
+            if self.uses_camera(kind):
+                busy = [j for j in self.index.jobs(ACTIVE_STATES) if self.uses_camera(j.kind) and j.camera == camera]
                 if busy:
                     raise JobConflict(f"capture job {busy[0].id} ({busy[0].state}) already uses camera {camera!r}")
             row = self.index.add_job(kind, clean, camera=camera)
@@ -291,18 +313,23 @@ class JobEngine:
 
     def cancel(self, job_id: int) -> JobRow:
         """Cancel a queued, paused or running job (a running exposure is aborted)."""
-        row = self.index.transition_job(job_id, ACTIVE_STATES, state="cancelled", finished_utc=_now(),
-                                        step="cancelled")
+        row = self._transition(job_id, ACTIVE_STATES, state="cancelled", finished_utc=_now(), step="cancelled")
         return self._after_command(job_id, row, "cancel")
 
     def pause(self, job_id: int) -> JobRow:
         """Pause a queued or running job; :meth:`resume` queues it again and it continues where it stopped."""
-        row = self.index.transition_job(job_id, ("queued", "running"), state="paused", step="paused")
+        row = self._transition(job_id, ("queued", "running"), state="paused", step="paused")
         return self._after_command(job_id, row, "pause")
 
     def resume(self, job_id: int) -> JobRow:
-        row = self.index.transition_job(job_id, ("paused",), state="queued", step="queued (resumed)")
+        row = self._transition(job_id, ("paused",), state="queued", step="queued (resumed)")
         return self._after_command(job_id, row, "resume")
+
+    def _transition(self, job_id: int, from_states: tuple[str, ...], **fields: Any) -> JobRow | None:
+        try:
+            return self.index.transition_job(job_id, from_states, **fields)
+        except JobNotFoundError as exc:
+            raise JobNotFound(str(exc)) from exc
 
     def _after_command(self, job_id: int, row: JobRow | None, what: str) -> JobRow:
         if row is None:
@@ -360,9 +387,9 @@ class JobEngine:
                     self.index.append_job_log(job.id, "start window ended before the job could run")
                     self.publish_job(row)
                 continue
-            if job.kind in CAPTURE_KINDS:
+            if self.uses_camera(job.kind):
                 with self._lock:
-                    if any(r.camera == job.camera and r.kind in CAPTURE_KINDS for r in self._running.values()):
+                    if any(r.camera == job.camera and self.uses_camera(r.kind) for r in self._running.values()):
                         continue
             self._launch(job, now)
 
@@ -385,7 +412,7 @@ class JobEngine:
         outcome: dict[str, Any]
         try:
             ctx.log("resumed" if row.progress_done or (row.result or {}) else "started")
-            result = handler_module(row.kind).run(ctx)
+            result = self.handler(row.kind).run(ctx)
             if run.stop.is_set():
                 raise JobInterrupted(run.reason or "stop")
             outcome = {"state": "succeeded", "finished_utc": _now(), "eta_s": 0.0, "step": "done",

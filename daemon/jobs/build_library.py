@@ -1,0 +1,327 @@
+"""The ``build-library`` job: capture and integrate every key of a :class:`daemon.planning.Plan`, unattended.
+
+For each plan item in build order (one set point at a time, coldest first): find or create its library entry, cool
+and wait for stability, capture the missing frames into the entry's ``frames/`` directory (each one quality-checked,
+failures retaken; ``capture_series`` resumes from the frames already on disk), record every frame in the index, then
+hand the integration to the engine's worker process and go on capturing the next key while it runs. The master is
+reviewed against the previous master of the same key (``ready``, or held for review). At the end the camera is warmed
+up (``cooling.warm_up_at_end``; param ``warm_up`` overrides).
+
+Params: ``plan`` (``Plan.to_dict()``, required), ``max_retakes`` (default ``library.max_retakes``), ``warm_up``
+(bool), ``not_before``/``not_after`` (ISO 8601 start window). The job's ``result`` maps each key slug to its entry
+(``entries``), so a resumed run continues the same entries instead of starting new ones.
+
+A set point that turns out unreachable skips its items (warning); a series that fails its retakes leaves its entry
+``capturing`` for a later run; either makes the job end ``failed`` after the other keys were built.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from calib.frames import FrameError, read_header
+from daemon.capture import FrameRecord, SeriesFailed, SeriesRequest, capture_series
+from daemon.jobs.errors import JobInterrupted
+from daemon.jobs.integrate_job import build_entry_master
+from daemon.library.index import EntryView, LibraryIndex, sha256_file
+from daemon.library.layout import Layout
+from daemon.planning import Plan, PlanItem
+from daemon.settings import Settings
+from drivers.camera import CameraError, CameraTimeout, FrameType, SetPointUnreachable, TemperatureSample
+
+if TYPE_CHECKING:
+    from daemon.jobs.engine import JobContext
+
+log = logging.getLogger(__name__)
+
+KIND = "build-library"
+USES_CAMERA = True  # one capture job per camera at a time (the engine refuses a second one)
+FRAME_TYPES = {"bias": FrameType.BIAS, "dark": FrameType.DARK, "flatdark": FrameType.DARK}
+PARAMS = ("plan", "max_retakes", "warm_up", "not_before", "not_after")
+DEFAULT_READOUT_S = 2.0
+TEMPERATURE_REPORT_S = 2.0
+
+
+def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) -> tuple[dict[str, Any], str | None]:
+    """Check a build-library request; returns (params, camera). ``ValueError`` says what is wrong."""
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise ValueError(f"build-library: unknown param(s) {', '.join(unknown)}")
+    if not isinstance(params.get("plan"), dict):
+        raise ValueError("build-library: params.plan (a plan as `darkd plan --json` prints it) is required")
+    try:
+        plan = Plan.from_dict(params["plan"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"build-library: invalid plan ({exc})") from exc
+    work = plan.work()
+    if not work:
+        raise ValueError("build-library: the plan has nothing to build (every key is ready or unreachable)")
+    kinds = sorted({i.key.kind for i in work} - set(FRAME_TYPES))
+    if kinds:
+        raise ValueError(f"build-library: cannot capture {', '.join(kinds)} unattended (needs a light source)")
+    cameras = sorted({i.key.camera for i in work})
+    if len(cameras) != 1:
+        raise ValueError(f"build-library: a job builds for one camera, the plan names {', '.join(cameras)}")
+    if "max_retakes" in params and int(params["max_retakes"]) < 0:
+        raise ValueError("build-library: max_retakes must be >= 0")
+    return {**params, "plan": plan.to_dict()}, cameras[0]
+
+
+class _Eta:
+    """ETA = (nominal time of the frames still to take) × (observed wall time per nominal second).
+
+    Nominal time of a frame = exposure + readout (camera profile). Before a frame was timed the ratio is 1.
+    """
+
+    def __init__(self, items: list[PlanItem], readout_s: float) -> None:
+        self.readout_s = readout_s
+        self.remaining_s = {i.key.slug: i.frames_target * (i.key.exposure_s + readout_s) for i in items}
+        self.wall_s = 0.0
+        self.nominal_s = 0.0
+
+    def frame(self, item: PlanItem, wall_s: float | None) -> None:
+        nominal = item.key.exposure_s + self.readout_s
+        self.remaining_s[item.key.slug] = max(0.0, self.remaining_s[item.key.slug] - nominal)
+        if wall_s is not None:
+            self.wall_s += wall_s
+            self.nominal_s += nominal
+
+    def set_have(self, item: PlanItem, frames: int) -> None:
+        left = max(item.frames_target - frames, 0)
+        self.remaining_s[item.key.slug] = left * (item.key.exposure_s + self.readout_s)
+
+    def eta_s(self) -> float:
+        ratio = self.wall_s / self.nominal_s if self.nominal_s > 0 else 1.0
+        return sum(self.remaining_s.values()) * ratio
+
+
+def adopt_rejected(index: LibraryIndex, entry: EntryView) -> int:
+    """Record rejected frames written before a crash but not yet in the index (``frames/rejected/*.fits``)."""
+    rejected_dir = Path(entry.frames_dir) / "rejected"
+    if not rejected_dir.is_dir():
+        return 0
+    known = {Path(f.path).resolve() for f in index.frames_of(entry.id)}
+    adopted = 0
+    for path in sorted(rejected_dir.glob("*.fits")):
+        if path.resolve() in known:
+            continue
+        try:
+            header = read_header(path)
+        except FrameError:
+            continue  # verify reports it; never record an unreadable file
+        reason = str(header.get("QCREASON", "rejected by the quality check (recorded after a restart)"))
+        index.record_frame(entry.id, path, sha256_file(path), int(header.get("FRAMENUM", 0)),
+                           header.get("CCDTEMP1"), header.get("CCDTEMP2"), quality_ok=False, reasons=[reason])
+        adopted += 1
+    return adopted
+
+
+class _Builder:
+    """One run of a build-library job (a resumed job makes a new run that continues the same entries)."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.index = ctx.index
+        self.settings = ctx.settings
+        self.plan = Plan.from_dict(ctx.params["plan"])
+        self.items = self.plan.work()
+        saved = dict(ctx.job.result or {})
+        self.entries: dict[str, int] = {str(k): int(v) for k, v in (saved.get("entries") or {}).items()}
+        self.masters: dict[str, dict[str, Any]] = dict(saved.get("masters") or {})
+        self.failures: list[str] = []
+        self.unreachable_c: list[float] = []
+        self.pending: list[tuple[PlanItem, int, Future[dict[str, Any]]]] = []
+        self.max_retakes = int(ctx.params.get("max_retakes", self.settings.library.max_retakes))
+        self.total = sum(i.frames_target for i in self.items)
+        self.done = 0
+        self.eta: _Eta | None = None
+        self._last_temperature_report = 0.0
+
+    # --- entries -----------------------------------------------------------------------------------------------------
+    def entry_for(self, item: PlanItem) -> EntryView:
+        entry_id = self.entries.get(item.key.slug)
+        entry = self.index.get(entry_id) if entry_id is not None else None
+        if entry is None:
+            entry = self.index.upsert_entry(item.key, item.frames_target)
+            self.entries[item.key.slug] = entry.id
+            self.ctx.save_result(self._result())
+        return entry
+
+    def _result(self) -> dict[str, Any]:
+        views = [v for v in (self.index.get(i) for i in self.entries.values()) if v is not None]
+        return {"entries": self.entries, "masters": self.masters, "failures": self.failures,
+                "unreachable_c": self.unreachable_c, "frames_captured": sum(v.frames for v in views),
+                "frames_rejected": sum(v.frames_rejected for v in views),
+                "masters_built": sum(1 for v in views if v.status == "ready" and v.master),
+                "held_for_review": sorted(v.id for v in views if v.review)}
+
+    # --- progress ----------------------------------------------------------------------------------------------------
+    def report(self, step: str | None = None) -> None:
+        self.ctx.progress(self.done, self.total, step=step, eta_s=self.eta.eta_s() if self.eta else None)
+
+    def on_temperature(self, item: PlanItem, sample: TemperatureSample) -> None:
+        self.ctx.check()  # a cancel/pause interrupts a cooling wait too
+        now = time.monotonic()
+        if now - self._last_temperature_report >= TEMPERATURE_REPORT_S:
+            self._last_temperature_report = now
+            power = f", cooler {sample.cooler_power_pct:.0f} %" if sample.cooler_power_pct is not None else ""
+            self.report(f"cooling to {item.key.set_point_c:g} °C: {sample.temperature_c:.2f} °C{power}")
+
+    # --- capture -----------------------------------------------------------------------------------------------------
+    def capture(self, item: PlanItem, entry: EntryView) -> bool:
+        """Capture the missing frames of ``item``; True when the series is complete."""
+        key = item.key
+        if adopt_rejected(self.index, entry):
+            self.ctx.log(f"{key.slug}: recorded rejected frames left by an interrupted run")
+        self.index.set_status(entry.id, "capturing")
+        request = SeriesRequest(frame_type=FRAME_TYPES[key.kind], exposure_s=key.exposure_s,
+                                count=item.frames_target, set_point_c=key.set_point_c,
+                                settings=key.capture_settings(), name_prefix=Layout.frame_prefix(key),
+                                max_retakes=self.max_retakes)
+        base_done = self.done
+        self.done = base_done + entry.frames
+        last: list[float | None] = [None]  # wall time of the previous frame of this series (None: none yet)
+
+        def on_frame(record: FrameRecord) -> None:
+            self.index.record_frame(entry.id, record.path, record.sha256, record.index, record.temperature_start_c,
+                                    record.temperature_end_c, record.quality_ok, record.reasons)
+            self.ctx.frame(str(record.path), record.quality_ok, record.reasons)
+            now = time.monotonic()
+            assert self.eta is not None
+            self.eta.frame(item, None if last[0] is None else now - last[0])
+            last[0] = now
+            if record.quality_ok:
+                self.done += 1
+            else:
+                self.ctx.warn(f"{key.slug} frame {record.index} rejected: {'; '.join(record.reasons)}")
+            self.report(f"capturing {key.describe()}: frame {record.index}/{item.frames_target}")
+
+        self.report(f"cooling to {key.set_point_c:g} °C for {key.describe()}")
+        self.ctx.log(f"capturing {key.describe()} into {entry.frames_dir}")
+        try:
+            result = capture_series(self.ctx.camera(), request, Path(entry.frames_dir),
+                                    cooling=self.settings.cooling, on_frame=on_frame,
+                                    on_temperature=lambda s: self.on_temperature(item, s), stop=self.ctx.stop)
+        except SeriesFailed as exc:
+            self.index.record_frames(entry.id, [*exc.result.frames, *exc.result.rejected])
+            raise
+        self.index.record_frames(entry.id, result.frames)  # frames resumed from disk (idempotent for the rest)
+        accepted = len(result.frames)
+        self.done = base_done + accepted  # recount from the truth (frames resumed from disk included)
+        assert self.eta is not None
+        self.eta.set_have(item, accepted)
+        if result.reconnects:
+            self.ctx.warn(f"{key.slug}: camera reconnected {result.reconnects} time(s) during the series")
+        if result.stopped:
+            raise JobInterrupted(self.ctx.stop_reason or "stop")
+        return accepted >= item.frames_target
+
+    # --- integration (worker process) --------------------------------------------------------------------------------
+    def integrate(self, item: PlanItem, entry_id: int) -> None:
+        self.index.set_status(entry_id, "integrating")
+        future = self.ctx.pool.submit(build_entry_master, self.settings.library.model_dump(mode="json"), entry_id,
+                                      job_id=self.ctx.job_id)
+        self.pending.append((item, entry_id, future))
+        self.ctx.log(f"{item.key.slug}: integrating in the worker process (entry {entry_id})")
+
+    def collect(self, *, wait: bool) -> None:
+        """Record finished integrations (all of them, waiting, when ``wait``)."""
+        still = []
+        for item, entry_id, future in self.pending:
+            if not wait and not future.done():
+                still.append((item, entry_id, future))
+                continue
+            slug = item.key.slug
+            try:
+                out = future.result()
+            except BrokenProcessPool as exc:  # the worker died: the entry stays 'integrating', a resume retries it
+                self.failures.append(f"{slug}: integration worker died ({exc})")
+                self.ctx.warn(self.failures[-1])
+                continue
+            except Exception as exc:  # a master that cannot be built is bad; its frames stay for inspection
+                self.index.mark_bad(entry_id, f"integration failed: {type(exc).__name__}: {exc}")
+                self.failures.append(f"{slug}: integration failed: {exc}")
+                self.ctx.warn(self.failures[-1])
+                continue
+            self.masters[slug] = {"entry_id": entry_id, "master": out["master"], "n_frames": out["n_frames"],
+                                  "seconds": out["seconds"], "review": out["review"]}
+            self.ctx.log(f"{slug}: master {out['master']} ({out['n_frames']} frames, {out['seconds']:.1f} s)")
+            if out["review"]:
+                self.ctx.warn(f"{slug}: new master held for review: {out['review_reason']}")
+        self.pending = still
+        self.ctx.save_result(self._result())
+
+    # --- the run -----------------------------------------------------------------------------------------------------
+    def build(self) -> None:
+        camera = self.ctx.camera()
+        profile = getattr(camera, "profile", None)
+        self.eta = _Eta(self.items, float(getattr(profile, "readout_s", DEFAULT_READOUT_S) or DEFAULT_READOUT_S))
+        self.report(f"building {len(self.items)} key(s), {self.total} frames")
+        skipped_c: set[float] = set()
+        try:
+            for item in self.items:
+                self.ctx.check()
+                self.collect(wait=False)
+                if item.key.set_point_c in skipped_c:
+                    self.failures.append(f"{item.key.slug}: skipped (set point {item.key.set_point_c:g} °C)")
+                    continue
+                entry = self.entry_for(item)
+                if entry.status == "ready":
+                    self.done += entry.frames
+                    self.eta.set_have(item, entry.frames)
+                    continue
+                if entry.status in ("bad", "stale"):
+                    self.failures.append(f"{item.key.slug}: entry {entry.id} is {entry.status} ({entry.note})")
+                    self.ctx.warn(self.failures[-1])
+                    continue
+                try:
+                    complete = self.capture(item, entry)
+                except (SetPointUnreachable, CameraTimeout) as exc:
+                    skipped_c.add(item.key.set_point_c)
+                    if isinstance(exc, SetPointUnreachable):
+                        self.unreachable_c.append(item.key.set_point_c)
+                    self.failures.append(f"{item.key.slug}: {exc}")
+                    self.ctx.warn(f"set point {item.key.set_point_c:g} °C skipped: {exc}")
+                    continue
+                except SeriesFailed as exc:
+                    self.failures.append(f"{item.key.slug}: {exc}")
+                    self.ctx.warn(self.failures[-1])
+                    continue
+                if complete:
+                    self.integrate(item, entry.id)
+            if self.pending:
+                self.report("waiting for the last master(s)")
+        finally:
+            self.collect(wait=True)  # integrations already started always finish (also on pause/cancel/stop)
+
+    def warm_up(self) -> None:
+        cooling = self.settings.cooling
+        if not bool(self.ctx.params.get("warm_up", cooling.warm_up_at_end)):
+            return
+        self.report(f"warming up to {cooling.warm_up_target_c:g} °C")
+        try:
+            self.ctx.camera().warm_up(cooling.warm_up_target_c, cooling.warm_up_rate_c_per_min)
+        except CameraError as exc:
+            self.ctx.warn(f"warm-up failed: {exc}")
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    """Build the plan (see the module docstring); returns the job result."""
+    builder = _Builder(ctx)
+    try:
+        builder.build()
+    except JobInterrupted:
+        if ctx.stop_reason == "cancel":
+            builder.warm_up()
+        raise
+    builder.warm_up()
+    result = builder._result()
+    ctx.save_result(result)
+    if builder.failures:
+        raise RuntimeError(f"{len(builder.failures)} key(s) not built: " + " | ".join(builder.failures))
+    return result

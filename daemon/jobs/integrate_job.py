@@ -1,0 +1,110 @@
+"""The ``integrate`` job (rebuild the master of a library entry) and :func:`build_entry_master`, the worker-process
+function that build-library also uses.
+
+``build_entry_master`` runs in a spawned worker process: it opens its own :class:`LibraryIndex` (SQLite in WAL mode
+with ``BEGIN IMMEDIATE`` writes is shared safely with the daemon), integrates the entry's accepted frames with
+:func:`calib.masters.build_master` (Winsorized clipping, no normalisation, no bias subtraction — the CALIB defaults),
+writes the master atomically to ``<entry>/master.fits`` and records it with :meth:`LibraryIndex.set_master`, which
+marks the entry ``ready`` and reviews it against the previous master of the same key.
+
+Params of the ``integrate`` job: ``entry_id`` (int, required); optional ``combine``, ``rejection``, ``sigma_low``,
+``sigma_high`` (passed to ``IntegrationParams``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from daemon.library.index import LibraryIndex
+from daemon.settings import LibrarySettings, Settings
+
+if TYPE_CHECKING:
+    from daemon.jobs.engine import JobContext
+
+log = logging.getLogger(__name__)
+
+KIND = "integrate"
+#: library kind → ``build_master`` kind
+MASTER_KINDS = {"bias": "bias", "dark": "dark", "flatdark": "flat-dark", "flat": "flat"}
+INTEGRATION_OPTIONS = ("combine", "rejection", "sigma_low", "sigma_high", "memory_budget_bytes", "workers")
+
+
+def build_entry_master(library: dict[str, Any], entry_id: int, *, job_id: int | None = None,
+                       options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Integrate entry ``entry_id``'s accepted frames into its master and record it (runs in a worker process).
+
+    ``library`` is ``LibrarySettings.model_dump(mode="json")`` (plain data crosses the process boundary). Returns
+    ``{entry_id, master, stats, review, review_reason, n_frames, seconds}``.
+    """
+    from calib.integration import IntegrationParams
+    from calib.masters import build_master
+
+    started = time.monotonic()
+    index = LibraryIndex(LibrarySettings.model_validate(library))
+    try:
+        index.create()
+        entry = index.get(entry_id)
+        if entry is None:
+            raise ValueError(f"no library entry with id {entry_id}")
+        frames = index.frames_of(entry_id, accepted_only=True)
+        if not frames:
+            raise ValueError(f"entry {entry_id} has no accepted frames to integrate")
+        if entry.status not in ("integrating", "ready", "stale"):
+            index.set_status(entry_id, "integrating")
+        paths = [Path(f.path) for f in frames]
+        opts = {k: v for k, v in (options or {}).items() if k in INTEGRATION_OPTIONS and v is not None}
+        params = IntegrationParams(**opts) if opts else None
+        temps = [t for f in frames for t in (f.temperature_start_c, f.temperature_end_c) if t is not None]
+        extra: dict[str, Any] = {
+            "DKENTRY": (entry_id, "darkd library entry id"),
+            "DKKEY": (entry.slug, "darkd library key"),
+            "SET-TEMP": (entry.temperature_c, "[C] cooler set point of the frames"),
+        }
+        if job_id is not None:
+            extra["DKJOB"] = (job_id, "darkd job that built this master")
+        if temps:
+            extra["CCDTMEAN"] = (round(sum(temps) / len(temps), 3), "[C] mean sensor temperature of the frames")
+            extra["CCDTMIN"] = (round(min(temps), 3), "[C] lowest sensor temperature of the frames")
+            extra["CCDTMAX"] = (round(max(temps), 3), "[C] highest sensor temperature of the frames")
+        result = build_master(MASTER_KINDS[entry.kind], paths, output=Path(entry.master_target), params=params,
+                              extra_header=extra)
+        stats = dict(result.stats)
+        view = index.set_master(entry_id, result.path, stats)
+        return {"entry_id": entry_id, "master": str(result.path), "stats": view.master_stats or stats,
+                "review": view.review, "review_reason": view.review_reason, "n_frames": len(paths),
+                "seconds": round(time.monotonic() - started, 3)}
+    finally:
+        index.close()
+
+
+def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) -> tuple[dict[str, Any], str | None]:
+    """Check the params of an ``integrate`` job; returns (params, camera=None): it does not use the camera."""
+    try:
+        entry_id = int(params["entry_id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError("integrate: params.entry_id (an integer) is required") from exc
+    entry = index.get(entry_id)
+    if entry is None:
+        raise ValueError(f"integrate: no library entry with id {entry_id}")
+    if entry.frames == 0:
+        raise ValueError(f"integrate: entry {entry_id} has no accepted frames")
+    unknown = sorted(set(params) - {"entry_id", "not_before", "not_after", *INTEGRATION_OPTIONS})
+    if unknown:
+        raise ValueError(f"integrate: unknown param(s) {', '.join(unknown)}")
+    return {**params, "entry_id": entry_id}, None
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    entry_id = int(ctx.params["entry_id"])
+    ctx.progress(0, 1, step=f"integrating entry {entry_id}")
+    options = {k: ctx.params[k] for k in INTEGRATION_OPTIONS if k in ctx.params}
+    future = ctx.pool.submit(build_entry_master, ctx.settings.library.model_dump(mode="json"), entry_id,
+                             job_id=ctx.job_id, options=options)
+    outcome = future.result()
+    if outcome["review"]:
+        ctx.warn(f"entry {entry_id}: new master held for review ({outcome['review_reason']})")
+    ctx.progress(1, 1, step=f"master written: {outcome['master']}")
+    return outcome
