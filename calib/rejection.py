@@ -405,3 +405,19 @@ def reject(stack: np.ndarray, params: RejectionParams | None = None, **kwargs) -
     shape = stack.shape[1:]
     return RejectionResult(mask.reshape(stack.shape), (lo - lo0).astype(np.uint16).reshape(shape),
                            (hi0 - hi).astype(np.uint16).reshape(shape))
+
+
+def kept_mean(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Mean (float64) of the kept values ``s[lo:hi]`` per column; only columns with rejections pay for masking."""
+    n = s.shape[0]
+    total = s.sum(axis=0, dtype=np.float64)
+    idx = np.flatnonzero((lo > 0) | (hi < n))
+    if idx.size:
+        sub = s[:, idx]
+        total[idx] = np.where(_valid(sub, lo[idx], hi[idx]), sub, 0).sum(axis=0, dtype=np.float64)
+    return total / np.maximum(hi - lo, 1)
+
+
+def kept_median(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Median of the kept values ``s[lo:hi]`` per column (mean of the two central values for an even count)."""
+    return _median(s, lo, hi)

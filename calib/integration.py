@@ -1,0 +1,382 @@
+"""Memory-bounded integration of a stack of frames with pixel rejection (``darkd integrate``).
+
+Algorithm for ``n`` frames of ``H × W`` pixels:
+
+1. Open every input, check it is a readable 2-D image of the same shape (:class:`~calib.frames.FrameError`
+   otherwise). Pixel data are read with positioned reads (``os.preadv``) of whole row bands straight from the file,
+   BZERO/BSCALE applied here, so memory does not grow with the file size (tile-compressed inputs go through
+   astropy's ``section``).
+2. First pass: each frame's median and robust scale (1.4826·MAD) on a subsample of rows → normalization factors
+   (:mod:`calib.normalization`).
+3. Second pass, in row bands of ``band_rows`` rows processed by ``workers`` threads (NumPy releases the GIL): build the
+   ``(n, band_rows, W)`` float32 stack, optionally subtract a calibration image, normalize, sort along the frame
+   axis, reject (:mod:`calib.rejection`), then combine the kept values by mean or median.
+   ``band_rows`` is chosen so that ``workers × n × band_rows × W × 4 B × 4`` (stack plus working copies) plus the
+   outputs fits in ``memory_budget_bytes``.
+
+Outputs: the float32 master, per-pixel counts of values rejected low/high (uint16), a header with the provenance, and
+a summary (fractions rejected, noise estimate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from calib.frames import FrameError, write_frame
+from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factors, robust_level
+from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
+from calib.rejection import RejectionParams, kept_mean, kept_median, reject_sorted
+
+log = logging.getLogger(__name__)
+
+COMBINES = ("mean", "median")
+WORK_FACTOR = 4  # bytes of working memory per stack byte (stack, clamped copy, masks, subset copies)
+BASELINE_BYTES = 160 << 20  # interpreter, NumPy, astropy and thread stacks, kept out of the band budget
+MAX_BAND_ROWS = 128
+_DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), -32: np.dtype(">f4"), -64: np.dtype(">f8")}
+
+
+@dataclass(frozen=True)
+class IntegrationParams:
+    """How to integrate. Rejection thresholds are in σ; ``memory_budget_bytes`` bounds the process's working set."""
+
+    combine: str = "mean"
+    rejection: str = "winsorized"
+    sigma_low: float = 4.0
+    sigma_high: float = 3.0
+    normalization: str = "none"
+    memory_budget_bytes: int = 1 << 30
+    workers: int = 2
+    n_low: int = 1
+    n_high: int = 1
+    pct_low: float = 0.2
+    pct_high: float = 0.1
+    esd_alpha: float = 0.05
+    esd_max_fraction: float = 0.3
+    max_iterations: int | None = None
+    band_rows: int | None = None
+    sample_rows: int = 64
+
+    def __post_init__(self) -> None:
+        if self.combine not in COMBINES:
+            raise ValueError(f"unknown combine {self.combine!r}; choose one of {', '.join(COMBINES)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        if self.memory_budget_bytes <= 0 or self.workers < 1:
+            raise ValueError("memory_budget_bytes must be > 0 and workers >= 1")
+        if self.band_rows is not None and self.band_rows < 1:
+            raise ValueError("band_rows must be >= 1")
+        self.rejection_params()  # validates the rejection settings
+
+    def rejection_params(self) -> RejectionParams:
+        return RejectionParams(method=self.rejection, sigma_low=self.sigma_low, sigma_high=self.sigma_high,
+                               n_low=self.n_low, n_high=self.n_high, pct_low=self.pct_low, pct_high=self.pct_high,
+                               esd_alpha=self.esd_alpha, esd_max_fraction=self.esd_max_fraction,
+                               max_iterations=self.max_iterations)
+
+
+@dataclass
+class IntegrationResult:
+    """The combined image (float32, ADU), rejection counts (uint16), output header and a summary dict."""
+
+    data: np.ndarray
+    rejected_low: np.ndarray
+    rejected_high: np.ndarray
+    header: fits.Header
+    summary: dict = field(default_factory=dict)
+
+
+class FrameSource:
+    """One input frame, read row band by row band without loading the whole image."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._hdul: fits.HDUList | None = None
+        self._lock = threading.Lock()
+        try:
+            hdul = fits.open(self.path, memmap=True, lazy_load_hdus=True)
+        except FileNotFoundError as exc:
+            raise FrameError(f"{self.path}: file not found") from exc
+        except (OSError, ValueError, TypeError) as exc:
+            raise FrameError(f"{self.path}: not a readable FITS file ({exc})") from exc
+        try:
+            self._init_from(hdul)
+        except (OSError, ValueError, TypeError, IndexError) as exc:
+            hdul.close()
+            if isinstance(exc, FrameError):
+                raise
+            raise FrameError(f"{self.path}: not a readable FITS image ({exc})") from exc
+        if self._hdul is None:
+            hdul.close()
+
+    def _init_from(self, hdul: fits.HDUList) -> None:
+        found = [i for i, h in enumerate(hdul) if isinstance(h, fits.CompImageHDU) or h.header.get("NAXIS", 0) >= 2]
+        if not found:
+            raise FrameError(f"{self.path}: no image HDU")
+        index = found[0]
+        hdu = hdul[index]
+        header = hdu.header
+        if header.get("NAXIS", 0) != 2:
+            raise FrameError(f"{self.path}: expected a 2-D image, found NAXIS={header.get('NAXIS')}")
+        self.header = header.copy()
+        self.shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        self.bzero = float(header.get("BZERO", 0.0))
+        self.bscale = float(header.get("BSCALE", 1.0))
+        if isinstance(hdu, fits.CompImageHDU):
+            self.is_float = header.get("ZBITPIX", header.get("BITPIX")) < 0
+            self._hdul, self._hdu = hdul, hdu
+            return
+        bitpix = int(header["BITPIX"])
+        if bitpix not in _DTYPES:
+            raise FrameError(f"{self.path}: unsupported BITPIX {bitpix}")
+        self.raw_dtype = _DTYPES[bitpix]
+        self.is_float = bitpix < 0
+        self._offset = int(hdul.fileinfo(index)["datLoc"])
+        needed = self._offset + self.shape[0] * self.shape[1] * self.raw_dtype.itemsize
+        size = self.path.stat().st_size
+        if size < needed:
+            raise FrameError(f"{self.path}: truncated image data ({size} bytes, needs {needed})")
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def read_rows(self, r0: int, r1: int, out: np.ndarray) -> bytes:
+        """Decode rows ``[r0, r1)`` (ADU, BZERO/BSCALE applied) into ``out`` (float32); return the rows' sha256."""
+        if self._fd is None:
+            with self._lock:
+                np.copyto(out, self._hdu.section[r0:r1, :], casting="unsafe")
+            return hashlib.sha256(out.tobytes()).digest()
+        raw = np.empty((r1 - r0, self.shape[1]), dtype=self.raw_dtype)
+        view = memoryview(raw).cast("B")
+        offset = self._offset + r0 * self.shape[1] * self.raw_dtype.itemsize
+        done = 0
+        while done < view.nbytes:
+            got = os.preadv(self._fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise FrameError(f"{self.path}: unexpected end of file in rows {r0 + 1}-{r1}")
+            done += got
+        digest = hashlib.sha256(view).digest()
+        np.copyto(out, raw, casting="unsafe")
+        if self.bscale != 1.0:
+            out *= np.float32(self.bscale)
+        if self.bzero != 0.0:
+            out += np.float32(self.bzero)
+        return digest
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._hdul is not None:
+            self._hdul.close()
+            self._hdul = None
+
+
+def open_sources(paths: Sequence[str | os.PathLike[str]]) -> list[FrameSource]:
+    """Open and check every input (readable, 2-D, all the same shape); raises :class:`FrameError`/``ValueError``."""
+    if not paths:
+        raise ValueError("no input frames to integrate (empty list)")
+    sources: list[FrameSource] = []
+    try:
+        for p in paths:
+            sources.append(FrameSource(p))
+        shapes = {s.shape for s in sources}
+        if len(shapes) > 1:
+            first = sources[0]
+            odd = [f"{s.path.name} {s.shape[1]}x{s.shape[0]}" for s in sources if s.shape != first.shape]
+            raise FrameError(f"frames differ in size: {first.path.name} is {first.shape[1]}x{first.shape[0]} "
+                             f"but {', '.join(odd[:5])}")
+    except BaseException:
+        for s in sources:
+            s.close()
+        raise
+    return sources
+
+
+def plan_band_rows(n_frames: int, shape: tuple[int, int], params: IntegrationParams,
+                   extra_bytes: int = 0) -> tuple[int, int]:
+    """``(band_rows, workers)`` so that the bands in flight plus the outputs fit in the memory budget.
+
+    Working set ≈ ``BASELINE_BYTES + outputs (H·W·8 B) + extra_bytes + workers·n·band_rows·W·4 B·WORK_FACTOR``.
+    Raises ``ValueError`` when not even one row per band fits.
+    """
+    height, width = shape
+    available = params.memory_budget_bytes - BASELINE_BYTES - height * width * 8 - extra_bytes
+    per_row = n_frames * width * 4 * WORK_FACTOR
+    workers = max(1, params.workers)
+    while workers > 1 and available < workers * per_row:
+        workers -= 1
+    if available < per_row:
+        need = BASELINE_BYTES + height * width * 8 + extra_bytes + per_row
+        raise ValueError(f"memory budget {params.memory_budget_bytes / 2**20:.0f} MiB is too small for {n_frames} "
+                         f"frames of {width}x{height}: at least {need / 2**20:.0f} MiB needed")
+    rows = available // (workers * per_row)
+    rows = min(rows, params.band_rows or MAX_BAND_ROWS, height)
+    return int(max(rows, 1)), workers
+
+
+def _levels(sources: Sequence[FrameSource], sample_rows: int, subtract: np.ndarray | None) -> list[FrameLevel]:
+    height, width = sources[0].shape
+    rows = np.unique(np.linspace(0, height - 1, min(sample_rows, height)).astype(int))
+    levels = []
+    buf = np.empty((1, width), dtype=np.float32)
+    for src in sources:
+        samples = []
+        for r in rows:
+            src.read_rows(int(r), int(r) + 1, buf)
+            row = buf[0] - subtract[r] if subtract is not None else buf[0]
+            samples.append(row.copy())
+        levels.append(robust_level(np.concatenate(samples)))
+    return levels
+
+
+class _Integrator:
+    def __init__(self, sources: Sequence[FrameSource], params: IntegrationParams,
+                 factors: Sequence[tuple[float, float]], subtract: np.ndarray | None) -> None:
+        self.sources, self.params, self.factors, self.subtract = sources, params, factors, subtract
+        self.rparams = params.rejection_params()
+        height, width = sources[0].shape
+        self.data = np.empty((height, width), dtype=np.float32)
+        self.low = np.empty((height, width), dtype=np.uint16)
+        self.high = np.empty((height, width), dtype=np.uint16)
+        self.digests: dict[int, list[bytes]] = {}
+        self.failed = threading.Event()
+
+    def band(self, r0: int, r1: int) -> None:
+        if self.failed.is_set():
+            return
+        n = len(self.sources)
+        width = self.data.shape[1]
+        stack = np.empty((n, r1 - r0, width), dtype=np.float32)
+        digests = []
+        for i, src in enumerate(self.sources):
+            digests.append(src.read_rows(r0, r1, stack[i]))
+            if self.subtract is not None:
+                stack[i] -= self.subtract[r0:r1]
+            mul, add = self.factors[i]
+            if mul != 1.0:
+                stack[i] *= np.float32(mul)
+            if add != 0.0:
+                stack[i] += np.float32(add)
+            if (src.is_float or self.subtract is not None) and not np.isfinite(stack[i]).all():
+                raise FrameError(f"{src.path}: NaN or infinite pixel values in rows {r0 + 1}-{r1}")
+        self.digests[r0] = digests
+        flat = stack.reshape(n, -1)
+        flat.sort(axis=0)
+        lo0 = np.zeros(flat.shape[1], dtype=np.int32)
+        hi0 = np.full(flat.shape[1], n, dtype=np.int32)
+        lo, hi = reject_sorted(flat, lo0, hi0, self.rparams)
+        combined = kept_mean(flat, lo, hi) if self.params.combine == "mean" else kept_median(flat, lo, hi)
+        self.data[r0:r1] = combined.reshape(r1 - r0, width)
+        self.low[r0:r1] = lo.reshape(r1 - r0, width)
+        self.high[r0:r1] = (n - hi).reshape(r1 - r0, width)
+
+    def run(self, band_rows: int, workers: int) -> None:
+        height = self.data.shape[0]
+        bands = [(r0, min(r0 + band_rows, height)) for r0 in range(0, height, band_rows)]
+        if workers == 1:
+            for r0, r1 in bands:
+                self.band(r0, r1)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="darkd-integrate") as pool:
+            futures = [pool.submit(self.band, r0, r1) for r0, r1 in bands]
+            try:
+                for fut in futures:
+                    fut.result()
+            except BaseException:
+                self.failed.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+
+def _header(sources: Sequence[FrameSource], params: IntegrationParams, digest_hex: str,
+            summary: dict) -> fits.Header:
+    """Output header: acquisition keys of the first input, CCD-TEMP mean over inputs, algorithm and inputs."""
+    header = fits.Header()
+    copy_keys(header, sources[0].header)
+    temps = [float(s.header["CCD-TEMP"]) for s in sources if isinstance(s.header.get("CCD-TEMP"), int | float)]
+    if temps:
+        header["CCD-TEMP"] = (round(float(np.mean(temps)), 3), "[C] mean sensor temperature of the inputs")
+        header["CCDTMIN"] = (round(min(temps), 3), "[C] lowest input CCD-TEMP")
+        header["CCDTMAX"] = (round(max(temps), 3), "[C] highest input CCD-TEMP")
+    header["NCOMBINE"] = (len(sources), "number of frames combined")
+    header["COMBINE"] = (params.combine, "per-pixel combination of kept values")
+    header["REJECT"] = (params.rejection, "pixel rejection algorithm")
+    if params.rejection in ("sigma", "winsorized", "linear-fit"):
+        header["REJSLOW"] = (params.sigma_low, "[sigma] low rejection threshold")
+        header["REJSHIGH"] = (params.sigma_high, "[sigma] high rejection threshold")
+    elif params.rejection == "minmax":
+        header["REJNLOW"], header["REJNHIGH"] = params.n_low, params.n_high
+    elif params.rejection == "percentile":
+        header["REJPLOW"], header["REJPHIGH"] = params.pct_low, params.pct_high
+    elif params.rejection == "esd":
+        header["ESDALPHA"], header["ESDMAXFR"] = params.esd_alpha, params.esd_max_fraction
+    header["NORMALIZ"] = (params.normalization, "frame normalization before rejection")
+    header["REJFRAC"] = (round(summary["rejected_fraction"], 6), "fraction of input values rejected")
+    header["NOISEADU"] = (round(summary["noise_adu"], 4), "[adu] robust sigma (1.4826 MAD) of the result")
+    add_inputs(header, [str(s.path) for s in sources], digest_hex,
+               digest_comment="sha256: input names, headers, pixel rows")
+    add_history(header, f"{SOFTWARE} integrate: combine={params.combine} rejection={params.rejection} "
+                        f"sigma_low={params.sigma_low} sigma_high={params.sigma_high} "
+                        f"normalization={params.normalization} n={len(sources)}")
+    return header
+
+
+def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams | None = None, *,
+              subtract: np.ndarray | None = None) -> IntegrationResult:
+    """Integrate the frames ``paths`` (see the module docstring). ``subtract`` (ADU, full frame) is removed from
+    every frame before normalization (e.g. a master bias for flats). Raises :class:`FrameError` or ``ValueError``."""
+    params = params or IntegrationParams()
+    t0 = time.perf_counter()
+    sources = open_sources(paths)
+    try:
+        shape = sources[0].shape
+        if subtract is not None and subtract.shape != shape:
+            raise FrameError(f"calibration image is {subtract.shape[1]}x{subtract.shape[0]}, frames are "
+                             f"{shape[1]}x{shape[0]}")
+        extra = subtract.nbytes if subtract is not None else 0
+        band_rows, workers = plan_band_rows(len(sources), shape, params, extra)
+        levels = _levels(sources, params.sample_rows, subtract)
+        factors = normalization_factors(levels, params.normalization)
+        worker = _Integrator(sources, params, factors, subtract)
+        worker.run(band_rows, workers)
+        n = len(sources)
+        total = float(n) * shape[0] * shape[1]
+        rej_low = float(worker.low.sum(dtype=np.int64)) / total
+        rej_high = float(worker.high.sum(dtype=np.int64)) / total
+        noise = robust_level(worker.data[::4, ::4]).scale_adu
+        digest = combined_digest([*(str(s.path.name) for s in sources), *(s.header.tostring() for s in sources),
+                                  *(d for r0 in sorted(worker.digests) for d in worker.digests[r0])])
+        summary = {"n_frames": n, "width_px": shape[1], "height_px": shape[0],
+                   "rejected_low_fraction": rej_low, "rejected_high_fraction": rej_high,
+                   "rejected_fraction": rej_low + rej_high, "noise_adu": noise,
+                   "frame_locations_adu": [lv.location_adu for lv in levels],
+                   "frame_scales_adu": [lv.scale_adu for lv in levels],
+                   "normalization_factors": [list(f) for f in factors], "band_rows": band_rows,
+                   "workers": workers, "elapsed_s": 0.0, "input_digest": digest}
+        header = _header(sources, params, digest, summary)
+        summary["elapsed_s"] = time.perf_counter() - t0
+        log.info("integrated %d frames %dx%d in %.2f s (%d-row bands, %d workers), %.3f%% rejected", n, shape[1],
+                 shape[0], summary["elapsed_s"], band_rows, workers, 100 * summary["rejected_fraction"])
+        return IntegrationResult(worker.data, worker.low, worker.high, header, summary)
+    finally:
+        for s in sources:
+            s.close()
+
+
+def write_integration(result: IntegrationResult, path: str | os.PathLike[str]) -> Path:
+    """Write the master (float32 primary) with ``REJ_LOW``/``REJ_HIGH`` uint16 image extensions, atomically."""
+    extras = [fits.ImageHDU(result.rejected_low, name="REJ_LOW"), fits.ImageHDU(result.rejected_high, name="REJ_HIGH")]
+    for hdu, side in zip(extras, ("low", "high"), strict=True):
+        hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
+    return write_frame(path, result.data, result.header, extra_hdus=extras)
