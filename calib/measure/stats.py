@@ -280,3 +280,8 @@ def alternating_series(items: list[object], *, region: str | Section | None = No
     return AlternatingSeries(region=sec, steps=steps, means_adu=means, exposures_s=exposures, temperatures_c=temps,
                              names=names, overscan_means_adu=overscans, step_adu=step_adu, header=first_header,
                              notes=notes)
+
+
+def header_section(header: fits.Header | None, key: str) -> Section | None:
+    """The section stored under ``key`` (e.g. ``BIASSEC``) in ``header``, or None; RegionError when malformed."""
+    return _header_section(header, key)
