@@ -239,8 +239,8 @@ class _Builder:
             slug = item.key.slug
             try:
                 out = future.result()
-            except BrokenProcessPool as exc:  # the worker died: the entry stays 'integrating', a resume retries it
-                self.failures.append(f"{slug}: integration worker died ({exc})")
+            except (BrokenProcessPool, ImportError) as exc:  # not the frames' fault: stays 'integrating' for a retry
+                self.failures.append(f"{slug}: integration not done ({type(exc).__name__}: {exc})")
                 self.ctx.warn(self.failures[-1])
                 continue
             except Exception as exc:  # a master that cannot be built is bad; its frames stay for inspection
