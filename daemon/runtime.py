@@ -224,7 +224,7 @@ class Runtime:
     def _pump_metrics(self, sub: Any) -> None:
         with sub:
             while not self._stop.is_set():
-                event = sub.get(timeout_s=0.5)
+                event = sub.get(timeout_s=0.1)
                 if event is not None:
                     self.metrics.observe_event(event)
 

@@ -70,7 +70,7 @@ class EventHub:
     def _pump(self, sub: Any) -> None:
         with sub:
             while not self._stop.is_set():
-                event = sub.get(timeout_s=0.5)
+                event = sub.get(timeout_s=0.1)
                 if event is None:
                     continue
                 with self._lock:
