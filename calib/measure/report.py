@@ -211,7 +211,11 @@ def _plot_dark_current(r: dict[str, Any], out: Path, stem: str) -> list[Path]:
                     fmt="o-", capsize=3, label="N-frame alternating sum")
         if r.get("dark_current_naive_e_per_s") is not None:
             ax.axhline(r["dark_current_naive_e_per_s"], color="tab:red", ls="--", label="naive mean method")
+        if r.get("dark_current_ci_e_per_s"):
+            ax.axhspan(*r["dark_current_ci_e_per_s"], color="tab:blue", alpha=0.12,
+                       label=f"{round(100 * r['confidence'])} % interval (n = {n[-1]})")
         ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(n)
         ax.set(xlabel="frames n", ylabel="dark current [e⁻/s/px]",
                title=f"Dark current convergence ({_fmt(r['exposure_s'])} s darks)")
         ax.legend()
