@@ -246,12 +246,12 @@ class JobEngine:
     # --- shared resources --------------------------------------------------------------------------------------------
     def camera(self) -> Camera:
         """The camera (made by the factory on first use, connected if it is not)."""
-        with self._camera_lock:
+        with self._camera_lock:  # held while connecting: two jobs must not connect the same camera twice
             if self._camera is None:
                 self._camera = self.camera_factory()
             camera = self._camera
-        if not camera.state().connected:
-            camera.connect(self.settings.indi.connect_timeout_s)
+            if not camera.state().connected:
+                camera.connect(self.settings.indi.connect_timeout_s)
         return camera
 
     @property
