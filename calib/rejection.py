@@ -177,37 +177,70 @@ def _iterate(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, step, max_iterations
             act, sub = act[keep], sub[:, keep]
 
 
+_COMPACT_BELOW = 0.7  # drop converged pixels from the working copy once fewer than this fraction are still moving
+
+
 def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray,
                sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """PixInsight's inner Winsorization loop; returns the converged ``(centre, σ)`` (float64)."""
+    """PixInsight's inner Winsorization loop; returns the converged ``(centre, σ)`` (float64).
+
+    Works in float32 (the clamped deviations are bounded by ±1.5σ and the tolerance is 5e-4, far above float32
+    resolution). Converged pixels stop being updated at once and are dropped from the working copy when fewer than
+    70 % of it are still moving (preallocated ping-pong buffers: no allocation of the stack size per iteration).
+    """
     centre = centre.astype(np.float64)
     sigma = sigma.astype(np.float64)
     act = np.flatnonzero(sigma > 0)
-    sub = s if act.size == s.shape[1] else s[:, act]
-    m = (hi - lo)[act].astype(np.float64)
-    invalid = None if bool(((lo == 0) & (hi == s.shape[0])).all()) else ~_valid(sub, lo[act], hi[act])
+    if act.size == 0:
+        return centre, sigma
+    n = s.shape[0]
+    sub = s if act.size == s.shape[1] else np.take(s, act, axis=1)
+    dbuf = np.empty(n * act.size, dtype=np.float32)
+    spare: list[np.ndarray] = []
+    inv_m = (1.0 / (hi - lo)[act]).astype(np.float32)
+    invalid = None if bool(((lo == 0) & (hi == n)).all()) else ~_valid(sub, lo[act], hi[act])
+    c = centre[act].astype(np.float32)
+    sg = sigma[act].astype(np.float32)
+    live = np.ones(act.size, dtype=bool)
+    clamp, gain, tol = np.float32(WINSOR_CLAMP), np.float32(WINSOR_GAIN), np.float32(WINSOR_TOLERANCE)
     for _ in range(_WINSOR_MAX_INNER):
-        if act.size == 0:
-            break
-        c, sg = centre[act], sigma[act]
-        c32 = c.astype(np.float32)
-        half = (WINSOR_CLAMP * sg).astype(np.float32)
-        d = np.subtract(sub, c32)  # clamped deviations from the current centre, bounded by ±1.5σ
+        half = sg * clamp
+        d = dbuf[:n * act.size].reshape(n, act.size)
+        np.subtract(sub, c, out=d)  # clamped deviations from the current centre
         np.maximum(d, -half, out=d)
         np.minimum(d, half, out=d)
         if invalid is not None:
             np.copyto(d, 0.0, where=invalid)  # also clears NaN
-        s1 = d.sum(axis=0, dtype=np.float64) / m
-        s2 = np.einsum("ij,ij->j", d, d, dtype=np.float64) / m
-        new_sigma = WINSOR_GAIN * np.sqrt(np.maximum(s2 - s1 * s1, 0.0))
-        centre[act] = c + s1
-        sigma[act] = new_sigma
-        moving = np.abs(new_sigma - sg) >= WINSOR_TOLERANCE * sg
+        s1 = d.sum(axis=0)
+        s1 *= inv_m
+        s2 = np.einsum("ij,ij->j", d, d)
+        s2 *= inv_m
+        s2 -= s1 * s1
+        np.maximum(s2, 0, out=s2)
+        new_sigma = np.sqrt(s2)
+        new_sigma *= gain
+        moving = np.abs(new_sigma - sg) >= tol * sg
         moving &= new_sigma > 0
-        if not moving.all():
-            act, sub, m = act[moving], sub[:, moving], m[moving]
+        s1 += c
+        np.copyto(c, s1, where=live)
+        np.copyto(sg, new_sigma, where=live)
+        live &= moving
+        n_live = int(np.count_nonzero(live))
+        if n_live == 0:
+            break
+        if n_live < _COMPACT_BELOW * act.size:
+            centre[act], sigma[act] = c, sg
+            keep = np.flatnonzero(live)
+            if not spare:
+                spare = [np.empty(n * n_live, dtype=np.float32) for _ in range(2)]
+            out = spare[0][:n * n_live].reshape(n, n_live)
+            np.take(sub, keep, axis=1, out=out)
+            spare.reverse()
+            sub, act, inv_m, c, sg = out, act[keep], inv_m[keep], c[keep], sg[keep]
+            live = np.ones(n_live, dtype=bool)
             if invalid is not None:
-                invalid = invalid[:, moving]
+                invalid = np.take(invalid, keep, axis=1)
+    centre[act], sigma[act] = c, sg
     return centre, sigma
 
 
