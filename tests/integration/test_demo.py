@@ -30,7 +30,8 @@ def test_demo_builds_the_library_and_selects_masters(tmp_path: Path) -> None:
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert elapsed_s < 180
-    summary = re.search(r"summary: job (\d+) succeeded; frames captured (\d+), rejected (\d+); masters built (\d+)", out)
+    summary = re.search(r"summary: job (\d+) succeeded; frames captured (\d+), rejected (\d+); "
+                        r"masters built (\d+)", out)
     assert summary is not None, out[-2000:]
     assert int(summary.group(2)) == 5 + 2 * 4 and int(summary.group(4)) == 3
     assert "verify: OK" in out
