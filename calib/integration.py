@@ -325,7 +325,7 @@ def _header(sources: Sequence[FrameSource], params: IntegrationParams, digest_he
     header["REJFRAC"] = (round(summary["rejected_fraction"], 6), "fraction of input values rejected")
     header["NOISEADU"] = (round(summary["noise_adu"], 4), "[adu] robust sigma (1.4826 MAD) of the result")
     add_inputs(header, [str(s.path) for s in sources], digest_hex,
-               digest_comment="sha256: input names, headers, pixel rows")
+               digest_comment="sha256 of inputs")
     add_history(header, f"{SOFTWARE} integrate: combine={params.combine} rejection={params.rejection} "
                         f"sigma_low={params.sigma_low} sigma_high={params.sigma_high} "
                         f"normalization={params.normalization} n={len(sources)}")
