@@ -131,11 +131,12 @@ def _growth_verdict(p: float | None, dp: float | None) -> str:
 def measure_amp_glow(darks: Sequence[object], biases: Sequence[object], *, gain_e_per_adu: float | None = None,
                      hot_sigma: float = 5.0, box_fraction: float = 0.1, n_profile_bins: int = 32,
                      glow_map_path: str | Path | None = None, hot_map_path: str | Path | None = None,
-                     max_hot_listed: int = 20) -> dict[str, Any]:
+                     max_hot_listed: int = 20, saturation_adu: float = 65504.0) -> dict[str, Any]:
     """Glow map, location, profiles, growth exponent and hot pixels from darks (≥ 1 exposure) and ≥ 1 bias.
 
     Writes the glow map (float32 ADU over DATASEC) and the hot-pixel map (16-bit integers, 1 = hot) as FITS when
-    paths are given. Returns a JSON-ready dict; the map itself is under ``_glow_map`` (for plotting), which
+    paths are given. A listed hot pixel is ``saturated`` when its lowest raw value reaches ``saturation_adu`` (its
+    rate is then a lower bound). Returns a JSON-ready dict; the map itself is under ``_glow_map`` (for plotting), which
     :func:`calib.measure.report.to_json` drops.
     """
     if not biases:
@@ -196,7 +197,8 @@ def measure_amp_glow(darks: Sequence[object], biases: Sequence[object], *, gain_
     order = np.argsort(resid[hy, hx])[::-1][:max_hot_listed]
     g = gain_e_per_adu
     listed = [{"x": int(hx[i] + sec.x1), "y": int(hy[i] + sec.y1), "excess_adu": float(resid[hy[i], hx[i]]),
-               "rate_e_per_s": float(g * resid[hy[i], hx[i]] / longest) if g and longest > 0 else None}
+               "rate_e_per_s": float(g * resid[hy[i], hx[i]] / longest) if g and longest > 0 else None,
+               "saturated": bool(low_long[hy[i], hx[i]] + bias_mean[hy[i], hx[i]] >= saturation_adu)}
               for i in order]
     if glow_map_path is not None:
         write_frame(glow_map_path, glow_long.astype(np.float32), _map_header(header, sec, longest, "glow map [adu]"))

@@ -155,8 +155,9 @@ def _amp_glow(r: dict[str, Any]) -> str:
             ("exposure (map)", r["exposure_s"], "s"), ("DATASEC", r["datasec"], "")]
     per = _grid(["exposure [s]", "amplitude [ADU]", "centre level [ADU]"],
                 [[p["exposure_s"], p["glow_amplitude_adu"], p["centre_level_adu"]] for p in r["per_exposure"]])
-    hot = _grid(["x", "y", "excess [ADU]", "rate [e⁻/s]"],
-                [[h["x"], h["y"], h["excess_adu"], h["rate_e_per_s"]] for h in r["hot_pixel_list"][:10]])
+    hot = _grid(["x", "y", "excess [ADU]", "rate [e⁻/s]", "saturated"],
+                [[h["x"], h["y"], h["excess_adu"], h["rate_e_per_s"], h["saturated"]]
+                 for h in r["hot_pixel_list"][:10]])
     return "Amp glow and hot pixels\n" + _table(rows) + "\n\n" + per + "\n\n  hottest pixels:\n" + hot
 
 
