@@ -1,0 +1,141 @@
+"""Banded, memory-bounded integration: agreement with the in-memory algorithm, normalization, I/O, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from calib.frames import FrameError, write_frame
+from calib.integration import IntegrationParams, integrate, plan_band_rows, write_integration
+from calib.rejection import reject
+
+
+def _header(temp_c: float = -10.0) -> fits.Header:
+    h = fits.Header()
+    for key, value in (("EXPTIME", 60.0), ("GAIN", 100), ("OFFSET", 30), ("XBINNING", 1), ("YBINNING", 1),
+                       ("READMODE", 0), ("SET-TEMP", -10.0), ("CCD-TEMP", temp_c), ("IMAGETYP", "Dark Frame")):
+        h[key] = value
+    return h
+
+
+def _frames(tmp_path: Path, n: int = 7, shape: tuple[int, int] = (53, 41), seed: int = 0, *,
+            bitpix16: bool = True, level: float = 1000.0) -> tuple[list[Path], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    stack = np.rint(rng.normal(level, 8.0, (n, *shape))).astype(np.float32)
+    hits = rng.integers(0, stack.size, 25)
+    stack.reshape(-1)[hits] += 3000.0  # cosmic rays
+    paths = [write_frame(tmp_path / f"f{i:02d}.fits", stack[i], _header(-10.0 + 0.1 * i), bitpix16=bitpix16)
+             for i in range(n)]
+    return paths, stack
+
+
+def _expected(stack: np.ndarray, method: str, combine: str) -> np.ndarray:
+    mask = reject(stack, method=method).mask
+    masked = np.ma.array(stack.astype(np.float64), mask=mask)
+    out = masked.mean(axis=0) if combine == "mean" else np.ma.median(masked, axis=0)
+    return np.asarray(out.filled(np.nan))
+
+
+@pytest.mark.parametrize("combine", ["mean", "median"])
+@pytest.mark.parametrize("method", ["none", "winsorized", "sigma", "minmax", "esd"])
+def test_banded_result_equals_in_memory_algorithm(tmp_path: Path, method: str, combine: str) -> None:
+    paths, stack = _frames(tmp_path)
+    res = integrate(paths, IntegrationParams(combine=combine, rejection=method, band_rows=5, workers=2))
+    np.testing.assert_allclose(res.data, _expected(stack, method, combine), rtol=0, atol=2e-3)
+    ref = reject(stack, method=method)
+    np.testing.assert_array_equal(res.rejected_low, ref.low)
+    np.testing.assert_array_equal(res.rejected_high, ref.high)
+    assert res.data.dtype == np.float32 and res.rejected_low.dtype == np.uint16
+
+
+def test_cosmic_rays_removed_and_constant_stack_unchanged(tmp_path: Path) -> None:
+    paths, _ = _frames(tmp_path, n=9)
+    res = integrate(paths, IntegrationParams())
+    assert float(np.abs(res.data - 1000.0).max()) < 20.0  # a 3000 ADU hit in a 9-frame mean would add > 300
+    assert res.summary["rejected_fraction"] > 0
+    const = [write_frame(tmp_path / f"c{i}.fits", np.full((10, 12), 777.0), bitpix16=True) for i in range(5)]
+    out = integrate(const, IntegrationParams())
+    assert np.all(out.data == 777.0) and out.summary["rejected_fraction"] == 0
+
+
+@pytest.mark.parametrize("method", ["multiplicative", "additive"])
+def test_normalization_brings_frames_to_the_reference_level(tmp_path: Path, method: str) -> None:
+    rng = np.random.default_rng(3)
+    pattern = 1.0 + 0.05 * rng.standard_normal((40, 30))
+    factors = [1.0, 1.3, 0.8, 1.1, 0.95]
+    paths = []
+    for i, f in enumerate(factors):
+        img = 10000.0 * pattern * f if method == "multiplicative" else 10000.0 * pattern + 500.0 * (f - 1) * 10
+        paths.append(write_frame(tmp_path / f"n{i}.fits", img.astype(np.float32)))
+    res = integrate(paths, IntegrationParams(normalization=method, rejection="none"))
+    expected = 10000.0 * pattern
+    np.testing.assert_allclose(res.data, expected, rtol=2e-4 if method == "multiplicative" else 0, atol=0.05)
+
+
+def test_header_provenance_and_extensions(tmp_path: Path) -> None:
+    paths, _ = _frames(tmp_path, n=5)
+    res = integrate(paths, IntegrationParams())
+    out = write_integration(res, tmp_path / "out" / "master.fits")
+    with fits.open(out) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "REJ_LOW", "REJ_HIGH"]
+        hdr = hdul[0].header
+        assert hdr["NCOMBINE"] == 5 and hdr["REJECT"] == "winsorized" and hdr["COMBINE"] == "mean"
+        assert hdr["IMCMB001"] == "f00.fits" and hdr["IMCMB005"] == "f04.fits"
+        assert hdr["CCD-TEMP"] == pytest.approx(-9.8, abs=1e-6)  # mean of -10.0 ... -9.6
+        assert hdr["CCDTMIN"] == -10.0 and hdr["SET-TEMP"] == -10.0 and hdr["GAIN"] == 100
+        assert hdr["EXPTIME"] == 60.0
+        np.testing.assert_array_equal(hdul["REJ_HIGH"].data, res.rejected_high)
+        assert hdul[0].data.dtype.kind == "f"
+    again = integrate(paths, IntegrationParams(band_rows=3))
+    assert again.header["INDIGEST"] == res.header["INDIGEST"]
+    other = integrate(paths[:4], IntegrationParams())
+    assert other.header["INDIGEST"] != res.header["INDIGEST"]
+
+
+def test_float_and_compressed_inputs(tmp_path: Path) -> None:
+    paths, stack = _frames(tmp_path, n=5, bitpix16=False)
+    comp = tmp_path / "comp.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(stack[0].astype(np.int32))]).writeto(comp)
+    res = integrate([*paths, comp], IntegrationParams(rejection="none"))
+    expected = np.concatenate([stack, stack[:1]]).astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(res.data, expected, atol=1e-3)
+
+
+def test_memory_plan_respects_the_budget() -> None:
+    params = IntegrationParams(memory_budget_bytes=1 << 30)
+    rows16, workers16 = plan_band_rows(16, (3522, 4656), params)
+    rows100, _ = plan_band_rows(100, (3522, 4656), params)
+    assert workers16 == 2 and rows100 < rows16
+    used = 160 * 2**20 + 3522 * 4656 * 8 + workers16 * 100 * rows100 * 4656 * 16
+    assert used <= 1 << 30
+    with pytest.raises(ValueError, match="too small"):
+        plan_band_rows(100, (3522, 4656), IntegrationParams(memory_budget_bytes=200 << 20))
+
+
+def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
+    paths, _ = _frames(tmp_path, n=3)
+    with pytest.raises(ValueError, match="empty"):
+        integrate([], IntegrationParams())
+    odd = write_frame(tmp_path / "odd.fits", np.zeros((10, 10)), bitpix16=True)
+    with pytest.raises(FrameError, match="differ in size"):
+        integrate([*paths, odd], IntegrationParams())
+    truncated = tmp_path / "trunc.fits"
+    truncated.write_bytes(paths[0].read_bytes()[:4000])
+    with pytest.raises(FrameError, match="trunc"):
+        integrate([*paths, truncated], IntegrationParams())
+    nan = np.full((53, 41), 1000.0, dtype=np.float32)
+    nan[7, 9] = np.nan
+    nan_path = write_frame(tmp_path / "nan.fits", nan)
+    with pytest.raises(FrameError, match="NaN"):
+        integrate([*paths, nan_path], IntegrationParams())
+    with pytest.raises(FrameError, match="not found"):
+        integrate([*paths, tmp_path / "missing.fits"], IntegrationParams())
+    junk = tmp_path / "junk.fits"
+    junk.write_text("not a fits file")
+    with pytest.raises(FrameError):
+        integrate([*paths, junk], IntegrationParams())
+    with pytest.raises(ValueError, match="unknown combine"):
+        IntegrationParams(combine="sum")
