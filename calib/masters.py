@@ -155,7 +155,7 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
         digest = file_sha256(name) if master_header is not None else "array"
         key = "CALFDARK" if flat_dark is not None else "CALBIAS"
         cal_cards.append((key, Path(name).name[-68:], f"{what} subtracted from each flat"))
-        cal_cards.append(("FDRKSHA" if flat_dark is not None else "BIASSHA", digest, "sha256"))
+        cal_cards.append(("FDRKSHA" if flat_dark is not None else "BIASSHA", digest, ""))
         default = IntegrationParams(normalization="multiplicative")
     else:
         default = IntegrationParams()
