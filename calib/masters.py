@@ -154,7 +154,7 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
         _check_calibration_master(master_header, headers[0][1], what)
         digest = file_sha256(name) if master_header is not None else "array"
         key = "CALFDARK" if flat_dark is not None else "CALBIAS"
-        cal_cards.append((key, Path(name).name[-68:], f"{what} subtracted from each flat"))
+        cal_cards.append((key, Path(name).name[-68:], "subtracted from each flat"))
         cal_cards.append(("FDRKSHA" if flat_dark is not None else "BIASSHA", digest, ""))
         default = IntegrationParams(normalization="multiplicative")
     else:
