@@ -60,7 +60,7 @@ def build_entry_master(library: dict[str, Any], entry_id: int, *, job_id: int | 
         temps = [t for f in frames for t in (f.temperature_start_c, f.temperature_end_c) if t is not None]
         extra: dict[str, Any] = {
             "DKENTRY": (entry_id, "darkd library entry id"),
-            "DKKEY": (entry.slug, "darkd library key"),
+            "DKKEY": entry.slug,  # darkd library key (long: no comment, astropy continues it on CONTINUE cards)
             "SET-TEMP": (entry.temperature_c, "[C] cooler set point of the frames"),
         }
         if job_id is not None:
