@@ -167,7 +167,8 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
     Every light is checked against the masters first (:func:`check_master_matches`: the dark on everything, the flat
     and bias on gain/offset/binning/read mode/size); any mismatch raises :class:`CalibrationMismatch` naming the
     light, the master and the keys, and nothing is written. ``scale_dark`` selects the scaled formula with ``k`` from
-    :func:`optimal_dark_scale` (warns). Each output header records CALDARK/CALFLAT/CALBIAS names and sha256 digests,
+    :func:`optimal_dark_scale` (warns; the dark's exposure is then not required to match). Each output header
+    records CALDARK/CALFLAT/CALBIAS names and sha256 digests,
     the pedestal and HISTORY lines.
     """
     if not lights:
@@ -187,8 +188,8 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
         for label, frame, full in (("dark", dark_f, True), ("flat", flat_f, False), ("bias", bias_f, False)):
             if frame is None:
                 continue
-            diffs = check_master_matches(header, frame.header, temperature_tolerance_c, check_exposure=full,
-                                         check_temperature=full)
+            diffs = check_master_matches(header, frame.header, temperature_tolerance_c,
+                                         check_exposure=full and not scale_dark, check_temperature=full)
             problems += [f"{Path(light).name} vs master {label} {Path(str(frame.path)).name}: {d}" for d in diffs]
     if problems:
         raise CalibrationMismatch("master does not match the light: " + "; ".join(problems))
