@@ -79,7 +79,7 @@ async def submit(body: JobIn, runtime: RuntimeDep) -> dict[str, Any]:
         try:
             return engine.submit(body.kind, params)
         except ModuleNotFoundError as exc:
-            raise ApiError(501, "job_kind_unavailable", f"job kind {body.kind!r} is not available in this "
+            raise ApiError(422, "job_kind_unavailable", f"job kind {body.kind!r} is not available in this "
                            "version of the daemon") from exc
         except JobConflict:
             raise
