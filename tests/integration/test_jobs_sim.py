@@ -225,6 +225,7 @@ def start_daemon(cfg: dict[str, Any], log_path: Path) -> subprocess.Popen[bytes]
                                 cwd=REPO, stdout=log, stderr=log, start_new_session=True)
 
 
+@pytest.mark.slow
 def test_daemon_killed_mid_series_resumes_without_loss_or_duplicates(server: LocalIndiServer, tmp_path: Path) -> None:
     root = tmp_path / "library"
     settings = settings_for(root, server.port)
