@@ -4,7 +4,10 @@ The formula is the classical one, with a master dark taken at the light's exposu
 
     calibrated = (Light − MasterDark) / (MasterFlat − MasterBias) × mean(MasterFlat − MasterBias) + pedestal
 
-(without a flat: ``Light − MasterDark + pedestal``). The master dark is **not** bias-subtracted and **not** scaled: it
+(without a flat: ``Light − MasterDark + pedestal``). A master flat built by :func:`calib.masters.build_master` is
+already ``Flat − Bias`` (each flat had the master bias or flat-dark subtracted before integration; its header has
+``CALBIAS``/``CALFDARK``), so the bias is not subtracted from it a second time; a flat without those keys is taken as
+raw and needs the master bias. The master dark is **not** bias-subtracted and **not** scaled: it
 already contains the bias, the dark signal, the amp glow and whatever the optical-black clamp did to this exposure.
 ``mean(MasterFlat − MasterBias)`` is taken over ``DATASEC`` when the flat's header has one; pixels where
 ``MasterFlat − MasterBias ≤ 0`` (overscan, dead pixels) are set to the pedestal. The ``pedestal_adu`` keeps the result
@@ -119,15 +122,16 @@ def optimal_dark_scale(light: np.ndarray, dark: np.ndarray, bias: np.ndarray, *,
 
 def calibrate_light(light: np.ndarray, dark: np.ndarray, *, flat: np.ndarray | None = None,
                     bias: np.ndarray | None = None, pedestal_adu: float = 0.0, dark_scale: float | None = None,
-                    flat_header: fits.Header | None = None) -> np.ndarray:
+                    flat_header: fits.Header | None = None, flat_is_calibrated: bool = False) -> np.ndarray:
     """Calibrate one light (ADU → ADU, float32); see the module docstring for the formula.
 
     ``dark_scale`` = ``k`` selects the scaled formula ``Light − Bias − k(Dark − Bias)`` (needs ``bias``; warns).
+    ``flat_is_calibrated``: ``flat`` is already ``Flat − Bias`` (a darkd master flat), so ``bias`` is not needed.
     """
     shapes = {np.shape(a) for a in (light, dark, flat, bias) if a is not None}
     if len(shapes) != 1:
         raise CalibrationMismatch(f"image sizes differ: {sorted(shapes)}")
-    if flat is not None and bias is None:
+    if flat is not None and bias is None and not flat_is_calibrated:
         raise ValueError("flat correction needs the master bias: (Flat - Bias) is the flat's illumination")
     light64 = np.asarray(light, dtype=np.float64)
     if dark_scale is not None:
@@ -138,7 +142,9 @@ def calibrate_light(light: np.ndarray, dark: np.ndarray, *, flat: np.ndarray | N
     else:
         signal = light64 - dark
     if flat is not None:
-        illum = np.asarray(flat, dtype=np.float64) - bias
+        illum = np.asarray(flat, dtype=np.float64)
+        if not flat_is_calibrated:
+            illum = illum - bias
         norm = _datasec_mean(illum, flat_header)
         good = illum > 0
         out = np.zeros_like(signal)
@@ -173,13 +179,14 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
     """
     if not lights:
         raise ValueError("no light frames to calibrate (empty list)")
-    if flat is not None and bias is None:
-        raise ValueError("--flat needs --bias: the flat is normalised as (Flat - Bias)")
     if scale_dark and bias is None:
         raise ValueError("--scale-dark needs --bias (Light - Bias - k(Dark - Bias))")
     dark_f, dark_sha = _master(dark, "master dark")
     flat_f, flat_sha = _master(flat, "master flat")
     bias_f, bias_sha = _master(bias, "master bias")
+    flat_done = flat_f is not None and ("CALBIAS" in flat_f.header or "CALFDARK" in flat_f.header)
+    if flat_f is not None and not flat_done and bias_f is None:
+        raise ValueError(f"{flat}: the flat is not bias-subtracted (no CALBIAS/CALFDARK); --flat needs --bias")
     if dark_f is None:
         raise ValueError("a master dark is required")
     problems = []
@@ -204,7 +211,7 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
         k = optimal_dark_scale(frame.data, dark_f.data, bias_f.data) if scale_dark and bias_f else None
         data = calibrate_light(frame.data, dark_f.data, flat=flat_f.data if flat_f else None,
                                bias=bias_f.data if bias_f else None, pedestal_adu=pedestal_adu, dark_scale=k,
-                               flat_header=flat_f.header if flat_f else None)
+                               flat_header=flat_f.header if flat_f else None, flat_is_calibrated=flat_done)
         header = frame.header.copy()
         for key, master, sha in (("CALDARK", dark, dark_sha), ("CALFLAT", flat, flat_sha), ("CALBIAS", bias, bias_sha)):
             if master is not None:
