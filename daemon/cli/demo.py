@@ -59,6 +59,7 @@ class DemoOutcome:
     refused: dict[str, str] = field(default_factory=dict)
     calibrated: list[str] = field(default_factory=list)
     calibration_note: str | None = None
+    measure_note: str | None = None
     verify_ok: bool = False
     verify_text: str = ""
 
@@ -131,12 +132,38 @@ def _library_table(config: Path) -> None:
     args.func(args)
 
 
+def _measure(engine: JobEngine, index: LibraryIndex, sub: Subscription, started: float,
+             outcome: DemoOutcome) -> None:
+    """Dark current of the longest dark (pair method) next to the simulator's truth."""
+    from drivers.sim import physics
+
+    darks = [e for e in index.entries(kind="dark", status="ready")]
+    biases = index.entries(kind="bias", status="ready")
+    if importlib.util.find_spec("calib.measure.dark_current") is None or not darks or not biases:
+        return
+    dark = max(darks, key=lambda e: e.exposure_s)
+    job = engine.submit("measure", {"dark_entry_id": dark.id, "bias_entry_id": biases[-1].id,
+                                    "gain_e_per_adu": physics.gain_e_per_adu(dark.gain)})
+    final = follow(engine, sub, job.id, started)
+    report = (final.result or {}).get("report") or {}
+    measured = report.get("dark_current_e_per_s")
+    if final.state == "succeeded" and measured is not None:
+        truth = physics.dark_current_e_per_s(dark.temperature_c)
+        outcome.measure_note = (f"dark current at {dark.temperature_c:g} °C from the {dark.exposure_s:g} s darks: "
+                                f"{measured:.4f} e-/s/pixel (simulator truth {truth:.4f}; naive mean method "
+                                f"{report.get('dark_current_naive_e_per_s', float('nan')):.4f})")
+    else:
+        outcome.measure_note = f"measure job {final.state}: {final.error}"
+
+
 def _after_build(engine: JobEngine, index: LibraryIndex, sub: Subscription, lights: list[Path], workdir: Path,
                  started: float, outcome: DemoOutcome) -> None:
     for light in lights:
         try:
             entry = select_for_light(index, light).require()
-            outcome.selections[light.name] = f"entry {entry.id}: {entry.master}"
+            master = Path(entry.master or "")
+            shown = master.relative_to(workdir) if master.is_relative_to(workdir) else master
+            outcome.selections[light.name] = f"entry {entry.id}: {shown}"
         except NoMatchingMaster as exc:
             outcome.refused[light.name] = str(exc)
     if importlib.util.find_spec("calib.calibration") is None or importlib.util.find_spec("calib.masters") is None:
@@ -151,6 +178,7 @@ def _after_build(engine: JobEngine, index: LibraryIndex, sub: Subscription, ligh
             outcome.calibrated = list((final.result or {}).get("outputs", []))
         else:
             outcome.calibration_note = f"calibrate job {final.state}: {final.error}"
+    _measure(engine, index, sub, started, outcome)
     report = verify_library(index)
     outcome.verify_ok = report.ok
     outcome.verify_text = report.to_text().splitlines()[-1]
@@ -222,6 +250,8 @@ def _summary(outcome: DemoOutcome, workdir: Path, config: Path, elapsed_s: float
         _out(f"calibrated lights: {len(outcome.calibrated)} in {workdir / 'calibrated'}")
     if outcome.calibration_note:
         _out(f"calibration {outcome.calibration_note}")
+    if outcome.measure_note:
+        _out(outcome.measure_note)
     _out(f"verify: {outcome.verify_text}")
     _out(f"\nsummary: job {job.id if job else '-'} {job.state if job else 'not run'}; "
          f"frames captured {result.get('frames_captured', 0)}, rejected {result.get('frames_rejected', 0)}; "

@@ -64,5 +64,6 @@ def run(ctx: JobContext) -> dict[str, Any]:
     report = future.result()
     if ctx.params.get("output"):
         atomic_write_bytes(ctx.params["output"], json.dumps(report, indent=2, default=str).encode())
-    ctx.progress(1, 1, step=f"dark current {report.get('dark_current_e_per_s')} e-/s")
+    value = report.get("dark_current_e_per_s")
+    ctx.progress(1, 1, step=f"dark current {value:.4g} e-/s/pixel" if value is not None else "dark current: n/a")
     return {"report": report, "output": ctx.params.get("output")}
