@@ -30,6 +30,8 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True, stop_timeout_s:
     """The app for ``runtime``. With ``manage_runtime`` the lifespan calls ``runtime.start()``/``stop()``."""
     authenticator = Authenticator.from_settings(runtime.settings.api)
     hub = events.EventHub(runtime.bus)
+    list_cache = library.ListCache(library.LIST_MAX_AGE_S)
+    hub.listeners.append(list_cache.on_event)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -50,6 +52,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True, stop_timeout_s:
     app.state.runtime = runtime
     app.state.authenticator = authenticator
     app.state.event_hub = hub
+    app.state.list_cache = list_cache
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=runtime.settings.api.max_body_bytes)
 

@@ -294,3 +294,19 @@ def test_status_page_is_served(client: TestClient) -> None:
     for asset in ("status.js", "status.css"):
         assert client.get(f"/static/{asset}").status_code == 200
     assert client.get("/static/../../settings.py").status_code == 404
+
+
+def test_library_list_cache_follows_events_and_expires(client: TestClient, runtime: Runtime,
+                                                        seeded: dict[str, Any]) -> None:
+    """GET /library is served from a cache: refreshed at once on a job/frame event, else within 1 s."""
+    assert len(client.get("/api/v1/library").json()) == 3
+    runtime.index.upsert_entry(key("dark", 900, -10), frames_target=5)
+    assert len(client.get("/api/v1/library").json()) == 3  # cached (no event yet)
+    runtime.bus.publish("job", {"job_id": 1, "state": "running"})
+    deadline = time.monotonic() + 5
+    while len(client.get("/api/v1/library").json()) != 4:
+        assert time.monotonic() < deadline, "cache not invalidated by the job event"
+        time.sleep(0.02)
+    runtime.index.upsert_entry(key("dark", 1800, -10), frames_target=5)
+    time.sleep(1.1)  # LIST_MAX_AGE_S
+    assert len(client.get("/api/v1/library").json()) == 5

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -54,6 +54,7 @@ class EventHub:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # called in the hub's thread for every event
 
     def start(self) -> None:
         self._stop.clear()
@@ -73,6 +74,11 @@ class EventHub:
                 event = sub.get(timeout_s=0.1)
                 if event is None:
                     continue
+                for listener in self.listeners:
+                    try:
+                        listener(event)
+                    except Exception:
+                        log.exception("event listener failed")
                 with self._lock:
                     clients = list(self._clients)
                 for client in clients:
