@@ -178,6 +178,33 @@ def _iterate(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, step, max_iterations
 
 
 _COMPACT_BELOW = 0.7  # drop converged pixels from the working copy once fewer than this fraction are still moving
+_CHUNK = 32768  # columns per cache-sized chunk (16 frames × 16384 × 4 B = 1 MiB) in the first Winsorization phase
+_BULK_ITERATIONS = 8
+
+
+def _winsor_step(sub: np.ndarray, c: np.ndarray, sg: np.ndarray, inv_m: np.ndarray, d: np.ndarray,
+                 invalid: np.ndarray | None, live: np.ndarray) -> None:
+    """One Winsorization iteration, in place: update ``c``/``sg`` where ``live``, then clear converged ``live``."""
+    half = sg * np.float32(WINSOR_CLAMP)
+    np.subtract(sub, c, out=d)  # clamped deviations from the current centre
+    np.maximum(d, -half, out=d)
+    np.minimum(d, half, out=d)
+    if invalid is not None:
+        np.copyto(d, 0.0, where=invalid)  # also clears NaN
+    s1 = d.sum(axis=0)
+    s1 *= inv_m
+    s2 = np.einsum("ij,ij->j", d, d)
+    s2 *= inv_m
+    s2 -= s1 * s1
+    np.maximum(s2, 0, out=s2)
+    new_sigma = np.sqrt(s2)
+    new_sigma *= np.float32(WINSOR_GAIN)
+    moving = np.abs(new_sigma - sg) >= np.float32(WINSOR_TOLERANCE) * sg
+    moving &= new_sigma > 0
+    s1 += c
+    np.copyto(c, s1, where=live)
+    np.copyto(sg, new_sigma, where=live)
+    live &= moving
 
 
 def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray,
@@ -185,8 +212,9 @@ def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray
     """PixInsight's inner Winsorization loop; returns the converged ``(centre, σ)`` (float64).
 
     Works in float32 (the clamped deviations are bounded by ±1.5σ and the tolerance is 5e-4, far above float32
-    resolution). Converged pixels stop being updated at once and are dropped from the working copy when fewer than
-    70 % of it are still moving (preallocated ping-pong buffers: no allocation of the stack size per iteration).
+    resolution). Phase 1 runs the first iterations chunk by chunk of columns so the data stay in the CPU cache;
+    phase 2 iterates the pixels still moving, dropping converged ones from the working copy when fewer than 70 % of
+    it are still moving (preallocated ping-pong buffers).
     """
     centre = centre.astype(np.float64)
     sigma = sigma.astype(np.float64)
@@ -195,36 +223,31 @@ def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray
         return centre, sigma
     n = s.shape[0]
     sub = s if act.size == s.shape[1] else np.take(s, act, axis=1)
-    dbuf = np.empty(n * act.size, dtype=np.float32)
-    spare: list[np.ndarray] = []
     inv_m = (1.0 / (hi - lo)[act]).astype(np.float32)
     invalid = None if bool(((lo == 0) & (hi == n)).all()) else ~_valid(sub, lo[act], hi[act])
     c = centre[act].astype(np.float32)
     sg = sigma[act].astype(np.float32)
     live = np.ones(act.size, dtype=bool)
-    clamp, gain, tol = np.float32(WINSOR_CLAMP), np.float32(WINSOR_GAIN), np.float32(WINSOR_TOLERANCE)
+    if invalid is None and act.size > 2 * _CHUNK:
+        dchunk = np.empty((n, _CHUNK), dtype=np.float32)
+        for j0 in range(0, act.size, _CHUNK):
+            j1 = min(j0 + _CHUNK, act.size)
+            cols = slice(j0, j1)
+            for _ in range(_BULK_ITERATIONS):
+                _winsor_step(sub[:, cols], c[cols], sg[cols], inv_m[cols], dchunk[:, :j1 - j0], None, live[cols])
+                if not live[cols].any():
+                    break
+        keep = np.flatnonzero(live)
+        centre[act], sigma[act] = c, sg
+        if keep.size == 0:
+            return centre, sigma
+        sub, act, inv_m, c, sg = np.take(sub, keep, axis=1), act[keep], inv_m[keep], c[keep], sg[keep]
+        live = np.ones(keep.size, dtype=bool)
+    dbuf = np.empty(n * act.size, dtype=np.float32)
+    spare: list[np.ndarray] = []
     for _ in range(_WINSOR_MAX_INNER):
-        half = sg * clamp
         d = dbuf[:n * act.size].reshape(n, act.size)
-        np.subtract(sub, c, out=d)  # clamped deviations from the current centre
-        np.maximum(d, -half, out=d)
-        np.minimum(d, half, out=d)
-        if invalid is not None:
-            np.copyto(d, 0.0, where=invalid)  # also clears NaN
-        s1 = d.sum(axis=0)
-        s1 *= inv_m
-        s2 = np.einsum("ij,ij->j", d, d)
-        s2 *= inv_m
-        s2 -= s1 * s1
-        np.maximum(s2, 0, out=s2)
-        new_sigma = np.sqrt(s2)
-        new_sigma *= gain
-        moving = np.abs(new_sigma - sg) >= tol * sg
-        moving &= new_sigma > 0
-        s1 += c
-        np.copyto(c, s1, where=live)
-        np.copyto(sg, new_sigma, where=live)
-        live &= moving
+        _winsor_step(sub, c, sg, inv_m, d, invalid, live)
         n_live = int(np.count_nonzero(live))
         if n_live == 0:
             break
