@@ -36,7 +36,7 @@ from astropy.io import fits
 from calib.frames import FrameError, write_frame
 from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factors, robust_level
 from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
-from calib.rejection import RejectionParams, kept_mean, kept_median, reject_sorted
+from calib.rejection import RejectionParams, kept_mean, kept_median, reject_sorted, sort_frames_inplace
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class _Integrator:
                 raise FrameError(f"{src.path}: NaN or infinite pixel values in rows {r0 + 1}-{r1}")
         self.digests[r0] = digests
         flat = stack.reshape(n, -1)
-        flat.sort(axis=0)
+        sort_frames_inplace(flat)
         lo0 = np.zeros(flat.shape[1], dtype=np.int32)
         hi0 = np.full(flat.shape[1], n, dtype=np.int32)
         lo, hi = reject_sorted(flat, lo0, hi0, self.rparams)

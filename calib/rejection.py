@@ -32,6 +32,7 @@ Algorithms (``m`` = number of values still kept for a pixel, ``c`` = centre, ``Ï
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -140,6 +141,52 @@ def _apply_thresholds(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, t_low: np.n
         new_lo = np.where(empty, lo, new_lo)
         new_hi = np.where(empty, hi, new_hi)
     return new_lo.astype(lo.dtype), new_hi.astype(hi.dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def batcher_network(n: int) -> tuple[tuple[int, int], ...]:
+    """Comparators ``(a, b)`` (a < b) of Batcher's odd-even merge sort for ``n`` values (padded to a power of two,
+    comparators touching the padding dropped, which is valid because padding would be +inf)."""
+    p2 = 1
+    while p2 < n:
+        p2 *= 2
+    pairs = []
+    p = 1
+    while p < p2:
+        k = p
+        while k >= 1:
+            for j in range(k % p, p2 - k, 2 * k):
+                for i in range(min(k, p2 - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple(pairs)
+
+
+SORT_CHUNK = 32768
+_NETWORK_MAX_N = 128
+
+
+def sort_frames_inplace(flat: np.ndarray) -> None:
+    """Sort ``flat`` (n, P) float32 along the frame axis in place. No NaN allowed (use :func:`sort_stack` then).
+
+    Up to 128 frames a Batcher sorting network of ``np.minimum``/``np.maximum`` runs on cache-sized column chunks
+    (about 4x faster than ``np.sort`` along a strided axis); larger stacks use ``np.sort``.
+    """
+    n, ncols = flat.shape
+    if n > _NETWORK_MAX_N or n < 2:
+        flat.sort(axis=0)
+        return
+    pairs = batcher_network(n)
+    tmp = np.empty(min(SORT_CHUNK, ncols), dtype=flat.dtype)
+    for j0 in range(0, ncols, SORT_CHUNK):
+        chunk = flat[:, j0:j0 + SORT_CHUNK]
+        t = tmp[:chunk.shape[1]]
+        for a, b in pairs:
+            np.minimum(chunk[a], chunk[b], out=t)
+            np.maximum(chunk[a], chunk[b], out=chunk[b])
+            chunk[a] = t
 
 
 def sort_stack(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

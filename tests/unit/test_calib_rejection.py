@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.stats import sigma_clip
 
-from calib.rejection import METHODS, RejectionParams, esd_critical, reject, student_t_ppf
+from calib.rejection import METHODS, RejectionParams, esd_critical, reject, sort_frames_inplace, student_t_ppf
 
 ITERATIVE = ("sigma", "winsorized", "linear-fit", "esd")
 
@@ -186,3 +186,13 @@ def test_bad_arguments() -> None:
         reject(np.zeros((4, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="sigma_low"):
         RejectionParams(sigma_low=0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 23, 64, 130])
+def test_sorting_network_equals_numpy_sort(n: int) -> None:
+    rng = np.random.default_rng(n)
+    values = rng.normal(0, 1, (n, 70000)).astype(np.float32)
+    values[:, ::5] = np.round(values[:, ::5])  # ties
+    expected = np.sort(values, axis=0)
+    sort_frames_inplace(values)
+    np.testing.assert_array_equal(values, expected)
