@@ -94,9 +94,24 @@ def _valid(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return (r >= lo) & (r < hi)
 
 
+@functools.lru_cache(maxsize=8)
+def _columns(ncols: int) -> np.ndarray:
+    cols = np.arange(ncols, dtype=np.intp)
+    cols.flags.writeable = False
+    return cols
+
+
 def _at(s: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``s[idx[p], p]`` for every column ``p`` (indices clipped into range)."""
-    idx = np.clip(idx, 0, s.shape[0] - 1)
+    """``s[idx[p], p]`` for every column ``p`` (indices clipped into range); a row view when ``idx`` is constant."""
+    n, ncols = s.shape
+    if ncols == 0:
+        return s[0] if n else np.empty(0, dtype=s.dtype)
+    idx = np.clip(idx, 0, n - 1)
+    first = int(idx[0])
+    if (idx == first).all():
+        return s[first]
+    if s.flags.c_contiguous:
+        return np.take(s.reshape(-1), idx.astype(np.intp) * ncols + _columns(ncols))
     return np.take_along_axis(s, idx[None, :].astype(np.intp), axis=0)[0]
 
 
