@@ -1,0 +1,235 @@
+"""Winsorized sigma-clipped mean of full-size QHY163M stacks: darkd vs the read floor, ccdproc and Siril.
+
+Frames: ``drivers.sim.physics.SensorModel`` (FULL geometry, effective area 4656 × 3522, 300 s darks at −10 °C, gain
+120, offset 30, cosmic rays), written as 16-bit FITS with ``BZERO=32768`` into ``--dir`` (reused when present). Each
+measurement runs in its own subprocess so that its peak resident set size (``ru_maxrss``) is its own:
+
+* ``floor``   — read + decode every pixel of every frame with darkd's band reader (2 threads), nothing else;
+* ``astropy`` — ``astropy.io.fits.getdata`` of each frame (full decode to uint16), one after the other;
+* ``darkd``   — ``calib.integration.integrate`` (Winsorized sigma clipping 4σ/3σ, mean, no normalization, 1 GiB
+  budget, 2 workers) + ``write_integration``;
+* ``ccdproc`` — ``ccdproc.combine(method="average", sigma_clip=True, 4σ/3σ, median/std)`` on the file names;
+* ``siril``   — ``siril-cli`` stacking with Winsorized rejection (4/3) and no normalization, when installed.
+
+The page cache is warm for every run (the files were just written or read). Wall times are the best of
+``--repeat`` runs.
+
+    .venv/bin/python -m bench.bench_integration [--frames 16 64] [--repeat 3] [--ccdproc-max 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+BUDGET_BYTES = 1 << 30
+DEFAULT_DIR = Path(tempfile.gettempdir()) / "darkd-bench-integration"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def make_frames(directory: Path, n: int, seed: int = 1) -> list[Path]:
+    """``n`` full-size simulated darks in ``directory`` (kept between runs)."""
+    from astropy.io import fits
+
+    from calib.frames import write_frame
+    from drivers.sim.physics import FULL_GEOMETRY, SensorModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"dark_{i:03d}.fits" for i in range(n)]
+    if all(p.exists() for p in paths):
+        return paths
+    model = SensorModel(FULL_GEOMETRY, seed=seed)
+    rng = np.random.default_rng(seed)
+    for i, p in enumerate(paths):
+        if p.exists():
+            continue
+        data = model.expose("dark", 300.0, -10.0, 120, 30, amp_glow="auto", overscan_include=False, rng=rng)
+        header = fits.Header()
+        for key, value in (("EXPTIME", 300.0), ("GAIN", 120), ("OFFSET", 30), ("XBINNING", 1), ("YBINNING", 1),
+                           ("READMODE", 0), ("SET-TEMP", -10.0), ("CCD-TEMP", -10.0), ("IMAGETYP", "Dark Frame")):
+            header[key] = value
+        write_frame(p, data, header, bitpix16=True)
+        sys.stderr.write(f"\rgenerated {i + 1}/{n}")
+    sys.stderr.write("\n")
+    return paths
+
+
+# ---- measurements (each in its own process) ---------------------------------------------------------------------
+
+
+def run_floor(paths: list[Path]) -> dict:
+    from calib.integration import FrameSource
+
+    sources = [FrameSource(p) for p in paths]
+    height, width = sources[0].shape
+    band = 128
+
+    def read_band(r0: int) -> float:
+        r1 = min(r0 + band, height)
+        buf = np.empty((r1 - r0, width), dtype=np.float32)
+        total = 0.0
+        for s in sources:
+            s.read_rows(r0, r1, buf)
+            total += float(buf[0, 0])
+        return total
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(read_band, range(0, height, band)))
+    wall = time.perf_counter() - t0
+    for s in sources:
+        s.close()
+    return {"wall_s": wall}
+
+
+def run_astropy(paths: list[Path]) -> dict:
+    from astropy.io import fits
+
+    t0 = time.perf_counter()
+    for p in paths:
+        data = fits.getdata(p)
+        del data
+    return {"wall_s": time.perf_counter() - t0}
+
+
+def run_darkd(paths: list[Path]) -> dict:
+    from calib.integration import IntegrationParams, integrate, write_integration
+
+    params = IntegrationParams(rejection="winsorized", sigma_low=4.0, sigma_high=3.0, combine="mean",
+                               memory_budget_bytes=BUDGET_BYTES, workers=2)
+    out = Path(tempfile.mkdtemp(prefix="darkd-bench-")) / "master.fits"
+    t0 = time.perf_counter()
+    result = integrate(paths, params)
+    t_int = time.perf_counter() - t0
+    write_integration(result, out)
+    wall = time.perf_counter() - t0
+    shutil.rmtree(out.parent)
+    return {"wall_s": wall, "integrate_s": t_int, "rejected_fraction": result.summary["rejected_fraction"],
+            "band_rows": result.summary["band_rows"], "noise_adu": result.summary["noise_adu"]}
+
+
+def run_ccdproc(paths: list[Path]) -> dict:
+    import ccdproc
+
+    t0 = time.perf_counter()
+    combined = ccdproc.combine([str(p) for p in paths], method="average", sigma_clip=True,
+                               sigma_clip_low_thresh=4.0, sigma_clip_high_thresh=3.0, sigma_clip_func=np.ma.median,
+                               sigma_clip_dev_func=np.ma.std, unit="adu")
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "mean_adu": float(np.mean(combined.data))}
+
+
+def run_siril(paths: list[Path]) -> dict:
+    exe = shutil.which("siril-cli")
+    if exe is None:
+        return {"skipped": "siril-cli not installed"}
+    work = Path(tempfile.mkdtemp(prefix="darkd-siril-"))
+    for i, p in enumerate(paths):
+        (work / f"dark_{i + 1:05d}.fits").symlink_to(p)
+    script = work / "stack.ssf"
+    script.write_text("requires 1.0.0\nsetext fits\nconvert dark -out=seq\ncd seq\n"
+                      "stack dark rej w 4 3 -nonorm -out=result\nclose\n")
+    t0 = time.perf_counter()
+    proc = subprocess.run([exe, "-d", str(work), "-s", str(script)], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    shutil.rmtree(work)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-500:] or proc.stdout[-500:]}
+    return {"wall_s": wall, "note": "includes siril's own conversion of the inputs to a sequence"}
+
+
+RUNNERS = {"floor": run_floor, "astropy": run_astropy, "darkd": run_darkd, "ccdproc": run_ccdproc,
+           "siril": run_siril}
+
+
+def measure(kind: str, directory: Path, n: int) -> dict:
+    """Run ``kind`` in a fresh interpreter; returns its JSON result plus its peak RSS."""
+    cmd = [sys.executable, "-m", "bench.bench_integration", "--worker", kind, "--dir", str(directory),
+           "--n", str(n)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent.parent)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-800:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _best(kind: str, directory: Path, n: int, repeat: int) -> dict:
+    runs = [measure(kind, directory, n) for _ in range(repeat)]
+    good = [r for r in runs if "wall_s" in r]
+    if not good:
+        return runs[0]
+    best = min(good, key=lambda r: r["wall_s"])
+    best["all_wall_s"] = [round(r["wall_s"], 3) for r in good]
+    best["peak_rss_mib"] = max(r["peak_rss_mib"] for r in good)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[16, 64], help="stack sizes (default 16 64)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best wall time is kept")
+    parser.add_argument("--ccdproc-max", type=int, default=16, help="run ccdproc only up to this many frames")
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the frames are generated and kept")
+    parser.add_argument("--worker", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        paths = sorted((args.dir / f"n{args.n}").glob("dark_*.fits"))[: args.n]
+        result = RUNNERS[args.worker](paths)
+        result["peak_rss_mib"] = peak_rss_mib()
+        print(json.dumps(result))
+        return 0
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    rows = []
+    for n in args.frames:
+        make_frames(args.dir / f"n{n}", n)
+        res = {"n": n}
+        res["floor"] = _best("floor", args.dir, n, args.repeat)
+        res["astropy"] = _best("astropy", args.dir, n, 1)
+        res["darkd"] = _best("darkd", args.dir, n, args.repeat)
+        res["ccdproc"] = _best("ccdproc", args.dir, n, 1) if n <= args.ccdproc_max else {"skipped": "--ccdproc-max"}
+        res["siril"] = _best("siril", args.dir, n, 1)
+        rows.append(res)
+        print(json.dumps(res))
+    print()
+    print("| N | tool | wall s | peak RSS MiB | ratio to darkd |")
+    print("|---|---|---|---|---|")
+    for res in rows:
+        darkd = res["darkd"].get("wall_s")
+        for tool in ("floor", "astropy", "darkd", "ccdproc", "siril"):
+            r = res[tool]
+            if "wall_s" not in r:
+                print(f"| {res['n']} | {tool} | {r.get('skipped') or r.get('error', '')[:60]} | | |")
+                continue
+            ratio = f"{r['wall_s'] / darkd:.2f}" if darkd else ""
+            print(f"| {res['n']} | {tool} | {r['wall_s']:.2f} | {r['peak_rss_mib']:.0f} | {ratio} |")
+        if darkd:
+            floor = min(res["floor"].get("wall_s", np.inf), res["astropy"].get("wall_s", np.inf))
+            print(f"\nN={res['n']}: darkd / read floor = {darkd / floor:.2f} (target <= 2); darkd peak RSS "
+                  f"{res['darkd']['peak_rss_mib']:.0f} MiB (budget {BUDGET_BYTES / 2**20:.0f} MiB); "
+                  f"{res['darkd'].get('rejected_fraction', 0) * 100:.3f} % rejected")
+            if "wall_s" in res["ccdproc"]:
+                print(f"N={res['n']}: ccdproc / darkd = {res['ccdproc']['wall_s'] / darkd:.1f} (target >= 8)")
+            if "wall_s" in res["siril"]:
+                print(f"N={res['n']}: darkd / siril = {darkd / res['siril']['wall_s']:.2f} (target <= 1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
