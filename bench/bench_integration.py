@@ -2,7 +2,7 @@
 
 Frames: ``drivers.sim.physics.SensorModel`` (FULL geometry, effective area 4656 × 3522, 300 s darks at −10 °C, gain
 120, offset 30, cosmic rays), written as 16-bit FITS with ``BZERO=32768`` into ``--dir`` (reused when present). Each
-measurement runs in its own subprocess so that its peak resident set size (``ru_maxrss``) is its own:
+measurement runs in its own subprocess so that its peak resident set size (``VmHWM``) is its own:
 
 * ``floor``   — read + decode every pixel of every frame with darkd's band reader (2 threads), nothing else;
 * ``astropy`` — ``astropy.io.fits.getdata`` of each frame (full decode to uint16), one after the other;
@@ -39,6 +39,11 @@ DEFAULT_DIR = Path(tempfile.gettempdir()) / "darkd-bench-integration"
 
 
 def peak_rss_mib() -> float:
+    """Peak resident set size of this process (VmHWM, MiB). ``ru_maxrss`` is not used: Linux carries it over exec
+    from the parent, so a child would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

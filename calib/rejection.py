@@ -18,8 +18,9 @@ Algorithms (``m`` = number of values still kept for a pixel, ``c`` = centre, ``�
 * ``winsorized`` — PixInsight's Winsorized sigma clipping. Outer loop: start from ``c`` = median and the robust
   ``σ`` = IQR/1.349 (the standard deviation when the IQR is 0). Inner loop: clamp a copy of the kept values to
   ``[c − 1.5σ, c + 1.5σ]``, set ``σ ← 1.134·std(clamped)`` and ``c ← mean(clamped)`` until ``σ`` changes by less than
-  ``5e-4`` relative. Then reject ``x < c − sigma_low·σ`` and ``x > c + sigma_high·σ``. Repeat the outer loop until
-  nothing more is rejected or fewer than 3 values remain.
+  ``5e-4`` relative (or returns to within ``5e-4`` of its value two iterations before: on quantised ADU values the
+  clamped σ can alternate between two values forever; at most 100 iterations). Then reject ``x < c − sigma_low·σ``
+  and ``x > c + sigma_high·σ``. Repeat the outer loop until nothing more is rejected or fewer than 3 values remain.
 * ``linear-fit`` — fit a least-squares line ``a + b·i`` to the kept sorted values ``y_i`` (``i`` = rank);
   ``σ`` = mean absolute residual; the lowest value is rejected when its residual is below ``−sigma_low·σ``, the highest
   when above ``+sigma_high·σ`` (one value per end per iteration); iterate until no change or fewer than 3 values.
@@ -244,9 +245,11 @@ _CHUNK = 32768  # columns per cache-sized chunk (16 frames × 16384 × 4 B = 1 M
 _BULK_ITERATIONS = 8
 
 
-def _winsor_step(sub: np.ndarray, c: np.ndarray, sg: np.ndarray, inv_m: np.ndarray, d: np.ndarray,
-                 invalid: np.ndarray | None, live: np.ndarray) -> None:
-    """One Winsorization iteration, in place: update ``c``/``sg`` where ``live``, then clear converged ``live``."""
+def _winsor_step(sub: np.ndarray, c: np.ndarray, sg: np.ndarray, prev: np.ndarray, inv_m: np.ndarray,
+                 d: np.ndarray, invalid: np.ndarray | None, live: np.ndarray) -> None:
+    """One Winsorization iteration, in place: update ``c``/``sg`` (and ``prev``, the σ before) where ``live``, then
+    clear ``live`` where σ changed by less than the tolerance — or came back to within the tolerance of the σ two
+    iterations ago: on quantised data (ADU steps) the clamped σ can alternate between two values forever."""
     half = sg * np.float32(WINSOR_CLAMP)
     np.subtract(sub, c, out=d)  # clamped deviations from the current centre
     np.maximum(d, -half, out=d)
@@ -261,10 +264,13 @@ def _winsor_step(sub: np.ndarray, c: np.ndarray, sg: np.ndarray, inv_m: np.ndarr
     np.maximum(s2, 0, out=s2)
     new_sigma = np.sqrt(s2)
     new_sigma *= np.float32(WINSOR_GAIN)
-    moving = np.abs(new_sigma - sg) >= np.float32(WINSOR_TOLERANCE) * sg
+    tol = np.float32(WINSOR_TOLERANCE) * sg
+    moving = np.abs(new_sigma - sg) >= tol
+    moving &= np.abs(new_sigma - prev) >= tol
     moving &= new_sigma > 0
     s1 += c
     np.copyto(c, s1, where=live)
+    np.copyto(prev, sg, where=live)
     np.copyto(sg, new_sigma, where=live)
     live &= moving
 
@@ -289,6 +295,7 @@ def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray
     invalid = None if bool(((lo == 0) & (hi == n)).all()) else ~_valid(sub, lo[act], hi[act])
     c = centre[act].astype(np.float32)
     sg = sigma[act].astype(np.float32)
+    prev = np.full(act.size, np.inf, dtype=np.float32)
     live = np.ones(act.size, dtype=bool)
     if invalid is None and act.size > 2 * _CHUNK:
         dchunk = np.empty((n, _CHUNK), dtype=np.float32)
@@ -296,7 +303,8 @@ def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray
             j1 = min(j0 + _CHUNK, act.size)
             cols = slice(j0, j1)
             for _ in range(_BULK_ITERATIONS):
-                _winsor_step(sub[:, cols], c[cols], sg[cols], inv_m[cols], dchunk[:, :j1 - j0], None, live[cols])
+                _winsor_step(sub[:, cols], c[cols], sg[cols], prev[cols], inv_m[cols], dchunk[:, :j1 - j0], None,
+                             live[cols])
                 if not live[cols].any():
                     break
         keep = np.flatnonzero(live)
@@ -304,12 +312,13 @@ def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray
         if keep.size == 0:
             return centre, sigma
         sub, act, inv_m, c, sg = np.take(sub, keep, axis=1), act[keep], inv_m[keep], c[keep], sg[keep]
+        prev = prev[keep]
         live = np.ones(keep.size, dtype=bool)
     dbuf = np.empty(n * act.size, dtype=np.float32)
     spare: list[np.ndarray] = []
     for _ in range(_WINSOR_MAX_INNER):
         d = dbuf[:n * act.size].reshape(n, act.size)
-        _winsor_step(sub, c, sg, inv_m, d, invalid, live)
+        _winsor_step(sub, c, sg, prev, inv_m, d, invalid, live)
         n_live = int(np.count_nonzero(live))
         if n_live == 0:
             break
@@ -321,7 +330,7 @@ def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray
             out = spare[0][:n * n_live].reshape(n, n_live)
             np.take(sub, keep, axis=1, out=out)
             spare.reverse()
-            sub, act, inv_m, c, sg = out, act[keep], inv_m[keep], c[keep], sg[keep]
+            sub, act, inv_m, c, sg, prev = out, act[keep], inv_m[keep], c[keep], sg[keep], prev[keep]
             live = np.ones(n_live, dtype=bool)
             if invalid is not None:
                 invalid = np.take(invalid, keep, axis=1)
