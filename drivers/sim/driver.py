@@ -644,6 +644,10 @@ class SimQhyDriver(IPyDriver):
             if not self.connected:
                 continue
             reading = self.cooler.reading(self.rng)
+            # power first: a client that reacts to the temperature then sees the power of the same instant
+            power = self.device["CCD_COOLER_POWER"]
+            power["CCD_COOLER_VALUE"] = reading.power_pct
+            await power.send_setVector(state="Busy" if reading.power_pct > 0 else "Idle")
             temp = self.device["CCD_TEMPERATURE"]
             temp["CCD_TEMPERATURE_VALUE"] = reading.temperature_c
             threshold = self.number("CCD_TEMP_RAMP", "RAMP_THRESHOLD")
@@ -654,9 +658,6 @@ class SimQhyDriver(IPyDriver):
             else:
                 state = "Busy"
             await temp.send_setVector(state=state)
-            power = self.device["CCD_COOLER_POWER"]
-            power["CCD_COOLER_VALUE"] = reading.power_pct
-            await power.send_setVector(state="Busy" if reading.power_pct > 0 else "Idle")
 
 
 def main() -> None:
