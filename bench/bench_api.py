@@ -47,6 +47,7 @@ DARKD = Path(sys.executable).parent / "darkd"
 KEY = {"camera": SIM_DEVICE, "set_point_c": -5.0, "gain": 120, "offset": 30, "binning": 1, "read_mode": 0,
        "usb_traffic": 30, "amp_glow": "auto", "overscan": "include", "width_px": 4720, "height_px": 3540}
 FINAL = ("succeeded", "failed", "cancelled")
+DAEMON_PID: list[int] = []
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -92,6 +93,7 @@ def daemon(tmp: Path, indi_port: int) -> Iterator[str]:
     log = (tmp / "darkd.log").open("wb")
     proc = subprocess.Popen([str(DARKD), "serve", "--config", str(write_config(tmp, indi_port, port))],
                             stdout=log, stderr=log)
+    DAEMON_PID[:] = [proc.pid]
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -150,6 +152,50 @@ class Events:
                 raise RuntimeError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (from /proc)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def renice(pids: list[int], niceness: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, pid, niceness)
+
+
+def server_histogram(base: str) -> dict[str, dict[float, float]]:
+    """Cumulative bucket counts of ``darkd_http_request_duration_seconds`` for the two GET routes, by ``le``."""
+    out: dict[str, dict[float, float]] = {}
+    for line in httpx.get(f"{base}/metrics", timeout=30).text.splitlines():
+        if not line.startswith("darkd_http_request_duration_seconds_bucket{"):
+            continue
+        labels, value = line[line.index("{") + 1:line.rindex("}")], float(line.split()[-1])
+        parts = dict(item.split("=", 1) for item in labels.split(","))
+        route, le = parts["route"].strip('"'), parts["le"].strip('"')
+        if parts["method"] == '"GET"' and parts["status"] == '"200"' and route in ("/api/v1/camera",
+                                                                                 "/api/v1/library"):
+            out.setdefault(route, {})[float(le)] = out.get(route, {}).get(float(le), 0.0) + value
+    return out
+
+
+def server_side(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> dict[str, str]:
+    """Per route: requests in the window, share answered within 10 ms and 50 ms, and the p99 bucket bound."""
+    out = {}
+    for route, buckets in after.items():
+        diff = {le: n - before.get(route, {}).get(le, 0.0) for le, n in buckets.items()}
+        total = diff.get(float("inf"), 0.0)
+        if not total:
+            continue
+        p99 = next(le for le in sorted(diff) if diff[le] >= 0.99 * total)
+        out[route] = (f"{total:.0f} requests, {diff.get(0.01, 0) / total:.1%} within 10 ms, "
+                      f"{diff.get(0.05, 0) / total:.1%} within 50 ms, p99 ≤ {p99 * 1000:g} ms")
+    return out
+
+
 def submit(base: str, kind: str, params: dict[str, Any]) -> int:
     r = httpx.post(f"{base}/api/v1/jobs", json={"kind": kind, "params": params}, timeout=60)
     if r.status_code != 201:
@@ -200,7 +246,16 @@ async def load(base: str, rate_hz: float, seconds: float) -> dict[str, list[floa
     async def one(path: str, scheduled: float) -> None:
         conn = idle.pop() if idle else await Connection.open(host, int(port))
         try:
-            status, _body = await conn.get(path)
+            try:
+                status, _body = await conn.get(path)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    raise
+                # the server closed this keep-alive connection while it was idle (uvicorn: after 5 s): reconnect
+                # and send again, as HTTP clients do for idempotent requests
+                conn.close()
+                conn = await Connection.open(host, int(port))
+                status, _body = await conn.get(path)
             if status != 200:
                 errors.append(f"{path}: HTTP {status}")
                 return
@@ -234,6 +289,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--entries", type=int, default=100, help="extra seeded library entries")
     parser.add_argument("--idle", action="store_true", help="also measure with no capture/integration (baseline)")
+    parser.add_argument("--no-capture", action="store_true", help="busy phase without the capture job")
+    parser.add_argument("--no-integration", action="store_true", help="busy phase without integrate jobs")
+    parser.add_argument("--nice-workers", type=int, default=0,
+                        help="renice the daemon's worker processes (integration) to this niceness (experiment)")
+    parser.add_argument("--nice-sim", type=int, default=0,
+                        help="renice indiserver and the simulated driver to this niceness (experiment)")
     parser.add_argument("--out", type=Path, help="write the results table (markdown) here")
     args = parser.parse_args()
 
@@ -253,13 +314,15 @@ def main() -> int:
             results["first_build_s"] = time.monotonic() - t0
             results["first_build_state"] = events.jobs[first]
             entry = next(e for e in httpx.get(f"{base}/api/v1/library?kind=dark").json() if e["frames"] > 0)
-            capture = submit(base, "build-library", {"plan": plan(base, 120, 500)})
-            events.wait(lambda: any(j == capture for _, j in events.frames), 300, "the first frame of the capture")
+            capture = -1
+            if not args.no_capture:
+                capture = submit(base, "build-library", {"plan": plan(base, 120, 500)})
+                events.wait(lambda: any(j == capture for _, j in events.frames), 300, "the first frame of the capture")
             integrations: list[int] = []
             stop_integrating = threading.Event()
 
             def keep_integrating() -> None:
-                while not stop_integrating.is_set():
+                while not stop_integrating.is_set() and not args.no_integration:
                     job = submit(base, "integrate", {"entry_id": entry["id"]})
                     integrations.append(job)
                     events.wait(lambda j=job: events.jobs.get(j) in FINAL or stop_integrating.is_set(), 600,
@@ -268,9 +331,16 @@ def main() -> int:
             integrator = threading.Thread(target=keep_integrating, daemon=True)
             integrator.start()
             time.sleep(3.0)  # let the worker process start integrating
+            if args.nice_workers:
+                renice(children(DAEMON_PID[0]), args.nice_workers)
+            if args.nice_sim and server.proc is not None:
+                renice([server.proc.pid, *children(server.proc.pid)], args.nice_sim)
+            results["nice"] = {"workers": args.nice_workers, "sim": args.nice_sim}
             window_start = time.monotonic()
             cpu_start = os.times()
+            hist_before = server_histogram(base)
             results["busy"] = asyncio.run(load(base, args.rate, args.seconds))
+            results["server_side"] = server_side(hist_before, server_histogram(base))
             window_end = time.monotonic()
             cpu_end = os.times()
             stop_integrating.set()
@@ -280,7 +350,8 @@ def main() -> int:
                 results["sse_lags_ms"] = [lag * 1000 for t, lag in events.lags_s if window_start <= t <= window_end]
                 results["integrations"] = {j: events.jobs.get(j) for j in integrations}
             results["load_cpu_s"] = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
-            httpx.post(f"{base}/api/v1/jobs/{capture}/cancel", timeout=60)
+            if capture > 0:
+                httpx.post(f"{base}/api/v1/jobs/{capture}/cancel", timeout=60)
             integrator.join(timeout=300)
             events.stop.set()
     finally:
@@ -313,6 +384,9 @@ def report(results: dict[str, Any], out: Path | None) -> None:
         f"{len(states)} ({', '.join(str(s) for s in states)}); "
         f"load generator CPU {results.get('load_cpu_s', 0):.1f} s; "
         f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}.\n")
+    for route, line in results.get("server_side", {}).items():
+        text += f"\nserver side (busy), `GET {route}`: {line}"
+    text += "\n"
     sys.stdout.write(text)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@
 Names follow Prometheus conventions with units in them: ``darkd_sensor_temperature_celsius``,
 ``darkd_cooler_power_percent``, ``darkd_frames_captured_total{result="accepted"|"rejected"}``,
 ``darkd_job_duration_seconds{kind,state}`` (wall time from start to end of a finished job),
-``darkd_library_entries{status}`` (read from the index at scrape time).
+``darkd_library_entries{status}`` (read from the index at scrape time),
+``darkd_http_request_duration_seconds{method,route,status}`` (server-side latency of the API).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from drivers.camera import CameraState
 
 log = logging.getLogger(__name__)
 
+HTTP_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 JOB_DURATION_BUCKETS_S = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14_400, 28_800, 57_600)
 TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -68,6 +70,9 @@ class DaemonMetrics:
         self.jobs_finished = Counter("darkd_jobs_finished", "Jobs that reached a final state", ["kind", "state"],
                                      registry=r)
         self.warnings = Counter("darkd_warnings", "Warnings published by jobs", registry=r)
+        self.http_s = Histogram("darkd_http_request_duration_seconds",
+                                "Time from a request's arrival to its response headers (s), by route",
+                                ["method", "route", "status"], buckets=HTTP_BUCKETS_S, registry=r)
         self.events = Counter("darkd_events", "Events published on the bus, by type", ["type"], registry=r)
         for gauge in (self.temperature_c, self.set_point_c, self.cooler_power_pct):
             gauge.set(float("nan"))  # unknown until the camera monitor's first reading

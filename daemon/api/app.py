@@ -8,12 +8,14 @@ manages it) and the SSE hub, and stops both on shutdown.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.api.auth import Authenticator
 from daemon.api.errors import install_error_handlers
@@ -21,9 +23,38 @@ from daemon.api.limits import BodySizeLimit
 from daemon.api.routes import camera, events, health, jobs, library, metrics, status
 from daemon.api.routes.health import VERSION
 from daemon.api.routes.status import STATIC_DIR
+from daemon.metrics import DaemonMetrics
 from daemon.runtime import Runtime
 
 API_PREFIX = "/api/v1"
+
+
+class RequestTimer:
+    """ASGI middleware: time from a request's arrival to its response headers into
+    ``darkd_http_request_duration_seconds{method,route,status}`` (route = the matched path template)."""
+
+    def __init__(self, app: ASGIApp, metrics: DaemonMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = getattr(scope.get("route"), "path", None)
+                if route is None:
+                    route = "unmatched"
+                elif scope["path"].startswith(API_PREFIX) and not route.startswith(API_PREFIX):
+                    route = API_PREFIX + route
+                self.metrics.http_s.labels(method=scope["method"], route=route,
+                                           status=str(message["status"])).observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
 
 
 def create_app(runtime: Runtime, *, manage_runtime: bool = True, stop_timeout_s: float = 30.0) -> FastAPI:
@@ -55,6 +86,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True, stop_timeout_s:
     app.state.list_cache = list_cache
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=runtime.settings.api.max_body_bytes)
+    app.add_middleware(RequestTimer, metrics=runtime.metrics)
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, camera, library, jobs, events, metrics, status):

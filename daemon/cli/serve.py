@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     from daemon.settings import load_settings
 
     configure_logging(args.log_format, args.verbose)
+    # The event loop shares the GIL with the capture and job threads: a shorter switch interval (Python's default is
+    # 5 ms) bounds how long a request waits for the GIL while those threads run Python code.
+    sys.setswitchinterval(args.switch_interval_ms / 1000)
     settings = load_settings(args.config)
     if args.host is not None:
         settings.api.host = args.host
@@ -142,4 +146,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve.add_argument("--stop-timeout", type=float, default=30.0,
                        help="seconds the job engine gets to stop at shutdown (default 30)")
+    serve.add_argument("--switch-interval-ms", type=float, default=1.0,
+                       help="Python thread switch interval in ms (default 1; Python's own default is 5)")
     serve.set_defaults(func=run)
