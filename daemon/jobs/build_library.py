@@ -21,6 +21,7 @@ import logging
 import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from daemon.jobs.errors import JobInterrupted
 from daemon.jobs.integrate_job import build_entry_master
 from daemon.library.index import EntryView, LibraryIndex, sha256_file
 from daemon.library.layout import Layout
-from daemon.planning import Plan, PlanItem
+from daemon.planning import Plan, PlanItem, library_status
 from daemon.settings import Settings
 from drivers.camera import CameraError, CameraTimeout, FrameType, SetPointUnreachable, TemperatureSample
 
@@ -147,6 +148,10 @@ class _Builder:
         entry_id = self.entries.get(item.key.slug)
         entry = self.index.get(entry_id) if entry_id is not None else None
         if entry is None:
+            status, existing = library_status(item.key, self.index, datetime.now(UTC))
+            if status == "ready" and existing is not None:  # built since the plan was made: nothing to do
+                self.ctx.log(f"{item.key.slug}: already ready in the library (entry {existing.id})")
+                return existing
             entry = self.index.upsert_entry(item.key, item.frames_target)
             self.entries[item.key.slug] = entry.id
             self.ctx.save_result(self._result())

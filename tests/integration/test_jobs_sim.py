@@ -141,6 +141,13 @@ def test_build_library_end_to_end(rig: tuple[JobEngine, LibraryIndex, EventBus])
     assert report.ok, report.to_text()
     assert index.select_master(entries["dark"].key).require().id == entries["dark"].id
 
+    # the same (now outdated) plan again: every key is ready, nothing is captured or rebuilt
+    again = engine.submit("build-library", {"plan": plan.to_dict()})
+    wait_for(lambda: engine.get(again.id).state in FINAL_STATES, 60, "the second job to end")
+    assert engine.get(again.id).state == "succeeded"
+    assert [(e.id, e.frames, e.master_sha256) for e in index.entries()] == [
+        (e.id, e.frames, e.master_sha256) for e in entries.values()]
+
     # physics: the bias master sits at the pedestal set by OFFSET and averages the read noise down by √N
     bias = entries["bias"]
     master = central(read_frame(bias.master).data.astype(np.float64))
