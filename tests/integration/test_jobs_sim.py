@@ -269,3 +269,40 @@ def test_daemon_killed_mid_series_resumes_without_loss_or_duplicates(server: Loc
         with contextlib.suppress(ProcessLookupError):
             os.killpg(first.pid, signal.SIGKILL)
         index.close()
+
+
+def test_daemon_killed_while_integrating_rebuilds_the_master_on_restart(server: LocalIndiServer,
+                                                                        tmp_path: Path) -> None:
+    root = tmp_path / "library"
+    settings = settings_for(root, server.port)
+    plan = make_plan(settings, [{"kind": "dark", "exposure_s": 30, "frames": 4}])
+    cfg = {"root": str(root), "port": server.port, "plan": plan.to_dict()}
+    first = start_daemon(cfg, tmp_path / "daemon1.log")
+    index = LibraryIndex(settings.library)
+    try:
+        def status() -> str | None:
+            entries = index.entries() if (root / "index.sqlite3").exists() else []
+            return entries[0].status if entries else None
+
+        wait_for(lambda: status() == "integrating" or first.poll() is not None, 120, "the integration to start")
+        os.killpg(first.pid, signal.SIGKILL)  # daemon + worker process, after capture, before the master is recorded
+        first.wait(timeout=10)
+        assert status() == "integrating"  # the kill came before the master was recorded
+        (entry,) = index.entries()
+        assert entry.master is None and entry.frames == 4
+
+        second = start_daemon({**cfg, "plan": None}, tmp_path / "daemon2.log")
+        assert second.wait(timeout=120) == 0, (tmp_path / "daemon2.log").read_text()[-3000:]
+        (job,) = index.jobs()
+        assert job.state == "succeeded", job.error
+        ready = index.get(entry.id)
+        assert ready is not None and ready.status == "ready" and ready.master is not None
+        assert frame_names(index, entry.id) == [f"dark_{i:04d}.fits" for i in range(1, 5)]  # nothing retaken
+        assert int(read_header(ready.master)["NCOMBINE"]) == 4
+        assert partial_files(root) == []
+        report = verify_library(index, strict=True)
+        assert report.ok, report.to_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+        index.close()
