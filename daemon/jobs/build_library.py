@@ -8,8 +8,9 @@ reviewed against the previous master of the same key (``ready``, or held for rev
 up (``cooling.warm_up_at_end``; param ``warm_up`` overrides).
 
 Params: ``plan`` (``Plan.to_dict()``, required), ``max_retakes`` (default ``library.max_retakes``), ``warm_up``
-(bool), ``not_before``/``not_after`` (ISO 8601 start window). The job's ``result`` maps each key slug to its entry
-(``entries``), so a resumed run continues the same entries instead of starting new ones.
+(bool), ``library_expectation`` (bool, default true: a rebuilt key's frames are checked for light leaks against the
+previous entry's frames), ``not_before``/``not_after`` (ISO 8601 start window). The job's ``result`` maps each key
+slug to its entry (``entries``), so a resumed run continues the same entries instead of starting new ones.
 
 A set point that turns out unreachable skips its items (warning); a series that fails its retakes leaves its entry
 ``capturing`` for a later run; either makes the job end ``failed`` after the other keys were built.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calib.frames import FrameError, read_header
+from calib.quality import FrameExpectation
 from daemon.capture import FrameRecord, SeriesFailed, SeriesRequest, capture_series
 from daemon.jobs.errors import JobInterrupted
 from daemon.jobs.integrate_job import build_entry_master
@@ -43,9 +45,10 @@ log = logging.getLogger(__name__)
 KIND = "build-library"
 USES_CAMERA = True  # one capture job per camera at a time (the engine refuses a second one)
 FRAME_TYPES = {"bias": FrameType.BIAS, "dark": FrameType.DARK, "flatdark": FrameType.DARK}
-PARAMS = ("plan", "max_retakes", "warm_up", "not_before", "not_after")
+PARAMS = ("plan", "max_retakes", "warm_up", "library_expectation", "not_before", "not_after")
 DEFAULT_READOUT_S = 2.0
 TEMPERATURE_REPORT_S = 2.0
+EXPECTATION_FRAMES = 10
 
 
 def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) -> tuple[dict[str, Any], str | None]:
@@ -177,6 +180,25 @@ class _Builder:
             power = f", cooler {sample.cooler_power_pct:.0f} %" if sample.cooler_power_pct is not None else ""
             self.report(f"cooling to {item.key.set_point_c:g} °C: {sample.temperature_c:.2f} °C{power}")
 
+    def expectation(self, item: PlanItem, entry: EntryView) -> FrameExpectation | None:
+        """The library's prediction of a frame's overscan-corrected mean for the light-leak check: the accepted
+        frames (``QCMEAN``) of the latest other ready/stale entry of the same key; ``None`` when there is none (the
+        series then predicts from its own first frames)."""
+        previous = [e for e in self.index.entries(camera=item.key.camera, kind=item.key.kind)
+                    if e.slug == item.key.slug and e.id != entry.id and e.status in ("ready", "stale") and e.frames]
+        if not previous:
+            return None
+        prev = max(previous, key=lambda e: e.id)
+        means = []
+        for frame in self.index.frames_of(prev.id, accepted_only=True)[:EXPECTATION_FRAMES]:
+            try:
+                value = read_header(frame.path).get("QCMEAN")
+            except FrameError:
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                means.append(float(value))
+        return FrameExpectation.from_means(means, source=f"library entry {prev.id}") if means else None
+
     # --- capture -----------------------------------------------------------------------------------------------------
     def capture(self, item: PlanItem, entry: EntryView) -> bool:
         """Capture the missing frames of ``item``; True when the series is complete."""
@@ -184,10 +206,14 @@ class _Builder:
         if adopt_rejected(self.index, entry):
             self.ctx.log(f"{key.slug}: recorded rejected frames left by an interrupted run")
         self.index.set_status(entry.id, "capturing")
+        expected = self.expectation(item, entry) if self.ctx.params.get("library_expectation", True) else None
+        if expected is not None:
+            self.ctx.log(f"{key.slug}: light-leak check against {expected.source} "
+                         f"({expected.mean_adu:.1f} ± {expected.sigma_adu:.1f} ADU above overscan)")
         request = SeriesRequest(frame_type=FRAME_TYPES[key.kind], exposure_s=key.exposure_s,
                                 count=item.frames_target, set_point_c=key.set_point_c,
                                 settings=key.capture_settings(), name_prefix=Layout.frame_prefix(key),
-                                max_retakes=self.max_retakes)
+                                max_retakes=self.max_retakes, expected=expected)
         base_done = self.done
         self.done = base_done + entry.frames
         last: list[float | None] = [None]  # wall time of the previous frame of this series (None: none yet)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -305,4 +306,47 @@ def test_daemon_killed_while_integrating_rebuilds_the_master_on_restart(server: 
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(first.pid, signal.SIGKILL)
+        index.close()
+
+
+@pytest.mark.slow
+def test_stale_key_rebuilt_under_a_light_leak_is_refused_with_reasons(tmp_path: Path) -> None:
+    """A stale dark is rebuilt while light leaks in: every frame fails the leak check against the previous entry's
+    frames, is retaken up to the limit and recorded with its reason; the job fails, nothing bad becomes ready."""
+    root = tmp_path / "library"
+    keys = [{"kind": "dark", "exposure_s": 30, "frames": 3}]
+    with LocalIndiServer(env=sim_env(), log_path=tmp_path / "indiserver1.log") as clean:
+        settings = settings_for(root, clean.port)
+        index = LibraryIndex.open(settings.library)
+        camera = open_camera(clean.port)
+        with JobEngine(settings, index, lambda: camera, EventBus(), poll_s=0.1) as engine:
+            first = engine.submit("build-library", {"plan": make_plan(settings, keys).to_dict()})
+            wait_for(lambda: engine.get(first.id).state in FINAL_STATES, 90, "the first build")
+            assert engine.get(first.id).state == "succeeded"
+        camera.disconnect()
+    (old,) = index.entries()
+    assert index.mark_stale(now=old.valid_until_utc + timedelta(days=1)) == [old.id]  # type: ignore[operator]
+
+    with LocalIndiServer(env=sim_env(light_leak=5.0), log_path=tmp_path / "indiserver2.log") as leaky:
+        settings = settings_for(root, leaky.port)
+        camera = open_camera(leaky.port)
+        plan = plan_from_keys([{**KEY, **k} for k in keys], index, settings, ambient_c=20.0, readout_s=1.0)
+        assert [i.status for i in plan.work()] == ["stale"]
+        with JobEngine(settings, index, lambda: camera, EventBus(), poll_s=0.1) as engine:
+            job = engine.submit("build-library", {"plan": plan.to_dict(), "max_retakes": 1})
+            wait_for(lambda: engine.get(job.id).state in FINAL_STATES, 90, "the rebuild")
+            failed = engine.get(job.id)
+        camera.disconnect()
+    try:
+        assert failed.state == "failed" and "rejected 2 times" in (failed.error or "")
+        assert any("light leak" in w and f"library entry {old.id}" in w for w in failed.warnings)
+        new = next(e for e in index.entries() if e.id != old.id)
+        assert new.status == "capturing" and new.frames == 0 and new.frames_rejected == 2 and new.master is None
+        rejected = index.frames_of(new.id)
+        assert all(not f.quality_ok and "light leak" in f.reasons[0] for f in rejected)
+        assert sorted(Path(f.path).name for f in rejected) == ["dark_0001_try1.fits", "dark_0001_try2.fits"]
+        assert not index.select_master(new.key).ok  # neither the stale master nor the leaky entry is selected
+        report = verify_library(index)
+        assert report.ok, report.to_text()
+    finally:
         index.close()
