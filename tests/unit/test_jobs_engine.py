@@ -238,3 +238,73 @@ def test_start_window(index: LibraryIndex) -> None:
                                           "not_after": (datetime.now(UTC) + timedelta(seconds=0.5)).isoformat()})
         wait_for(state_is(engine, closing.id, "paused"))
         assert engine.get(closing.id).step == "paused (start window ended)"
+
+
+def test_build_library_and_integrate_params_are_validated(index: LibraryIndex) -> None:
+    from daemon.planning import plan_from_keys
+
+    settings = Settings(library=index.settings)
+    engine = JobEngine(settings, index, no_camera, EventBus())  # the real job kinds, not started
+    key = {"camera": "cam-A", "kind": "dark", "exposure_s": 60, "set_point_c": -10, "gain": 120, "offset": 30}
+    plan = plan_from_keys([key], index, settings, ambient_c=20.0).to_dict()
+    cases = [
+        ({}, "params.plan"),
+        ({"plan": plan, "bogus": 1}, "unknown param"),
+        ({"plan": plan_from_keys([{**key, "kind": "flat"}], index, settings).to_dict()}, "needs a light source"),
+        ({"plan": plan_from_keys([key, {**key, "camera": "cam-B"}], index, settings).to_dict()}, "one camera"),
+        ({"plan": plan_from_keys([{**key, "set_point_c": -40}], index, settings, ambient_c=20.0).to_dict()},
+         "nothing to build"),
+        ({"plan": plan, "max_retakes": -1}, "max_retakes"),
+    ]
+    for params, message in cases:
+        with pytest.raises(ValueError, match=message):
+            engine.submit("build-library", params)
+    with pytest.raises(ValueError, match="entry_id"):
+        engine.submit("integrate", {})
+    with pytest.raises(ValueError, match="no library entry"):
+        engine.submit("integrate", {"entry_id": 99})
+    assert index.jobs() == []
+    row = engine.submit("build-library", {"plan": plan})
+    assert (row.state, row.camera, row.kind) == ("queued", "cam-A", "build-library")
+    with pytest.raises(JobConflict):
+        engine.submit("build-library", {"plan": plan})
+
+
+def run_cli(*argv: str) -> int:
+    import argparse
+
+    from daemon.cli import jobs as jobs_cli
+
+    parser = argparse.ArgumentParser(prog="darkd")
+    jobs_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return int(args.func(args))
+
+
+def test_jobs_cli_controls_a_running_engine_through_the_index(index: LibraryIndex, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "darkd.toml"
+    config.write_text(f'[library]\nroot = "{index.settings.root}"\n', encoding="utf-8")
+    with make_engine(index) as engine:
+        row = engine.submit("steps", {"steps": 1000, "step_s": 0.05})
+        wait_for(state_is(engine, row.id, "running"))
+        assert run_cli("jobs", "--config", str(config), "pause", str(row.id)) == 0
+        assert "running -> paused" in capsys.readouterr().out
+        wait_for(lambda: row.id not in engine._running)
+        assert run_cli("jobs", "resume", str(row.id), "--config", str(config)) == 0
+        assert "paused -> queued" in capsys.readouterr().out
+        wait_for(state_is(engine, row.id, "running"))
+        assert run_cli("jobs", "list", "--config", str(config)) == 0
+        listing = capsys.readouterr().out.splitlines()
+        assert listing[0].split()[:3] == ["id", "kind", "state"] and listing[1].split()[:3] == [str(row.id), "steps",
+                                                                                                "running"]
+        assert run_cli("jobs", "cancel", str(row.id), "--config", str(config)) == 0
+        wait_for(lambda: row.id not in engine._running)
+        assert engine.get(row.id).state == "cancelled"
+    capsys.readouterr()
+    assert run_cli("jobs", "pause", str(row.id), "--config", str(config)) == 1
+    assert "it is cancelled" in capsys.readouterr().err
+    assert run_cli("jobs", "show", "424242", "--config", str(config)) == 1
+    assert run_cli("jobs", "show", str(row.id), "--config", str(config)) == 0
+    shown = capsys.readouterr().out
+    assert '"state": "cancelled"' in shown and "pause requested (darkd jobs)" in shown
