@@ -161,9 +161,18 @@ def test_build_library_end_to_end(rig: tuple[JobEngine, LibraryIndex, EventBus])
     assert 0.8 * np.sqrt(bias.frames) < ratio < 1.15 * np.sqrt(bias.frames)
 
 
-def test_cancel_aborts_the_running_exposure_cleanly(rig: tuple[JobEngine, LibraryIndex, EventBus]) -> None:
+def test_cancel_interrupts_cooling_and_aborts_the_running_exposure(rig: tuple[JobEngine, LibraryIndex,
+                                                                                 EventBus]) -> None:
     engine, index, _ = rig
     plan = make_plan(engine.settings, [{"kind": "dark", "exposure_s": 600, "frames": 3}])  # 6 s per frame
+    cooling = engine.submit("build-library", {"plan": plan.to_dict()})
+    wait_for(lambda: (engine.get(cooling.id).step or "").startswith("cooling to -10 °C:"), 30, "the cooling wait")
+    started = time.monotonic()
+    engine.cancel(cooling.id)
+    wait_for(lambda: cooling.id not in engine._running, 10, "the job thread to end")
+    assert time.monotonic() - started < 2.5  # the stability wait is left at the next temperature sample
+    assert engine.get(cooling.id).state == "cancelled"
+
     row = engine.submit("build-library", {"plan": plan.to_dict()})
     camera = engine.camera()
     wait_for(lambda: camera.state().exposing, 60, "the first exposure")
@@ -175,7 +184,7 @@ def test_cancel_aborts_the_running_exposure_cleanly(rig: tuple[JobEngine, Librar
     wait_for(lambda: not camera.state().exposing, 3, "the driver to report the abort")
     job = engine.get(row.id)
     assert job.state == "cancelled" and job.progress_done == 0
-    (entry,) = index.entries()
+    (entry,) = index.entries()  # the second job continued the first one's entry
     assert entry.status == "capturing" and entry.frames == 0 and frame_names(index, entry.id) == []
     assert partial_files(index.layout.root) == []
     assert verify_library(index).ok
@@ -350,3 +359,22 @@ def test_stale_key_rebuilt_under_a_light_leak_is_refused_with_reasons(tmp_path: 
         assert report.ok, report.to_text()
     finally:
         index.close()
+
+
+@pytest.mark.slow
+def test_unreachable_set_point_is_skipped_and_the_rest_is_built(rig: tuple[JobEngine, LibraryIndex,
+                                                                            EventBus]) -> None:
+    engine, index, _ = rig
+    keys = [{"kind": "dark", "exposure_s": 30, "frames": 3, "set_point_c": -30.0},  # 50 °C below the ambient
+            {"kind": "dark", "exposure_s": 30, "frames": 3}]
+    plan = plan_from_keys([{**KEY, **k} for k in keys], None, engine.settings, ambient_c=None, readout_s=1.0)
+    assert [i.key.set_point_c for i in plan.work()] == [-30.0, -10.0]  # ambient unknown: planned, coldest first
+    row = engine.submit("build-library", {"plan": plan.to_dict()})
+    wait_for(lambda: engine.get(row.id).state in FINAL_STATES, 120, "the job to end")
+    job = engine.get(row.id)
+    assert job.state == "failed" and "1 key(s) not built" in (job.error or "")
+    assert job.result is not None and job.result["unreachable_c"] == [-30.0]
+    assert any("set point -30 °C skipped" in w for w in job.warnings)
+    by_set_point = {e.temperature_c: e for e in index.entries()}
+    assert by_set_point[-10.0].status == "ready" and by_set_point[-10.0].frames == 3
+    assert by_set_point[-30.0].frames == 0 and by_set_point[-30.0].master is None
