@@ -14,9 +14,10 @@ import hmac
 import ipaddress
 import logging
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
 
@@ -130,12 +131,13 @@ def is_loopback(host: str) -> bool:
     return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
-def require(scope: str) -> Callable[[Request], None]:
-    """A FastAPI dependency: ``dependencies=[Depends(require("control"))]``."""
+def require(scope: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    """A FastAPI dependency: ``dependencies=[Depends(require("control"))]``. Async on purpose: FastAPI runs plain
+    ``def`` dependencies in the thread pool, a thread hop per request for a check that takes microseconds."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
-    def dependency(request: Request) -> None:
+    async def dependency(request: Request) -> None:
         auth: Authenticator = request.app.state.authenticator
         auth.check(request, scope)
 

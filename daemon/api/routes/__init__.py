@@ -10,8 +10,9 @@ from fastapi import Depends, Request
 from daemon.runtime import Runtime
 
 
-def runtime_of(request: Request) -> Runtime:
-    """The :class:`Runtime` the app was created with (a FastAPI dependency)."""
+async def runtime_of(request: Request) -> Runtime:
+    """The :class:`Runtime` the app was created with (a FastAPI dependency; async so that it runs on the loop, not
+    in the thread pool)."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
