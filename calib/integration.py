@@ -36,7 +36,15 @@ from astropy.io import fits
 from calib.frames import FrameError, write_frame
 from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factors, robust_level
 from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
-from calib.rejection import RejectionParams, kept_mean, kept_median, reject_sorted, sort_frames_inplace
+from calib.rejection import (
+    RejectionParams,
+    kept_mean,
+    kept_median,
+    numba_available,
+    reject_sorted,
+    sort_frames_inplace,
+    winsorized_combine_numba,
+)
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +259,9 @@ class _Integrator:
                  factors: Sequence[tuple[float, float]], subtract: np.ndarray | None) -> None:
         self.sources, self.params, self.factors, self.subtract = sources, params, factors, subtract
         self.rparams = params.rejection_params()
+        # the compiled Winsorized kernel when numba is installed (same algorithm; see calib.rejection)
+        self.use_kernel = (params.rejection == "winsorized" and params.max_iterations is None
+                           and numba_available())
         height, width = sources[0].shape
         self.data = np.empty((height, width), dtype=np.float32)
         self.low = np.empty((height, width), dtype=np.uint16)
@@ -279,13 +290,18 @@ class _Integrator:
         self.digests[r0] = digests
         flat = stack.reshape(n, -1)
         sort_frames_inplace(flat)
-        lo0 = np.zeros(flat.shape[1], dtype=np.int32)
-        hi0 = np.full(flat.shape[1], n, dtype=np.int32)
-        lo, hi = reject_sorted(flat, lo0, hi0, self.rparams)
-        combined = kept_mean(flat, lo, hi) if self.params.combine == "mean" else kept_median(flat, lo, hi)
+        if self.use_kernel:
+            combined, rej_low, rej_high = winsorized_combine_numba(
+                flat, self.params.sigma_low, self.params.sigma_high, median=self.params.combine == "median")
+        else:
+            lo0 = np.zeros(flat.shape[1], dtype=np.int32)
+            hi0 = np.full(flat.shape[1], n, dtype=np.int32)
+            lo, hi = reject_sorted(flat, lo0, hi0, self.rparams)
+            combined = kept_mean(flat, lo, hi) if self.params.combine == "mean" else kept_median(flat, lo, hi)
+            rej_low, rej_high = lo, n - hi
         self.data[r0:r1] = combined.reshape(r1 - r0, width)
-        self.low[r0:r1] = lo.reshape(r1 - r0, width)
-        self.high[r0:r1] = (n - hi).reshape(r1 - r0, width)
+        self.low[r0:r1] = rej_low.reshape(r1 - r0, width)
+        self.high[r0:r1] = rej_high.reshape(r1 - r0, width)
 
     def run(self, band_rows: int, workers: int) -> None:
         height = self.data.shape[0]
@@ -370,7 +386,8 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
                    "frame_locations_adu": [lv.location_adu for lv in levels],
                    "frame_scales_adu": [lv.scale_adu for lv in levels],
                    "normalization_factors": [list(f) for f in factors], "band_rows": band_rows,
-                   "workers": workers, "elapsed_s": 0.0, "input_digest": digest}
+                   "workers": workers, "elapsed_s": 0.0, "input_digest": digest,
+                   "compiled_kernel": worker.use_kernel}
         header = _header(sources, params, digest, summary)
         summary["elapsed_s"] = time.perf_counter() - t0
         log.info("integrated %d frames %dx%d in %.2f s (%d-row bands, %d workers), %.3f%% rejected", n, shape[1],

@@ -548,3 +548,134 @@ def kept_mean(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 def kept_median(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Median of the kept values ``s[lo:hi]`` per column (mean of the two central values for an even count)."""
     return _median(s, lo, hi)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optional compiled kernel (numba): the same Winsorized algorithm per pixel, one pass over memory. Used by
+# calib.integration when numba is importable and DARKD_NO_NUMBA is not set; results agree with the NumPy path
+# (which is the reference) except for float32-vs-float64 rounding at a threshold.
+
+_numba_kernel = None
+
+
+def numba_available() -> bool:
+    """True when numba can be imported and ``DARKD_NO_NUMBA`` is not set."""
+    import importlib.util
+    import os
+
+    return not os.environ.get("DARKD_NO_NUMBA") and importlib.util.find_spec("numba") is not None
+
+
+def winsorized_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: float,
+                             median: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Winsorized sigma clipping + combination of ``sorted_stack`` (n, P) float32, sorted along the frame axis
+    (:func:`sort_frames_inplace`), with the compiled kernel (single-threaded, releases the GIL).
+
+    The inner loop uses prefix sums of the sorted values: only the values beyond ``c ± 1.5σ`` (found by scanning from
+    both ends) are clamped, so an iteration costs O(clamped values), not O(n).
+    Returns ``(combined float32, rejected_low int32, rejected_high int32)``. Raises ``ImportError`` without numba.
+    """
+    stack = sorted_stack
+    global _numba_kernel
+    if _numba_kernel is None:
+        _numba_kernel = _build_numba_kernel()
+    ncols = stack.shape[1]
+    out = np.empty(ncols, dtype=np.float32)
+    low = np.empty(ncols, dtype=np.int32)
+    high = np.empty(ncols, dtype=np.int32)
+    _numba_kernel(stack, out, low, high, float(sigma_low), float(sigma_high), bool(median), _MAX_OUTER,
+                  _WINSOR_MAX_INNER)
+    return out, low, high
+
+
+def _build_numba_kernel():  # pragma: no cover - exercised only where numba is installed
+    import numba
+
+    clamp, gain, tol = WINSOR_CLAMP, WINSOR_GAIN, WINSOR_TOLERANCE
+
+    @numba.njit(nogil=True, cache=True)
+    def kernel(stack, out, low, high, k_low, k_high, median, max_outer, max_inner):
+        n, ncols = stack.shape
+        chunk = 1024
+        for ch in range((ncols + chunk - 1) // chunk):
+            v = np.empty(n, dtype=np.float64)
+            p1 = np.empty(n + 1, dtype=np.float64)
+            p2 = np.empty(n + 1, dtype=np.float64)
+            for p in range(ch * chunk, min(ncols, (ch + 1) * chunk)):
+                for i in range(n):  # the column is already sorted (sort_frames_inplace)
+                    v[i] = stack[i, p]
+                p1[0] = 0.0
+                p2[0] = 0.0
+                for i in range(n):
+                    p1[i + 1] = p1[i] + v[i]
+                    p2[i + 1] = p2[i] + v[i] * v[i]
+                lo, hi = 0, n
+                for _outer in range(max_outer):
+                    m = hi - lo
+                    if m < 3:
+                        break
+                    c = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
+                    pos = lo + 0.25 * (m - 1)
+                    i0 = int(np.floor(pos))
+                    q1 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
+                    pos = lo + 0.75 * (m - 1)
+                    i0 = int(np.floor(pos))
+                    q3 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
+                    s = (q3 - q1) / 1.349
+                    if s <= 0:
+                        mean = 0.0
+                        for i in range(lo, hi):
+                            mean += v[i]
+                        mean /= m
+                        var = 0.0
+                        for i in range(lo, hi):
+                            var += (v[i] - mean) ** 2
+                        s = np.sqrt(var / m)
+                    if s <= 0:
+                        break
+                    prev = np.inf
+                    for _inner in range(max_inner):
+                        # clamped mean/variance from the prefix sums: only the ends of the sorted values are clamped
+                        h = clamp * s
+                        t0 = c - h
+                        t1 = c + h
+                        a = lo
+                        while a < hi and v[a] < t0:
+                            a += 1
+                        b = hi
+                        while b > a and v[b - 1] > t1:
+                            b -= 1
+                        s1 = (a - lo) * t0 + (p1[b] - p1[a]) + (hi - b) * t1
+                        s2 = (a - lo) * t0 * t0 + (p2[b] - p2[a]) + (hi - b) * t1 * t1
+                        mean = s1 / m
+                        ns = gain * np.sqrt(max(s2 / m - mean * mean, 0.0))
+                        c = mean
+                        done = abs(ns - s) < tol * s or abs(ns - prev) < tol * s or ns <= 0
+                        prev = s
+                        s = ns
+                        if done:
+                            break
+                    if s <= 0:
+                        break
+                    t_low = c - k_low * s
+                    t_high = c + k_high * s
+                    nlo, nhi = lo, hi
+                    while nlo < hi and v[nlo] < t_low:
+                        nlo += 1
+                    while nhi > nlo and v[nhi - 1] > t_high:
+                        nhi -= 1
+                    if nhi <= nlo or (nlo == lo and nhi == hi):
+                        break
+                    lo, hi = nlo, nhi
+                m = hi - lo
+                if median:
+                    out[p] = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
+                else:
+                    total = 0.0
+                    for i in range(lo, hi):
+                        total += v[i]
+                    out[p] = total / m
+                low[p] = lo
+                high[p] = n - hi
+
+    return kernel

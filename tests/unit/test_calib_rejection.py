@@ -201,3 +201,19 @@ def test_sorting_network_equals_numpy_sort(n: int) -> None:
     expected = np.sort(values, axis=0)
     sort_frames_inplace(values)
     np.testing.assert_array_equal(values, expected)
+
+
+def test_compiled_kernel_matches_numpy_path() -> None:
+    pytest.importorskip("numba")
+    from calib.rejection import kept_mean, reject_sorted, winsorized_combine_numba
+
+    rng = np.random.default_rng(17)
+    stack = np.round(rng.normal(2000.0, 40.0, (16, 30000)) / 16.0).astype(np.float32) * 16.0  # x16 quantised
+    stack.reshape(-1)[rng.integers(0, stack.size, 500)] += 5000.0
+    sort_frames_inplace(stack)
+    lo0, hi0 = np.zeros(30000, dtype=np.int32), np.full(30000, 16, dtype=np.int32)
+    lo, hi = reject_sorted(stack, lo0, hi0, RejectionParams())
+    out, low, high = winsorized_combine_numba(stack, 4.0, 3.0)
+    assert np.mean(low == lo) > 0.9999 and np.mean(high == 16 - hi) > 0.9999
+    np.testing.assert_allclose(out[(low == lo) & (high == 16 - hi)], kept_mean(stack, lo, hi)[(low == lo)
+                               & (high == 16 - hi)], rtol=1e-6)
