@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +37,9 @@ from drivers.camera import Camera, CameraState
 log = logging.getLogger(__name__)
 
 CAPTURE_JOB_KINDS = frozenset({"build-library"})
+#: Niceness of the job engine's worker processes (integration). On a 2-core machine an integration at normal priority
+#: takes both cores and the API's p99 latency rises from ~30 ms to 90-160 ms (bench/bench_api.py, docs/bench/api.md).
+WORKER_NICENESS = 10
 
 
 class Runtime:
@@ -41,7 +47,8 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, camera_factory: Callable[[], Camera] | None = None,
                  connect_camera: bool = True, start_engine: bool = True, monitor_interval_s: float = 2.0,
-                 history_s: float = 6 * 3600.0, warm_on_shutdown: bool | None = None) -> None:
+                 history_s: float = 6 * 3600.0, warm_on_shutdown: bool | None = None,
+                 worker_niceness: int = WORKER_NICENESS) -> None:
         self.settings = settings
         self.bus = EventBus()
         self.index = LibraryIndex(settings.library)
@@ -50,6 +57,7 @@ class Runtime:
         self.engine_error: str | None = None
         self.last_plan: Any = None  # daemon.planning.Plan of the latest POST /library/plan (status page coverage)
         self.monitor_interval_s = monitor_interval_s
+        self.worker_niceness = worker_niceness
         self.warm_on_shutdown = settings.cooling.warm_up_at_end if warm_on_shutdown is None else warm_on_shutdown
         self._camera_factory = camera_factory or self._default_camera
         self._connect_camera = connect_camera
@@ -89,6 +97,7 @@ class Runtime:
             log.error("%s", self.engine_error)
             return
         self.engine = JobEngine(self.settings, self.index, self.camera, self.bus)
+        lower_worker_priority(self.engine, self.worker_niceness)
         self.engine.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -247,6 +256,19 @@ class Runtime:
         if not checks["job_engine"]:
             details["job_engine"] = self.engine_error or "job engine not started"
         return {"ready": all(checks.values()), "checks": checks, "details": details}
+
+
+def lower_worker_priority(engine: Any, niceness: int) -> None:
+    """Make the engine's worker processes start at ``niceness`` (``os.nice`` as the pool initializer).
+
+    Interim: ``JobEngine`` creates its ``spawn`` pool lazily in ``engine.pool`` from ``engine._pool``; until it takes
+    an initializer itself, the pool is pre-made here with the same parameters. Does nothing if the engine changed.
+    """
+    if niceness <= 0 or getattr(engine, "_pool", "absent") is not None:
+        return
+    workers = int(getattr(engine, "integration_workers", 1))
+    engine._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=os.nice, initargs=(niceness,))
 
 
 def _writable(root: Path) -> bool:
