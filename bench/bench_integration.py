@@ -9,7 +9,8 @@ measurement runs in its own subprocess so that its peak resident set size (``VmH
 * ``darkd``   — ``calib.integration.integrate`` (Winsorized sigma clipping 4σ/3σ, mean, no normalization, 1 GiB
   budget, 2 workers) + ``write_integration``;
 * ``ccdproc`` — ``ccdproc.combine(method="average", sigma_clip=True, 4σ/3σ, median/std)`` on the file names;
-* ``siril``   — ``siril-cli`` stacking with Winsorized rejection (4/3) and no normalization, when installed.
+* ``siril``   — ``siril-cli`` (Debian ``siril`` 1.0.6) ``stack ... rej w 4 3 -nonorm`` on a sequence made by an
+  untimed ``convert``; its peak RSS is the child process's ``ru_maxrss``. Skipped when not installed.
 
 The page cache is warm for every run (the files were just written or read). Wall times are the best of
 ``--repeat`` runs.
@@ -140,22 +141,32 @@ def run_ccdproc(paths: list[Path]) -> dict:
 
 
 def run_siril(paths: list[Path]) -> dict:
+    """Siril 1.0.6: ``convert`` (untimed; links the inputs into a sequence) then ``stack ... rej w 4 3 -nonorm``."""
     exe = shutil.which("siril-cli")
     if exe is None:
         return {"skipped": "siril-cli not installed"}
     work = Path(tempfile.mkdtemp(prefix="darkd-siril-"))
-    for i, p in enumerate(paths):
-        (work / f"dark_{i + 1:05d}.fits").symlink_to(p)
-    script = work / "stack.ssf"
-    script.write_text("requires 1.0.0\nsetext fits\nconvert dark -out=seq\ncd seq\n"
-                      "stack dark rej w 4 3 -nonorm -out=result\nclose\n")
-    t0 = time.perf_counter()
-    proc = subprocess.run([exe, "-d", str(work), "-s", str(script)], capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    shutil.rmtree(work)
-    if proc.returncode != 0:
-        return {"error": proc.stderr[-500:] or proc.stdout[-500:]}
-    return {"wall_s": wall, "note": "includes siril's own conversion of the inputs to a sequence"}
+    try:
+        for i, p in enumerate(paths):
+            (work / f"dark_{i:05d}.fits").symlink_to(p)
+        (work / "convert.ssf").write_text("requires 1.0.0\nsetext fits\nconvert dark -out=seq\n")
+        (work / "stack.ssf").write_text("requires 1.0.0\nsetext fits\ncd seq\n"
+                                        "stack dark rej w 4 3 -nonorm -out=result\n")
+        conv = subprocess.run([exe, "-d", str(work), "-s", str(work / "convert.ssf")], capture_output=True,
+                              text=True, check=False)
+        if conv.returncode != 0:
+            return {"error": conv.stdout[-500:] + conv.stderr[-500:]}
+        t0 = time.perf_counter()
+        proc = subprocess.run([exe, "-d", str(work), "-s", str(work / "stack.ssf")], capture_output=True, text=True,
+                              check=False)
+        wall = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if proc.returncode != 0 or "Stacked sequence successfully" not in proc.stdout:
+        return {"error": proc.stdout[-500:] + proc.stderr[-500:]}
+    rejection = [line.split(":", 1)[-1].strip() for line in proc.stdout.splitlines() if "Pixel rejection in" in line]
+    return {"wall_s": wall, "siril_rejection": rejection[:1],
+            "child_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0}
 
 
 RUNNERS = {"floor": run_floor, "astropy": run_astropy, "darkd": run_darkd, "ccdproc": run_ccdproc,
@@ -223,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {res['n']} | {tool} | {r.get('skipped') or r.get('error', '')[:60]} | | |")
                 continue
             ratio = f"{r['wall_s'] / darkd:.2f}" if darkd else ""
-            print(f"| {res['n']} | {tool} | {r['wall_s']:.2f} | {r['peak_rss_mib']:.0f} | {ratio} |")
+            rss = r.get("child_peak_rss_mib", r["peak_rss_mib"])
+            print(f"| {res['n']} | {tool} | {r['wall_s']:.2f} | {rss:.0f} | {ratio} |")
         if darkd:
             floor = min(res["floor"].get("wall_s", np.inf), res["astropy"].get("wall_s", np.inf))
             print(f"\nN={res['n']}: darkd / read floor = {darkd / floor:.2f} (target <= 2); darkd peak RSS "
