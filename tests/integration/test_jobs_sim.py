@@ -1,7 +1,7 @@
 """The job engine on the real simulated camera: build-library end to end, cancel/pause/resume mid-series, and a daemon
 killed with SIGKILL mid-series then restarted.
 
-Real parts: indiserver running ``indi_darkd_sim_ccd`` (SMALL sensor, time scale 100; started by
+Real parts: indiserver running ``indi_darkd_sim_ccd`` (SMALL sensor, time scale 300; started by
 :mod:`daemon.indiserver`), IndiCamera, capture_series, the spawn worker process with calib.masters, SQLite index.
 """
 
@@ -44,6 +44,7 @@ pytestmark = [pytest.mark.integration,
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "qhy163m-sim-small"
+TIME_SCALE = 300  # simulated seconds per wall second: a 60 s dark takes 0.2 s, cooling to -10 °C a few seconds
 SET_POINT_C = -10.0
 GAIN, OFFSET = 120, 30
 KEY = {"camera": SIM_DEVICE, "set_point_c": SET_POINT_C, "gain": GAIN, "offset": OFFSET, "binning": 1,
@@ -77,7 +78,7 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LocalIndiServer]:
-    with LocalIndiServer(env=sim_env(), log_path=tmp_path / "indiserver.log") as srv:
+    with LocalIndiServer(env=sim_env(time_scale=TIME_SCALE), log_path=tmp_path / "indiserver.log") as srv:
         yield srv
 
 
@@ -164,7 +165,7 @@ def test_build_library_end_to_end(rig: tuple[JobEngine, LibraryIndex, EventBus])
 def test_cancel_interrupts_cooling_and_aborts_the_running_exposure(rig: tuple[JobEngine, LibraryIndex,
                                                                                  EventBus]) -> None:
     engine, index, _ = rig
-    plan = make_plan(engine.settings, [{"kind": "dark", "exposure_s": 600, "frames": 3}])  # 6 s per frame
+    plan = make_plan(engine.settings, [{"kind": "dark", "exposure_s": 1800, "frames": 3}])  # 6 s per frame
     cooling = engine.submit("build-library", {"plan": plan.to_dict()})
     wait_for(lambda: (engine.get(cooling.id).step or "").startswith("cooling to -10 °C:"), 30, "the cooling wait")
     started = time.monotonic()
@@ -242,11 +243,10 @@ def start_daemon(cfg: dict[str, Any], log_path: Path) -> subprocess.Popen[bytes]
                                 cwd=REPO, stdout=log, stderr=log, start_new_session=True)
 
 
-@pytest.mark.slow
 def test_daemon_killed_mid_series_resumes_without_loss_or_duplicates(server: LocalIndiServer, tmp_path: Path) -> None:
     root = tmp_path / "library"
     settings = settings_for(root, server.port)
-    plan = make_plan(settings, [{"kind": "bias", "exposure_s": 0}, {"kind": "dark", "exposure_s": 60, "frames": 8}])
+    plan = make_plan(settings, [{"kind": "bias", "exposure_s": 0}, {"kind": "dark", "exposure_s": 180, "frames": 8}])
     cfg = {"root": str(root), "port": server.port, "plan": plan.to_dict()}
     first = start_daemon(cfg, tmp_path / "daemon1.log")
     index = LibraryIndex(settings.library)
@@ -318,13 +318,12 @@ def test_daemon_killed_while_integrating_rebuilds_the_master_on_restart(server: 
         index.close()
 
 
-@pytest.mark.slow
 def test_stale_key_rebuilt_under_a_light_leak_is_refused_with_reasons(tmp_path: Path) -> None:
     """A stale dark is rebuilt while light leaks in: every frame fails the leak check against the previous entry's
     frames, is retaken up to the limit and recorded with its reason; the job fails, nothing bad becomes ready."""
     root = tmp_path / "library"
     keys = [{"kind": "dark", "exposure_s": 30, "frames": 3}]
-    with LocalIndiServer(env=sim_env(), log_path=tmp_path / "indiserver1.log") as clean:
+    with LocalIndiServer(env=sim_env(time_scale=TIME_SCALE), log_path=tmp_path / "indiserver1.log") as clean:
         settings = settings_for(root, clean.port)
         index = LibraryIndex.open(settings.library)
         camera = open_camera(clean.port)
@@ -336,7 +335,8 @@ def test_stale_key_rebuilt_under_a_light_leak_is_refused_with_reasons(tmp_path: 
     (old,) = index.entries()
     assert index.mark_stale(now=old.valid_until_utc + timedelta(days=1)) == [old.id]  # type: ignore[operator]
 
-    with LocalIndiServer(env=sim_env(light_leak=5.0), log_path=tmp_path / "indiserver2.log") as leaky:
+    leak_env = sim_env(time_scale=TIME_SCALE, light_leak=5.0)
+    with LocalIndiServer(env=leak_env, log_path=tmp_path / "indiserver2.log") as leaky:
         settings = settings_for(root, leaky.port)
         camera = open_camera(leaky.port)
         plan = plan_from_keys([{**KEY, **k} for k in keys], index, settings, ambient_c=20.0, readout_s=1.0)
@@ -361,7 +361,6 @@ def test_stale_key_rebuilt_under_a_light_leak_is_refused_with_reasons(tmp_path: 
         index.close()
 
 
-@pytest.mark.slow
 def test_unreachable_set_point_is_skipped_and_the_rest_is_built(rig: tuple[JobEngine, LibraryIndex,
                                                                             EventBus]) -> None:
     engine, index, _ = rig
