@@ -214,17 +214,17 @@ class JobEngine:
         """Stop the dispatcher and every running job (they go back to ``queued``), then the worker pool."""
         self._stopping.set()
         self._wake.set()
+        deadline = time.monotonic() + timeout_s
+        if self._dispatcher is not None:  # first: it must not launch a job after the snapshot below
+            self._dispatcher.join(max(0.1, deadline - time.monotonic()))
+            self._dispatcher = None
         with self._lock:
             running = list(self._running.values())
         for run in running:
             self._request_stop(run, "shutdown")
-        deadline = time.monotonic() + timeout_s
         for run in running:
             if run.thread is not None:
                 run.thread.join(max(0.1, deadline - time.monotonic()))
-        if self._dispatcher is not None:
-            self._dispatcher.join(max(0.1, deadline - time.monotonic()))
-            self._dispatcher = None
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
