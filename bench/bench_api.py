@@ -196,6 +196,29 @@ def server_side(before: dict[str, dict[float, float]], after: dict[str, dict[flo
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (s), from /proc/PID/stat (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return float(sum(values) - idle), float(sum(values))
+
+
+def process_groups(server: IndiServer) -> dict[str, list[int]]:
+    daemon_pid = DAEMON_PID[0]
+    sim = [server.proc.pid, *children(server.proc.pid)] if server.proc is not None else []
+    return {"darkd": [daemon_pid], "darkd workers": children(daemon_pid), "indiserver + simulator": sim,
+            "load generator": [os.getpid()]}
+
+
 def submit(base: str, kind: str, params: dict[str, Any]) -> int:
     r = httpx.post(f"{base}/api/v1/jobs", json={"kind": kind, "params": params}, timeout=60)
     if r.status_code != 201:
@@ -337,19 +360,24 @@ def main() -> int:
                 renice([server.proc.pid, *children(server.proc.pid)], args.nice_sim)
             results["nice"] = {"workers": args.nice_workers, "sim": args.nice_sim}
             window_start = time.monotonic()
-            cpu_start = os.times()
+            groups = process_groups(server)
+            cpu_before = {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+            busy_before = machine_busy()
             hist_before = server_histogram(base)
             results["busy"] = asyncio.run(load(base, args.rate, args.seconds))
             results["server_side"] = server_side(hist_before, server_histogram(base))
             window_end = time.monotonic()
-            cpu_end = os.times()
+            busy_after = machine_busy()
+            results["cpu_s"] = {name: sum(cpu_seconds(p) for p in pids) - cpu_before[name]
+                                for name, pids in groups.items()}
+            results["machine_busy"] = ((busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]))
+            results["loadavg"] = Path("/proc/loadavg").read_text().split()[0]
             stop_integrating.set()
             with events.cond:
                 results["frames_in_window"] = sum(1 for t, j in events.frames
                                                   if j == capture and window_start <= t <= window_end)
                 results["sse_lags_ms"] = [lag * 1000 for t, lag in events.lags_s if window_start <= t <= window_end]
                 results["integrations"] = {j: events.jobs.get(j) for j in integrations}
-            results["load_cpu_s"] = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
             if capture > 0:
                 httpx.post(f"{base}/api/v1/jobs/{capture}/cancel", timeout=60)
             integrator.join(timeout=300)
@@ -382,7 +410,9 @@ def report(results: dict[str, Any], out: Path | None) -> None:
         f"{results.get('first_build_state')} in {results.get('first_build_s', float('nan')):.0f} s; "
         f"frames captured during the window: {results.get('frames_in_window')}; integrate jobs during the window: "
         f"{len(states)} ({', '.join(str(s) for s in states)}); "
-        f"load generator CPU {results.get('load_cpu_s', 0):.1f} s; "
+        f"all CPUs busy {results.get('machine_busy', float('nan')):.0%} during the window (load average "
+        f"{results.get('loadavg')} at its end); CPU seconds in the window: "
+        f"{', '.join(f'{k} {v:.1f}' for k, v in results.get('cpu_s', {}).items())}; "
         f"{platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}.\n")
     for route, line in results.get("server_side", {}).items():
         text += f"\nserver side (busy), `GET {route}`: {line}"
