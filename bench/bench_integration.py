@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = sorted((args.dir / f"n{args.n}").glob("dark_*.fits"))[: args.n]
         result = RUNNERS[args.worker](paths)
         result["peak_rss_mib"] = peak_rss_mib()
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        result["cpu_s"] = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
         print(json.dumps(result))
         return 0
 
@@ -224,18 +226,19 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(res)
         print(json.dumps(res))
     print()
-    print("| N | tool | wall s | peak RSS MiB | ratio to darkd |")
-    print("|---|---|---|---|---|")
+    print("| N | tool | wall s | CPU s (process total) | peak RSS MiB | ratio to darkd |")
+    print("|---|---|---|---|---|---|")
     for res in rows:
         darkd = res["darkd"].get("wall_s")
         for tool in ("floor", "astropy", "darkd", "ccdproc", "siril"):
             r = res[tool]
             if "wall_s" not in r:
-                print(f"| {res['n']} | {tool} | {r.get('skipped') or r.get('error', '')[:60]} | | |")
+                print(f"| {res['n']} | {tool} | {r.get('skipped') or r.get('error', '')[:60]} | | | |")
                 continue
             ratio = f"{r['wall_s'] / darkd:.2f}" if darkd else ""
             rss = r.get("child_peak_rss_mib", r["peak_rss_mib"])
-            print(f"| {res['n']} | {tool} | {r['wall_s']:.2f} | {rss:.0f} | {ratio} |")
+            cpu = r.get("cpu_s", float("nan"))
+            print(f"| {res['n']} | {tool} | {r['wall_s']:.2f} | {cpu:.1f} | {rss:.0f} | {ratio} |")
         if darkd:
             floor = min(res["floor"].get("wall_s", np.inf), res["astropy"].get("wall_s", np.inf))
             print(f"\nN={res['n']}: darkd / read floor = {darkd / floor:.2f} (target <= 2); darkd peak RSS "
