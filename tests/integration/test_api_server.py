@@ -31,7 +31,7 @@ KEY = {"camera": SIM_DEVICE, "set_point_c": -5.0, "gain": 120, "offset": 30, "bi
        "usb_traffic": 30, "amp_glow": "auto", "overscan": "include", "width_px": 496, "height_px": 368}
 
 
-def write_config(tmp_path: Path, indi_port: int, api_port: int) -> Path:
+def write_config(tmp_path: Path, indi_port: int, api_port: int, *, warm_up: bool = False) -> Path:
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     config = tmp_path / "darkd.toml"
@@ -45,7 +45,9 @@ hold_s = 1.0
 timeout_s = 120.0
 unreachable_window_s = 5.0
 reconnect_timeout_s = 30.0
-warm_up_at_end = false
+warm_up_at_end = {"true" if warm_up else "false"}
+warm_up_target_c = 15.0
+warm_up_rate_c_per_min = 5.0
 [library]
 root = "{tmp_path / 'library'}"
 frames_bias = 4
@@ -60,10 +62,10 @@ allowed_roots = ["{data}"]
 
 
 @contextlib.contextmanager
-def darkd_serve(tmp_path: Path, indi_port: int) -> Iterator[str]:
+def darkd_serve(tmp_path: Path, indi_port: int, *, warm_up: bool = False) -> Iterator[str]:
     """``darkd serve`` on a free port; yields the base URL once ``/health`` answers; SIGTERM and wait at the end."""
     port = free_port()
-    config = write_config(tmp_path, indi_port, port)
+    config = write_config(tmp_path, indi_port, port, warm_up=warm_up)
     log = (tmp_path / "darkd.log").open("wb")
     proc = subprocess.Popen([str(DARKD), "serve", "--config", str(config)], stdout=log, stderr=log,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -198,3 +200,38 @@ def test_capture_job_through_the_api(sim_server: IndiServer, tmp_path: Path) -> 
         text = httpx.get(f"{base}/metrics", headers=auth(READ)).text
         captured = sum(metric(text, f'darkd_frames_captured_total{{result="{r}"}}') for r in ("accepted", "rejected"))
         assert captured == len(frames)
+
+
+def test_sigterm_keeps_the_job_and_warms_the_camera(sim_server: IndiServer, tmp_path: Path) -> None:
+    """SIGTERM mid-capture: exit 0, the exposure aborted, no partial file, the job persisted as queued (it resumes at
+    the next start) and, with warm_up_at_end, the camera handed a gentle warm-up (the driver's ramp) to 15 °C."""
+    from daemon.library.index import LibraryIndex
+    from daemon.library.verify import partial_files
+    from daemon.settings import LibrarySettings
+    from drivers.factory import open_indi_camera
+
+    with darkd_serve(tmp_path, sim_server.port, warm_up=True) as base:  # leaving the block: SIGTERM, exit 0
+        wait_ready(base)
+        plan = httpx.post(f"{base}/api/v1/library/plan", headers=auth(READ), timeout=30,
+                          json={"keys": [{**KEY, "kind": "dark", "exposure_s": 300, "frames": 20}],
+                                "include_bias": False, "ambient_c": AMBIENT_C}).json()
+        r = httpx.post(f"{base}/api/v1/jobs", headers=auth(CONTROL), json={"kind": "build-library",
+                                                                           "params": {"plan": plan}}, timeout=30)
+        job_id = r.json()["id"]
+        for event in sse_events(base, "types=frame", timeout_s=120):
+            assert event["job_id"] == job_id
+            break  # one frame captured: the camera is cold and exposing the next one
+    root = tmp_path / "library"
+    assert partial_files(root) == []
+    with LibraryIndex.open(LibrarySettings(root=root)) as index:
+        job = index.get_job(job_id)
+        assert job is not None and job.state == "queued"
+    camera = open_indi_camera("127.0.0.1", sim_server.port, reconnect=False)
+    camera.connect(timeout_s=20)
+    try:
+        deadline = time.monotonic() + 60
+        while (temp := camera.state().temperature_c) is None or temp < 10.0:
+            assert time.monotonic() < deadline, f"camera not warming after shutdown: {temp} °C"
+            time.sleep(0.2)
+    finally:
+        camera.disconnect()
