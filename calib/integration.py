@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from calib.frames import FrameError, write_frame
+from calib.frames import FrameError, to_hdulist
 from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factors, robust_level
 from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
 from calib.rejection import (
@@ -399,8 +400,30 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
 
 
 def write_integration(result: IntegrationResult, path: str | os.PathLike[str]) -> Path:
-    """Write the master (float32 primary) with ``REJ_LOW``/``REJ_HIGH`` uint16 image extensions, atomically."""
+    """Write the master (float32 primary) with ``REJ_LOW``/``REJ_HIGH`` uint16 image extensions, atomically.
+
+    Same guarantees as :func:`calib.frames.atomic_write_bytes` (temporary file in the target folder, fsync, rename,
+    fsync of the folder) but streamed by astropy into the temporary file, so the output is not held twice in memory.
+    """
     extras = [fits.ImageHDU(result.rejected_low, name="REJ_LOW"), fits.ImageHDU(result.rejected_high, name="REJ_HIGH")]
     for hdu, side in zip(extras, ("low", "high"), strict=True):
         hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
-    return write_frame(path, result.data, result.header, extra_hdus=extras)
+    hdul = to_hdulist(result.data, result.header, extra_hdus=extras)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            hdul.writeto(fh, output_verify="silentfix")
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
