@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.events import EventBus
+from daemon.jobs.engine import JobEngine
 from daemon.library.index import LibraryIndex
 from daemon.metrics import DaemonMetrics
 from daemon.settings import Settings
@@ -53,8 +54,8 @@ class Runtime:
         self.bus = EventBus()
         self.index = LibraryIndex(settings.library)
         self.metrics = DaemonMetrics(count_by_status=self.index.count_by_status, job_times=self._job_times)
-        self.engine: Any = None
-        self.engine_error: str | None = None
+        self.engine: JobEngine | None = None
+        self.engine_error: str | None = None if start_engine else "the job engine is not started in this runtime"
         self.last_plan: Any = None  # daemon.planning.Plan of the latest POST /library/plan (status page coverage)
         self.monitor_interval_s = monitor_interval_s
         self.worker_niceness = worker_niceness
@@ -90,12 +91,6 @@ class Runtime:
         return self
 
     def _start_job_engine(self) -> None:
-        try:
-            from daemon.jobs.engine import JobEngine
-        except ImportError as exc:
-            self.engine_error = f"job engine not available: {exc}"
-            log.error("%s", self.engine_error)
-            return
         self.engine = JobEngine(self.settings, self.index, self.camera, self.bus)
         lower_worker_priority(self.engine, self.worker_niceness)
         self.engine.start()

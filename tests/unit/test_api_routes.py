@@ -315,3 +315,32 @@ def test_library_list_cache_follows_events_and_expires(client: TestClient, runti
     runtime.index.upsert_entry(key("dark", 1800, -10), frames_target=5)
     assert len(client.get("/api/v1/library").json()) == 4  # no event: still the cached body ...
     wait_for_count(5, timeout_s=2.5)  # ... until it is older than LIST_MAX_AGE_S
+
+
+def test_metrics_job_duration(client: TestClient, runtime: Runtime) -> None:
+    started = datetime.now(UTC) - timedelta(seconds=90)
+    job = runtime.index.add_job("integrate", {"entry_id": 1}, state="running")
+    runtime.index.update_job(job.id, state="succeeded", started_utc=started,
+                             finished_utc=started + timedelta(seconds=75))
+    for _ in range(2):  # a repeated final event is counted once
+        runtime.bus.publish("job", {"job_id": job.id, "state": "succeeded"})
+    name = 'darkd_job_duration_seconds_count{kind="integrate",state="succeeded"}'
+    deadline = time.monotonic() + 5
+    while name not in (text := client.get("/metrics").text):
+        assert time.monotonic() < deadline, "job duration not recorded"
+        time.sleep(0.05)
+    time.sleep(0.3)  # let the repeated event through too
+    text = client.get("/metrics").text
+    assert _metric(text, name) == 1
+    assert _metric(text, 'darkd_job_duration_seconds_sum{kind="integrate",state="succeeded"}') == pytest.approx(75)
+    assert _metric(text, 'darkd_job_duration_seconds_bucket{kind="integrate",le="60.0",state="succeeded"}') == 0
+
+
+def test_status_downsamples_history() -> None:
+    from daemon.api.routes.status import downsample
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    samples = [{"time": (start + timedelta(seconds=2 * i)).isoformat().replace("+00:00", "Z"), "temperature_c": i}
+               for i in range(5000)]
+    out = downsample(samples, since=start + timedelta(seconds=2000), max_points=720)
+    assert len(out) <= 721 and out[0]["temperature_c"] == 1000 and out[-1]["temperature_c"] == 4999
