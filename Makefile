@@ -7,11 +7,13 @@ PYTHON ?= python3
 # chromium (the status-page test renders the page headless), systemd (systemd-analyze verify checks our units).
 APT_PACKAGES := indi-bin libdbus-1-dev libglib2.0-dev pkg-config python3-venv python3-dev build-essential chromium systemd
 PYTEST_ARGS ?=
+# Only for `make bench`: Siril, the speed reference of the integration benchmark.
+BENCH_APT_PACKAGES := siril
 
 .PHONY: demo test apt venv lint bench clean
 
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
@@ -36,7 +38,8 @@ test: apt venv lint
 demo: apt venv
 	$(VENV)/bin/darkd demo
 
-bench: apt venv
+bench:
+	$(MAKE) apt venv EXTRA_APT="$(BENCH_APT_PACKAGES)"
 	$(PY) -m bench
 
 clean:
