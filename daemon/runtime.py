@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,8 +88,7 @@ class Runtime:
         return self
 
     def _start_job_engine(self) -> None:
-        self.engine = JobEngine(self.settings, self.index, self.camera, self.bus)
-        lower_worker_priority(self.engine, self.worker_niceness)
+        self.engine = JobEngine(self.settings, self.index, self.camera, self.bus, worker_niceness=self.worker_niceness)
         self.engine.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -251,19 +247,6 @@ class Runtime:
         if not checks["job_engine"]:
             details["job_engine"] = self.engine_error or "job engine not started"
         return {"ready": all(checks.values()), "checks": checks, "details": details}
-
-
-def lower_worker_priority(engine: Any, niceness: int) -> None:
-    """Make the engine's worker processes start at ``niceness`` (``os.nice`` as the pool initializer).
-
-    Interim: ``JobEngine`` creates its ``spawn`` pool lazily in ``engine.pool`` from ``engine._pool``; until it takes
-    an initializer itself, the pool is pre-made here with the same parameters. Does nothing if the engine changed.
-    """
-    if niceness <= 0 or getattr(engine, "_pool", "absent") is not None:
-        return
-    workers = int(getattr(engine, "integration_workers", 1))
-    engine._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=os.nice, initargs=(niceness,))
 
 
 def _writable(root: Path) -> bool:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing
+import os
 import threading
 import time
 import traceback
@@ -173,13 +174,15 @@ class JobEngine:
 
     def __init__(self, settings: Settings, index: LibraryIndex, camera_factory: Callable[[], Camera],
                  bus: EventBus | None = None, *, poll_s: float = 1.0, integration_workers: int = 1,
-                 disconnect_camera_on_stop: bool = False, kinds: Mapping[str, str | Any] | None = None) -> None:
+                 disconnect_camera_on_stop: bool = False, kinds: Mapping[str, str | Any] | None = None,
+                 worker_niceness: int = 0) -> None:
         self.settings = settings
         self.index = index
         self.camera_factory = camera_factory
         self.bus = bus or EventBus()
         self.poll_s = poll_s
         self.integration_workers = integration_workers
+        self.worker_niceness = worker_niceness  # > 0: worker processes run at lower CPU priority (os.nice)
         self.disconnect_camera_on_stop = disconnect_camera_on_stop
         self.kinds: dict[str, str | Any] = dict(KIND_MODULES if kinds is None else kinds)
         self._lock = threading.RLock()
@@ -259,8 +262,10 @@ class JobEngine:
         """The worker processes for CPU-heavy steps (``spawn``: no inherited threads, locks or DB connections)."""
         with self._lock:
             if self._pool is None:
+                nice = (os.nice, (self.worker_niceness,)) if self.worker_niceness > 0 else (None, ())
                 self._pool = ProcessPoolExecutor(max_workers=self.integration_workers,
-                                                 mp_context=multiprocessing.get_context("spawn"))
+                                                 mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=nice[0], initargs=nice[1])
             return self._pool
 
     def publish_job(self, row: JobRow) -> None:
