@@ -149,9 +149,27 @@ def _mean_std(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, ddof: int = 0) -> t
 
 def _apply_thresholds(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, t_low: np.ndarray,
                       t_high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink ``[lo, hi)`` to the values inside ``[t_low, t_high]``; never leave a pixel with no value."""
-    new_lo = np.maximum(lo, np.count_nonzero(s < t_low[None, :].astype(s.dtype), axis=0))
-    new_hi = np.minimum(hi, np.count_nonzero(s <= t_high[None, :].astype(s.dtype), axis=0))
+    """Shrink ``[lo, hi)`` to the values inside ``[t_low, t_high]``; never leave a pixel with no value.
+
+    The values are sorted, so counting stops at the first row (from the bottom, resp. the top) where no pixel is
+    beyond its threshold; NaNs (sorted last) count as above.
+    """
+    n = s.shape[0]
+    t_lo32, t_hi32 = t_low.astype(s.dtype), t_high.astype(s.dtype)
+    below = np.zeros(s.shape[1], dtype=np.int32)
+    for r in range(n):
+        hit = s[r] < t_lo32
+        if not hit.any():
+            break
+        below += hit
+    above = np.zeros(s.shape[1], dtype=np.int32)
+    for r in range(n - 1, -1, -1):
+        hit = ~(s[r] <= t_hi32)
+        if not hit.any():
+            break
+        above += hit
+    new_lo = np.maximum(lo, below)
+    new_hi = np.minimum(hi, n - above)
     empty = new_hi <= new_lo
     if empty.any():
         new_lo = np.where(empty, lo, new_lo)

@@ -139,3 +139,15 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
         integrate([*paths, junk], IntegrationParams())
     with pytest.raises(ValueError, match="unknown combine"):
         IntegrationParams(combine="sum")
+
+
+def test_numpy_fallback_and_compiled_kernel_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths, stack = _frames(tmp_path, n=12, seed=5)
+    default = integrate(paths, IntegrationParams(combine="mean", rejection="winsorized"))
+    monkeypatch.setenv("DARKD_NO_NUMBA", "1")
+    fallback = integrate(paths, IntegrationParams(combine="mean", rejection="winsorized"))
+    assert fallback.summary["compiled_kernel"] is False
+    np.testing.assert_array_equal(default.rejected_high, fallback.rejected_high)
+    np.testing.assert_array_equal(default.rejected_low, fallback.rejected_low)
+    np.testing.assert_allclose(default.data, fallback.data, rtol=1e-6)
+    np.testing.assert_allclose(fallback.data, _expected(stack, "winsorized", "mean"), atol=2e-3)
