@@ -6,10 +6,13 @@ frames as 32-bit float. Tile-compressed FITS (``CompImageHDU``) is read transpar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from astropy.io import fits
@@ -81,18 +84,20 @@ def read_frame(path: str | os.PathLike[str], dtype: np.dtype | type | None = np.
     return Frame(out, header, p)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename.
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a temporary file next to ``path`` for writing; on success fsync it and rename it to ``path``.
 
-    A crash leaves either the old file or the new one, never half of one. Raises ``OSError`` (e.g. disk full) after
-    removing the temporary file.
+    A crash leaves either the old file or the new one, never half of one (at worst a ``.<name>.*.part`` file that
+    ``darkd library verify --remove-partial`` clears). On any error the temporary file is removed and the error
+    (e.g. ``OSError`` for a full disk) propagates.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         Path(tmp).replace(p)
@@ -104,7 +109,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return p
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
+    """Write ``payload`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as fh:
+        fh.write(payload)
+    return Path(path)
 
 
 def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16: bool = False,

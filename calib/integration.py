@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from calib.frames import FrameError, to_hdulist
+from calib.frames import FrameError, atomic_file, to_hdulist
 from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factors, robust_level
 from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
 from calib.rejection import (
@@ -410,20 +409,6 @@ def write_integration(result: IntegrationResult, path: str | os.PathLike[str]) -
         hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
     hdul = to_hdulist(result.data, result.header, extra_hdus=extras)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            hdul.writeto(fh, output_verify="silentfix")
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as fh:
+        hdul.writeto(fh, output_verify="silentfix")
     return target
