@@ -18,6 +18,14 @@ Dark scaling — PixInsight's ``Light − Bias − k·(Dark − Bias)`` with ``k
 on top of a stable bias. On CMOS sensors with optical-black clamping the dark's mean can fall *below* the bias (the
 clamp over-corrects when amp glow heats the optical-black area), and amp glow grows non-linearly with exposure, so a
 scaled dark leaves visible glow and mis-subtracts the dark signal.
+
+Overscan and trimming (``overscan=``/``trim=``, ``darkd calibrate --overscan none|mean|median|rows --trim``) are off by
+default: a CMOS camera with optical-black clamping already clamps on chip, and its overscan carries only the bias
+pedestal and the ADC reference drift, which a matched master dark contains as well. Subtracting each light's own
+overscan level helps when the ADC reference drifts between frames (fast bursts warm the electronics by tens of ADU).
+The treatment is applied to each light before the formula, and **the masters must have been built with the same
+treatment** (their ``OVSCMETH``/``TRIMMED`` keys, written by :func:`calib.masters.build_master`; a master without them
+counts as ``none``/untrimmed); otherwise :class:`CalibrationMismatch` says which master and which treatment.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import numpy as np
 from astropy.io import fits
 
 from calib.frames import Frame, read_frame, read_header, write_frame
+from calib.geometry import Preprocessing, prepare_frame, requested_treatment, treatment_of
 from calib.normalization import MAD_TO_SIGMA
 from calib.provenance import add_history, file_sha256
 from calib.sections import Section
@@ -167,7 +176,9 @@ def _master(path: str | os.PathLike[str] | None, what: str) -> tuple[Frame | Non
 def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.PathLike[str],
                     output_dir: str | os.PathLike[str], flat: str | os.PathLike[str] | None = None,
                     bias: str | os.PathLike[str] | None = None, pedestal_adu: float = 0.0, scale_dark: bool = False,
-                    temperature_tolerance_c: float = 0.5, suffix: str = "_cal") -> list[Path]:
+                    temperature_tolerance_c: float = 0.5, suffix: str = "_cal", overscan: str = "none",
+                    trim: bool = False, biassec: str | None = None, trimsec: str | None = None,
+                    overscan_fit_order: int = 0) -> list[Path]:
     """Calibrate ``lights`` into float32 FITS files ``<output_dir>/<stem><suffix>.fits``; returns their paths.
 
     Every light is checked against the masters first (:func:`check_master_matches`: the dark on everything, the flat
@@ -175,8 +186,12 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
     light, the master and the keys, and nothing is written. ``scale_dark`` selects the scaled formula with ``k`` from
     :func:`optimal_dark_scale` (warns; the dark's exposure is then not required to match). Each output header
     records CALDARK/CALFLAT/CALBIAS names and sha256 digests,
-    the pedestal and HISTORY lines.
+    the pedestal and HISTORY lines. ``overscan``/``trim`` (off by default; see the module docstring and
+    :class:`calib.geometry.Preprocessing`) are applied to each light first; a master made with another overscan/trim
+    treatment raises :class:`CalibrationMismatch`. The outputs record ``OVSCMETH``, ``OVSCSEC``, ``OVSCLEV``,
+    ``TRIMMED`` and HISTORY.
     """
+    prep = Preprocessing(overscan, trim, biassec, trimsec, overscan_fit_order)
     if not lights:
         raise ValueError("no light frames to calibrate (empty list)")
     if scale_dark and bias is None:
@@ -192,11 +207,19 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
     problems = []
     for light in lights:
         header = read_header(light)
+        wanted = requested_treatment(prep, header)
+        if wanted[1] and wanted[1] != "?":
+            header = header.copy()
+            header["NAXIS2"], header["NAXIS1"] = Section.parse(wanted[1]).shape
         for label, frame, full in (("dark", dark_f, True), ("flat", flat_f, False), ("bias", bias_f, False)):
             if frame is None:
                 continue
             diffs = check_master_matches(header, frame.header, temperature_tolerance_c,
                                          check_exposure=full and not scale_dark, check_temperature=full)
+            made = treatment_of(frame.header)
+            if made != wanted:
+                diffs.append(f"overscan/trim treatment: master made with overscan {made[0]!r}, trim {made[1] or 'no'}; "
+                             f"requested for the light overscan {wanted[0]!r}, trim {wanted[1] or 'no'}")
             problems += [f"{Path(light).name} vs master {label} {Path(str(frame.path)).name}: {d}" for d in diffs]
     if problems:
         raise CalibrationMismatch("master does not match the light: " + "; ".join(problems))
@@ -208,6 +231,9 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
         frame = read_frame(light)
         if not np.isfinite(frame.data).all():
             raise ValueError(f"{light}: the light contains NaN or infinite values")
+        if prep.active:
+            prepared, prepared_header, _ = prepare_frame(frame.data, frame.header, prep)
+            frame = Frame(prepared, prepared_header, frame.path)
         k = optimal_dark_scale(frame.data, dark_f.data, bias_f.data) if scale_dark and bias_f else None
         data = calibrate_light(frame.data, dark_f.data, flat=flat_f.data if flat_f else None,
                                bias=bias_f.data if bias_f else None, pedestal_adu=pedestal_adu, dark_scale=k,

@@ -191,3 +191,11 @@ def prepare_frame(data: np.ndarray, header: fits.Header,
         header["TRIMMED"] = (section.iraf, "section kept by darkd trim")
         add_history(header, f"darkd trim: {section.iraf}")
     return out, header, level_adu
+
+
+def requested_treatment(prep: Preprocessing, header: fits.Header) -> tuple[str, str]:
+    """The (method, trimmed section) that :func:`prepare_frame` would record for a frame with ``header``."""
+    if not prep.trim:
+        return prep.overscan, ""
+    keep = prep.trimsec or header.get("TRIMSEC") or header.get("DATASEC")
+    return prep.overscan, (Section.parse(str(keep)).iraf if keep else "?")

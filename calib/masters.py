@@ -10,6 +10,13 @@ Inputs must agree on the acquisition keys (exposure — except for flats —, ga
 and measured temperatures within ``temperature_tolerance_c`` of each other); otherwise ``ValueError`` lists every
 mismatch.
 
+Per-frame preprocessing (``overscan=``, ``trim=``; ``darkd master --overscan none|mean|median|rows --trim``) is
+off by default and, when asked for, applied to every input before integration (see
+:class:`calib.geometry.Preprocessing` for why ``none`` is right for optical-black-clamped CMOS cameras and when the
+overscan helps: ADC reference drift during fast bursts). The master's header records ``OVSCMETH``, ``OVSCSEC``,
+``TRIMMED`` and the per-frame levels subtracted (``OVSCLEV`` mean, ``OVSCLMIN``/``OVSCLMAX``/``OVSCLSD``, ADU);
+lights must later get the same treatment (``calibrate_files`` refuses otherwise).
+
 Statistics of the master, over ``DATASEC`` when the header has one, else the whole image (ADU):
 ``mean_adu`` = mean; ``noise_adu`` = 1.4826·MAD (robust σ, includes fixed pattern); ``hot_pixels`` = number of pixels
 above ``median + 5·noise_adu``; ``rejected_fraction`` = fraction of input values rejected; ``n_frames``.
@@ -19,15 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 
-from calib.frames import FrameError, read_frame, read_header
+from calib.frames import FrameError, read_frame, read_header, write_frame
+from calib.geometry import Preprocessing, prepare_frame, requested_treatment, treatment_of
 from calib.integration import IntegrationParams, integrate, write_integration
 from calib.normalization import MAD_TO_SIGMA
 from calib.provenance import add_history, file_sha256
@@ -49,6 +58,7 @@ class MasterResult:
     path: Path
     header: fits.Header
     stats: dict[str, float]
+    overscan_levels_adu: list[float] = field(default_factory=list)
 
 
 def _value(header: fits.Header, aliases: Sequence[str]) -> Any:
@@ -124,15 +134,52 @@ def _check_calibration_master(master_header: fits.Header | None, flat_header: fi
         raise ValueError(f"{what} does not match the flats: " + "; ".join(problems))
 
 
+def _prepare_inputs(paths: Sequence[str | os.PathLike[str]], prep: Preprocessing,
+                    tmp_dir: Path) -> tuple[list[Path], list[float]]:
+    """Preprocess every input into a float32 file ``tmp_dir/<index>/<name>`` (one frame in memory at a time)."""
+    out, levels = [], []
+    for i, src in enumerate(paths):
+        frame = read_frame(src)
+        data, header, level = prepare_frame(frame.data, frame.header, prep)
+        target = tmp_dir / f"{i:04d}"
+        target.mkdir()
+        out.append(write_frame(target / Path(src).name, data, header))
+        if level is not None:
+            levels.append(level)
+    return out, levels
+
+
+def _record_treatment(header: fits.Header, prep: Preprocessing, first: fits.Header, levels: Sequence[float]) -> None:
+    method, trimmed = requested_treatment(prep, first)
+    header["OVSCMETH"] = (method, "darkd overscan treatment of each input")
+    if trimmed:
+        header["TRIMMED"] = (trimmed, "section kept by darkd trim (each input)")
+    if prep.overscan != "none":
+        header["OVSCSEC"] = (Section.parse(str(prep.biassec or first.get("BIASSEC"))).iraf, "overscan section used")
+        lv = np.asarray(levels, dtype=np.float64)
+        header["OVSCLEV"] = (round(float(lv.mean()), 4), "[adu] mean overscan level subtracted per input")
+        header["OVSCLMIN"] = (round(float(lv.min()), 4), "[adu] lowest per-input overscan level")
+        header["OVSCLMAX"] = (round(float(lv.max()), 4), "[adu] highest per-input overscan level")
+        header["OVSCLSD"] = (round(float(lv.std()), 4), "[adu] std of the per-input overscan levels")
+    if prep.active:
+        add_history(header, f"darkd preprocessing of each input: overscan {method}"
+                            + (f" from {header['OVSCSEC']}, levels {header['OVSCLMIN']}..{header['OVSCLMAX']} ADU"
+                               if prep.overscan != "none" else "") + (f"; trimmed to {trimmed}" if trimmed else ""))
+
+
 def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: str | os.PathLike[str],
                  bias: str | os.PathLike[str] | np.ndarray | None = None,
                  flat_dark: str | os.PathLike[str] | np.ndarray | None = None,
                  params: IntegrationParams | None = None, extra_header: Mapping[str, Any] | fits.Header | None = None,
-                 temperature_tolerance_c: float = 1.0) -> MasterResult:
+                 temperature_tolerance_c: float = 1.0, overscan: str = "none", trim: bool = False,
+                 biassec: str | None = None, trimsec: str | None = None, overscan_fit_order: int = 0) -> MasterResult:
     """Integrate ``paths`` into a master of ``kind`` and write it atomically to ``output``.
 
     ``bias``/``flat_dark`` (path to a master, or an array in ADU) are used for flats only; darks are never
     bias-subtracted. ``extra_header`` cards (e.g. the library key) are added to the master's header.
+    ``overscan`` (``none`` default | ``mean`` | ``median`` | ``rows``) and ``trim`` preprocess every input before
+    integration (:class:`calib.geometry.Preprocessing`; ``biassec``/``trimsec`` override the header sections);
+    a master bias/flat-dark used for flats must have had the same treatment.
     Raises ``ValueError`` (mismatched inputs, bad arguments) or :class:`~calib.frames.FrameError` (bad files).
     """
     if kind not in KINDS:
@@ -141,8 +188,13 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
         raise ValueError(f"no input frames for the master {kind}")
     if kind != "flat" and (bias is not None or flat_dark is not None):
         raise ValueError(f"a master {kind} is not bias- or dark-subtracted; pass bias/flat_dark only for flats")
+    prep = Preprocessing(overscan, trim, biassec, trimsec, overscan_fit_order)
     headers = [(str(p), read_header(p)) for p in paths]
     check_inputs_consistent(headers, kind, temperature_tolerance_c)
+    wanted = requested_treatment(prep, headers[0][1])
+    shape = (int(headers[0][1]["NAXIS2"]), int(headers[0][1]["NAXIS1"]))
+    if wanted[1] and wanted[1] != "?":
+        shape = Section.parse(wanted[1]).shape
     subtract = None
     cal_cards: list[tuple[str, str, str]] = []
     if kind == "flat":
@@ -152,6 +204,9 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
         master = flat_dark if flat_dark is not None else bias
         subtract, master_header, name = _load_master(master, what)  # type: ignore[arg-type]
         _check_calibration_master(master_header, headers[0][1], what)
+        if master_header is not None and treatment_of(master_header) != wanted:
+            raise ValueError(f"{what} {Path(name).name} was made with overscan/trim {treatment_of(master_header)}, "
+                             f"the flats get {wanted}: build both with the same --overscan/--trim")
         digest = file_sha256(name) if master_header is not None else "array"
         key = "CALFDARK" if flat_dark is not None else "CALBIAS"
         cal_cards.append((key, Path(name).name[-68:], "subtracted from each flat"))
@@ -160,14 +215,21 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
     else:
         default = IntegrationParams()
     params = params or default
-    if subtract is not None and subtract.shape != (int(headers[0][1]["NAXIS2"]), int(headers[0][1]["NAXIS1"])):
+    if subtract is not None and subtract.shape != shape:
         raise FrameError(f"{cal_cards[0][1]} is {subtract.shape[1]}x{subtract.shape[0]}, the flats are "
-                         f"{headers[0][1]['NAXIS1']}x{headers[0][1]['NAXIS2']}")
-    result = integrate(paths, params, subtract=subtract)
+                         f"{shape[1]}x{shape[0]}" + (" after trimming" if wanted[1] else ""))
+    levels: list[float] = []
+    if prep.active:
+        with tempfile.TemporaryDirectory(prefix=".darkd-prep-", dir=Path(output).parent) as tmp:
+            prepared, levels = _prepare_inputs(paths, prep, Path(tmp))
+            result = integrate(prepared, params, subtract=subtract)
+    else:
+        result = integrate(paths, params, subtract=subtract)
     header = result.header
     header["IMAGETYP"] = (IMAGETYP[kind], "darkd master frame")
     for key, value, comment in cal_cards:
         header[key] = (value, comment)
+    _record_treatment(header, prep, headers[0][1], levels)
     stats = master_stats(result.data, header, result.summary["rejected_fraction"], len(paths))
     header["MEANADU"] = (round(stats["mean_adu"], 4), "[adu] mean of the master (DATASEC)")
     header["NOISEADU"] = (round(stats["noise_adu"], 4), "[adu] robust sigma 1.4826*MAD (DATASEC)")
@@ -178,4 +240,4 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
     add_history(header, f"darkd master {kind}: {detail}{len(paths)} frames, params "
                         f"{dataclasses.asdict(params)}")
     path = write_integration(result, output)
-    return MasterResult(path, header, stats)
+    return MasterResult(path, header, stats, levels)
