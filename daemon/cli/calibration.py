@@ -15,6 +15,7 @@ from pathlib import Path
 
 from calib.calibration import calibrate_files
 from calib.frames import FrameError
+from calib.geometry import OVERSCAN_CHOICES
 from calib.integration import COMBINES, IntegrationParams, integrate, write_integration
 from calib.masters import KINDS, build_master
 from calib.normalization import NORMALIZATIONS
@@ -51,6 +52,19 @@ def _add_integration_options(p: argparse.ArgumentParser, *, normalization: str |
     p.add_argument("--memory-budget", type=parse_size, default=1 << 30, help="memory budget (default 1GiB)")
     p.add_argument("--workers", type=int, default=2, help="threads (default 2)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _add_preprocessing_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overscan", choices=OVERSCAN_CHOICES, default="none",
+                   help="subtract each frame's overscan level (default none: OB-clamped CMOS cameras need none; "
+                        "helps against ADC drift in fast bursts); masters and lights must match")
+    p.add_argument("--trim", action="store_true", help="cut each frame to TRIMSEC (or DATASEC)")
+    p.add_argument("--biassec", help="overscan section [x1:x2,y1:y2] when the header has no BIASSEC")
+    p.add_argument("--trimsec", help="section kept by --trim when the header has no TRIMSEC/DATASEC")
+
+
+def _prep_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    return {"overscan": args.overscan, "trim": args.trim, "biassec": args.biassec, "trimsec": args.trimsec}
 
 
 def _params(args: argparse.Namespace, normalization: str) -> IntegrationParams:
@@ -93,7 +107,7 @@ def _master(args: argparse.Namespace) -> int:
     kind = args.kind
     normalization = "multiplicative" if kind == "flat" else "none"
     res = build_master(kind, args.files, output=args.output, bias=args.bias, flat_dark=args.flat_dark,
-                       params=_params(args, normalization))
+                       params=_params(args, normalization), **_prep_kwargs(args))  # type: ignore[arg-type]
     if args.json:
         _out(json.dumps({"output": str(res.path), **res.stats}))
     else:
@@ -108,7 +122,8 @@ def _master(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     written = calibrate_files(args.lights, dark=args.dark, flat=args.flat, bias=args.bias,
                               output_dir=args.output_dir, pedestal_adu=args.pedestal, scale_dark=args.scale_dark,
-                              temperature_tolerance_c=args.temperature_tolerance)
+                              temperature_tolerance_c=args.temperature_tolerance,
+                              **_prep_kwargs(args))  # type: ignore[arg-type]
     for path in written:
         _out(str(path))
     return 0
@@ -132,6 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bias", type=Path, help="master bias subtracted from each flat (flats only)")
     p.add_argument("--flat-dark", type=Path, help="master flat-dark subtracted from each flat instead of the bias")
     _add_integration_options(p, normalization=None)
+    _add_preprocessing_options(p)
     p.set_defaults(func=_master)
 
     p = subparsers.add_parser("calibrate", help="calibrate lights: (L - D) / (F - B) * mean(F - B) + pedestal",
@@ -147,4 +163,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="use Light - Bias - k(Dark - Bias) with k by noise minimisation (invalid with OB clamping "
                         "or amp glow; warns)")
     p.add_argument("--temperature-tolerance", type=float, default=0.5, help="C (default 0.5)")
+    _add_preprocessing_options(p)
     p.set_defaults(func=_calibrate)
