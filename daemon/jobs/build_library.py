@@ -9,8 +9,11 @@ up (``cooling.warm_up_at_end``; param ``warm_up`` overrides).
 
 Params: ``plan`` (``Plan.to_dict()``, required), ``max_retakes`` (default ``library.max_retakes``), ``warm_up``
 (bool), ``library_expectation`` (bool, default true: a rebuilt key's frames are checked for light leaks against the
-previous entry's frames), ``not_before``/``not_after`` (ISO 8601 start window). The job's ``result`` maps each key
-slug to its entry (``entries``), so a resumed run continues the same entries instead of starting new ones.
+previous entry's frames), ``not_before``/``not_after`` (ISO 8601 start window), ``weather`` (optional
+``{"device", "host", "port", "hold_s", "poll_s"}``: capture only while that INDI weather/safety device says imaging is
+impossible, yield the camera between frames while the sky is clear — see :mod:`daemon.jobs.weather_gate`). The job's
+``result`` maps each key slug to its entry (``entries``), so a resumed run continues the same entries instead of
+starting new ones.
 
 A set point that turns out unreachable skips its items (warning); a series that fails its retakes leaves its entry
 ``capturing`` for a later run; either makes the job end ``failed`` after the other keys were built.
@@ -31,6 +34,7 @@ from calib.quality import FrameExpectation
 from daemon.capture import FrameRecord, SeriesFailed, SeriesRequest, capture_series
 from daemon.jobs.errors import JobInterrupted
 from daemon.jobs.integrate_job import build_entry_master
+from daemon.jobs.weather_gate import WeatherGate, validate_weather
 from daemon.library.index import EntryView, LibraryIndex, sha256_file
 from daemon.library.layout import Layout
 from daemon.planning import Plan, PlanItem, library_status
@@ -45,7 +49,8 @@ log = logging.getLogger(__name__)
 KIND = "build-library"
 USES_CAMERA = True  # one capture job per camera at a time (the engine refuses a second one)
 FRAME_TYPES = {"bias": FrameType.BIAS, "dark": FrameType.DARK, "flatdark": FrameType.DARK}
-PARAMS = ("plan", "max_retakes", "warm_up", "library_expectation", "not_before", "not_after")
+PARAMS = ("plan", "max_retakes", "warm_up", "library_expectation", "not_before", "not_after", "weather")
+SKY_CLEAR_STEP = "sky clear: camera yielded"
 DEFAULT_READOUT_S = 2.0
 TEMPERATURE_REPORT_S = 2.0
 EXPECTATION_FRAMES = 10
@@ -56,6 +61,8 @@ def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) ->
     unknown = sorted(set(params) - set(PARAMS))
     if unknown:
         raise ValueError(f"build-library: unknown param(s) {', '.join(unknown)}")
+    if params.get("weather") is not None:
+        params = {**params, "weather": validate_weather(params["weather"])}
     if not isinstance(params.get("plan"), dict):
         raise ValueError("build-library: params.plan (a plan as `darkd plan --json` prints it) is required")
     try:
@@ -145,6 +152,8 @@ class _Builder:
         self.done = 0
         self.eta: _Eta | None = None
         self._last_temperature_report = 0.0
+        self.gate: WeatherGate | None = None
+        self._weather_unknown_warned = False
 
     # --- entries -----------------------------------------------------------------------------------------------------
     def entry_for(self, item: PlanItem) -> EntryView:
@@ -231,7 +240,12 @@ class _Builder:
             else:
                 self.ctx.warn(f"{key.slug} frame {record.index} rejected: {'; '.join(record.reasons)}")
             self.report(f"capturing {key.describe()}: frame {record.index}/{item.frames_target}")
+            if not (record.quality_ok and record.index >= item.frames_target) and self.yield_while_clear(item):
+                last[0] = None  # the wait is not frame time
+                self.report(f"capturing {key.describe()}: frame {record.index}/{item.frames_target}")
 
+        if self.yield_while_clear(item):
+            self.ctx.check()
         self.report(f"cooling to {key.set_point_c:g} °C for {key.describe()}")
         self.ctx.log(f"capturing {key.describe()} into {entry.frames_dir}")
         try:
@@ -251,6 +265,27 @@ class _Builder:
         if result.stopped:
             raise JobInterrupted(self.ctx.stop_reason or "stop")
         return accepted >= item.frames_target
+
+    # --- weather (cloudy-night operation) -----------------------------------------------------------------------------
+    def yield_while_clear(self, item: PlanItem) -> bool:
+        """Before a series and between frames: while the weather gate says imaging is possible, leave the camera alone
+        (no exposure, no cooling change) and wait; True when it waited. Returns early when the job is stopped."""
+        gate = self.gate
+        if gate is None:
+            return False
+        impossible = gate.imaging_impossible()
+        if gate.last.safe is None and not self._weather_unknown_warned:
+            self._weather_unknown_warned = True
+            self.ctx.warn(f"weather status unknown ({gate.describe()}): building as if the sky were unusable")
+        elif gate.last.safe is not None:
+            self._weather_unknown_warned = False
+        if impossible:
+            return False
+        self.ctx.warn(f"{SKY_CLEAR_STEP} before the next {item.key.slug} frame: weather {gate.describe()}")
+        self.report(SKY_CLEAR_STEP)
+        if gate.wait_until_impossible(self.ctx.stop):
+            self.ctx.log(f"imaging impossible again (weather {gate.describe()}): resuming {item.key.slug}")
+        return True
 
     # --- integration (worker process) --------------------------------------------------------------------------------
     def integrate(self, item: PlanItem, entry_id: int) -> None:
@@ -295,6 +330,8 @@ class _Builder:
         self.report(f"building {len(self.items)} key(s), {self.total} frames")
         skipped_c: set[float] = set()
         try:
+            if self.ctx.params.get("weather"):
+                self.watch_weather(self.ctx.params["weather"])
             for item in self.items:
                 self.ctx.check()
                 self.collect(wait=False)
@@ -329,6 +366,19 @@ class _Builder:
                 self.report("waiting for the last master(s)")
         finally:
             self.collect(wait=True)  # integrations already started always finish (also on pause/cancel/stop)
+            if self.gate is not None:
+                self.gate.close()
+                self.gate = None
+
+    def watch_weather(self, weather: dict[str, Any]) -> None:
+        """Connect the weather gate; a device that cannot be reached fails the job (it asked to be watched)."""
+        try:
+            self.gate = WeatherGate.from_params(weather)
+        except CameraError as exc:
+            raise RuntimeError(f"cannot watch weather device {weather['device']!r} at "
+                               f"{weather['host']}:{weather['port']}: {exc}") from exc
+        self.ctx.log(f"watching weather device {weather['device']!r}: capturing only while imaging is impossible "
+                     f"(hold-off {weather['hold_s']:g} s)")
 
     def warm_up(self) -> None:
         cooling = self.settings.cooling
