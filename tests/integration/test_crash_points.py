@@ -1,0 +1,223 @@
+"""Crash safety at CHOSEN moments (issue 6): the daemon's whole process group is SIGKILLed
+
+1. while the simulated camera's ``CCD_EXPOSURE`` is Busy (mid-series, an exposure in flight),
+2. the moment a frame's atomic-write temporary file (``.<name>.*.part``, calib.frames.atomic_file) appears,
+3. the moment the master's temporary file (``.master.fits.*.part``, calib.integration.write_integration) appears,
+4. the moment the master is renamed into place, before the worker records it in the index,
+
+then restarted until the job ends. After the last run: exactly the planned frames (``dark_0001 … dark_N``, one index
+row per frame number), no temporary file, ``NCOMBINE`` = frames, and ``darkd library verify --strict`` exits 0.
+No failpoints in production code: the test watches the camera (a second INDI client) and the file system.
+
+A write window is only a few milliseconds on SMALL frames, so a watch may see the temporary file but the kill land
+after the rename; each kill is classified as *hit* (the temporary file or the unrecorded master is still there after
+the process group is dead) or *miss*, a few attempts are made, and at least one hit is required.
+
+Real parts: indiserver + ``indi_darkd_sim_ccd`` (SMALL, time scale 300), the daemon of test_jobs_sim.py run as a
+subprocess (JobEngine, IndiCamera, spawn integration worker, SQLite index), the ``darkd`` CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from calib.frames import read_frame, read_header
+from daemon.indiserver import LocalIndiServer
+from daemon.library.index import LibraryIndex
+from daemon.library.verify import partial_files
+from tests.conftest import SIM_DEVICE
+from tests.integration.test_jobs_sim import (
+    frame_names,
+    make_plan,
+    server,  # noqa: F401  (pytest fixture)
+    settings_for,
+    start_daemon,
+    wait_for,
+)
+from tests.integration.test_jobs_sim import pytestmark as sim_marks
+
+pytestmark = [*sim_marks, pytest.mark.slow]
+
+log = logging.getLogger(__name__)
+DARKD = str(Path(sys.executable).parent / "darkd")
+ATTEMPTS = 3  # kills tried per write window
+RUN_TIMEOUT_S = 60.0
+
+
+class Rig:
+    """A library root, its plan and the daemon subprocesses started on it (killed/awaited by the test)."""
+
+    def __init__(self, port: int, tmp_path: Path, keys: list[dict[str, Any]]) -> None:
+        self.tmp_path = tmp_path
+        self.root = tmp_path / "library"
+        self.settings = settings_for(self.root, port)
+        self.cfg: dict[str, Any] = {"root": str(self.root), "port": port,
+                                    "plan": make_plan(self.settings, keys).to_dict()}
+        self.runs = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.index = LibraryIndex(self.settings.library)
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.runs += 1
+        cfg = self.cfg if self.runs == 1 else {**self.cfg, "plan": None}  # later runs resume what the index holds
+        self.proc = start_daemon(cfg, self.tmp_path / f"daemon{self.runs}.log")
+        return self.proc
+
+    def kill(self) -> None:
+        """SIGKILL the daemon and its integration worker (one process group) and wait until the daemon is gone."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def finish(self) -> None:
+        """Restart and let the job run to its end."""
+        proc = self.start()
+        log_path = self.tmp_path / f"daemon{self.runs}.log"
+        assert proc.wait(timeout=120) == 0, log_path.read_text()[-3000:]
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+        self.index.close()
+
+    def entry(self) -> Any:
+        entries = self.index.entries() if (self.root / "index.sqlite3").exists() else []
+        return entries[0] if entries else None
+
+
+def kill_when(rig: Rig, seen: Callable[[], bool], timeout_s: float = RUN_TIMEOUT_S) -> bool:
+    """Busy-poll ``seen`` (no sleep: the windows are milliseconds) and SIGKILL the group the moment it is true.
+    False when the daemon exited (job done) or the timeout passed without it."""
+    assert rig.proc is not None
+    deadline = time.monotonic() + timeout_s
+    n = 0
+    while time.monotonic() < deadline:
+        if seen():
+            rig.kill()
+            return True
+        n += 1
+        if n % 200 == 0 and rig.proc.poll() is not None:
+            return False
+    rig.kill()
+    return False
+
+
+def temp_file(directory: Path, prefix: str) -> Callable[[], bool]:
+    """True while ``directory`` holds an atomic-write temporary file ``<prefix>*.part``."""
+
+    def seen() -> bool:
+        try:
+            with os.scandir(directory) as it:
+                return any(e.name.startswith(prefix) and e.name.endswith(".part") for e in it)
+        except FileNotFoundError:
+            return False
+
+    return seen
+
+
+def inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def check_library(rig: Rig) -> None:
+    """The end state every crash must lead to: exact frames, no partials, NCOMBINE, verify --strict."""
+    (job,) = rig.index.jobs()
+    assert job.state == "succeeded", job.error
+    entries = rig.index.entries()
+    assert entries
+    for entry in entries:
+        expected = [f"{entry.kind}_{i:04d}.fits" for i in range(1, entry.frames_target + 1)]
+        assert frame_names(rig.index, entry.id) == expected
+        frames = rig.index.frames_of(entry.id, accepted_only=True)
+        assert sorted(f.index for f in frames) == list(range(1, entry.frames_target + 1))  # no duplicate numbers
+        assert sorted(Path(f.path).name for f in frames) == expected
+        for f in frames:
+            assert int(read_header(f.path)["FRAMENUM"]) == f.index
+            assert read_frame(f.path).data.shape == (entry.key.height_px, entry.key.width_px)  # complete image
+        assert entry.status == "ready" and entry.frames == entry.frames_target
+        assert int(read_header(entry.master)["NCOMBINE"]) == entry.frames_target
+    assert partial_files(rig.root) == []
+    config = rig.tmp_path / "darkd.toml"
+    config.write_text(f'[library]\nroot = "{rig.root}"\n')
+    result = subprocess.run([DARKD, "library", "verify", "--strict", "--config", str(config)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------------ 1. exposure in flight
+def test_kill_while_the_exposure_is_busy(server: LocalIndiServer, tmp_path: Path) -> None:  # noqa: F811
+    from tests.integration.indi_client_helper import SimClient
+
+    rig = Rig(server.port, tmp_path, [{"kind": "dark", "exposure_s": 300, "frames": 5}])  # 1 s wall per exposure
+    watcher = SimClient(server.port, SIM_DEVICE).start()  # a second client: sees CCD_EXPOSURE, takes no BLOBs
+    kills = []
+    try:
+        for frames_before in (1, 3):  # two kills: after the 1st and after the 3rd frame, mid-exposure each time
+            rig.start()
+
+            def busy(at_least: int = frames_before) -> bool:
+                entry = rig.entry()
+                if entry is None or entry.frames < at_least or "CCD_EXPOSURE" not in watcher.props:
+                    return False
+                snap = watcher.snap("CCD_EXPOSURE")
+                return snap.state == "Busy" and snap.values["CCD_EXPOSURE_VALUE"] > 0
+
+            wait_for(lambda b=busy: b() or rig.proc.poll() is not None, RUN_TIMEOUT_S, "an exposure in flight")
+            assert busy(), "the daemon ended before the chosen kill point"
+            rig.kill()
+            entry = rig.entry()
+            on_disk = frame_names(rig.index, entry.id)
+            kills.append((entry.frames, len(on_disk)))
+            assert watcher.snap("CCD_EXPOSURE").state == "Busy"  # the camera is still exposing for a dead client
+            assert entry.frames < 5 and len(on_disk) == entry.frames  # the frame in flight is not on disk
+            assert partial_files(rig.root) == []
+        log.info("exposure kills (recorded, on disk): %s", kills)
+        rig.finish()
+        check_library(rig)
+        assert len(kills) == 2 and kills[1][0] > kills[0][0]
+    finally:
+        watcher.stop()
+        rig.close()
+
+
+# ------------------------------------------------------------------------------------------ 2. frame atomic write
+def test_kill_during_a_frames_atomic_write(server: LocalIndiServer, tmp_path: Path) -> None:  # noqa: F811
+    rig = Rig(server.port, tmp_path, [{"kind": "dark", "exposure_s": 30, "frames": 10}])
+    frames_dir = rig.settings.library.root  # resolved below once the entry exists
+    hits = misses = 0
+    try:
+        for _ in range(ATTEMPTS):
+            rig.start()
+            wait_for(lambda: rig.entry() is not None or rig.proc.poll() is not None, RUN_TIMEOUT_S, "the entry")
+            entry = rig.entry()
+            assert entry is not None
+            frames_dir = Path(entry.frames_dir)
+            if not kill_when(rig, temp_file(frames_dir, ".dark_")):
+                break  # the series ended before another write was caught
+            leftovers = partial_files(frames_dir)
+            hits, misses = hits + bool(leftovers), misses + (not leftovers)
+            for path in frames_dir.glob("*.fits"):  # whatever was renamed into place is a complete frame
+                read_frame(path)
+            assert len(leftovers) <= 1
+            assert len(frame_names(rig.index, entry.id)) - rig.entry().frames in (0, 1)  # at most 1 not yet recorded
+        log.info("frame-write kills: %d hit(s), %d miss(es)", hits, misses)
+        assert hits >= 1, f"no kill landed inside a frame write ({misses} misses)"
+        rig.finish()
+        check_library(rig)
+    finally:
+        rig.close()
