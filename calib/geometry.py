@@ -165,7 +165,7 @@ def prepare_frame(data: np.ndarray, header: fits.Header,
     header = header.copy()
     out = np.asarray(data, dtype=np.float32).copy()
     level_adu: float | None = None
-    header["OVSCMETH"] = (prep.overscan, "darkd overscan treatment (none|mean|median|rows)")
+    header["OVSCMETH"] = (prep.overscan, "darkd overscan: none, mean, median, rows")
     if prep.overscan != "none":
         biassec = prep.biassec or header.get("BIASSEC")
         if not biassec:
