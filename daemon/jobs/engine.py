@@ -18,6 +18,9 @@ State machine (stored in the index ``jobs`` table, so ``darkd jobs`` and the RES
   dead daemon back in the queue; the job resumes from what is on disk (the capture code never retakes a complete
   frame). :meth:`stop` puts running jobs back to ``queued`` the same way.
 * CPU-heavy work (integration) goes to a ``spawn`` process pool (:attr:`JobEngine.pool`) so capture overlaps it.
+* A build-library job watching the weather (param ``weather``, :mod:`daemon.jobs.weather_gate`) stays ``running``
+  while the sky is clear and it has yielded the camera: only its ``step`` says so (``sky clear: camera yielded``, with
+  a ``warning`` event); ``paused`` remains reserved for a user's (or the start window's) pause.
 
 Events on the bus: ``job`` {job_id, kind, state, progress_done, progress_total, step, eta_s} on every change,
 ``frame`` {job_id, path, ok, reasons}, ``warning`` {job_id, message}.
