@@ -221,3 +221,73 @@ def test_kill_during_a_frames_atomic_write(server: LocalIndiServer, tmp_path: Pa
         check_library(rig)
     finally:
         rig.close()
+
+
+# ------------------------------------------------------------------------------------------ 3./4. the master
+def master_rig(port: int, tmp_path: Path) -> tuple[Rig, Path]:
+    """4 SMALL darks, then the first run is started and the entry's ``master.fits`` target returned."""
+    rig = Rig(port, tmp_path, [{"kind": "dark", "exposure_s": 30, "frames": 4}])
+    rig.start()
+    wait_for(lambda: rig.entry() is not None or rig.proc.poll() is not None, RUN_TIMEOUT_S, "the entry")
+    return rig, Path(rig.entry().master_target)
+
+
+def test_kill_during_the_master_write(server: LocalIndiServer, tmp_path: Path) -> None:  # noqa: F811
+    rig, master = master_rig(server.port, tmp_path)
+    hits = misses = 0
+    try:
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                rig.start()  # the restart finds the entry 'integrating' and rebuilds the master from the frames
+            if not kill_when(rig, temp_file(master.parent, f".{master.name}.")):
+                break
+            leftovers = partial_files(master.parent)
+            hit = bool(leftovers) and not master.exists()
+            hits, misses = hits + hit, misses + (not hit)
+            entry = rig.entry()
+            assert frame_names(rig.index, entry.id) == [f"dark_{i:04d}.fits" for i in range(1, 5)]
+            if hit:
+                assert entry.status == "integrating" and entry.master is None
+        log.info("master-write kills: %d hit(s), %d miss(es) in %d run(s)", hits, misses, rig.runs)
+        assert hits >= 1, f"no kill landed inside the master write ({misses} misses)"
+        rig.finish()
+        check_library(rig)
+    finally:
+        rig.close()
+
+
+def test_kill_after_the_master_rename_and_after_the_index_update(server: LocalIndiServer,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    rig, master = master_rig(server.port, tmp_path)
+    hits = misses = 0
+    try:
+        # (4a) master.fits renamed into place (new inode), the worker has not yet recorded it with set_master
+        for attempt in range(ATTEMPTS):
+            before = inode(master)
+            if attempt:
+                rig.start()
+            if not kill_when(rig, lambda b=before: inode(master) not in (None, b)):
+                break
+            entry = rig.entry()
+            hit = entry.master is None
+            hits, misses = hits + hit, misses + (not hit)
+            if hit:
+                assert entry.status == "integrating" and int(read_header(master)["NCOMBINE"]) == 4
+            else:
+                break  # recorded: the job is about to succeed, nothing left to rebuild
+        log.info("master-recorded kills: %d hit(s), %d miss(es)", hits, misses)
+        assert hits >= 1, f"no kill landed between the master's rename and its index update ({misses} misses)"
+
+        # (4b) the worker recorded the master (entry ready), the daemon has not yet ended the job
+        rig.start()
+        job_id = rig.index.jobs()[0].id
+        caught = kill_when(rig, lambda: rig.entry().status == "ready")
+        still_running = caught and rig.index.get_job(job_id).state == "running"
+        log.info("after-index kill: caught=%s, job still running=%s", caught, still_running)
+        recorded = rig.entry().master_sha256
+        if still_running:
+            rig.finish()
+        check_library(rig)
+        assert rig.entry().master_sha256 == recorded  # a recorded master is kept, not rebuilt
+    finally:
+        rig.close()
