@@ -145,3 +145,18 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     cal = read_frame(done.stdout.split()[0])
     assert cal.data.shape == (360, 480) and cal.header["OVSCMETH"] == "median" and cal.header["TRIMMED"]
+
+
+def test_flat_needs_a_bias_with_the_same_treatment(tmp_path: Path) -> None:
+    drift = AdcDrift()
+    biases, _ = _burst(tmp_path, "bias", "bias", 3, 0.0, drift, seed=8)
+    flats, _ = _burst(tmp_path, "flat", "flat", 3, 1.0, drift, seed=9)
+    opts = {"overscan": "median", "trim": True, **SECTIONS}
+    mb_raw = build_master("bias", biases, output=tmp_path / "mb_raw.fits")
+    with pytest.raises(ValueError, match=r"master bias mb_raw\.fits was made with overscan/trim \('none', ''\)"):
+        build_master("flat", flats, output=tmp_path / "mf.fits", bias=mb_raw.path, **opts)  # type: ignore[arg-type]
+    mb = build_master("bias", biases, output=tmp_path / "mb.fits", **opts)  # type: ignore[arg-type]
+    mf = build_master("flat", flats, output=tmp_path / "mf.fits", bias=mb.path, **opts)  # type: ignore[arg-type]
+    assert read_frame(mf.path).data.shape == (360, 480) and mf.header["OVSCMETH"] == "median"
+    # bias- and overscan-subtracted flat level: about 40 % of the 16-bit range minus the pedestal, not 0
+    assert mf.stats["mean_adu"] > 1000.0
