@@ -220,6 +220,7 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
                          f"{shape[1]}x{shape[0]}" + (" after trimming" if wanted[1] else ""))
     levels: list[float] = []
     if prep.active:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)  # the preprocessed inputs sit beside the output
         with tempfile.TemporaryDirectory(prefix=".darkd-prep-", dir=Path(output).parent) as tmp:
             prepared, levels = _prepare_inputs(paths, prep, Path(tmp))
             result = integrate(prepared, params, subtract=subtract)

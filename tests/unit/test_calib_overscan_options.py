@@ -137,11 +137,12 @@ def test_cli_round_trip(tmp_path: Path) -> None:
         return subprocess.run([str(DARKD), *map(str, args)], capture_output=True, text=True, timeout=120,
                               check=False)
 
-    made = run("master", "dark", *darks, "--output", tmp_path / "md.fits", *flags)
+    made = run("master", "dark", *darks, "--output", tmp_path / "new" / "md.fits", *flags)
     assert made.returncode == 0, made.stderr
-    refused = run("calibrate", *lights, "--dark", tmp_path / "md.fits", "--output-dir", tmp_path / "no")
+    assert sorted(x.name for x in (tmp_path / "new").iterdir()) == ["md.fits"]  # preprocessed inputs removed
+    refused = run("calibrate", *lights, "--dark", tmp_path / "new" / "md.fits", "--output-dir", tmp_path / "no")
     assert refused.returncode == 2 and "overscan/trim treatment" in refused.stderr
-    done = run("calibrate", *lights, "--dark", tmp_path / "md.fits", "--output-dir", tmp_path / "cal", *flags)
+    done = run("calibrate", *lights, "--dark", tmp_path / "new" / "md.fits", "--output-dir", tmp_path / "cal", *flags)
     assert done.returncode == 0, done.stderr
     cal = read_frame(done.stdout.split()[0])
     assert cal.data.shape == (360, 480) and cal.header["OVSCMETH"] == "median" and cal.header["TRIMMED"]
