@@ -38,6 +38,7 @@ from daemon.library.index import LibraryIndex
 from daemon.library.verify import partial_files
 from tests.conftest import SIM_DEVICE
 from tests.integration.test_jobs_sim import (
+    TIME_SCALE,
     frame_names,
     make_plan,
     server,  # noqa: F401  (pytest fixture)
@@ -91,6 +92,16 @@ class Rig:
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
         self.index.close()
+
+    def log_tail(self) -> str:
+        return (self.tmp_path / f"daemon{self.runs}.log").read_text()[-3000:]
+
+    def wait_entry(self) -> Any:
+        """The (single) library entry, once the running daemon has created it."""
+        assert self.proc is not None
+        wait_for(lambda: self.entry() is not None or self.proc.poll() is not None, RUN_TIMEOUT_S, "the entry")
+        assert self.entry() is not None, self.log_tail()
+        return self.entry()
 
     def entry(self) -> Any:
         entries = self.index.entries() if (self.root / "index.sqlite3").exists() else []
@@ -160,7 +171,8 @@ def check_library(rig: Rig) -> None:
 
 
 # ------------------------------------------------------------------------------------------ 1. exposure in flight
-def test_kill_while_the_exposure_is_busy(server: LocalIndiServer, tmp_path: Path) -> None:  # noqa: F811
+def test_kill_while_the_exposure_is_busy_and_during_the_download(server: LocalIndiServer,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
     from tests.integration.indi_client_helper import SimClient
 
     rig = Rig(server.port, tmp_path, [{"kind": "dark", "exposure_s": 300, "frames": 5}])  # 1 s wall per exposure
@@ -178,7 +190,7 @@ def test_kill_while_the_exposure_is_busy(server: LocalIndiServer, tmp_path: Path
                 return snap.state == "Busy" and snap.values["CCD_EXPOSURE_VALUE"] > 0
 
             wait_for(lambda b=busy: b() or rig.proc.poll() is not None, RUN_TIMEOUT_S, "an exposure in flight")
-            assert busy(), "the daemon ended before the chosen kill point"
+            assert busy(), rig.log_tail()
             rig.kill()
             entry = rig.entry()
             on_disk = frame_names(rig.index, entry.id)
@@ -187,9 +199,30 @@ def test_kill_while_the_exposure_is_busy(server: LocalIndiServer, tmp_path: Path
             assert entry.frames < 5 and len(on_disk) == entry.frames  # the frame in flight is not on disk
             assert partial_files(rig.root) == []
         log.info("exposure kills (recorded, on disk): %s", kills)
+        assert kills[1][0] > kills[0][0]
+
+        # the download: the countdown of an exposure has run out (driver rendering/sending the BLOB, daemon decoding
+        # it) and the daemon has not started writing that frame yet
+        rig.start()
+        frames_dir = Path(rig.wait_entry().frames_dir)
+        state = {"seq": -1, "seen_s": 0.0, "files": -1}
+
+        def downloading() -> bool:
+            snap = watcher.snap("CCD_EXPOSURE")
+            now = time.monotonic()
+            if snap.seq != state["seq"]:
+                state["seq"], state["seen_s"] = snap.seq, now
+                state["files"] = sum(1 for _ in frames_dir.iterdir())
+            left_s = snap.values["CCD_EXPOSURE_VALUE"] / TIME_SCALE
+            return snap.state == "Busy" and state["files"] >= 1 and now > state["seen_s"] + left_s + 0.003
+
+        assert kill_when(rig, downloading), rig.log_tail()
+        files_after = sorted(p.name for p in frames_dir.iterdir())
+        download_hit = len(files_after) == state["files"] and not partial_files(frames_dir)
+        log.info("download kill: %s (%d file(s) before, %s after)", "hit" if download_hit else "miss",
+                 state["files"], files_after)
         rig.finish()
         check_library(rig)
-        assert len(kills) == 2 and kills[1][0] > kills[0][0]
     finally:
         watcher.stop()
         rig.close()
@@ -198,14 +231,11 @@ def test_kill_while_the_exposure_is_busy(server: LocalIndiServer, tmp_path: Path
 # ------------------------------------------------------------------------------------------ 2. frame atomic write
 def test_kill_during_a_frames_atomic_write(server: LocalIndiServer, tmp_path: Path) -> None:  # noqa: F811
     rig = Rig(server.port, tmp_path, [{"kind": "dark", "exposure_s": 30, "frames": 10}])
-    frames_dir = rig.settings.library.root  # resolved below once the entry exists
     hits = misses = 0
     try:
         for _ in range(ATTEMPTS):
             rig.start()
-            wait_for(lambda: rig.entry() is not None or rig.proc.poll() is not None, RUN_TIMEOUT_S, "the entry")
-            entry = rig.entry()
-            assert entry is not None
+            entry = rig.wait_entry()
             frames_dir = Path(entry.frames_dir)
             if not kill_when(rig, temp_file(frames_dir, ".dark_")):
                 break  # the series ended before another write was caught
@@ -228,8 +258,7 @@ def master_rig(port: int, tmp_path: Path) -> tuple[Rig, Path]:
     """4 SMALL darks, then the first run is started and the entry's ``master.fits`` target returned."""
     rig = Rig(port, tmp_path, [{"kind": "dark", "exposure_s": 30, "frames": 4}])
     rig.start()
-    wait_for(lambda: rig.entry() is not None or rig.proc.poll() is not None, RUN_TIMEOUT_S, "the entry")
-    return rig, Path(rig.entry().master_target)
+    return rig, Path(rig.wait_entry().master_target)
 
 
 def test_kill_during_the_master_write(server: LocalIndiServer, tmp_path: Path) -> None:  # noqa: F811
