@@ -1,7 +1,9 @@
 """Crash safety at CHOSEN moments (issue 6): the daemon's whole process group is SIGKILLed
 
-1. while the simulated camera's ``CCD_EXPOSURE`` is Busy (mid-series, an exposure in flight),
-2. the moment a frame's atomic-write temporary file (``.<name>.*.part``, calib.frames.atomic_file) appears,
+1. while the simulated camera's ``CCD_EXPOSURE`` is Busy (mid-series, an exposure in flight), and after the
+   countdown ran out but before the daemon starts writing that frame (the driver renders/sends, the daemon decodes),
+2. the moment a frame's atomic-write temporary file (``.<name>.*.part``, calib.frames.atomic_file) appears, and
+   the moment a new frame is renamed into place (before its index row is written),
 3. the moment the master's temporary file (``.master.fits.*.part``, calib.integration.write_integration) appears,
 4. the moment the master is renamed into place, before the worker records it in the index,
 
@@ -247,6 +249,23 @@ def test_kill_during_a_frames_atomic_write(server: LocalIndiServer, tmp_path: Pa
             assert len(frame_names(rig.index, entry.id)) - rig.entry().frames in (0, 1)  # at most 1 not yet recorded
         log.info("frame-write kills: %d hit(s), %d miss(es)", hits, misses)
         assert hits >= 1, f"no kill landed inside a frame write ({misses} misses)"
+
+        # a frame renamed into place (a new dark_NNNN.fits) but not yet recorded in the index
+        unrecorded = 0
+        for _ in range(ATTEMPTS):
+            rig.start()
+            entry = rig.wait_entry()
+            known = {p.name for p in frames_dir.glob("*.fits")}
+
+            def new_frame(known: set[str] = known) -> bool:
+                with os.scandir(frames_dir) as it:
+                    return any(e.name.endswith(".fits") and e.name not in known for e in it)
+
+            if not kill_when(rig, new_frame):
+                break
+            unrecorded += len(frame_names(rig.index, entry.id)) > rig.entry().frames
+        log.info("frame-rename kills: %d left a frame on disk that the index did not record yet", unrecorded)
+        assert unrecorded >= 1, "no kill landed between a frame's rename and its index row"
         rig.finish()
         check_library(rig)
     finally:
