@@ -5,7 +5,8 @@
 2. the moment a frame's atomic-write temporary file (``.<name>.*.part``, calib.frames.atomic_file) appears, and
    the moment a new frame is renamed into place (before its index row is written),
 3. the moment the master's temporary file (``.master.fits.*.part``, calib.integration.write_integration) appears,
-4. the moment the master is renamed into place, before the worker records it in the index,
+4. the moment the master is renamed into place, before the worker records it in the index, and the moment the index
+   says ``ready`` while the job is still running (the restart must keep that master, not rebuild it),
 
 then restarted until the job ends. After the last run: exactly the planned frames (``dark_0001 … dark_N``, one index
 row per frame number), no temporary file, ``NCOMBINE`` = frames, and ``darkd library verify --strict`` exits 0.
