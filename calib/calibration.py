@@ -43,7 +43,7 @@ from calib.frames import Frame, read_frame, read_header, write_frame
 from calib.geometry import Preprocessing, prepare_frame, requested_treatment, treatment_of
 from calib.normalization import MAD_TO_SIGMA
 from calib.provenance import add_history, file_sha256
-from calib.sections import Section
+from calib.sections import Section, data_region
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +94,7 @@ def check_master_matches(light_header: fits.Header, master_header: fits.Header, 
 
 
 def _datasec_mean(data: np.ndarray, header: fits.Header | None) -> float:
-    region = data
-    text = header.get("DATASEC") if header is not None else None
-    if isinstance(text, str):
-        try:
-            sec = Section.parse(text)
-            if sec.fits_in(data.shape):
-                region = data[sec.slices]
-        except ValueError:
-            pass
-    return float(region.mean(dtype=np.float64))
+    return float(data_region(data, header).mean(dtype=np.float64))
 
 
 def optimal_dark_scale(light: np.ndarray, dark: np.ndarray, bias: np.ndarray, *, k_max: float = 3.0) -> float:

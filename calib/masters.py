@@ -40,7 +40,7 @@ from calib.geometry import Preprocessing, prepare_frame, requested_treatment, tr
 from calib.integration import IntegrationParams, integrate, write_integration
 from calib.normalization import MAD_TO_SIGMA
 from calib.provenance import add_history, file_sha256
-from calib.sections import Section
+from calib.sections import Section, data_region
 
 KINDS = ("bias", "dark", "flat", "flat-dark")
 IMAGETYP = {"bias": "Master Bias", "dark": "Master Dark", "flat": "Master Flat", "flat-dark": "Master Flat Dark"}
@@ -96,15 +96,7 @@ def check_inputs_consistent(headers: Sequence[tuple[str, fits.Header]], kind: st
 
 def master_stats(data: np.ndarray, header: fits.Header, rejected_fraction: float, n_frames: int) -> dict[str, float]:
     """Statistics of a master (ADU) over DATASEC (or the whole image); see the module docstring."""
-    region = data
-    datasec = header.get("DATASEC")
-    if isinstance(datasec, str):
-        try:
-            sec = Section.parse(datasec)
-            if sec.fits_in(data.shape):
-                region = data[sec.slices]
-        except ValueError:
-            pass
+    region = data_region(data, header)
     sample = region[::2, ::2].astype(np.float64)
     median = float(np.median(sample))
     noise = MAD_TO_SIGMA * float(np.median(np.abs(sample - median)))

@@ -7,7 +7,11 @@ A section string ``[x1:x2,y1:y2]`` is 1-based and inclusive, x (columns, FITS ax
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 _SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
 
@@ -50,3 +54,16 @@ class Section:
     def fits_in(self, shape: tuple[int, int]) -> bool:
         """True when the section lies inside an image of NumPy ``shape`` (rows, cols)."""
         return self.y2 <= shape[0] and self.x2 <= shape[1]
+
+
+def data_region(data: np.ndarray, header: Mapping[str, Any] | None) -> np.ndarray:
+    """``data[DATASEC]`` when ``header`` has a valid ``DATASEC`` inside the image, else the whole image (a view)."""
+    text = header.get("DATASEC") if header is not None else None
+    if isinstance(text, str):
+        try:
+            sec = Section.parse(text)
+        except ValueError:
+            return data
+        if sec.fits_in(data.shape):
+            return data[sec.slices]
+    return data
