@@ -5,8 +5,6 @@ then fail to reach the absent camera — also without a 5xx). ``GET /api/v1/even
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,6 @@ import numpy as np
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis not installed (test extras)")
-import uvicorn  # noqa: E402
 from astropy.io import fits  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
@@ -26,6 +23,7 @@ from daemon.api.app import create_app  # noqa: E402
 from daemon.library.keys import LibraryKey  # noqa: E402
 from daemon.runtime import Runtime  # noqa: E402
 from daemon.settings import Settings  # noqa: E402
+from tests.http_server import serve_app  # noqa: E402
 from tests.indi_server import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,24 +40,12 @@ def server(tmp: Path) -> Iterator[str]:
         "indi": {"port": free_port(), "connect_timeout_s": 0.5},
         "api": {"control_tokens": [CONTROL], "allowed_roots": [str(data)], "max_body_bytes": 65_536}})
     runtime = Runtime(settings, connect_camera=False, start_engine=True, warm_on_shutdown=False)
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(runtime, stop_timeout_s=5), host="127.0.0.1", port=port,
-                                       log_level="error"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    entry = runtime.index.upsert_entry(LibraryKey(camera="cam", kind="dark", exposure_s=60, set_point_c=-10,
-                                                  gain=1, offset=1), frames_target=2)
-    master = write_frame(Path(entry.directory) / "master.fits", np.zeros((4, 4), np.float32), fits.Header())
-    runtime.index.set_master(entry.id, master, {"mean_adu": 0.0}, review=False)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=60)
+    with serve_app(create_app(runtime, stop_timeout_s=5), log_level="error") as base:  # the lifespan opens the index
+        entry = runtime.index.upsert_entry(LibraryKey(camera="cam", kind="dark", exposure_s=60, set_point_c=-10,
+                                                      gain=1, offset=1), frames_target=2)
+        master = write_frame(Path(entry.directory) / "master.fits", np.zeros((4, 4), np.float32), fits.Header())
+        runtime.index.set_master(entry.id, master, {"mean_adu": 0.0}, review=False)
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,12 @@ import contextlib
 import math
 import shutil
 import subprocess
-import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from astropy.io import fits
 
 from calib.frames import write_frame
@@ -27,7 +23,7 @@ from daemon.planning import plan_from_keys
 from daemon.runtime import Runtime
 from daemon.settings import Settings
 from drivers.camera import CameraState, OverscanMode
-from tests.indi_server import free_port
+from tests.http_server import serve_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [pytest.mark.integration,
@@ -73,21 +69,8 @@ def seed(runtime: Runtime) -> None:
                                 read_mode=0, overscan=OverscanMode.INCLUDE, exposing=True, exposure_remaining_s=42.0))
 
 
-@contextlib.contextmanager
-def serve(runtime: Runtime) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+def serve(runtime: Runtime) -> contextlib.AbstractContextManager[str]:
+    return serve_app(create_app(runtime), start_timeout_s=20, stop_timeout_s=30)
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:
