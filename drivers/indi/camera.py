@@ -299,9 +299,13 @@ class IndiCamera:
         if high > low and not low <= set_point_c <= high:
             raise SettingNotApplied(f"set point {set_point_c} °C is outside the driver's range {low}..{high} °C",
                                     setting="set_point_c", requested=set_point_c, actual=None)
-        if ramp_c_per_min is not None and client.get(device, "CCD_TEMP_RAMP") is not None:
-            before = client.send_number(device, "CCD_TEMP_RAMP", {"RAMP_SLOPE": ramp_c_per_min})
-            self._await_setting(client, device, "CCD_TEMP_RAMP", before)
+        ramp = client.get(device, "CCD_TEMP_RAMP")
+        if ramp_c_per_min is not None and ramp is not None:
+            ramp_c_per_min = clamp_to_range(ramp_c_per_min, ramp.limits.get("RAMP_SLOPE"),
+                                            f"{device}: CCD_TEMP_RAMP.RAMP_SLOPE (°C/min)")
+            if ramp.values.get("RAMP_SLOPE") != ramp_c_per_min:
+                before = client.send_number(device, "CCD_TEMP_RAMP", {"RAMP_SLOPE": ramp_c_per_min})
+                self._await_setting(client, device, "CCD_TEMP_RAMP", before)
         cooler = client.get(device, "CCD_COOLER")
         if cooler is not None and not cooler.values.get("COOLER_ON", False):
             before = client.send_switch(device, "CCD_COOLER", ["COOLER_ON"])
@@ -608,6 +612,23 @@ class IndiCamera:
                 client.send_switch(device, "CCD_ABORT_EXPOSURE", ["ABORT"])
             except CameraError as exc:
                 log.warning("abort failed: %s", exc)
+
+
+def clamp_to_range(value: float, limits: tuple[float, float, float] | None, what: str) -> float:
+    """``value`` clamped into the driver's advertised ``(min, max, step)`` range, with a logged warning when it moved.
+
+    For rates (ramp slopes), where a gentler or steeper value than asked is safe and better than a refused command.
+    Values whose exactness matters (gain, offset, set point, exposure) are refused instead, never clamped.
+    A range with ``max <= min`` means the driver advertises none: the value is sent as it is.
+    """
+    if limits is None:
+        return value
+    low, high, _step = limits
+    if high <= low or low <= value <= high:
+        return value
+    clamped = min(max(value, low), high)
+    log.warning("%s: %g is outside the driver's range %g..%g; using %g", what, value, low, high, clamped)
+    return clamped
 
 
 def decode_fits(payload: bytes, fmt: str = ".fits") -> tuple[np.ndarray, fits.Header]:
