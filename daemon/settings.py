@@ -59,6 +59,9 @@ class ApiSettings(BaseModel):
     tokens_file: Path | None = None
     allowed_roots: list[Path] = Field(default_factory=list)
     max_body_bytes: int = 1_048_576
+    #: concurrent ``GET /events`` streams; one more gets 503. Each holds a socket (a file descriptor): keep it well
+    #: under the process's descriptor limit (systemd's default 1024, raised to 4096 in systemd/darkd.service).
+    max_sse_clients: int = Field(default=200, ge=1, le=100_000)
 
 
 class Settings(BaseModel):

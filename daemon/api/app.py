@@ -60,7 +60,7 @@ class RequestTimer:
 def create_app(runtime: Runtime, *, manage_runtime: bool = True, stop_timeout_s: float = 30.0) -> FastAPI:
     """The app for ``runtime``. With ``manage_runtime`` the lifespan calls ``runtime.start()``/``stop()``."""
     authenticator = Authenticator.from_settings(runtime.settings.api)
-    hub = events.EventHub(runtime.bus)
+    hub = events.EventHub(runtime.bus, max_clients=runtime.settings.api.max_sse_clients)
     list_cache = library.ListCache(library.LIST_MAX_AGE_S)
     hub.listeners.append(list_cache.on_event)
 

@@ -4,6 +4,9 @@ One :class:`EventHub` per app bridges the thread-safe :class:`daemon.events.Even
 reads one bus subscription and hands each event to every connected client's ``asyncio.Queue`` with
 ``loop.call_soon_threadsafe`` — no request handler ever blocks the event loop or holds a thread-pool worker.
 A slow client loses its oldest events (counted in an SSE comment), never slows the others.
+At most ``max_clients`` streams are open at once (``[api] max_sse_clients``): one more is refused with ``503
+too_many_event_streams`` and a ``Retry-After``, so event streams can never exhaust the daemon's file descriptors
+and starve ``/health`` or a capture job.
 """
 
 from __future__ import annotations
@@ -45,11 +48,16 @@ class _Client:
         self.queue.put_nowait(event)
 
 
+class TooManyClients(RuntimeError):
+    """Every event-stream slot is taken."""
+
+
 class EventHub:
     """Fans bus events out to SSE clients on one event loop. ``start()`` in the app's lifespan, ``stop()`` after."""
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, max_clients: int = 200) -> None:
         self.bus = bus
+        self.max_clients = max_clients
         self._clients: set[_Client] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -87,8 +95,11 @@ class EventHub:
                             client.loop.call_soon_threadsafe(client.offer, event)
 
     def connect(self, types: frozenset[str]) -> _Client:
+        """Register a client; raises :class:`TooManyClients` when ``max_clients`` are already connected."""
         client = _Client(asyncio.get_running_loop(), types)
         with self._lock:
+            if len(self._clients) >= self.max_clients:
+                raise TooManyClients(f"{len(self._clients)} event streams are open (the limit is {self.max_clients})")
             self._clients.add(client)
         return client
 
@@ -103,7 +114,7 @@ class EventHub:
 
 
 router = APIRouter(tags=["events"], responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut},
-                                               422: {"model": ErrorOut}})
+                                               422: {"model": ErrorOut}, 503: {"model": ErrorOut}})
 
 
 def _format(event: dict[str, Any]) -> str:
@@ -126,7 +137,11 @@ async def events(
         raise ApiError(422, "invalid_event_type", f"unknown event type(s) {', '.join(unknown) or '(none)'}; "
                        f"choose from {', '.join(sorted(EVENT_TYPES))}")
     hub: EventHub = request.app.state.event_hub
-    client = hub.connect(wanted)
+    try:
+        client = hub.connect(wanted)
+    except TooManyClients as exc:
+        raise ApiError(503, "too_many_event_streams", f"{exc}; close one or retry later ([api] max_sse_clients)",
+                       headers={"Retry-After": "30"}) from exc
 
     async def stream() -> AsyncIterator[str]:
         sent = 0
