@@ -114,8 +114,11 @@ def _stop_on_sigint(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _profile(name: str | None) -> CameraProfile | None:
-    return None if name in (None, "", "none") else load_profile(str(name))
+def _profile(name: str | None) -> CameraProfile | str | None:
+    """A named profile (overrides detection); ``auto``/unset: detected on connect; ``none``: no profile."""
+    if name is None or name in ("", "none", "auto"):
+        return name
+    return load_profile(str(name))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
