@@ -51,7 +51,7 @@ from drivers.camera import (
 from drivers.cooling import StabilityTracker, UnreachableDetector, warm_up_plan
 from drivers.indi.client import IndiClient, PropertyAlert, PropertyMissing, PropertySnapshot
 from drivers.indi.vendors import Control, VendorAdapter, Vocabulary, adapter_for
-from drivers.profiles import CameraProfile, detect_profile
+from drivers.profiles import CameraProfile, ProfileMatch, detect_profile, match_score
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,11 @@ class IndiCamera:
             caps = replace(caps, profile=self.profile.name, profile_detected=self._profile_detected)
         elif self.profile is not None:
             caps = replace(caps, profile=self.profile.name)
+            if match_score(self.profile, caps.driver_exec, device, caps.width_px, caps.height_px) == 0 \
+                    and self.profile.match != ProfileMatch():
+                log.warning("configured camera profile %s does not match %s (driver %s, %dx%d px): its geometry "
+                            "may not fit; use profile 'auto' to detect it", self.profile.name, device,
+                            caps.driver_exec, caps.width_px, caps.height_px)
         if self.profile is not None and caps.bit_depth is None:
             caps = replace(caps, bit_depth=self.profile.adc_bits)
         if self._ambient_c is None:
