@@ -134,6 +134,7 @@ def test_asi_controls_found_by_sdk_name_and_cooler_is_write_only() -> None:
     assert rows["cooler"].access == "sets" and "verified by effect" in rows["cooler"].note
     assert rows["cooler_power"].access == "reads" and rows["gain"].range == (0, 600)
     assert rows["amp_glow"].access == "lacks"
+    assert rows["fan"].access == "reads" and rows["capture_format"].access == "sets"  # darkd never drives the fan
     assert [c.setting for c in adapter.heater_controls(v)] == ["heater"]
     assert adapter.capture_format == "ASI_IMG_RAW16"
 
@@ -200,6 +201,7 @@ def test_stock_simulator_is_generic_with_its_ranges() -> None:
     v = adapter_for("indi_simulator_ccd").discover(STOCK)
     assert where(v, "gain") == "CCD_GAIN.GAIN" and v.get("gain").limits[:2] == (0, 100)  # type: ignore[union-attr]
     assert where(v, "temp_ramp") == "CCD_TEMP_RAMP.RAMP_SLOPE" and v.get("cooler_power") is None
+    assert {r.setting: r.access for r in v.table()}["temp_ramp"] == "sets"
 
 
 def test_kstars_rule_prefers_ccd_gain_then_the_first_number_property() -> None:

@@ -35,6 +35,9 @@ Names = dict[str, str]
 #: settings darkd knows, in the order of the capability table
 SETTINGS = ("gain", "offset", "read_mode", "conversion_gain", "usb_traffic", "amp_glow", "overscan", "heater", "fan",
             "cooler", "cooler_power", "temp_ramp", "capture_format")
+#: settings darkd writes when the driver offers them writable (fan and cooler power are only ever read)
+WRITTEN = ("gain", "offset", "read_mode", "conversion_gain", "usb_traffic", "amp_glow", "overscan", "heater",
+           "cooler", "temp_ramp")
 #: settings that change the dark signal: written explicitly before every bias/dark series
 DARK_SIGNAL_SETTINGS = ("gain", "offset", "read_mode", "conversion_gain", "usb_traffic")
 #: switch elements that mean "off" on heater/fan switches (ToupTek ``TC_HEAT_CONTROL``: INDI_DISABLED or TC_HEAT_OFF)
@@ -163,6 +166,7 @@ class Vocabulary:
 
     controls: dict[str, Control] = field(default_factory=dict)
     expected: dict[str, str] = field(default_factory=dict)  # setting -> where this family keeps it (for messages)
+    written: tuple[str, ...] = WRITTEN  # settings darkd writes on this family
 
     def get(self, setting: str) -> Control | None:
         return self.controls.get(setting)
@@ -175,8 +179,10 @@ class Vocabulary:
             if control is None:
                 rows.append(SettingAccess(setting, "lacks", self.expected.get(setting)))
                 continue
-            access = "sets" if control.writable else "reads"
-            note = "write-only: verified by effect" if not control.readable else ""
+            access = "sets" if control.writable and setting in self.written else "reads"
+            note = ""
+            if not control.readable:
+                note = "write-only: verified by effect" if access == "sets" else "write-only: left as it is"
             rng = (control.limits[0], control.limits[1]) if control.limits and control.limits[1] > control.limits[0] \
                 else None
             rows.append(SettingAccess(setting, access, control.where, rng, note))
@@ -235,7 +241,8 @@ class VendorAdapter:
                                        ("capture_format", "CCD_CAPTURE_FORMAT", None)):
             if (found := fixed_control(props, setting, prop, element)) is not None:
                 controls[setting] = found
-        return Vocabulary(controls, {**VendorAdapter.expected, **self.expected})
+        written = WRITTEN + (("capture_format",) if self.capture_format else ())
+        return Vocabulary(controls, {**VendorAdapter.expected, **self.expected}, written)
 
     def prepare(self, setting: str, props: Props) -> list[tuple[str, str]]:
         """Switches to turn on before writing ``setting`` (``[(property, element)]``); none by default."""

@@ -15,7 +15,7 @@ from drivers.indi.vendors.base import Fixed, Names, VendorAdapter
 
 class MiAdapter(VendorAdapter):
     name = "mi"
-    execs = ("indi_mi_ccd",)
+    execs = ("indi_mi_ccd", "indi_mi_ccd_usb", "indi_mi_ccd_eth")  # the _usb/_eth names are symlinks (CMakeLists)
     device_prefixes = ("MI ",)
     source = "indilib/indi-3rdparty indi-mi/mi_ccd.cpp"
     fixed: ClassVar[Fixed] = {"read_mode": ("CCD_READ_MODE", None), "heater": ("CCD_WINDOW_HEATING", "WINDOW_HEATING"),
