@@ -260,7 +260,7 @@ class IndiCamera:
         # a write-only switch (ZWO) says nothing; a cooler that starts ON (ToupTek, Moravian) is judged by its power
         cooler_off = (cooler is not None and cooler.readable and not self.adapter.cooler_starts_on
                       and not cooler.values.get("COOLER_ON", False))
-        power_pct = self._control_value(power) if power is not None else None
+        power_pct = self._control_value(power, client, device) if power is not None else None
         no_power = power_pct is not None and power_pct <= 1.0
         return temp.values.get("CCD_TEMPERATURE_VALUE") if (cooler_off or no_power) else None
 
@@ -348,11 +348,13 @@ class IndiCamera:
         power = self.vocabulary.get("cooler_power")
         return self._control_value(power) if power is not None else None
 
-    def _control_value(self, control: Control) -> float | None:
+    def _control_value(self, control: Control, client: IndiClient | None = None,
+                       device: str | None = None) -> float | None:
         """The current value of a control: a number element, or the index of the switch option that is on."""
-        if self.client is None or self.device is None or not control.readable:
+        client, device = client or self.client, device or self.device
+        if client is None or device is None or not control.readable:
             return None
-        snap = self.client.get(self.device, control.prop)
+        snap = client.get(device, control.prop)
         if snap is None:
             return None
         if control.kind == "switch":

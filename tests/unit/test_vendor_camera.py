@@ -201,3 +201,15 @@ def test_not_connected_until_connect_has_finished() -> None:
     assert not cam.state().connected and not cam.wait_ready(0.01)
     cam._ready.set()
     assert cam.state().connected and cam.wait_ready(0.01)
+
+
+def test_ambient_is_judged_by_power_when_the_cooler_starts_on() -> None:
+    # ToupTek/Moravian: the cooler switch says ON at connect; 0 % power still means the sensor sits at ambient
+    props = dict(TOUP)
+    props["CCD_COOLER"] = replace(props["CCD_COOLER"], values={"COOLER_ON": True, "COOLER_OFF": False})
+    cam, client = attach(props, "indi_toupcam_ccd")
+    cam.client = None  # during connect nothing is published yet: the estimate must use the client it is given
+    assert cam._ambient_estimate(client, DEV) == 20.0  # type: ignore[arg-type]
+    props["CCD_COOLER_POWER"] = replace(props["CCD_COOLER_POWER"], values={"COOLER_POWER": 60.0})
+    cam, client = attach(props, "indi_toupcam_ccd")
+    assert cam._ambient_estimate(client, DEV) is None  # type: ignore[arg-type]
