@@ -462,6 +462,7 @@ class IndiCamera:
             power_threshold_pct=unreachable_power_pct, ambient_c=self._ambient_c,
             max_delta_c=self.profile.max_cooling_delta_c if self.profile else None)
         deadline = time.monotonic() + timeout_s
+        effect = CoolerEffect(set_point_c, tolerance_c, unreachable_window_s) if self._cooler_unreadable() else None
         self._stable = False
         while True:
             now = time.monotonic()
@@ -471,6 +472,8 @@ class IndiCamera:
             if tracker.feed(now, sample.temperature_c):
                 self._stable = True
                 return sample
+            if effect is not None and effect.idle(now, sample):
+                self._cooler_did_not_start(client, device, effect, sample)
             verdict = detector.feed(now, sample.temperature_c, sample.cooler_power_pct)
             if verdict is not None:
                 raise SetPointUnreachable(verdict.message(set_point_c), reachable_c=verdict.reachable_c,
@@ -488,6 +491,25 @@ class IndiCamera:
             except CameraDisconnected:
                 client, device = self._ensure()  # reconnect (restores set point) and keep waiting
                 tracker = StabilityTracker(set_point_c, tolerance_c, hold_s)
+
+    def _cooler_unreadable(self) -> bool:
+        """A write-only ``CCD_COOLER`` (ZWO) whose effect can be seen in a cooler-power reading."""
+        cooler = self.vocabulary.get("cooler")
+        return cooler is not None and not cooler.readable and self.vocabulary.get("cooler_power") is not None
+
+    def _cooler_did_not_start(self, client: IndiClient, device: str, effect: CoolerEffect,
+                              sample: TemperatureSample) -> None:
+        """The write-only cooler switch shows no effect: send it once more, then refuse with what was seen."""
+        if effect.resent:
+            raise SettingNotApplied(
+                f"{device}: the cooler did not start (CCD_COOLER is write-only; power stayed "
+                f"{sample.cooler_power_pct or 0:.0f} % and the sensor at {sample.temperature_c:.2f} °C for "
+                f"{2 * effect.window_s:.0f} s with set point {effect.set_point_c:g} °C)",
+                setting="cooler", requested="COOLER_ON", actual=sample.cooler_power_pct)
+        log.warning("%s: no cooler power %.0f s after COOLER_ON (write-only switch): sending it again", device,
+                    effect.window_s)
+        client.send_switch(device, "CCD_COOLER", ["COOLER_ON"])
+        effect.resend(time.monotonic())
 
     def warm_up(self, target_c: float, rate_c_per_min: float = 5.0, timeout_s: float = 3600.0) -> None:
         """Warm gently to ``target_c`` at ``rate_c_per_min``, then switch the cooler off."""
@@ -853,6 +875,33 @@ class IndiCamera:
                 client.send_switch(device, "CCD_ABORT_EXPOSURE", ["ABORT"])
             except CameraError as exc:
                 log.warning("abort failed: %s", exc)
+
+
+class CoolerEffect:
+    """Verifies a write-only cooler switch by its effect: some power drawn, or the sensor reaching the set point.
+
+    ``idle`` is True once ``window_s`` has passed with 0 % power while the sensor is still warmer than the set point.
+    """
+
+    def __init__(self, set_point_c: float, tolerance_c: float, window_s: float) -> None:
+        self.set_point_c = set_point_c
+        self.tolerance_c = tolerance_c
+        self.window_s = window_s
+        self.since: float | None = None
+        self.resent = False
+
+    def idle(self, now: float, sample: TemperatureSample) -> bool:
+        working = (sample.cooler_power_pct or 0.0) > 0.0 or sample.temperature_c <= self.set_point_c + self.tolerance_c
+        if working:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        return now - self.since >= self.window_s
+
+    def resend(self, now: float) -> None:
+        self.resent = True
+        self.since = now
 
 
 def clamp_to_range(value: float, limits: tuple[float, float, float] | None, what: str) -> float:

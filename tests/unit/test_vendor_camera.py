@@ -49,7 +49,8 @@ class FakeClient:
         before = self._version
         self._version += 1
         snap = self.props[name]
-        new_values = snap.values if snap.permission == "wo" else {**snap.values, **values}
+        # write-only vectors echo nothing; CCD_TEMPERATURE reports the sensor, not the set point just sent
+        new_values = snap.values if snap.permission == "wo" or name == "CCD_TEMPERATURE" else {**snap.values, **values}
         self.props[name] = replace(snap, values=new_values, version=self._version, state="Ok")
         return before
 
@@ -213,3 +214,18 @@ def test_ambient_is_judged_by_power_when_the_cooler_starts_on() -> None:
     props["CCD_COOLER_POWER"] = replace(props["CCD_COOLER_POWER"], values={"COOLER_POWER": 60.0})
     cam, client = attach(props, "indi_toupcam_ccd")
     assert cam._ambient_estimate(client, DEV) is None  # type: ignore[arg-type]
+
+
+def test_write_only_cooler_is_verified_by_its_effect() -> None:
+    cam, client = attach(ASI, "indi_asi_ccd")  # sensor at 20 °C, 0 % power: the cooler never starts
+    cam.set_temperature(-10.0)
+    client.sent.clear()
+    with pytest.raises(SettingNotApplied, match="the cooler did not start"):
+        cam.wait_until_stable(-10.0, hold_s=0.01, timeout_s=5.0, unreachable_window_s=0.05)
+    assert client.sent == [("CCD_COOLER", ["COOLER_ON"])]  # sent once more before giving up
+
+    cam, client = attach(ASI, "indi_asi_ccd")  # power drawn: the switch worked, only the target is slow
+    client.props["CCD_COOLER_POWER"] = replace(client.props["CCD_COOLER_POWER"], values={"CCD_COOLER_VALUE": 42.0})
+    with pytest.raises(CameraTimeout, match="not stable"):
+        cam.wait_until_stable(-10.0, hold_s=0.01, timeout_s=0.3, unreachable_window_s=0.05)
+    assert client.sent == []
