@@ -90,6 +90,23 @@ class CaptureSettings:
     amp_glow: str | None = None  # "auto" | "on" | "off"
     overscan: OverscanMode | None = None
     subframe: tuple[int, int, int, int] | None = None  # x, y, width, height in unbinned pixels; None = full frame
+    conversion_gain: int | None = None  # ToupTek TC_CONVERSION_GAIN option index (0 = LCG, 1 = HCG, ...)
+    heater: int | None = None  # heater level to keep (0 = off); None = darkd switches heaters off for bias/dark
+
+
+@dataclass(frozen=True)
+class SettingAccess:
+    """One row of the capability table: what darkd does with a setting on this driver and where it lives.
+
+    ``access`` is ``"sets"`` (darkd writes it and verifies it), ``"reads"`` (the driver exposes it read-only, or
+    write-only so darkd verifies it by effect) or ``"lacks"`` (the driver does not offer it).
+    """
+
+    setting: str
+    access: str
+    where: str | None = None  # e.g. "CCD_CONTROLS.Gain"
+    range: tuple[float, float] | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,13 @@ class CameraCapabilities:
     has_amp_glow: bool
     has_overscan: bool
     max_binning: int = 1
+    driver_exec: str | None = None  # DRIVER_INFO.DRIVER_EXEC, e.g. "indi_asi_ccd"
+    driver_version: str | None = None  # DRIVER_INFO.DRIVER_VERSION
+    adapter: str = "generic"  # the vendor adapter chosen from driver_exec (drivers/indi/vendors/)
+    bit_depth: int | None = None  # ADC bits when the driver or the profile says (ADC_DEPTH.BITS, profile adc_bits)
+    profile: str | None = None  # the camera profile in use (detected or configured)
+    profile_detected: bool = False
+    settings: tuple[SettingAccess, ...] = ()  # the capability table, one row per setting
 
 
 @dataclass
@@ -129,6 +153,7 @@ class CameraState:
     binning: int | None = None
     read_mode: int | None = None
     overscan: OverscanMode | None = None
+    heater: float | None = None  # heater level as the driver reports it (None: no heater or not readable)
     exposing: bool = False
     exposure_remaining_s: float | None = None
 

@@ -4,19 +4,29 @@ The QHY INDI driver writes no overscan geometry into its FITS, so the profile is
 and ``TRIMSEC`` (IRAF convention: ``[x1:x2,y1:y2]``, 1-based inclusive, x first). Geometry is given for binning 1 and
 both ``OVERSCAN_MODE`` settings; :meth:`CameraProfile.sections_for` picks the mode, scales for binning, and checks the
 result against the frame actually received — a disagreement raises :class:`ProfileMismatch` with both sizes.
+
+Profiles are **detected, not configured** (:func:`detect_profile`): each file's ``[detect]`` table names the driver
+executables (``DRIVER_INFO.DRIVER_EXEC``), the model as it appears in the device name, and the sensor sizes
+(``CCD_INFO``) it applies to; a configured ``profile`` still overrides. A camera no profile matches gets a generic
+profile — the whole frame as data, no overscan geometry — and a logged notice, never a failure. A profile whose
+sensor geometry is not documented declares ``whole_frame = true`` instead of an ``[ignore]`` table.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from drivers.camera import OverscanMode
 
+log = logging.getLogger(__name__)
+
+GENERIC_PROFILE = "generic"
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "config" / "cameras"
 _SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
 
@@ -82,18 +92,31 @@ class FrameGeometry:
 
 
 @dataclass(frozen=True)
+class ProfileMatch:
+    """When a profile applies (its ``[detect]`` table): any listed driver, a model in the device name, a sensor size."""
+
+    drivers: tuple[str, ...] = ()  # DRIVER_INFO.DRIVER_EXEC values; empty = any driver
+    models: tuple[str, ...] = ()  # model names as they appear in the device name (compared without case/punctuation)
+    sizes: tuple[tuple[int, int], ...] = ()  # CCD_INFO (CCD_MAX_X, CCD_MAX_Y) values; empty = any size
+
+
+@dataclass(frozen=True)
 class CameraProfile:
-    """One camera model: geometry per overscan mode plus limits used by capture and quality checks."""
+    """One camera model: geometry per overscan mode plus limits used by capture and quality checks.
+
+    ``ignore`` None means *whole frame*: the frame as received is all data (no overscan geometry is known).
+    """
 
     name: str
     model: str
     include: FrameGeometry | None
-    ignore: FrameGeometry
+    ignore: FrameGeometry | None
     device_prefix: str | None = None
     adc_bits: int = 16
     saturation_adu: int = 65535
     readout_s: float = 2.0
     max_cooling_delta_c: float | None = None
+    match: ProfileMatch = field(default_factory=ProfileMatch)
 
     def geometry(self, mode: OverscanMode | str | None) -> FrameGeometry:
         """Geometry for ``mode`` (None = ignore). Raises :class:`ProfileError` if the camera has no include mode."""
@@ -101,12 +124,18 @@ class CameraProfile:
             if self.include is None:
                 raise ProfileError(f"camera profile {self.name}: no overscan (include) geometry")
             return self.include
+        if self.ignore is None:
+            raise ProfileError(f"camera profile {self.name}: whole frame; the geometry is the frame received")
         return self.ignore
 
     def sections_for(self, mode: OverscanMode | str | None, shape: tuple[int, int], binning: int = 1) -> FrameGeometry:
         """The geometry for a received frame of NumPy ``shape`` (rows, cols); :class:`ProfileMismatch` if it differs."""
-        geo = self.geometry(mode).binned(max(1, int(binning)))
         rows, cols = int(shape[0]), int(shape[1])
+        include = mode is not None and OverscanMode(mode) is OverscanMode.INCLUDE
+        if self.ignore is None and not include:
+            whole = format_section(1, cols, 1, rows)
+            return FrameGeometry(cols, rows, whole, whole)
+        geo = self.geometry(mode).binned(max(1, int(binning)))
         if (cols, rows) != (geo.width_px, geo.height_px):
             mode_name = OverscanMode(mode).value if mode is not None else "ignore"
             raise ProfileMismatch(
@@ -147,26 +176,45 @@ def validate_geometry(geo: FrameGeometry, where: str) -> None:
             raise ProfileError(f"{where}: biassec {geo.biassec} overlaps datasec {geo.datasec}")
 
 
+def _match(data: dict[str, Any], where: str) -> ProfileMatch:
+    detect = data.get("detect", {})
+    if not isinstance(detect, dict):
+        raise ProfileError(f"{where}: [detect] must be a table")
+    try:
+        sizes = tuple((int(w), int(h)) for w, h in detect.get("sizes", []))
+        return ProfileMatch(tuple(str(d) for d in detect.get("drivers", [])),
+                            tuple(str(m) for m in detect.get("models", [])), sizes)
+    except (TypeError, ValueError) as exc:
+        raise ProfileError(f"{where}: [detect] {exc} (sizes = [[width, height], ...])") from exc
+
+
 def profile_from_dict(data: dict[str, Any], where: str = "profile") -> CameraProfile:
     """Build and validate a profile from parsed TOML."""
-    if "ignore" not in data:
-        raise ProfileError(f"{where}: missing [ignore] table (the frame geometry without overscan)")
+    whole_frame = bool(data.get("whole_frame", False))
+    if "ignore" not in data and not whole_frame:
+        raise ProfileError(f"{where}: missing [ignore] table (the frame geometry without overscan) "
+                           "or whole_frame = true")
     include = _geometry(data["include"], f"{where} [include]") if "include" in data else None
-    ignore = _geometry(data["ignore"], f"{where} [ignore]")
+    ignore = _geometry(data["ignore"], f"{where} [ignore]") if "ignore" in data else None
     try:
         return CameraProfile(
             name=str(data.get("name", where)), model=str(data.get("model", data.get("name", where))),
             include=include, ignore=ignore, device_prefix=data.get("device_prefix"),
             adc_bits=int(data.get("adc_bits", 16)), saturation_adu=int(data.get("saturation_adu", 65535)),
             readout_s=float(data.get("readout_s", 2.0)),
-            max_cooling_delta_c=(float(data["max_cooling_delta_c"]) if "max_cooling_delta_c" in data else None))
+            max_cooling_delta_c=(float(data["max_cooling_delta_c"]) if "max_cooling_delta_c" in data else None),
+            match=_match(data, where))
     except (TypeError, ValueError) as exc:
         raise ProfileError(f"{where}: {exc}") from exc
 
 
+def _profiles_dir(directory: str | os.PathLike[str] | None) -> Path:
+    return Path(directory or os.environ.get("DARKD_CAMERA_PROFILES") or PROFILES_DIR)
+
+
 def load_profile(name: str, directory: str | os.PathLike[str] | None = None) -> CameraProfile:
     """Load ``<directory>/<name>.toml`` (default ``config/cameras``, or ``$DARKD_CAMERA_PROFILES``)."""
-    base = Path(directory or os.environ.get("DARKD_CAMERA_PROFILES") or PROFILES_DIR)
+    base = _profiles_dir(directory)
     path = base / f"{name}.toml"
     if not path.is_file():
         known = sorted(p.stem for p in base.glob("*.toml")) if base.is_dir() else []
@@ -177,3 +225,83 @@ def load_profile(name: str, directory: str | os.PathLike[str] | None = None) -> 
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: invalid TOML ({exc})") from exc
     return profile_from_dict(data, str(path))
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def _sizes(profile: CameraProfile) -> set[tuple[int, int]]:
+    sizes = set(profile.match.sizes)
+    for geo in (profile.include, profile.ignore):
+        if geo is not None:
+            sizes.add((geo.width_px, geo.height_px))
+    return sizes
+
+
+def match_score(profile: CameraProfile, driver_exec: str | None, device: str, width_px: int, height_px: int) -> int:
+    """How well ``profile`` fits the camera (0 = not at all): driver, model in the device name, and sensor size.
+
+    A profile without a ``[detect]`` table is never detected (it can still be configured by name). The driver must
+    be listed when the profile lists drivers and the driver is known; the model must appear in the device name; the
+    size must be one the profile knows (a sensor size or the size of one of its geometries).
+    """
+    m = profile.match
+    if not (m.drivers or m.models or m.sizes):
+        return 0
+    score = 0
+    if m.drivers and driver_exec:
+        if driver_exec not in m.drivers:
+            return 0
+        score += 1
+    if m.models:
+        name = _norm(device)
+        if not any(_norm(model) in name for model in m.models):
+            return 0
+        score += 2
+    sizes = _sizes(profile)
+    if sizes:
+        if (width_px, height_px) not in sizes:
+            return 0
+        score += 1
+    return score
+
+
+def generic_profile(device: str, bits_per_pixel: int = 16) -> CameraProfile:
+    """The profile of a camera no profile matches: the whole frame is data, no overscan geometry."""
+    bits = bits_per_pixel if bits_per_pixel in (8, 16, 32) else 16
+    return CameraProfile(name=GENERIC_PROFILE, model=device, include=None, ignore=None, adc_bits=bits,
+                         saturation_adu=2 ** min(bits, 16) - 1, readout_s=5.0)
+
+
+def all_profiles(directory: str | os.PathLike[str] | None = None) -> list[CameraProfile]:
+    """Every valid profile in the profiles directory (a broken file is logged and skipped, never fatal here)."""
+    base = _profiles_dir(directory)
+    profiles = []
+    for path in sorted(base.glob("*.toml")) if base.is_dir() else []:
+        try:
+            profiles.append(load_profile(path.stem, base))
+        except ProfileError as exc:
+            log.warning("camera profile skipped: %s", exc)
+    return profiles
+
+
+def detect_profile(driver_exec: str | None, device: str, width_px: int, height_px: int,
+                   pixel_size_um: float | None = None, bits_per_pixel: int = 16,
+                   directory: str | os.PathLike[str] | None = None) -> tuple[CameraProfile, bool]:
+    """The best-matching profile for a connected camera and True, or the generic profile and False (with a notice).
+
+    ``pixel_size_um`` is accepted for the log line only: drivers report it too inconsistently to decide with it.
+    """
+    scored = [(match_score(p, driver_exec, device, width_px, height_px), p) for p in all_profiles(directory)]
+    scored = [(score, p) for score, p in scored if score > 0]
+    if scored:
+        best = max(score for score, _ in scored)
+        profile = sorted((p for score, p in scored if score == best), key=lambda p: p.name)[0]
+        log.info("camera profile %s detected for %s (driver %s, %dx%d)", profile.name, device, driver_exec,
+                 width_px, height_px)
+        return profile, True
+    log.warning("no camera profile matches %s (driver %s, %dx%d px, %s um): using the generic profile (whole frame, "
+                "no overscan geometry); add one in config/cameras to record overscan geometry", device, driver_exec,
+                width_px, height_px, pixel_size_um)
+    return generic_profile(device, bits_per_pixel), False

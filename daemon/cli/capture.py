@@ -114,8 +114,11 @@ def _stop_on_sigint(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _profile(name: str | None) -> CameraProfile | None:
-    return None if name in (None, "", "none") else load_profile(str(name))
+def _profile(name: str | None) -> CameraProfile | str | None:
+    """A named profile (overrides detection); ``auto``/unset: detected on connect; ``none``: no profile."""
+    if name is None or name in ("", "none", "auto"):
+        return name
+    return load_profile(str(name))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -239,8 +242,26 @@ def run_status(args: argparse.Namespace) -> int:
                if not getattr(caps, f"has_{name}")]
     if missing:
         lines.append(f"not offered     {', '.join(missing)}")
+    lines.extend(_driver_lines(caps))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def _driver_lines(caps: Any) -> list[str]:  # a CameraCapabilities
+    """The driver, the profile and the capability table: what darkd sets, only reads, and what the camera lacks."""
+    version = f" {caps.driver_version}" if caps.driver_version else ""
+    profile = caps.profile or "none"
+    if caps.profile:
+        profile += " (detected)" if caps.profile_detected else " (configured)"
+    lines = [f"driver          {caps.driver_exec or 'unknown'}{version} (adapter {caps.adapter})",
+             f"profile         {profile}",
+             f"bit depth       {caps.bit_depth if caps.bit_depth else 'n/a'}",
+             "settings        setting          darkd   where                                range"]
+    for row in caps.settings:
+        rng = f"{row.range[0]:g}..{row.range[1]:g}" if row.range else ""
+        note = f"  ({row.note})" if row.note else ""
+        lines.append(f"                {row.setting:<16} {row.access:<7} {row.where or '-':<36} {rng}{note}")
+    return lines
 
 
 def _connection_args(parser: argparse.ArgumentParser) -> None:

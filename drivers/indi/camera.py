@@ -1,8 +1,15 @@
 """:class:`IndiCamera`: the :class:`drivers.camera.Camera` protocol over INDI (``pyindi-client``).
 
-Works with the QHY driver (and our simulated QHY163M, which speaks the same vocabulary) and degrades gracefully on
-drivers with fewer properties, e.g. the stock ``CCD Simulator`` (no cooler power, no overscan, no read mode): the
-capabilities say what exists, and asking for a setting the device lacks raises :class:`SettingUnsupported`.
+Speaks every vendor's vocabulary through one small adapter per driver family (:mod:`drivers.indi.vendors`, chosen
+by ``DRIVER_INFO.DRIVER_EXEC``): gain and offset are found by the KStars rule, vendor controls by name or label, and
+cooler quirks (write-only ``CCD_COOLER``, no cooler switch, cooler-on refused when warming) are the adapter's. Drivers
+with fewer properties, e.g. the stock ``CCD Simulator``, degrade gracefully: the capabilities (with a per-setting
+table) say what exists, and asking for a setting the device lacks raises :class:`SettingUnsupported`. Every value is
+checked against the range the driver advertises before it is sent (:meth:`IndiCamera.check_settings` checks a whole
+request up front); ramp rates are clamped with a warning instead.
+
+The camera reports ``connected`` only once :meth:`IndiCamera.connect` has finished (client, device, capabilities
+published together); a call that needs the camera while another thread is connecting waits for that connect.
 
 Every wait is bounded. The download timeout of an exposure is ``exposure_s / time_scale + readout_s`` where
 ``time_scale`` is the simulator's ``SIM_SETTINGS.TIME_SCALE`` when the device has it (1 for a real camera) and
@@ -43,7 +50,8 @@ from drivers.camera import (
 )
 from drivers.cooling import StabilityTracker, UnreachableDetector, warm_up_plan
 from drivers.indi.client import IndiClient, PropertyAlert, PropertyMissing, PropertySnapshot
-from drivers.profiles import CameraProfile
+from drivers.indi.vendors import Control, VendorAdapter, Vocabulary, adapter_for
+from drivers.profiles import CameraProfile, ProfileMatch, detect_profile, match_score
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,8 @@ SETTING_TIMEOUT_S = 10.0
 FRAME_TYPE_SWITCH = {FrameType.LIGHT: "FRAME_LIGHT", FrameType.BIAS: "FRAME_BIAS", FrameType.DARK: "FRAME_DARK",
                      FrameType.FLAT: "FRAME_FLAT"}
 AMP_GLOW_SWITCH = {"auto": "AMP_AUTO", "on": "AMP_ON", "off": "AMP_OFF"}
+#: CaptureSettings fields written through the family's vocabulary (number elements or option indexes)
+NUMBER_SETTINGS = ("gain", "offset", "read_mode", "conversion_gain", "usb_traffic", "heater")
 OVERSCAN_SWITCH = {OverscanMode.INCLUDE: "INDI_ENABLED", OverscanMode.IGNORE: "INDI_DISABLED"}
 
 
@@ -60,11 +70,20 @@ class IndiCamera:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 7624, device: str | None = None, *,
                  profile: CameraProfile | None = None, reconnect: bool = True,
-                 reconnect_timeout_s: float = 60.0, sample_interval_s: float = 1.0) -> None:
+                 reconnect_timeout_s: float = 60.0, sample_interval_s: float = 1.0,
+                 detect_profile: bool = True) -> None:
         self.host = host
         self.port = port
         self.requested_device = device
         self.profile = profile
+        self._profile_configured = profile is not None
+        self._detect_profile = detect_profile and profile is None
+        self._profile_detected = False
+        self.adapter: VendorAdapter = adapter_for(None)
+        self.vocabulary = Vocabulary()
+        self._ready = threading.Event()  # set only once connect() has published client, device and capabilities
+        self._connect_called = False
+        self._heaters_settled = False
         self.reconnect = reconnect
         self.reconnect_timeout_s = reconnect_timeout_s
         self.sample_interval_s = sample_interval_s
@@ -84,29 +103,75 @@ class IndiCamera:
 
     # ------------------------------------------------------------------ connection
     def connect(self, timeout_s: float = 30.0) -> CameraCapabilities:
-        """Connect to the server, find the device (by name or the first CCD), connect it, set BLOB/upload modes."""
-        with self._lock:
-            self._connect_timeout_s = timeout_s
-            if self.client is not None:
-                self.client.close()
-            client = IndiClient(self.host, self.port)
-            self.client = client
-            client.open(timeout_s)
-            deadline = time.monotonic() + timeout_s
-            device = client.wait_for(self._find_device, timeout_s,
-                                     f"device {self.requested_device or 'with a CCD interface'} on "
-                                     f"{self.host}:{self.port}")
-            self.device = device
-            self._connect_device(client, device, max(1.0, deadline - time.monotonic()))
-            self._caps = self._read_capabilities(client, device)
-            if self._ambient_c is None:
-                self._ambient_c = self._ambient_estimate(client, device)
-            log.info("connected to %s on %s:%s", device, self.host, self.port)
-            return self._caps
+        """Connect to the server, find the device (by name or the first CCD), connect it, set BLOB/upload modes.
 
-    def _find_device(self) -> str | None:
-        assert self.client is not None
-        client = self.client
+        Nothing is published before the connect has finished: until then :meth:`state` says not connected and
+        :attr:`capabilities` raises. A connect while this camera is already connected and healthy returns the current
+        capabilities (two threads connecting at start-up share one connection instead of closing each other's).
+        """
+        self._connect_called = True
+        with self._lock:
+            if self._healthy() and self._caps is not None:
+                return self._caps
+            self._connect_timeout_s = timeout_s
+            self._ready.clear()
+            old, self.client, self._caps = self.client, None, None
+            if old is not None:
+                old.close()
+            client = IndiClient(self.host, self.port)
+            try:
+                caps = self._open(client, timeout_s)
+            except BaseException:
+                client.close()
+                raise
+            self.client = client
+            self._caps = caps
+            self._heaters_settled = False
+            self._ready.set()
+            log.info("connected to %s on %s:%s (driver %s, adapter %s, profile %s)", self.device, self.host,
+                     self.port, caps.driver_exec or "unknown", caps.adapter, caps.profile or "none")
+            return caps
+
+    def _open(self, client: IndiClient, timeout_s: float) -> CameraCapabilities:
+        client.open(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        device = client.wait_for(lambda: self._find_device(client), timeout_s,
+                                 f"device {self.requested_device or 'with a CCD interface'} on "
+                                 f"{self.host}:{self.port}")
+        self.device = device
+        info = client.get(device, "DRIVER_INFO")
+        self.adapter = adapter_for(info.values.get("DRIVER_EXEC") if info else None, device)
+        self._connect_device(client, device, max(1.0, deadline - time.monotonic()))
+        self.vocabulary = self.adapter.discover(client.properties(device))
+        caps = self._read_capabilities(client, device)
+        if self._detect_profile:
+            self.profile, self._profile_detected = detect_profile(caps.driver_exec, device, caps.width_px,
+                                                                  caps.height_px, caps.pixel_size_um,
+                                                                  caps.bits_per_pixel)
+            caps = replace(caps, profile=self.profile.name, profile_detected=self._profile_detected)
+        elif self.profile is not None:
+            caps = replace(caps, profile=self.profile.name)
+            if match_score(self.profile, caps.driver_exec, device, caps.width_px, caps.height_px) == 0 \
+                    and self.profile.match != ProfileMatch():
+                log.warning("configured camera profile %s does not match %s (driver %s, %dx%d px): its geometry "
+                            "may not fit; use profile 'auto' to detect it", self.profile.name, device,
+                            caps.driver_exec, caps.width_px, caps.height_px)
+        if self.profile is not None and caps.bit_depth is None:
+            caps = replace(caps, bit_depth=self.profile.adc_bits)
+        if self._ambient_c is None:
+            self._ambient_c = self._ambient_estimate(client, device)
+        return caps
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until a connect (in any thread) has finished; True when connected within ``timeout_s``."""
+        return self._ready.wait(timeout_s) and self._healthy()
+
+    def _healthy(self) -> bool:
+        client, device = self.client, self.device
+        return (self._ready.is_set() and client is not None and device is not None and client.server_up
+                and client.epoch(device) == self._epoch and client.get(device, "CCD_EXPOSURE") is not None)
+
+    def _find_device(self, client: IndiClient) -> str | None:
         # called under the client's lock: use the raw dict to avoid re-entrance cost
         props = client._props
         devices = sorted(client._devices)
@@ -143,6 +208,8 @@ class IndiCamera:
         if compression is not None:
             off = "INDI_DISABLED" if "INDI_DISABLED" in compression.values else "CCD_RAW"
             self._select_if_present(client, device, "CCD_COMPRESSION", off)
+        if self.adapter.capture_format:
+            self._select_if_present(client, device, "CCD_CAPTURE_FORMAT", self.adapter.capture_format)
 
     @staticmethod
     def _is_connected_locked(client: IndiClient, device: str) -> bool:
@@ -157,56 +224,73 @@ class IndiCamera:
         before = client.send_switch(device, name, [element])
         client.wait_update(device, name, before, SETTING_TIMEOUT_S, lambda s: s.state != "Busy")
 
-    @staticmethod
-    def _read_capabilities(client: IndiClient, device: str) -> CameraCapabilities:
+    def _read_capabilities(self, client: IndiClient, device: str) -> CameraCapabilities:
         props = client.properties(device)
         info = props["CCD_INFO"]
         binning = props.get("CCD_BINNING")
         max_bin = int(binning.limits.get("HOR_BIN", (1, 1, 1))[1]) if binning else 1
+        driver = props.get("DRIVER_INFO")
+        adc = props.get("ADC_DEPTH")
+        vocab = self.vocabulary
 
-        def has(name: str) -> bool:
-            return name in props
+        def has(setting: str) -> bool:
+            return vocab.get(setting) is not None
 
         return CameraCapabilities(
             device=device, width_px=int(info.values.get("CCD_MAX_X", 0)),
             height_px=int(info.values.get("CCD_MAX_Y", 0)), pixel_size_um=info.values.get("CCD_PIXEL_SIZE"),
             bits_per_pixel=int(info.values.get("CCD_BITSPERPIXEL", 16)),
-            has_cooler=has("CCD_COOLER") or has("CCD_TEMPERATURE"), has_cooler_power=has("CCD_COOLER_POWER"),
-            has_temp_ramp=has("CCD_TEMP_RAMP"), has_gain=has("CCD_GAIN"), has_offset=has("CCD_OFFSET"),
-            has_read_mode=has("READ_MODE"), has_usb_traffic=has("USB_TRAFFIC"), has_amp_glow=has("CCD_AMP_GLOW"),
-            has_overscan=has("OVERSCAN_MODE"), max_binning=max(1, max_bin))
+            has_cooler="CCD_COOLER" in props or "CCD_TEMPERATURE" in props, has_cooler_power=has("cooler_power"),
+            has_temp_ramp=has("temp_ramp"), has_gain=has("gain"), has_offset=has("offset"),
+            has_read_mode=has("read_mode"), has_usb_traffic=has("usb_traffic"), has_amp_glow=has("amp_glow"),
+            has_overscan=has("overscan"), max_binning=max(1, max_bin),
+            driver_exec=str(driver.values.get("DRIVER_EXEC") or "") or None if driver else None,
+            driver_version=str(driver.values.get("DRIVER_VERSION") or "") or None if driver else None,
+            adapter=self.adapter.name,
+            bit_depth=int(adc.values.get("BITS", 0)) or None if adc is not None and adc.kind == "number" else None,
+            settings=vocab.table())
 
-    @staticmethod
-    def _ambient_estimate(client: IndiClient, device: str) -> float | None:
+    def _ambient_estimate(self, client: IndiClient, device: str) -> float | None:
         """The sensor temperature at connect time while the cooler is off (≈ ambient), else None."""
         temp = client.get(device, "CCD_TEMPERATURE")
         cooler = client.get(device, "CCD_COOLER")
-        power = client.get(device, "CCD_COOLER_POWER")
+        power = self.vocabulary.get("cooler_power")
         if temp is None:
             return None
-        cooler_off = cooler is not None and not cooler.values.get("COOLER_ON", False)
-        no_power = power is not None and power.values.get("CCD_COOLER_VALUE", 0.0) <= 1.0
+        # a write-only switch (ZWO) says nothing; a cooler that starts ON (ToupTek, Moravian) is judged by its power
+        cooler_off = (cooler is not None and cooler.readable and not self.adapter.cooler_starts_on
+                      and not cooler.values.get("COOLER_ON", False))
+        power_pct = self._control_value(power, client, device) if power is not None else None
+        no_power = power_pct is not None and power_pct <= 1.0
         return temp.values.get("CCD_TEMPERATURE_VALUE") if (cooler_off or no_power) else None
 
     def disconnect(self) -> None:
         with self._lock:
+            self._ready.clear()
+            self._connect_called = False
             if self.client is not None:
                 self.client.close()
             self.client = None
 
     def _ensure(self) -> tuple[IndiClient, str]:
-        """The live client and device; reconnects (bounded by ``reconnect_timeout_s``) when the link was lost."""
-        client, device = self.client, self.device
-        if client is not None and device is not None and client.server_up and client.epoch(device) == self._epoch \
-                and client.get(device, "CCD_EXPOSURE") is not None:
-            return client, device
-        if client is None or device is None:
-            raise CameraDisconnected("camera not connected: call connect() first")
-        if not self.reconnect:
-            raise CameraDisconnected(f"lost the connection to {device} on {self.host}:{self.port}")
-        self.reconnect_now()
-        assert self.client is not None and self.device is not None
-        return self.client, self.device
+        """The live client and device; reconnects (bounded by ``reconnect_timeout_s``) when the link was lost.
+
+        While another thread is connecting, this waits for that connect (the lock) instead of failing.
+        """
+        if self._healthy():
+            assert self.client is not None and self.device is not None
+            return self.client, self.device
+        with self._lock:
+            if self._healthy():
+                assert self.client is not None and self.device is not None
+                return self.client, self.device
+            if not self._connect_called:
+                raise CameraDisconnected("camera not connected: call connect() first")
+            if not self.reconnect:
+                raise CameraDisconnected(f"lost the connection to {self.device} on {self.host}:{self.port}")
+            self.reconnect_now()
+            assert self.client is not None and self.device is not None
+            return self.client, self.device
 
     def reconnect_now(self) -> CameraCapabilities:
         """Reconnect, retrying until ``reconnect_timeout_s``; restores the set point and the last applied settings."""
@@ -218,6 +302,7 @@ class IndiCamera:
             try:
                 caps = self.connect(min(self._connect_timeout_s, max(1.0, deadline - time.monotonic())))
                 if self._applied != CaptureSettings():
+                    # every setting again: some drivers reset them on connect (SVBony: SDK defaults; ZWO: BandWidth)
                     self.apply_settings(self._applied)
                 if self._set_point_c is not None:
                     self.set_temperature(self._set_point_c, self._ramp_c_per_min)
@@ -234,9 +319,10 @@ class IndiCamera:
 
     @property
     def capabilities(self) -> CameraCapabilities:
-        if self._caps is None:
+        caps = self._caps
+        if caps is None or not self._ready.is_set():
             raise CameraDisconnected("camera not connected: call connect() first")
-        return self._caps
+        return caps
 
     @property
     def time_scale(self) -> float:
@@ -259,7 +345,28 @@ class IndiCamera:
         return self._value("CCD_TEMPERATURE", "CCD_TEMPERATURE_VALUE")
 
     def cooler_power_pct(self) -> float | None:
-        return self._value("CCD_COOLER_POWER", "CCD_COOLER_VALUE")
+        power = self.vocabulary.get("cooler_power")
+        return self._control_value(power) if power is not None else None
+
+    def _control_value(self, control: Control, client: IndiClient | None = None,
+                       device: str | None = None) -> float | None:
+        """The current value of a control: a number element, or the index of the switch option that is on."""
+        client, device = client or self.client, device or self.device
+        if client is None or device is None or not control.readable:
+            return None
+        snap = client.get(device, control.prop)
+        if snap is None:
+            return None
+        if control.kind == "switch":
+            on = snap.on_switches()
+            return float(list(snap.values).index(on[0])) if on else None
+        value = snap.values.get(control.element or "")
+        return float(value) if value is not None else None
+
+    def setting_value(self, setting: str) -> float | None:
+        """The driver's current value of a darkd setting (None when absent or write-only)."""
+        control = self.vocabulary.get(setting)
+        return self._control_value(control) if control is not None else None
 
     def sample(self) -> TemperatureSample:
         temp = self.temperature_c()
@@ -269,18 +376,23 @@ class IndiCamera:
 
     def state(self) -> CameraState:
         client, device = self.client, self.device
-        if client is None or device is None or not client.server_up or client.get(device, "CCD_EXPOSURE") is None:
+        if not self._healthy() or client is None or device is None:
             return CameraState(connected=False, device=device, set_point_c=self._set_point_c)
         cooler = client.get(device, "CCD_COOLER")
         overscan = client.get(device, "OVERSCAN_MODE")
         exposure = client.get(device, "CCD_EXPOSURE")
         exposing = exposure is not None and exposure.state == "Busy"
-        read_mode = self._value("READ_MODE", "MODE")
+        read_mode = self.setting_value("read_mode")
+        power = self.cooler_power_pct()
+        if cooler is not None and cooler.readable:
+            cooler_on: bool | None = bool(cooler.values.get("COOLER_ON"))
+        else:  # write-only switch (ZWO) or none (FLI): judged by its effect, the power drawn
+            cooler_on = power > 0.0 if power is not None else None
         return CameraState(
             connected=True, device=device, temperature_c=self.temperature_c(), set_point_c=self._set_point_c,
-            cooler_on=bool(cooler.values.get("COOLER_ON")) if cooler is not None else None,
-            cooler_power_pct=self.cooler_power_pct(), stable=self._stable, gain=self._value("CCD_GAIN", "GAIN"),
-            offset=self._value("CCD_OFFSET", "OFFSET"),
+            cooler_on=cooler_on, heater=self.setting_value("heater"),
+            cooler_power_pct=power, stable=self._stable, gain=self.setting_value("gain"),
+            offset=self.setting_value("offset"),
             binning=int(b) if (b := self._value("CCD_BINNING", "HOR_BIN")) is not None else None,
             read_mode=int(read_mode) if read_mode is not None else None,
             overscan=(OverscanMode.INCLUDE if overscan.values.get("INDI_ENABLED") else OverscanMode.IGNORE)
@@ -292,13 +404,7 @@ class IndiCamera:
     def set_temperature(self, set_point_c: float, ramp_c_per_min: float | None = None) -> None:
         """Turn the cooler on and set the set point (with ``CCD_TEMP_RAMP`` when given and supported)."""
         client, device = self._ensure()
-        temp = client.get(device, "CCD_TEMPERATURE")
-        if temp is None:
-            raise SettingUnsupported(f"{device} has no CCD_TEMPERATURE: it cannot be cooled")
-        low, high, _ = temp.limits.get("CCD_TEMPERATURE_VALUE", (-1e9, 1e9, 0))
-        if high > low and not low <= set_point_c <= high:
-            raise SettingNotApplied(f"set point {set_point_c} °C is outside the driver's range {low}..{high} °C",
-                                    setting="set_point_c", requested=set_point_c, actual=None)
+        self._check_set_point(client, device, set_point_c)
         ramp = client.get(device, "CCD_TEMP_RAMP")
         if ramp_c_per_min is not None and ramp is not None:
             ramp_c_per_min = clamp_to_range(ramp_c_per_min, ramp.limits.get("RAMP_SLOPE"),
@@ -306,15 +412,40 @@ class IndiCamera:
             if ramp.values.get("RAMP_SLOPE") != ramp_c_per_min:
                 before = client.send_number(device, "CCD_TEMP_RAMP", {"RAMP_SLOPE": ramp_c_per_min})
                 self._await_setting(client, device, "CCD_TEMP_RAMP", before)
-        cooler = client.get(device, "CCD_COOLER")
-        if cooler is not None and not cooler.values.get("COOLER_ON", False):
-            before = client.send_switch(device, "CCD_COOLER", ["COOLER_ON"])
-            self._await_setting(client, device, "CCD_COOLER", before, allow_busy=True)
-        before = client.send_number(device, "CCD_TEMPERATURE", {"CCD_TEMPERATURE_VALUE": set_point_c})
-        self._await_setting(client, device, "CCD_TEMPERATURE", before, allow_busy=True)
+        current_c = self.temperature_c()
+        if self.adapter.cooler_on_needs_colder_target:
+            # Atik: the set point first; the cooler switch only when cooling down (it refuses cooler-on otherwise)
+            self._send_set_point(client, device, set_point_c)
+            if current_c is None or set_point_c < current_c:
+                self._switch_cooler(client, device, on=True)
+        else:
+            self._switch_cooler(client, device, on=True)
+            self._send_set_point(client, device, set_point_c)
         self._set_point_c = set_point_c
         self._ramp_c_per_min = ramp_c_per_min
         self._stable = False
+
+    def _send_set_point(self, client: IndiClient, device: str, set_point_c: float) -> None:
+        before = client.send_number(device, "CCD_TEMPERATURE", {"CCD_TEMPERATURE_VALUE": set_point_c})
+        self._await_setting(client, device, "CCD_TEMPERATURE", before, allow_busy=True)
+
+    def _switch_cooler(self, client: IndiClient, device: str, *, on: bool) -> None:
+        """``CCD_COOLER`` on/off where the family has one (FLI: none, the set point alone drives the cooler).
+
+        A write-only switch (ZWO) is always sent and never read back: its effect (power, temperature) is what
+        :meth:`wait_until_stable` checks.
+        """
+        cooler = client.get(device, "CCD_COOLER") if self.adapter.cooler_switch else None
+        element = "COOLER_ON" if on else "COOLER_OFF"
+        if cooler is None or element not in cooler.values:
+            return
+        if cooler.readable and cooler.values.get(element, False):
+            return
+        before = client.send_switch(device, "CCD_COOLER", [element])
+        if cooler.readable:
+            self._await_setting(client, device, "CCD_COOLER", before, allow_busy=True)
+        else:
+            log.debug("%s: CCD_COOLER is write-only; %s sent, verified by its effect", device, element)
 
     def wait_until_stable(self, set_point_c: float, *, tolerance_c: float = 0.2, hold_s: float = 60.0,
                           timeout_s: float = 1800.0, on_sample: Callable[[TemperatureSample], None] | None = None,
@@ -331,6 +462,7 @@ class IndiCamera:
             power_threshold_pct=unreachable_power_pct, ambient_c=self._ambient_c,
             max_delta_c=self.profile.max_cooling_delta_c if self.profile else None)
         deadline = time.monotonic() + timeout_s
+        effect = CoolerEffect(set_point_c, tolerance_c, unreachable_window_s) if self._cooler_unreadable() else None
         self._stable = False
         while True:
             now = time.monotonic()
@@ -340,6 +472,8 @@ class IndiCamera:
             if tracker.feed(now, sample.temperature_c):
                 self._stable = True
                 return sample
+            if effect is not None and effect.idle(now, sample):
+                self._cooler_did_not_start(client, device, effect, sample)
             verdict = detector.feed(now, sample.temperature_c, sample.cooler_power_pct)
             if verdict is not None:
                 raise SetPointUnreachable(verdict.message(set_point_c), reachable_c=verdict.reachable_c,
@@ -357,6 +491,25 @@ class IndiCamera:
             except CameraDisconnected:
                 client, device = self._ensure()  # reconnect (restores set point) and keep waiting
                 tracker = StabilityTracker(set_point_c, tolerance_c, hold_s)
+
+    def _cooler_unreadable(self) -> bool:
+        """A write-only ``CCD_COOLER`` (ZWO) whose effect can be seen in a cooler-power reading."""
+        cooler = self.vocabulary.get("cooler")
+        return cooler is not None and not cooler.readable and self.vocabulary.get("cooler_power") is not None
+
+    def _cooler_did_not_start(self, client: IndiClient, device: str, effect: CoolerEffect,
+                              sample: TemperatureSample) -> None:
+        """The write-only cooler switch shows no effect: send it once more, then refuse with what was seen."""
+        if effect.resent:
+            raise SettingNotApplied(
+                f"{device}: the cooler did not start (CCD_COOLER is write-only; power stayed "
+                f"{sample.cooler_power_pct or 0:.0f} % and the sensor at {sample.temperature_c:.2f} °C for "
+                f"{2 * effect.window_s:.0f} s with set point {effect.set_point_c:g} °C)",
+                setting="cooler", requested="COOLER_ON", actual=sample.cooler_power_pct)
+        log.warning("%s: no cooler power %.0f s after COOLER_ON (write-only switch): sending it again", device,
+                    effect.window_s)
+        client.send_switch(device, "CCD_COOLER", ["COOLER_ON"])
+        effect.resend(time.monotonic())
 
     def warm_up(self, target_c: float, rate_c_per_min: float = 5.0, timeout_s: float = 3600.0) -> None:
         """Warm gently to ``target_c`` at ``rate_c_per_min``, then switch the cooler off."""
@@ -378,9 +531,7 @@ class IndiCamera:
                 if time.monotonic() > deadline:
                     raise CameraTimeout(f"warm-up to {target_c} °C did not finish within {timeout_s} s")
                 self.set_temperature(step.set_point_c)
-        if client.get(device, "CCD_COOLER") is not None:
-            before = client.send_switch(device, "CCD_COOLER", ["COOLER_OFF"])
-            self._await_setting(client, device, "CCD_COOLER", before, allow_busy=True)
+        self._switch_cooler(client, device, on=False)
         self._set_point_c = None
         self._stable = False
 
@@ -432,34 +583,102 @@ class IndiCamera:
                                     f"{snap.on_switches()}", setting=setting, requested=element,
                                     actual=snap.on_switches())
 
-    def apply_settings(self, settings: CaptureSettings) -> CaptureSettings:
-        """Apply each given setting and verify it by reading it back; returns the settings as the driver reports."""
+    def check_settings(self, settings: CaptureSettings, exposure_s: float | None = None,
+                       set_point_c: float | None = None) -> None:
+        """Check a whole request against what the driver offers and advertises, before anything is sent.
+
+        Raises :class:`SettingUnsupported` for a setting the camera lacks or only reports (read-only), and
+        :class:`SettingNotApplied` naming the driver's range for a gain, offset, mode, binning, exposure or set point
+        outside it. Capture calls this before the series starts (cooling included), so nothing fails mid-series.
+        """
         client, device = self._ensure()
+        for setting in NUMBER_SETTINGS:
+            value = getattr(settings, setting, None)
+            if value is not None:
+                self._checked_control(device, setting, float(value))
+        if settings.amp_glow is not None:
+            if str(settings.amp_glow).lower() not in AMP_GLOW_SWITCH:
+                raise ValueError(f"amp_glow must be one of {sorted(AMP_GLOW_SWITCH)}, got {settings.amp_glow!r}")
+            self._checked_control(device, "amp_glow", None)
+        if settings.overscan is not None and OverscanMode(settings.overscan) is OverscanMode.INCLUDE \
+                and self.vocabulary.get("overscan") is None:
+            raise SettingUnsupported(f"{device} has no OVERSCAN_MODE: cannot include the overscan")
+        self._check_binning(client, device, int(settings.binning or 1))
+        if exposure_s is not None:
+            self._check_exposure(client, device, exposure_s)
+        if set_point_c is not None:
+            self._check_set_point(client, device, set_point_c)
+
+    def _checked_control(self, device: str, setting: str, value: float | None) -> Control:
+        control = self.vocabulary.get(setting)
+        label = setting.replace("_", " ")
+        if control is None:
+            raise SettingUnsupported(f"{device} has no {self.vocabulary.expected.get(setting, setting)}: "
+                                     f"cannot set {label}")
+        if not control.writable:
+            raise SettingUnsupported(f"{device}: {control.where} is read-only on this driver: darkd cannot set "
+                                     f"{label} (it records the value instead)")
+        if value is not None and (why := control.check(value)) is not None:
+            raise SettingNotApplied(f"{device}: {why}", setting=setting, requested=value,
+                                    actual=self._control_value(control))
+        return control
+
+    @staticmethod
+    def _check_binning(client: IndiClient, device: str, binning: int) -> None:
+        snap = client.get(device, "CCD_BINNING")
+        if snap is None:
+            if binning != 1:
+                raise SettingUnsupported(f"{device} has no CCD_BINNING: cannot bin {binning}x{binning}")
+            return
+        low, high, _ = snap.limits.get("HOR_BIN", (1.0, 1.0, 1.0))
+        if high > low and not low <= binning <= high:
+            raise SettingNotApplied(f"{device}: binning {binning} is outside the driver's range {low:g}..{high:g}",
+                                    setting="binning", requested=binning, actual=snap.values.get("HOR_BIN"))
+
+    @staticmethod
+    def _check_exposure(client: IndiClient, device: str, exposure_s: float) -> None:
+        if not exposure_s >= 0:
+            raise ValueError(f"exposure_s must be >= 0, got {exposure_s}")
+        exp = client.require(device, "CCD_EXPOSURE")
+        low, high, _ = exp.limits.get("CCD_EXPOSURE_VALUE", (0.0, 0.0, 0.0))
+        if high > low and exposure_s > high:  # below the minimum is a bias: taken at the driver's minimum
+            raise SettingNotApplied(f"{device}: exposure {exposure_s:g} s is outside the driver's range "
+                                    f"{low:g}..{high:g} s", setting="exposure_s", requested=exposure_s, actual=None)
+
+    @staticmethod
+    def _check_set_point(client: IndiClient, device: str, set_point_c: float) -> None:
+        temp = client.get(device, "CCD_TEMPERATURE")
+        if temp is None:
+            raise SettingUnsupported(f"{device} has no CCD_TEMPERATURE: it cannot be cooled")
+        low, high, _ = temp.limits.get("CCD_TEMPERATURE_VALUE", (0.0, 0.0, 0.0))
+        if high > low and not low <= set_point_c <= high:
+            raise SettingNotApplied(f"{device}: set point {set_point_c:g} °C is outside the driver's range "
+                                    f"{low:g}..{high:g} °C", setting="set_point_c", requested=set_point_c,
+                                    actual=None)
+
+    def apply_settings(self, settings: CaptureSettings) -> CaptureSettings:
+        """Check every value against the driver's range, then apply each one and verify it by reading it back.
+
+        Writes go through the family adapter (Atik selects PRESET_CUSTOM before gain/offset); write-only controls
+        (Moravian heater/fan) are sent without a read-back. Returns the settings as the driver reports them.
+        """
+        client, device = self._ensure()
+        self.check_settings(settings)
         result: dict[str, Any] = {}
         if settings.overscan is not None:
             mode = OverscanMode(settings.overscan)
-            if client.get(device, "OVERSCAN_MODE") is None:
-                if mode is OverscanMode.INCLUDE:
-                    raise SettingUnsupported(f"{device} has no OVERSCAN_MODE: cannot include the overscan")
-            else:
-                self._set_switch(client, device, "OVERSCAN_MODE", OVERSCAN_SWITCH[mode], "overscan")
+            control = self.vocabulary.get("overscan")
+            if control is not None:
+                self._set_switch(client, device, control.prop, OVERSCAN_SWITCH[mode], "overscan")
             result["overscan"] = mode
-        if settings.gain is not None:
-            result["gain"] = round(self._set_number(client, device, "CCD_GAIN", "GAIN", settings.gain, "gain"))
-        if settings.offset is not None:
-            result["offset"] = round(self._set_number(client, device, "CCD_OFFSET", "OFFSET", settings.offset,
-                                                          "offset"))
-        if settings.read_mode is not None:
-            result["read_mode"] = round(self._set_number(client, device, "READ_MODE", "MODE",
-                                                             settings.read_mode, "read mode"))
-        if settings.usb_traffic is not None:
-            result["usb_traffic"] = round(self._set_number(client, device, "USB_TRAFFIC", "TRAFFIC",
-                                                               settings.usb_traffic, "USB traffic"))
+        for setting in NUMBER_SETTINGS:
+            value = getattr(settings, setting)
+            if value is not None:
+                result[setting] = self._set_control(client, device, setting, value)
         if settings.amp_glow is not None:
             glow = str(settings.amp_glow).lower()
-            if glow not in AMP_GLOW_SWITCH:
-                raise ValueError(f"amp_glow must be one of {sorted(AMP_GLOW_SWITCH)}, got {settings.amp_glow!r}")
-            self._set_switch(client, device, "CCD_AMP_GLOW", AMP_GLOW_SWITCH[glow], "amp glow")
+            control = self._checked_control(device, "amp_glow", None)
+            self._set_switch(client, device, control.prop, AMP_GLOW_SWITCH[glow], "amp glow")
             result["amp_glow"] = glow
         binning = int(settings.binning or 1)
         if client.get(device, "CCD_BINNING") is not None:
@@ -472,13 +691,53 @@ class IndiCamera:
                 raise SettingNotApplied(f"{device}: binning requested {binning}x{binning}, driver reports "
                                         f"{actual[0]}x{actual[1]}", setting="binning", requested=binning,
                                         actual=actual)
-        elif binning != 1:
-            raise SettingUnsupported(f"{device} has no CCD_BINNING: cannot bin {binning}x{binning}")
         result["binning"] = binning
         result["subframe"] = self._apply_frame(client, device, settings.subframe)
         applied = replace(CaptureSettings(), **result)
         self._applied = replace(applied, subframe=settings.subframe)
         return applied
+
+    def _set_control(self, client: IndiClient, device: str, setting: str, value: float) -> int:
+        """Write one setting where this family keeps it (presets first), verified by read-back when readable."""
+        control = self._checked_control(device, setting, float(value))
+        for prop, element in self.adapter.prepare(setting, client.properties(device)):
+            self._set_switch(client, device, prop, element, f"{setting} (preset {element})")
+        label = setting.replace("_", " ")
+        if control.kind == "switch":
+            element = control.options[int(value)]
+            if control.readable:
+                self._set_switch(client, device, control.prop, element, label)
+            else:
+                client.send_switch(device, control.prop, [element])
+            return int(value)
+        if not control.readable:  # write-only number (Moravian CCD_WINDOW_HEATING, CCD_FAN): sent, not read back
+            client.send_number(device, control.prop, {control.element or "": value})
+            return round(value)
+        return round(self._set_number(client, device, control.prop, control.element or "", value, label))
+
+    def _settle_heaters(self, client: IndiClient, device: str) -> None:
+        """Heaters off before a bias/dark series (a heater changes the dark signal), unless the request set one."""
+        self._heaters_settled = True
+        for control in self.adapter.heater_controls(self.vocabulary):
+            off = control.off_value()
+            if self._control_value(control) == off:
+                continue
+            self._set_control(client, device, control.setting, off)
+            log.info("%s: %s switched off for the bias/dark series (%s)", device, control.setting, control.where)
+
+    def _check_header(self, header: fits.Header, device: str) -> None:
+        """Where the driver writes GAIN/OFFSET into the FITS, the frame's own header must match the request."""
+        for setting, key in self.adapter.fits_keys.items():
+            requested = getattr(self._applied, setting, None)
+            if requested is None or key not in header:
+                continue
+            try:
+                written = float(header[key])
+            except (TypeError, ValueError):
+                continue
+            if abs(written - float(requested)) > 0.5:
+                raise SettingNotApplied(f"{device}: the frame says {key}={written:g} but {setting} {requested} was "
+                                        "requested", setting=setting, requested=requested, actual=written)
 
     def _apply_frame(self, client: IndiClient, device: str,
                      subframe: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
@@ -518,6 +777,9 @@ class IndiCamera:
             raise ValueError(f"exposure_s must be >= 0, got {exposure_s}")
         if client.get(device, "CCD_FRAME_TYPE") is not None:
             self._set_switch(client, device, "CCD_FRAME_TYPE", FRAME_TYPE_SWITCH[frame_type], "frame type")
+        if frame_type in (FrameType.BIAS, FrameType.DARK) and self._applied.heater is None \
+                and not self._heaters_settled:
+            self._settle_heaters(client, device)
         exp = client.require(device, "CCD_EXPOSURE")
         low, high, _ = exp.limits.get("CCD_EXPOSURE_VALUE", (0.0, 1e9, 0))
         requested_s = max(exposure_s, low)  # a bias is the driver's minimum exposure
@@ -546,6 +808,7 @@ class IndiCamera:
         if temp_end is not None:
             seen_c.append(temp_end)
         data, header = decode_fits(blob.payload, blob.fmt)
+        self._check_header(header, device)
         overscan = self.state().overscan
         self._stamp(header, frame_type, exposure_s, temp_start, temp_end, power_start, power_end, started, overscan)
         if seen_c:
@@ -612,6 +875,33 @@ class IndiCamera:
                 client.send_switch(device, "CCD_ABORT_EXPOSURE", ["ABORT"])
             except CameraError as exc:
                 log.warning("abort failed: %s", exc)
+
+
+class CoolerEffect:
+    """Verifies a write-only cooler switch by its effect: some power drawn, or the sensor reaching the set point.
+
+    ``idle`` is True once ``window_s`` has passed with 0 % power while the sensor is still warmer than the set point.
+    """
+
+    def __init__(self, set_point_c: float, tolerance_c: float, window_s: float) -> None:
+        self.set_point_c = set_point_c
+        self.tolerance_c = tolerance_c
+        self.window_s = window_s
+        self.since: float | None = None
+        self.resent = False
+
+    def idle(self, now: float, sample: TemperatureSample) -> bool:
+        working = (sample.cooler_power_pct or 0.0) > 0.0 or sample.temperature_c <= self.set_point_c + self.tolerance_c
+        if working:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        return now - self.since >= self.window_s
+
+    def resend(self, now: float) -> None:
+        self.resent = True
+        self.since = now
 
 
 def clamp_to_range(value: float, limits: tuple[float, float, float] | None, what: str) -> float:

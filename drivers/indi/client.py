@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STATE_NAMES = {PyIndi.IPS_IDLE: "Idle", PyIndi.IPS_OK: "Ok", PyIndi.IPS_BUSY: "Busy", PyIndi.IPS_ALERT: "Alert"}
+_PERM_NAMES = {PyIndi.IP_RO: "ro", PyIndi.IP_WO: "wo", PyIndi.IP_RW: "rw"}
 _TYPE_NAMES = {
     PyIndi.INDI_NUMBER: "number",
     PyIndi.INDI_SWITCH: "switch",
@@ -58,6 +59,18 @@ class PropertySnapshot:
     values: dict[str, Any]
     limits: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # number: element -> (min, max, step)
     version: int = 0
+    labels: dict[str, str] = field(default_factory=dict)  # element name -> its label ("Gain", "Cooling Power (%)")
+    permission: str = "rw"  # "ro" | "wo" | "rw": a write-only vector's values say nothing about the device
+    label: str = ""  # the vector's label
+
+    @property
+    def writable(self) -> bool:
+        return self.permission != "ro"
+
+    @property
+    def readable(self) -> bool:
+        """False for write-only vectors (e.g. ZWO ``CCD_COOLER``): verify them by their effect, not by reading."""
+        return self.permission != "wo"
 
     def number(self, element: str) -> float:
         if element not in self.values:
@@ -149,19 +162,25 @@ class IndiClient(PyIndi.BaseClient):  # type: ignore[misc]
         device, name = prop.getDeviceName(), prop.getName()
         values: dict[str, Any] = {}
         limits: dict[str, tuple[float, float, float]] = {}
+        labels: dict[str, str] = {}
         if kind == "number":
             for w in PyIndi.PropertyNumber(prop):
                 values[w.getName()] = float(w.getValue())
                 limits[w.getName()] = (float(w.getMin()), float(w.getMax()), float(w.getStep()))
+                labels[w.getName()] = str(w.getLabel())
         elif kind == "switch":
             for w in PyIndi.PropertySwitch(prop):
                 values[w.getName()] = w.getState() == PyIndi.ISS_ON
+                labels[w.getName()] = str(w.getLabel())
         elif kind == "text":
             for w in PyIndi.PropertyText(prop):
                 values[w.getName()] = str(w.getText())
+                labels[w.getName()] = str(w.getLabel())
         elif kind == "light":
             for w in PyIndi.PropertyLight(prop):
                 values[w.getName()] = _STATE_NAMES.get(w.getState(), "Idle")
+        permission = _PERM_NAMES.get(prop.getPermission(), "rw")
+        prop_label = str(prop.getLabel() or "")
         blobs: list[BlobData] = []
         if kind == "blob":
             now = datetime.now(UTC)
@@ -175,7 +194,7 @@ class IndiClient(PyIndi.BaseClient):  # type: ignore[misc]
         with self._cond:
             self._version += 1
             snap = PropertySnapshot(device, name, kind, _STATE_NAMES.get(prop.getState(), "Idle"), values, limits,
-                                    self._version)
+                                    self._version, labels, permission, prop_label)
             self._props[(device, name)] = snap
             self._devices.add(device)
             if name == "CONNECTION" and not values.get("CONNECT", False):

@@ -304,3 +304,25 @@ def test_cli_capture_and_status(sim: IndiServer, tmp_path: Path) -> None:
     assert lines[-1].startswith("2/2 frames")
     assert "°C" in run.stderr  # progress with the temperature
     assert sorted(p.name for p in out.glob("*.fits")) == ["dark_30s_m5C_0001.fits", "dark_30s_m5C_0002.fits"]
+
+
+def test_profile_and_vocabulary_detected_without_configuration(sim: IndiServer, tmp_path: Path) -> None:
+    """No profile named: the QHY adapter and the small QHY163M profile are detected; the series gets its geometry."""
+    from drivers.indi.camera import IndiCamera
+
+    camera = IndiCamera(port=sim.port, reconnect_timeout_s=30.0, sample_interval_s=0.2)
+    try:
+        caps = camera.connect(20)
+        assert (caps.driver_exec, caps.adapter, caps.profile, caps.profile_detected, caps.bit_depth) == (
+            SIM_DRIVER, "qhy", "qhy163m-sim-small", True, 12)
+        rows = {r.setting: (r.access, r.where) for r in caps.settings}
+        assert rows["gain"] == ("sets", "CCD_GAIN.GAIN") and rows["amp_glow"] == ("sets", "CCD_AMP_GLOW")
+        assert rows["heater"][0] == "lacks"
+        with pytest.raises(SettingNotApplied, match=r"gain 100000 is outside the driver's range"):
+            camera.check_settings(CaptureSettings(gain=100000), exposure_s=1.0, set_point_c=-5.0)
+        request = SeriesRequest(FrameType.DARK, 10.0, 1, set_point_c=None, settings=SETTINGS, name_prefix="auto")
+        result = capture_series(camera, request, tmp_path / "auto", cooling=COOLING)
+        header = fits.getheader(result.frames[0].path)
+        assert header["BIASSEC"] == "[481:496,9:368]" and header["GAIN"] == 120
+    finally:
+        camera.disconnect()

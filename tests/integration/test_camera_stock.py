@@ -121,3 +121,93 @@ def test_no_server_is_a_clear_error() -> None:
     cam = IndiCamera(port=free_port(), reconnect=False)
     with pytest.raises(CameraDisconnected, match="no INDI server"):
         cam.connect(2)
+
+
+def test_connected_only_once_connect_has_finished(stock_server: IndiServer) -> None:
+    """Issue 15 item 2: a job right after start-up saw "connected" before the connect had finished and failed."""
+    import threading
+    import time
+
+    from drivers.indi.camera import IndiCamera
+
+    cam = IndiCamera(port=stock_server.port, reconnect_timeout_s=20.0)
+    errors: list[BaseException] = []
+    seen: list[bool] = []
+    caps: list[object] = []
+    done = threading.Event()
+
+    def poll() -> None:  # the monitor: trusts state().connected and uses the camera at once
+        while not done.is_set():
+            if cam.state().connected:
+                try:
+                    assert cam.capabilities.device == STOCK
+                    cam.apply_settings(CaptureSettings(gain=12))  # the same value as the job below
+                except BaseException as exc:
+                    errors.append(exc)
+                seen.append(True)
+                return
+
+    started = threading.Event()
+
+    def connect() -> None:
+        started.set()
+        try:
+            caps.append(cam.connect(15))
+        except BaseException as exc:
+            errors.append(exc)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    connectors = [threading.Thread(target=connect) for _ in range(2)]  # monitor and engine connect at once
+    for t in connectors:
+        t.start()
+    try:
+        started.wait(10)
+        time.sleep(0.05)  # mid-connect (a connect takes about a second): a job that needs the camera waits for it
+        applied = cam.apply_settings(CaptureSettings(gain=12))
+        assert applied.gain == 12
+        for t in connectors:
+            t.join(30)
+        poller.join(30)
+    finally:
+        done.set()
+        cam.disconnect()
+    assert errors == [] and seen == [True]
+    assert len(caps) == 2 and caps[0] == caps[1]  # one connection shared, neither connect closed the other's
+
+
+def test_driver_adapter_profile_and_up_front_range_checks(camera) -> None:  # type: ignore[no-untyped-def]
+    caps = camera.connect(15)
+    assert (caps.driver_exec, caps.adapter, caps.profile, caps.profile_detected) == (
+        "indi_simulator_ccd", "generic", "ccd-simulator", True)
+    rows = {r.setting: r for r in caps.settings}
+    assert rows["gain"].access == "sets" and rows["gain"].where == "CCD_GAIN.GAIN" and rows["gain"].range == (0, 100)
+    assert rows["cooler_power"].access == "lacks" and rows["overscan"].access == "lacks"
+    assert rows["temp_ramp"].range == (0, 30)
+    with pytest.raises(SettingNotApplied, match=r"gain 1000 is outside the driver's range 0\.\.100"):
+        camera.check_settings(CaptureSettings(gain=1000), exposure_s=1.0, set_point_c=-10.0)
+    with pytest.raises(SettingNotApplied, match=r"set point -80 °C is outside the driver's range -50\.\.50"):
+        camera.check_settings(CaptureSettings(gain=10), exposure_s=1.0, set_point_c=-80.0)
+    with pytest.raises(SettingNotApplied, match=r"exposure 1e\+06 s is outside the driver's range"):
+        camera.check_settings(CaptureSettings(gain=10), exposure_s=1e6)
+    camera.check_settings(CaptureSettings(gain=10, offset=3, binning=2), exposure_s=1.0, set_point_c=-10.0)
+    # a ramp request outside the driver's range is clamped with a warning, never refused
+    camera.set_temperature(0.0, ramp_c_per_min=60.0)
+    assert camera.client.get(STOCK, "CCD_TEMP_RAMP").values["RAMP_SLOPE"] == 30.0
+
+
+def test_cli_status_shows_driver_profile_and_capability_table(stock_server: IndiServer) -> None:
+    import subprocess
+    import sys
+
+    darkd = str(Path(sys.executable).parent / "darkd")
+    run = subprocess.run([darkd, "camera", "status", "--port", str(stock_server.port), "--profile", "auto"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "driver          indi_simulator_ccd" in out and "(adapter generic)" in out
+    assert "profile         ccd-simulator (detected)" in out
+    lines = {line.split()[0]: line for line in out.splitlines()[out.splitlines().index(
+        next(x for x in out.splitlines() if x.startswith("settings"))) + 1:]}
+    assert lines["gain"].split()[1:4] == ["sets", "CCD_GAIN.GAIN", "0..100"]
+    assert lines["cooler_power"].split()[1] == "lacks"

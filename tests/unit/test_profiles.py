@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from drivers.camera import OverscanMode
-from drivers.profiles import ProfileError, ProfileMismatch, load_profile, parse_section, profile_from_dict
+from drivers.profiles import (
+    ProfileError,
+    ProfileMismatch,
+    all_profiles,
+    detect_profile,
+    load_profile,
+    parse_section,
+    profile_from_dict,
+)
 
 
 def test_qhy163m_full_geometry_matches_the_brief() -> None:
@@ -79,3 +87,56 @@ def test_profile_without_include_mode() -> None:
     p = profile_from_dict({"ignore": {"width_px": 8, "height_px": 4, "datasec": "[1:8,1:4]"}})
     with pytest.raises(ProfileError, match="no overscan"):
         p.geometry(OverscanMode.INCLUDE)
+
+
+# ---- detection: from the driver, the model in the device name and CCD_INFO -------------------------------------------
+@pytest.mark.parametrize(("driver_exec", "device", "size", "expected"), [
+    ("indi_qhy_ccd", "QHY CCD QHY163M-1a2b3c", (4720, 3540), "qhy163m"),
+    ("indi_darkd_sim_ccd", "QHY CCD QHY163M-Sim", (4720, 3540), "qhy163m"),
+    ("indi_darkd_sim_ccd", "QHY CCD QHY163M-Sim", (496, 368), "qhy163m-sim-small"),
+    ("indi_asi_ccd", "ZWO CCD ASI1600MM Pro", (4656, 3520), "asi1600mm-pro"),
+    ("indi_asi_ccd", "ZWO CCD ASI294MM Pro", (4144, 2822), "asi294mm-pro"),
+    ("indi_asi_ccd", "ZWO CCD ASI294MM Pro", (8288, 5644), "asi294mm-pro"),
+    ("indi_asi_ccd", "ZWO CCD ASI2600MM Pro", (6248, 4176), "asi2600mm-pro"),
+    ("indi_qhy_ccd", "QHY CCD QHY268M-0001", (6252, 4176), "qhy268m"),
+    ("indi_playerone_ccd", "PlayerOne CCD Poseidon-M Pro", (6252, 4176), "poseidon-m"),
+    ("indi_simulator_ccd", "CCD Simulator", (1280, 1024), "ccd-simulator"),
+])
+def test_profile_is_detected(driver_exec: str, device: str, size: tuple[int, int], expected: str) -> None:
+    profile, detected = detect_profile(driver_exec, device, *size)
+    assert detected and profile.name == expected
+
+
+def test_same_sensor_different_driver_gets_its_own_profile() -> None:
+    # ASI1600MM Pro and QHY163M share the MN34230, but the ZWO SDK frame has no overscan: no QHY geometry for it
+    profile, _ = detect_profile("indi_asi_ccd", "ZWO CCD ASI1600MM Pro", 4656, 3520)
+    assert profile.name == "asi1600mm-pro" and profile.include is None and profile.adc_bits == 12
+    assert detect_profile("indi_asi_ccd", "ZWO CCD QHY163M", 4720, 3540)[0].name == "generic"  # wrong driver
+
+
+def test_unknown_camera_gets_the_generic_profile_and_a_notice(caplog: pytest.LogCaptureFixture) -> None:
+    profile, detected = detect_profile("indi_asi_ccd", "ZWO CCD ASI178MM", 3096, 2080, 2.4, 16)
+    assert not detected and profile.name == "generic" and profile.include is None
+    assert "no camera profile matches ZWO CCD ASI178MM" in caplog.text
+    whole = profile.sections_for(OverscanMode.IGNORE, (2080, 3096))
+    assert whole.header_cards() == {"DATASEC": "[1:3096,1:2080]", "TRIMSEC": "[1:3096,1:2080]"}
+    with pytest.raises(ProfileError, match="no overscan"):
+        profile.sections_for(OverscanMode.INCLUDE, (2080, 3096))
+    assert detect_profile("indi_qhy_ccd", "QHY CCD QHY163M", 100, 100)[0].name == "generic"  # size unknown
+
+
+def test_whole_frame_profile_and_detect_table_parse() -> None:
+    p = profile_from_dict({"name": "x", "whole_frame": True,
+                           "detect": {"drivers": ["indi_x"], "models": ["X1"], "sizes": [[10, 20]]}})
+    assert p.ignore is None and p.match.sizes == ((10, 20),)
+    assert p.sections_for(None, (20, 10)).datasec == "[1:10,1:20]"
+    with pytest.raises(ProfileError, match="sizes"):
+        profile_from_dict({"whole_frame": True, "detect": {"sizes": [["a", 1]]}})
+
+
+def test_every_shipped_profile_is_valid(tmp_path: Path) -> None:
+    names = {p.name for p in all_profiles()}
+    assert {"qhy163m", "qhy163m-sim-small", "asi1600mm-pro", "asi294mm-pro", "asi2600mm-pro", "qhy268m",
+            "poseidon-m", "ccd-simulator"} <= names
+    (tmp_path / "broken.toml").write_text("[ignore\n")
+    assert all_profiles(tmp_path) == []  # skipped with a warning, never fatal during detection
