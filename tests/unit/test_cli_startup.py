@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import LazyChoices, build_parser
+from daemon.library.index import LibraryIndex
+from daemon.settings import load_settings
 from drivers.camera import FrameType, OverscanMode
 
 HEAVY = ("numpy", "astropy", "sqlalchemy", "alembic", "pydantic", "fastapi", "uvicorn", "matplotlib", "numba",
@@ -34,8 +37,8 @@ print(json.dumps(sorted({m.split('.')[0] if not m.startswith('daemon.') else '.'
 
 
 def imported_by(*argv: str, config: Path | None = None) -> set[str]:
-    env_args = [] if config is None else ["--config", str(config)]
-    proc = subprocess.run([sys.executable, "-c", PROBE, *argv, *env_args], capture_output=True, text=True,
+    env = {**os.environ, "DARKD_CONFIG": str(config)} if config is not None else None
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env,
                           check=True, timeout=120)
     return set(json.loads(proc.stdout.splitlines()[-1]))
 
@@ -49,12 +52,15 @@ def test_help_imports_none_of_the_heavy_stack(argv: tuple[str, ...]) -> None:
     assert not loaded & set(HEAVY), f"darkd {' '.join(argv)} imported {sorted(loaded & set(HEAVY))}"
 
 
-def test_library_listing_imports_the_index_but_not_astropy_numpy_or_the_api(tmp_path: Path) -> None:
+@pytest.mark.parametrize("argv", [("library",), ("jobs", "list")])
+def test_library_commands_import_the_index_but_not_astropy_numpy_or_the_api(tmp_path: Path,
+                                                                            argv: tuple[str, ...]) -> None:
     config = tmp_path / "darkd.toml"
     config.write_text(f'[library]\nroot = "{tmp_path / "library"}"\n', encoding="utf-8")
-    loaded = imported_by("library", config=config)
-    assert not loaded & {"numpy", "astropy", "fastapi", "uvicorn", "calib", "matplotlib"}
-    assert "daemon.settings" in loaded, "the probe must really have run the command"
+    LibraryIndex.open(load_settings(config).library).close()  # an existing (empty) index, as in use
+    loaded = imported_by(*argv, config=config)
+    assert "daemon.library" in loaded, "the probe must really have opened the index"
+    assert not loaded & {"numpy", "astropy", "fastapi", "uvicorn", "calib", "matplotlib", "drivers"}
 
 
 def _lazy_choices(parser: argparse.ArgumentParser) -> Iterator[tuple[str, LazyChoices]]:
