@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ("bench_simulator", "bench_capture", "bench_integration", "bench_build_library", "bench_api")
+BENCHES = ("bench_simulator", "bench_capture", "bench_integration", "bench_build_library", "bench_api",
+           "bench_cli_startup")
 
 
 def main() -> int:

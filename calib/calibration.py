@@ -144,6 +144,7 @@ def calibrate_light(light: np.ndarray, dark: np.ndarray, *, flat: np.ndarray | N
     if flat is not None:
         illum = np.asarray(flat, dtype=np.float64)
         if not flat_is_calibrated:
+            assert bias is not None  # refused above
             illum = illum - bias
         norm = _datasec_mean(illum, flat_header)
         good = illum > 0
@@ -152,7 +153,8 @@ def calibrate_light(light: np.ndarray, dark: np.ndarray, *, flat: np.ndarray | N
         if not good.all():
             log.info("%d pixels with Flat - Bias <= 0 set to the pedestal", int(np.count_nonzero(~good)))
         signal = out
-    return (signal + pedestal_adu).astype(np.float32)
+    calibrated: np.ndarray = (signal + pedestal_adu).astype(np.float32)
+    return calibrated
 
 
 def _master(path: str | os.PathLike[str] | None, what: str) -> tuple[Frame | None, str | None]:

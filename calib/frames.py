@@ -7,6 +7,7 @@ frames as 32-bit float. Tile-compressed FITS (``CompImageHDU``) is read transpar
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -32,7 +33,8 @@ class Frame:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.data.shape  # type: ignore[return-value]
+        rows, cols = self.data.shape
+        return int(rows), int(cols)
 
 
 def _image_hdu(hdul: fits.HDUList, path: Path) -> fits.ImageHDU | fits.PrimaryHDU | fits.CompImageHDU:
@@ -84,31 +86,76 @@ def read_frame(path: str | os.PathLike[str], dtype: np.dtype | type | None = np.
     return Frame(out, header, p)
 
 
+class DiskFullError(OSError):
+    """No space left on the device (``ENOSPC``, or ``EDQUOT`` for a quota) while writing ``filename``.
+
+    Raised by :func:`atomic_file`, after it has removed its temporary file: nothing was written and an older file at
+    the target path, if any, is unchanged.
+    """
+
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _disk_full_cause(exc: BaseException) -> OSError | None:
+    """The ``ENOSPC``/``EDQUOT`` error behind ``exc``, if any.
+
+    Walks ``__cause__``/``__context__`` because writers re-raise it in other forms: astropy turns it into a plain
+    ``OSError`` without ``errno``, and a file closed after a failed write raises a second one.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _open_part(tmp: str, fd: int) -> BinaryIO:
+    """The writable file object over ``fd``, the descriptor of the temporary file ``tmp``.
+
+    Opened under its path name (``os.fdopen`` would name it by the descriptor number), so writers that look at the
+    name find the folder: astropy's disk-full handler otherwise fails with ``'list' object has no attribute '_file'``.
+    """
+    return open(tmp, "wb", opener=lambda _path, _flags: fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open a temporary file next to ``path`` for writing; on success fsync it and rename it to ``path``.
 
     A crash leaves either the old file or the new one, never half of one (at worst a ``.<name>.*.part`` file that
     ``darkd library verify --remove-partial`` clears). On any error the temporary file is removed and the error
-    (e.g. ``OSError`` for a full disk) propagates.
+    propagates; a full disk (or quota) is raised as :class:`DiskFullError` naming ``path``, whatever form the writer
+    gave it.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with _open_part(tmp, fd) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         Path(tmp).replace(p)
-        dir_fd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
+        _fsync_dir(p.parent)
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        full = _disk_full_cause(exc)
+        if full is None or isinstance(exc, DiskFullError):
+            raise
+        assert full.errno is not None  # narrowed by _disk_full_cause
+        raise DiskFullError(full.errno, f"{os.strerror(full.errno).lower()}; nothing was written", str(p)) from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -52,7 +53,8 @@ COMBINES = ("mean", "median")
 WORK_FACTOR = 4  # bytes of working memory per stack byte (stack, clamped copy, masks, subset copies)
 BASELINE_BYTES = 160 << 20  # interpreter, NumPy, astropy and thread stacks, kept out of the band budget
 MAX_BAND_ROWS = 128
-_DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), -32: np.dtype(">f4"), -64: np.dtype(">f8")}
+_DTYPES: dict[int, np.dtype[Any]] = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"),
+                                     -32: np.dtype(">f4"), -64: np.dtype(">f8")}
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class IntegrationResult:
     rejected_low: np.ndarray
     rejected_high: np.ndarray
     header: fits.Header
-    summary: dict = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _row_digests(view: memoryview, rows: int) -> bytes:
@@ -169,9 +171,9 @@ class FrameSource:
         if self._fd is None:
             with self._lock:
                 np.copyto(out, self._hdu.section[r0:r1, :], casting="unsafe")
-            return _row_digests(memoryview(np.ascontiguousarray(out)).cast("B"), r1 - r0)
+            return _row_digests(np.ascontiguousarray(out).data.cast("B"), r1 - r0)
         raw = np.empty((r1 - r0, self.shape[1]), dtype=self.raw_dtype)
-        view = memoryview(raw).cast("B")
+        view = raw.data.cast("B")
         offset = self._offset + r0 * self.shape[1] * self.raw_dtype.itemsize
         done = 0
         while done < view.nbytes:
@@ -322,7 +324,7 @@ class _Integrator:
 
 
 def _header(sources: Sequence[FrameSource], params: IntegrationParams, digest_hex: str,
-            summary: dict) -> fits.Header:
+            summary: dict[str, Any]) -> fits.Header:
     """Output header: acquisition keys of the first input, CCD-TEMP mean over inputs, algorithm and inputs."""
     header = fits.Header()
     copy_keys(header, sources[0].header)
@@ -380,13 +382,13 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
         bands = sorted(worker.digests)
         digest = combined_digest([*(str(s.path.name) for s in sources), *(s.header.tostring() for s in sources),
                                   *(b"".join(worker.digests[r0][i] for r0 in bands) for i in range(n))])
-        summary = {"n_frames": n, "width_px": shape[1], "height_px": shape[0],
-                   "rejected_low_fraction": rej_low, "rejected_high_fraction": rej_high,
-                   "rejected_fraction": rej_low + rej_high, "noise_adu": noise,
-                   "frame_locations_adu": [lv.location_adu for lv in levels],
-                   "frame_scales_adu": [lv.scale_adu for lv in levels],
-                   "normalization_factors": [list(f) for f in factors], "band_rows": band_rows,
-                   "workers": workers, "elapsed_s": 0.0, "input_digest": digest,
+        summary: dict[str, Any] = {"n_frames": n, "width_px": shape[1], "height_px": shape[0],
+                                       "rejected_low_fraction": rej_low, "rejected_high_fraction": rej_high,
+                                       "rejected_fraction": rej_low + rej_high, "noise_adu": noise,
+                                       "frame_locations_adu": [lv.location_adu for lv in levels],
+                                       "frame_scales_adu": [lv.scale_adu for lv in levels],
+                                       "normalization_factors": [list(f) for f in factors], "band_rows": band_rows,
+                                       "workers": workers, "elapsed_s": 0.0, "input_digest": digest,
                    "compiled_kernel": worker.use_kernel}
         header = _header(sources, params, digest, summary)
         summary["elapsed_s"] = time.perf_counter() - t0

@@ -190,11 +190,11 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
     subtract = None
     cal_cards: list[tuple[str, str, str]] = []
     if kind == "flat":
-        if flat_dark is None and bias is None:
-            raise ValueError("a master flat needs a master bias (or a matching master flat-dark) to subtract")
         what = "master flat-dark" if flat_dark is not None else "master bias"
         master = flat_dark if flat_dark is not None else bias
-        subtract, master_header, name = _load_master(master, what)  # type: ignore[arg-type]
+        if master is None:
+            raise ValueError("a master flat needs a master bias (or a matching master flat-dark) to subtract")
+        subtract, master_header, name = _load_master(master, what)
         _check_calibration_master(master_header, headers[0][1], what)
         if master_header is not None and treatment_of(master_header) != wanted:
             raise ValueError(f"{what} {Path(name).name} was made with overscan/trim {treatment_of(master_header)}, "

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +47,11 @@ WINSOR_GAIN = 1.134
 WINSOR_TOLERANCE = 5e-4
 _WINSOR_MAX_INNER = 100
 _MAX_OUTER = 100
+
+# One iteration of a clipping method: (sorted band, kept-range starts, kept-range ends) -> new (starts, ends).
+Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+# The compiled kernel: (stack, out, low, high, k_low, k_high, median, max_outer, max_inner), outputs filled in place.
+Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, bool, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -105,15 +112,20 @@ def _columns(ncols: int) -> np.ndarray:
 def _at(s: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``s[idx[p], p]`` for every column ``p`` (indices clipped into range); a row view when ``idx`` is constant."""
     n, ncols = s.shape
+    row: np.ndarray
     if ncols == 0:
-        return s[0] if n else np.empty(0, dtype=s.dtype)
+        row = s[0] if n else np.empty(0, dtype=s.dtype)
+        return row
     idx = np.clip(idx, 0, n - 1)
     first = int(idx[0])
     if (idx == first).all():
-        return s[first]
+        row = s[first]
+        return row
     if s.flags.c_contiguous:
-        return np.take(s.reshape(-1), idx.astype(np.intp) * ncols + _columns(ncols))
-    return np.take_along_axis(s, idx[None, :].astype(np.intp), axis=0)[0]
+        row = np.take(s.reshape(-1), idx.astype(np.intp) * ncols + _columns(ncols))
+        return row
+    row = np.take_along_axis(s, idx[None, :].astype(np.intp), axis=0)[0]
+    return row
 
 
 def _quantile(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, q: float) -> np.ndarray:
@@ -123,14 +135,16 @@ def _quantile(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, q: float) -> np.nda
     frac = (pos - i0).astype(np.float32)
     v0 = _at(s, i0)
     v1 = _at(s, np.minimum(i0 + 1, np.maximum(hi - 1, 0)))
-    return v0 + frac * (v1 - v0)
+    value: np.ndarray = v0 + frac * (v1 - v0)
+    return value
 
 
 def _median(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     m = hi - lo
     a = _at(s, lo + (m - 1) // 2)
     b = _at(s, lo + m // 2)
-    return 0.5 * (a + b)
+    median: np.ndarray = 0.5 * (a + b)
+    return median
 
 
 def _mean_std(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +253,7 @@ def sort_stack(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return s, lo, hi
 
 
-def _iterate(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, step, max_iterations: int | None) -> None:
+def _iterate(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: Step, max_iterations: int | None) -> None:
     """Apply ``step(sub, lo, hi) -> (lo, hi)`` repeatedly, in place, to the pixels that still change.
 
     A pixel leaves the loop when a step rejects nothing or fewer than 3 of its values remain.
@@ -365,7 +379,7 @@ def _thresholds(centre: np.ndarray, sigma: np.ndarray, k_low: float, k_high: flo
 
 def _robust_sigma(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """IQR/1.349 of the kept values, falling back to the standard deviation where the IQR is 0."""
-    sigma = (_quantile(s, lo, hi, 0.75) - _quantile(s, lo, hi, 0.25)).astype(np.float64) / 1.349
+    sigma: np.ndarray = (_quantile(s, lo, hi, 0.75) - _quantile(s, lo, hi, 0.25)).astype(np.float64) / 1.349
     zero = sigma <= 0
     if zero.any():
         idx = np.flatnonzero(zero)
@@ -374,14 +388,14 @@ def _robust_sigma(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return sigma
 
 
-def _winsorized_step(p: RejectionParams):
+def _winsorized_step(p: RejectionParams) -> Step:
     def step(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         centre, sigma = _winsorize(s, lo, hi, _median(s, lo, hi), _robust_sigma(s, lo, hi))
         return _apply_thresholds(s, lo, hi, *_thresholds(centre, sigma, p.sigma_low, p.sigma_high))
     return step
 
 
-def _sigma_step(p: RejectionParams):
+def _sigma_step(p: RejectionParams) -> Step:
     def step(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _, std = _mean_std(s, lo, hi, ddof=0)
         return _apply_thresholds(s, lo, hi, *_thresholds(_median(s, lo, hi).astype(np.float64), std,
@@ -389,7 +403,7 @@ def _sigma_step(p: RejectionParams):
     return step
 
 
-def _linear_fit_step(p: RejectionParams):
+def _linear_fit_step(p: RejectionParams) -> Step:
     def step(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         valid = _valid(s, lo, hi)
         m = (hi - lo).astype(np.float64)
@@ -526,7 +540,7 @@ def reject_sorted(s: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     return lo, hi
 
 
-def reject(stack: np.ndarray, params: RejectionParams | None = None, **kwargs) -> RejectionResult:
+def reject(stack: np.ndarray, params: RejectionParams | None = None, **kwargs: Any) -> RejectionResult:
     """Reject outliers in ``stack`` (n_frames, rows, cols); keyword arguments build :class:`RejectionParams`.
 
     Returns the rejection mask in the stack's own frame order and the per-pixel low/high counts (uint16).
@@ -560,7 +574,8 @@ def kept_mean(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     if idx.size:
         sub = s[:, idx]
         total[idx] = np.where(_valid(sub, lo[idx], hi[idx]), sub, 0).sum(axis=0, dtype=np.float64)
-    return total / np.maximum(hi - lo, 1)
+    mean: np.ndarray = total / np.maximum(hi - lo, 1)
+    return mean
 
 
 def kept_median(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -572,9 +587,6 @@ def kept_median(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 # Optional compiled kernel (numba): the same Winsorized algorithm per pixel, one pass over memory. Used by
 # calib.integration when numba is importable and DARKD_NO_NUMBA is not set; results agree with the NumPy path
 # (which is the reference) except for float32-vs-float64 rounding at a threshold.
-
-_numba_kernel = None
-
 
 def numba_available() -> bool:
     """True when numba can be imported and ``DARKD_NO_NUMBA`` is not set."""
@@ -594,25 +606,25 @@ def winsorized_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_h
     Returns ``(combined float32, rejected_low int32, rejected_high int32)``. Raises ``ImportError`` without numba.
     """
     stack = sorted_stack
-    global _numba_kernel
-    if _numba_kernel is None:
-        _numba_kernel = _build_numba_kernel()
     ncols = stack.shape[1]
     out = np.empty(ncols, dtype=np.float32)
     low = np.empty(ncols, dtype=np.int32)
     high = np.empty(ncols, dtype=np.int32)
-    _numba_kernel(stack, out, low, high, float(sigma_low), float(sigma_high), bool(median), _MAX_OUTER,
+    _numba_kernel()(stack, out, low, high, float(sigma_low), float(sigma_high), bool(median), _MAX_OUTER,
                   _WINSOR_MAX_INNER)
     return out, low, high
 
 
-def _build_numba_kernel():  # pragma: no cover - exercised only where numba is installed
+@functools.cache
+def _numba_kernel() -> Kernel:  # pragma: no cover - exercised only where numba is installed
+    """Compile the kernel once per process (numba caches the machine code on disk: ``cache=True``)."""
     import numba
 
     clamp, gain, tol = WINSOR_CLAMP, WINSOR_GAIN, WINSOR_TOLERANCE
 
     @numba.njit(nogil=True, cache=True)
-    def kernel(stack, out, low, high, k_low, k_high, median, max_outer, max_inner):
+    def kernel(stack: np.ndarray, out: np.ndarray, low: np.ndarray, high: np.ndarray, k_low: float, k_high: float,
+               median: bool, max_outer: int, max_inner: int) -> None:
         n, ncols = stack.shape
         chunk = 1024
         for ch in range((ncols + chunk - 1) // chunk):

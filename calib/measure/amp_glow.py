@@ -43,7 +43,7 @@ def _stack(items: Sequence[object], sec: Section | None) -> tuple[np.ndarray, np
             header = h
             sec = header_section(h, "DATASEC") or Section(1, data.shape[1], 1, data.shape[0])
         cut = data[sec.slices]
-        if total is None:
+        if total is None or low is None:
             total, low = cut.copy(), cut.copy()
         else:
             total += cut

@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from calib.frames import read_header
 from calib.measure.stats import (
     DEFAULT_K_SIGMA,
     DEFAULT_MARGIN_FRACTION,
     AlternatingSeries,
     alternating_series,
     clipped_stats,
+    frame_header,
     header_float,
     load_frame,
 )
@@ -119,9 +119,10 @@ def measure_dark_current(darks: Sequence[object], biases: Sequence[object], gain
     if bs is not None:
         mean_d, mean_b = float(np.mean(ds.means_adu)), float(np.mean(bs.means_adu))
         naive = g * (mean_d - mean_b) / t
-        if all(v is not None for v in (*ds.overscan_means_adu, *bs.overscan_means_adu)):
-            os_d = mean_d - float(np.mean(ds.overscan_means_adu))  # type: ignore[arg-type]
-            os_b = mean_b - float(np.mean(bs.overscan_means_adu))  # type: ignore[arg-type]
+        os_dark, os_bias = _all_present(ds.overscan_means_adu), _all_present(bs.overscan_means_adu)
+        if os_dark is not None and os_bias is not None:
+            os_d = mean_d - float(np.mean(os_dark))
+            os_b = mean_b - float(np.mean(os_bias))
             naive_os = g * (os_d - os_b) / t
     naive_negative = naive is not None and naive < 0
     naive_understated = naive is not None and naive < ci[0]
@@ -164,12 +165,16 @@ def measure_dark_current(darks: Sequence[object], biases: Sequence[object], gain
     }
 
 
+def _all_present(values: Sequence[float | None]) -> list[float] | None:
+    """``values`` when none is missing, else None."""
+    present = [v for v in values if v is not None]
+    return present if len(present) == len(values) else None
+
+
 def _frame_exposure(item: object) -> float:
     if isinstance(item, np.ndarray):
         raise ValueError("grouping by exposure needs FITS headers (EXPTIME); give paths or Frames, not bare arrays")
-    header = getattr(item, "header", None)
-    if header is None:
-        header = read_header(item)  # type: ignore[arg-type]
+    header = frame_header(item)
     t = header_float(header, "EXPTIME", "EXPOSURE")
     if t is None:
         raise ValueError(f"{item}: no EXPTIME in the header")

@@ -115,7 +115,7 @@ def measure_ptc(flat_pairs: Sequence[Sequence[object]], biases: Sequence[object]
     full_well_e = gain * float(s[peak])
     lin_dev: float | None = None
     exps = [lv["exposure_s"] for lv in levels[use]]
-    if all(e is not None for e in exps) and len({round(float(e), 6) for e in exps}) >= 2:  # type: ignore[arg-type]
+    if all(e is not None for e in exps) and len({round(float(e), 6) for e in exps}) >= 2:
         t = np.array(exps, dtype=float)
         k = float(np.sum(t * s[use]) / np.sum(t * t))
         lin_dev = float(np.max(np.abs(s[use] - k * t) / s[use]) * 100.0)

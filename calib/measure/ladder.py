@@ -24,9 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from calib.frames import read_header
 from calib.measure.dark_current import group_by_exposure, measure_dark_current
-from calib.measure.stats import DEFAULT_K_SIGMA, header_float, header_section, load_frame, resolve_region
+from calib.measure.stats import (
+    DEFAULT_K_SIGMA,
+    frame_header,
+    header_float,
+    header_section,
+    load_frame,
+    resolve_region,
+)
 from calib.sections import Section
 
 MODELS = ("constant", "linear", "quadratic")
@@ -188,7 +194,7 @@ def measure_dark_vs_temperature(darks: Sequence[object], biases: Sequence[object
     N-frame dark current per temperature, then :func:`fit_doubling_temperature`."""
     groups: dict[float, list[object]] = {}
     for item in darks:
-        header = item.header if hasattr(item, "header") else read_header(item)  # type: ignore[arg-type]
+        header = frame_header(item)
         temp = header_float(header, "CCD-TEMP", "CCDTEMP1", "SET-TEMP")
         if temp is None:
             raise ValueError(f"{item}: no CCD-TEMP in the header")

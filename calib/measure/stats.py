@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from calib.frames import Frame, read_frame
+from calib.frames import Frame, read_frame, read_header
 from calib.sections import Section
 
 DEFAULT_K_SIGMA = 5.0
@@ -175,8 +175,22 @@ def load_frame(item: object, dtype: type = np.float64) -> tuple[np.ndarray, fits
         return np.asarray(item.data, dtype=dtype), item.header
     if isinstance(item, np.ndarray):
         return np.asarray(item, dtype=dtype), fits.Header()
-    frame = read_frame(item, dtype=dtype)  # type: ignore[arg-type]
+    frame = read_frame(_frame_path(item), dtype=dtype)
     return frame.data, frame.header
+
+
+def frame_header(item: object) -> fits.Header:
+    """The FITS header of a path (read from disk), a :class:`calib.frames.Frame` or any object with a ``header``."""
+    header = getattr(item, "header", None)
+    if header is not None:
+        return header
+    return read_header(_frame_path(item))
+
+
+def _frame_path(item: object) -> str | os.PathLike[str]:
+    if isinstance(item, str | os.PathLike):
+        return item
+    raise TypeError(f"expected a FITS path, a Frame or an array, got {type(item).__name__}")
 
 
 def frame_name(item: object, index: int) -> str:

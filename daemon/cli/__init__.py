@@ -1,11 +1,18 @@
-"""The ``darkd`` command line. Each sub-command group lives in its own module with a ``register(subparsers)``."""
+"""The ``darkd`` command line. Each sub-command group lives in its own module with a ``register(subparsers)``.
+
+Start-up time: building the parser imports every command module, so those modules import only the standard library
+at module level; each command handler imports the stack it needs (SQLAlchemy, astropy, the camera...) when it runs.
+Choices defined by a heavy module are given as :class:`LazyChoices`. ``tests/unit/test_cli_startup.py`` checks it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib
 import logging
 import sys
+from collections.abc import Iterator
 
 # One module per command group; each defines register(subparsers) and sets a ``func`` default returning an exit code.
 COMMAND_MODULES = (
@@ -17,6 +24,40 @@ COMMAND_MODULES = (
     "daemon.cli.serve",  # darkd serve
     "daemon.cli.demo",  # darkd demo
 )
+
+
+class LazyChoices:
+    """argparse ``choices`` read from ``module.attribute`` (a sequence, or an Enum class: its values) on first use.
+
+    argparse uses choices only to check a value, to print an error and in ``%(choices)s`` of a help text, so the module
+    is imported only by the command that uses them. Give the argument a ``metavar``: without one, ``add_argument``
+    lists the choices at once.
+    """
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self.module, self.attribute = module, attribute
+        self._values: tuple[str, ...] | None = None
+
+    def values(self) -> tuple[str, ...]:
+        if self._values is None:
+            found = getattr(importlib.import_module(self.module), self.attribute)
+            if isinstance(found, type) and issubclass(found, enum.Enum):
+                self._values = tuple(str(member.value) for member in found)
+            else:
+                self._values = tuple(str(v) for v in found)
+        return self._values
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.values()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values())
+
+    def __len__(self) -> int:
+        return len(self.values())
+
+    def __repr__(self) -> str:
+        return f"LazyChoices({self.module}.{self.attribute})"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,14 +12,12 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from calib.calibration import calibrate_files
-from calib.frames import FrameError
-from calib.geometry import OVERSCAN_CHOICES
-from calib.integration import COMBINES, IntegrationParams, integrate, write_integration
-from calib.masters import KINDS, build_master
-from calib.normalization import NORMALIZATIONS
-from calib.rejection import METHODS
+from daemon.cli import LazyChoices
+
+if TYPE_CHECKING:  # calib (NumPy, astropy) is imported by the command that runs (start-up time of every command)
+    from calib.integration import IntegrationParams
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
           "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
@@ -42,22 +40,26 @@ def _out(text: str) -> None:
 
 
 def _add_integration_options(p: argparse.ArgumentParser, *, normalization: str | None = "none") -> None:
-    p.add_argument("--combine", choices=COMBINES, default="mean", help="per-pixel combination (default mean)")
-    p.add_argument("--rejection", choices=METHODS, default="winsorized", help="pixel rejection (default winsorized)")
+    p.add_argument("--combine", choices=LazyChoices("calib.integration", "COMBINES"), default="mean",
+                   metavar="COMBINE", help="per-pixel combination: %(choices)s (default mean)")
+    p.add_argument("--rejection", choices=LazyChoices("calib.rejection", "METHODS"), default="winsorized",
+                   metavar="METHOD", help="pixel rejection: %(choices)s (default winsorized)")
     p.add_argument("--sigma-low", type=float, default=4.0, help="low rejection threshold in sigma (default 4)")
     p.add_argument("--sigma-high", type=float, default=3.0, help="high rejection threshold in sigma (default 3)")
     if normalization is not None:
-        p.add_argument("--normalization", choices=NORMALIZATIONS, default=normalization,
-                       help=f"frame normalization (default {normalization})")
+        p.add_argument("--normalization", choices=LazyChoices("calib.normalization", "NORMALIZATIONS"),
+                       default=normalization, metavar="NORMALIZATION",
+                       help=f"frame normalization: %(choices)s (default {normalization})")
     p.add_argument("--memory-budget", type=parse_size, default=1 << 30, help="memory budget (default 1GiB)")
     p.add_argument("--workers", type=int, default=2, help="threads (default 2)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def _add_preprocessing_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--overscan", choices=OVERSCAN_CHOICES, default="none",
-                   help="subtract each frame's overscan level (default none: OB-clamped CMOS cameras need none; "
-                        "helps against ADC drift in fast bursts); masters and lights must match")
+    p.add_argument("--overscan", choices=LazyChoices("calib.geometry", "OVERSCAN_CHOICES"), default="none",
+                   metavar="MODE",
+                   help="%(choices)s: subtract each frame's overscan level (default none: OB-clamped CMOS cameras "
+                        "need none; helps against ADC drift in fast bursts); masters and lights must match")
     p.add_argument("--trim", action="store_true", help="cut each frame to TRIMSEC (or DATASEC)")
     p.add_argument("--biassec", help="overscan section [x1:x2,y1:y2] when the header has no BIASSEC")
     p.add_argument("--trimsec", help="section kept by --trim when the header has no TRIMSEC/DATASEC")
@@ -68,6 +70,8 @@ def _prep_kwargs(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _params(args: argparse.Namespace, normalization: str) -> IntegrationParams:
+    from calib.integration import IntegrationParams
+
     return IntegrationParams(combine=args.combine, rejection=args.rejection, sigma_low=args.sigma_low,
                              sigma_high=args.sigma_high, normalization=normalization,
                              memory_budget_bytes=args.memory_budget, workers=args.workers)
@@ -75,6 +79,8 @@ def _params(args: argparse.Namespace, normalization: str) -> IntegrationParams:
 
 def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from calib.frames import FrameError
+
         try:
             return int(func(args))
         except (FrameError, ValueError) as exc:  # includes CalibrationMismatch
@@ -90,6 +96,8 @@ def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
 
 @_guard
 def _integrate(args: argparse.Namespace) -> int:
+    from calib.integration import integrate, write_integration
+
     result = integrate(args.files, _params(args, args.normalization))
     path = write_integration(result, args.output)
     summary = {k: v for k, v in result.summary.items() if not isinstance(v, list)}
@@ -104,6 +112,8 @@ def _integrate(args: argparse.Namespace) -> int:
 
 @_guard
 def _master(args: argparse.Namespace) -> int:
+    from calib.masters import build_master
+
     kind = args.kind
     normalization = "multiplicative" if kind == "flat" else "none"
     res = build_master(kind, args.files, output=args.output, bias=args.bias, flat_dark=args.flat_dark,
@@ -120,6 +130,8 @@ def _master(args: argparse.Namespace) -> int:
 
 @_guard
 def _calibrate(args: argparse.Namespace) -> int:
+    from calib.calibration import calibrate_files
+
     written = calibrate_files(args.lights, dark=args.dark, flat=args.flat, bias=args.bias,
                               output_dir=args.output_dir, pedestal_adu=args.pedestal, scale_dark=args.scale_dark,
                               temperature_tolerance_c=args.temperature_tolerance,
@@ -141,7 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("master", help="build a master bias, dark, flat or flat-dark",
                               description="Masters: bias/dark/flat-dark without normalization or bias subtraction; "
                                           "flats minus the master bias (or flat-dark), multiplicative normalization.")
-    p.add_argument("kind", choices=KINDS)
+    p.add_argument("kind", choices=LazyChoices("calib.masters", "KINDS"), metavar="KIND", help="%(choices)s")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--output", "-o", type=Path, required=True, help="output FITS file")
     p.add_argument("--bias", type=Path, help="master bias subtracted from each flat (flats only)")

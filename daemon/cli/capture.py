@@ -17,13 +17,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from daemon.capture import FrameRecord, SeriesFailed, SeriesRequest, capture_series
-from daemon.settings import Settings, load_settings
-from drivers.camera import Camera, CameraError, CaptureSettings, FrameType, OverscanMode, TemperatureSample
-from drivers.factory import open_indi_camera
-from drivers.profiles import CameraProfile, ProfileError, load_profile
+from daemon.cli import LazyChoices
+
+if TYPE_CHECKING:  # the capture stack is imported by the command that runs it (start-up time of every darkd command)
+    from daemon.capture import FrameRecord
+    from daemon.settings import Settings
+    from drivers.camera import Camera, TemperatureSample
+    from drivers.profiles import CameraProfile
 
 log = logging.getLogger("darkd.capture")
 BAR_WIDTH = 24
@@ -118,10 +120,14 @@ def _profile(name: str | None) -> CameraProfile | str | None:
     """A named profile (overrides detection); ``auto``/unset: detected on connect; ``none``: no profile."""
     if name is None or name in ("", "none", "auto"):
         return name
+    from drivers.profiles import load_profile
+
     return load_profile(str(name))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from daemon.settings import load_settings
+
     settings = load_settings(args.config)
     indi = settings.indi.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port),
                                                               ("device", args.device)) if v is not None})
@@ -129,12 +135,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _open_camera(args: argparse.Namespace, settings: Settings) -> Camera:
+    from drivers.factory import open_indi_camera
+
     profile = _profile(args.profile if args.profile is not None else settings.camera_profile)
     return open_indi_camera(settings.indi.host, settings.indi.port, settings.indi.device, profile=profile,
                             reconnect_timeout_s=settings.cooling.reconnect_timeout_s)
 
 
 def run_capture(args: argparse.Namespace) -> int:
+    from daemon.capture import SeriesFailed, SeriesRequest, capture_series
+    from drivers.camera import CameraError, CaptureSettings, FrameType, OverscanMode
+    from drivers.profiles import ProfileError
+
     settings = _settings(args)
     cooling = settings.cooling.model_copy(update={k: v for k, v in (("hold_s", args.hold), ("tolerance_c",
                                                                     args.tolerance)) if v is not None})
@@ -208,6 +220,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from drivers.camera import CameraError
+    from drivers.profiles import ProfileError
+
     settings = _settings(args)
     try:
         camera = _open_camera(args, settings)
@@ -275,7 +290,8 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cap = subparsers.add_parser("capture", help="cool, wait for stability and capture a series of frames")
-    cap.add_argument("--type", required=True, choices=[t.value for t in FrameType])
+    cap.add_argument("--type", required=True, choices=LazyChoices("drivers.camera", "FrameType"), metavar="TYPE",
+                     help="frame type: %(choices)s")
     cap.add_argument("--exposure", required=True, type=float, help="exposure time in seconds")
     cap.add_argument("--count", required=True, type=int, help="number of good frames wanted")
     cap.add_argument("--temperature", type=float, help="cooler set point in °C (omit: no cooling)")
@@ -285,7 +301,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     cap.add_argument("--read-mode", type=int)
     cap.add_argument("--usb-traffic", type=int)
     cap.add_argument("--amp-glow", choices=["auto", "on", "off"])
-    cap.add_argument("--overscan", choices=[m.value for m in OverscanMode])
+    cap.add_argument("--overscan", choices=LazyChoices("drivers.camera", "OverscanMode"), metavar="MODE",
+                     help="%(choices)s")
     cap.add_argument("--out", required=True, help="output directory")
     cap.add_argument("--prefix", help="file name prefix (default e.g. dark_300s_m10C)")
     cap.add_argument("--max-retakes", type=int, help="retakes per frame after a failed quality check")

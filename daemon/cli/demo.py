@@ -23,28 +23,19 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from calib.quality import QualityThresholds
-from daemon.capture import SeriesRequest, capture_series
-from daemon.events import EventBus, Subscription
-from daemon.indiserver import IndiServerError, LocalIndiServer, sim_environment
-from daemon.jobs.engine import FINAL_STATES, JobEngine
-from daemon.library.index import JobRow, LibraryIndex
-from daemon.library.selection import NoMatchingMaster, select_for_light
-from daemon.library.verify import verify_library
-from daemon.planning import plan_from_lights
-from daemon.settings import CoolingSettings, IndiSettings, LibrarySettings, Settings
-from drivers.camera import Camera, CameraError, CaptureSettings, FrameType, OverscanMode
-from drivers.factory import open_indi_camera
-from drivers.profiles import load_profile
+if TYPE_CHECKING:  # the whole stack is imported when the demo runs (start-up time of every darkd command)
+    from daemon.events import Subscription
+    from daemon.jobs.engine import JobEngine
+    from daemon.library.index import JobRow, LibraryIndex
+    from daemon.settings import Settings
+    from drivers.camera import Camera
 
 AMBIENT_C = 20.0
 SET_POINT_C = -10.0
 LIGHT_EXPOSURES_S = (30.0, 120.0)
 LIGHTS_PER_EXPOSURE = 2
-#: the QHY163M's usual unity-gain-ish setting; the simulator's defaults
-SENSOR = CaptureSettings(gain=120, offset=30, binning=1, read_mode=0, amp_glow="auto", overscan=OverscanMode.INCLUDE)
 
 
 def _out(text: str = "") -> None:
@@ -66,6 +57,8 @@ class DemoOutcome:
 
 def demo_settings(args: argparse.Namespace, root: Path, port: int) -> Settings:
     """Settings for the demo: small frame counts, a short stability hold (the simulator runs fast)."""
+    from daemon.settings import CoolingSettings, IndiSettings, LibrarySettings, Settings
+
     cooling = CoolingSettings(tolerance_c=0.3, hold_s=2.0, timeout_s=120.0, unreachable_window_s=10.0,
                               warm_up_at_end=True, warm_up_target_c=15.0, warm_up_rate_c_per_min=10.0,
                               reconnect_timeout_s=30.0)
@@ -87,9 +80,16 @@ def write_config(path: Path, settings: Settings) -> None:
 
 def capture_lights(camera: Camera, settings: Settings, lights_dir: Path) -> list[Path]:
     """Simulated lights (star field) at each demo exposure, cooled to the demo set point."""
+    from calib.quality import QualityThresholds
+    from daemon.capture import SeriesRequest, capture_series
+    from drivers.camera import CaptureSettings, FrameType, OverscanMode
+
+    # the QHY163M's usual unity-gain-ish setting; the simulator's defaults
+    sensor = CaptureSettings(gain=120, offset=30, binning=1, read_mode=0, amp_glow="auto",
+                             overscan=OverscanMode.INCLUDE)
     paths: list[Path] = []
     for exposure_s in LIGHT_EXPOSURES_S:
-        request = SeriesRequest(FrameType.LIGHT, exposure_s, LIGHTS_PER_EXPOSURE, SET_POINT_C, SENSOR,
+        request = SeriesRequest(FrameType.LIGHT, exposure_s, LIGHTS_PER_EXPOSURE, SET_POINT_C, sensor,
                                 f"M42_{exposure_s:g}s", max_retakes=2,
                                 quality=QualityThresholds(saturation_max_fraction=0.05))  # stars may saturate
         result = capture_series(camera, request, lights_dir, cooling=settings.cooling)
@@ -103,6 +103,8 @@ def _fmt_eta(eta_s: float | None) -> str:
 
 def follow(engine: JobEngine, sub: Subscription, job_id: int, started: float) -> JobRow:
     """Print the job's progress from the event bus until it ends; returns the final row."""
+    from daemon.jobs.engine import FINAL_STATES
+
     last_step = None
     while True:
         event = sub.get(timeout_s=1.0)
@@ -158,6 +160,9 @@ def _measure(engine: JobEngine, index: LibraryIndex, sub: Subscription, started:
 
 def _after_build(engine: JobEngine, index: LibraryIndex, sub: Subscription, lights: list[Path], workdir: Path,
                  started: float, outcome: DemoOutcome) -> None:
+    from daemon.library.selection import NoMatchingMaster, select_for_light
+    from daemon.library.verify import verify_library
+
     for light in lights:
         try:
             entry = select_for_light(index, light).require()
@@ -185,6 +190,15 @@ def _after_build(engine: JobEngine, index: LibraryIndex, sub: Subscription, ligh
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from daemon.events import EventBus
+    from daemon.indiserver import IndiServerError, LocalIndiServer, sim_environment
+    from daemon.jobs.engine import JobEngine
+    from daemon.library.index import LibraryIndex
+    from daemon.planning import plan_from_lights
+    from drivers.camera import CameraError
+    from drivers.factory import open_indi_camera
+    from drivers.profiles import load_profile
+
     started = time.monotonic()
     if not getattr(args, "verbose", 0):  # the job's warnings are printed from the event bus already
         logging.getLogger("daemon").setLevel(logging.ERROR)

@@ -14,12 +14,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
+from daemon.cli import LazyChoices
 
-from daemon.library.index import JOB_STATES, JobRow, LibraryIndex
-from daemon.settings import load_settings
+if TYPE_CHECKING:  # the library stack is imported by the command that runs (start-up time of every darkd command)
+    from daemon.library.index import JobRow, LibraryIndex
 
 TRANSITIONS = {
     "cancel": (("queued", "running", "paused"), "cancelled"),
@@ -37,6 +37,12 @@ def _err(text: str) -> None:
 
 
 def _open(args: argparse.Namespace) -> LibraryIndex | None:
+    from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from daemon.library.index import LibraryIndex
+    from daemon.settings import load_settings
+
     try:
         settings = load_settings(args.config)
         return LibraryIndex.open(settings.library)
@@ -123,7 +129,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     jobs.add_argument("--config", type=Path, default=None, help="TOML configuration (default: config/darkd.toml)")
     sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="all jobs, oldest first")
-    listing.add_argument("--state", choices=JOB_STATES)
+    listing.add_argument("--state", choices=LazyChoices("daemon.library.index", "JOB_STATES"), metavar="STATE",
+                         help="%(choices)s")
     listing.add_argument("--json", action="store_true", help="JSON list of jobs")
     listing.set_defaults(func=cmd_list)
     show = sub.add_parser("show", help="one job with its warnings and log (JSON)")

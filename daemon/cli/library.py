@@ -11,23 +11,11 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
-
-from daemon.library.ageing import refresh_ageing
-from daemon.library.index import EntryNotFound, LibraryIndex
-from daemon.library.verify import remove_partial_files, verify_library
-from daemon.planning import (
-    DEFAULT_MAX_COOLING_DELTA_C,
-    DEFAULT_READOUT_S,
-    PlanError,
-    load_keys_file,
-    plan_from_keys,
-    plan_from_lights,
-)
-from daemon.settings import Settings, load_settings
+if TYPE_CHECKING:  # the library stack is imported by the command that runs (start-up time of every darkd command)
+    from daemon.library.index import LibraryIndex
+    from daemon.settings import Settings
 
 LIST_COLUMNS = ("id", "kind", "status", "exposure_s", "temperature_c", "gain", "offset", "binning", "frames",
                 "frames_target", "master")
@@ -42,6 +30,8 @@ def _err(text: str) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from daemon.settings import load_settings
+
     return load_settings(args.config)
 
 
@@ -50,6 +40,10 @@ class CliError(Exception):
 
 
 def _open(settings: Settings) -> LibraryIndex:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from daemon.library.index import LibraryIndex
+
     try:
         return LibraryIndex.open(settings.library)
     except (OSError, SQLAlchemyError) as exc:
@@ -59,6 +53,8 @@ def _open(settings: Settings) -> LibraryIndex:
 
 def _guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from pydantic import ValidationError
+
         try:
             return func(args)
         except CliError as exc:
@@ -80,6 +76,8 @@ def _index_exists(settings: Settings) -> bool:
 
 
 def _parse_defaults(items: list[str]) -> dict[str, Any]:
+    from daemon.planning import PlanError
+
     out: dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -91,6 +89,8 @@ def _parse_defaults(items: list[str]) -> dict[str, Any]:
 
 def _profile_defaults(settings: Settings) -> tuple[float, float]:
     """(max cooling delta °C, readout s) from the configured camera profile, else the documented defaults."""
+    from daemon.planning import DEFAULT_MAX_COOLING_DELTA_C, DEFAULT_READOUT_S
+
     try:
         from drivers.profiles import load_profile
 
@@ -102,6 +102,9 @@ def _profile_defaults(settings: Settings) -> tuple[float, float]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from daemon.library.ageing import refresh_ageing
+    from daemon.planning import PlanError, load_keys_file, plan_from_keys, plan_from_lights
+
     settings = _settings(args)
     delta_c, readout_s = _profile_defaults(settings)
     index = _open(settings)
@@ -130,6 +133,8 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from daemon.library.ageing import refresh_ageing
+
     settings = _settings(args)
     entries = []
     if _index_exists(settings):
@@ -165,6 +170,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from daemon.library.verify import remove_partial_files, verify_library
+
     settings = _settings(args)
     with _open(settings) as index:
         if args.remove_partial:
@@ -176,6 +183,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
+    from daemon.library.index import EntryNotFound
+
     settings = _settings(args)
     with _open(settings) as index:
         try:
@@ -188,6 +197,8 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 
 def cmd_bad(args: argparse.Namespace) -> int:
+    from daemon.library.index import EntryNotFound
+
     settings = _settings(args)
     with _open(settings) as index:
         try:

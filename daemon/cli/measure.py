@@ -15,14 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from calib.frames import FrameError
-from calib.measure.amp_glow import measure_amp_glow
-from calib.measure.dark_current import group_by_exposure, measure_dark_current, measure_dark_current_exposures
-from calib.measure.gain import measure_gain, measure_ptc
-from calib.measure.ladder import measure_dark_ladder, measure_dark_vs_temperature
-from calib.measure.read_noise import measure_read_noise
-from calib.measure.report import format_table, to_json, write_plots, write_report
-
 log = logging.getLogger("darkd.measure")
 FITS_SUFFIXES = (".fit", ".fits", ".fts")
 
@@ -39,11 +31,16 @@ def expand_paths(items: list[str] | None) -> list[Path]:
     return out
 
 
+# Each runner imports its part of calib.measure (NumPy, astropy, matplotlib) when it runs: start-up time of darkd.
 def _read_noise(args: argparse.Namespace) -> dict[str, Any]:
+    from calib.measure.read_noise import measure_read_noise
+
     return measure_read_noise(expand_paths(args.bias), args.gain, region=args.region, k_sigma=args.k_sigma)
 
 
 def _gain(args: argparse.Namespace) -> dict[str, Any]:
+    from calib.measure.gain import measure_gain, measure_ptc
+
     pairs = [expand_paths(p) for p in args.flats]
     biases = expand_paths(args.bias)
     if len(pairs) == 1:
@@ -52,6 +49,9 @@ def _gain(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _dark_current(args: argparse.Namespace) -> dict[str, Any]:
+    from calib.measure.dark_current import group_by_exposure, measure_dark_current, measure_dark_current_exposures
+    from calib.measure.ladder import measure_dark_vs_temperature
+
     darks, biases = expand_paths(args.darks), expand_paths(args.bias)
     common = {"region": args.region, "k_sigma": args.k_sigma}
     if args.by_temperature:
@@ -63,11 +63,15 @@ def _dark_current(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _dark_ladder(args: argparse.Namespace) -> dict[str, Any]:
+    from calib.measure.ladder import measure_dark_ladder
+
     return measure_dark_ladder(expand_paths(args.darks), expand_paths(args.bias), region=args.region,
                                gain_e_per_adu=args.gain)
 
 
 def _amp_glow(args: argparse.Namespace) -> dict[str, Any]:
+    from calib.measure.amp_glow import measure_amp_glow
+
     return measure_amp_glow(expand_paths(args.darks), expand_paths(args.bias), gain_e_per_adu=args.gain,
                             hot_sigma=args.hot_sigma, glow_map_path=args.glow_map, hot_map_path=args.hot_map)
 
@@ -77,6 +81,9 @@ RUNNERS = {"read-noise": _read_noise, "gain": _gain, "dark-current": _dark_curre
 
 
 def run_measure(args: argparse.Namespace) -> int:
+    from calib.frames import FrameError
+    from calib.measure.report import format_table, to_json, write_plots, write_report
+
     try:
         result = RUNNERS[args.measure_command](args)
     except (ValueError, FrameError) as exc:  # RegionError is a ValueError

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from calib.frames import FrameError, write_frame
+from calib.frames import DiskFullError, FrameError, write_frame
 from calib.integration import IntegrationParams, integrate, plan_band_rows, write_integration
 from calib.rejection import reject
+from tests.full_disk import simulate_full_disk
 
 
 def _header(temp_c: float = -10.0) -> fits.Header:
@@ -151,3 +153,21 @@ def test_numpy_fallback_and_compiled_kernel_agree(tmp_path: Path, monkeypatch: p
     np.testing.assert_array_equal(default.rejected_low, fallback.rejected_low)
     np.testing.assert_allclose(default.data, fallback.data, rtol=1e-6)
     np.testing.assert_allclose(fallback.data, _expected(stack, "winsorized", "mean"), atol=2e-3)
+
+
+def test_full_disk_during_master_write_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 item 5: astropy's disk-full handling used to end in ``'list' object has no attribute '_file'``."""
+    paths, _ = _frames(tmp_path, n=5, shape=(300, 200))
+    digests = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    result = integrate(paths, IntegrationParams(rejection="winsorized"))
+    simulate_full_disk(monkeypatch)
+    out = tmp_path / "masters" / "master.fits"
+    with pytest.raises(DiskFullError, match="no space left on device") as info:
+        write_integration(result, out)
+    assert info.value.filename == str(out)
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == [], "no partial file may be left"
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths} == digests, "inputs must be untouched"
+    monkeypatch.undo()
+    write_integration(result, out)  # the same result writes once there is room again
+    assert fits.getdata(out).shape == (300, 200)

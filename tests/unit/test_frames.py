@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from calib.frames import FrameError, atomic_write_bytes, read_frame, read_header, write_frame
+from calib.frames import DiskFullError, FrameError, atomic_write_bytes, read_frame, read_header, write_frame
+from tests.full_disk import simulate_full_disk
 
 
 def test_uint16_round_trip_uses_bzero(tmp_path: Path) -> None:
@@ -79,7 +80,21 @@ def test_atomic_write_keeps_old_file_when_write_fails(tmp_path: Path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("calib.frames.os.fsync", failing_fsync)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match="no space left on device"):
         atomic_write_bytes(target, b"new content")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["frame.fits"], "temporary file must be removed"
+
+
+def test_full_disk_is_a_disk_full_error_naming_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "frame.fits"
+    target.write_bytes(b"old")
+    simulate_full_disk(monkeypatch)
+    with pytest.raises(DiskFullError, match="no space left on device") as info:
+        write_frame(target, np.ones((64, 64), dtype=np.float32))
+    assert isinstance(info.value, OSError)
+    assert info.value.errno == 28
+    assert info.value.filename == str(target)
+    assert str(target) in str(info.value)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["frame.fits"], "temporary file must be removed"

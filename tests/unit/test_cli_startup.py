@@ -1,0 +1,91 @@
+"""The ``darkd`` command imports only what the chosen command needs (issue 16: start-up time).
+
+Not a timed test: it checks which packages a command imports, in a fresh interpreter. Wall times are measured by
+``bench/bench_cli_startup.py`` (figures in docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import LazyChoices, build_parser
+from daemon.library.index import LibraryIndex
+from daemon.settings import load_settings
+from drivers.camera import FrameType, OverscanMode
+
+HEAVY = ("numpy", "astropy", "sqlalchemy", "alembic", "pydantic", "fastapi", "uvicorn", "matplotlib", "numba",
+         "calib", "drivers", "daemon.settings", "daemon.library")
+
+PROBE = """
+import json, sys
+from daemon.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps(sorted({m.split('.')[0] if not m.startswith('daemon.') else '.'.join(m.split('.')[:2])
+                         for m in sys.modules})))
+"""
+
+
+def imported_by(*argv: str, config: Path | None = None) -> set[str]:
+    env = {**os.environ, "DARKD_CONFIG": str(config)} if config is not None else None
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env,
+                          check=True, timeout=120)
+    return set(json.loads(proc.stdout.splitlines()[-1]))
+
+
+# A command whose help lists choices defined by a heavy module (``integrate --help``: the rejection methods) imports
+# that module to print them; these do not.
+@pytest.mark.parametrize("argv", [("--help",), ("camera", "status", "--help"), ("library", "--help"),
+                                  ("measure", "--help"), ("demo", "--help")])
+def test_help_imports_none_of_the_heavy_stack(argv: tuple[str, ...]) -> None:
+    loaded = imported_by(*argv)
+    assert not loaded & set(HEAVY), f"darkd {' '.join(argv)} imported {sorted(loaded & set(HEAVY))}"
+
+
+@pytest.mark.parametrize("argv", [("library",), ("jobs", "list")])
+def test_library_commands_import_the_index_but_not_astropy_numpy_or_the_api(tmp_path: Path,
+                                                                            argv: tuple[str, ...]) -> None:
+    config = tmp_path / "darkd.toml"
+    config.write_text(f'[library]\nroot = "{tmp_path / "library"}"\n', encoding="utf-8")
+    LibraryIndex.open(load_settings(config).library).close()  # an existing (empty) index, as in use
+    loaded = imported_by(*argv, config=config)
+    assert "daemon.library" in loaded, "the probe must really have opened the index"
+    assert not loaded & {"numpy", "astropy", "fastapi", "uvicorn", "calib", "matplotlib", "drivers"}
+
+
+def _lazy_choices(parser: argparse.ArgumentParser) -> Iterator[tuple[str, LazyChoices]]:
+    for action in parser._actions:
+        if isinstance(action.choices, LazyChoices):
+            yield f"{parser.prog} {action.dest}", action.choices
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _lazy_choices(sub)
+
+
+def test_every_lazy_choice_resolves_to_its_source() -> None:
+    found = dict(_lazy_choices(build_parser()))
+    assert len(found) >= 8, sorted(found)
+    for where, choices in found.items():
+        assert len(choices) > 0, where
+    assert list(found["darkd capture type"]) == [t.value for t in FrameType]
+    assert list(found["darkd capture overscan"]) == [m.value for m in OverscanMode]
+
+
+def test_lazy_choices_check_values_and_list_them_in_help() -> None:
+    parser = argparse.ArgumentParser(prog="t", exit_on_error=False)
+    parser.add_argument("--type", choices=LazyChoices("drivers.camera", "FrameType"), metavar="TYPE",
+                        help="frame type: %(choices)s")
+    assert parser.parse_args(["--type", "dark"]).type == "dark"
+    with pytest.raises(argparse.ArgumentError, match="invalid choice"):
+        parser.parse_args(["--type", "darkest"])
+    assert "frame type: light, bias, dark, flat" in " ".join(parser.format_help().split())
