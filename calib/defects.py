@@ -109,7 +109,8 @@ def _local_outliers(values: np.ndarray, k_sigma: float) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64)
     residual = x - neighbour_median(x)
     sigma = block_sigma(residual)
-    return residual > k_sigma * np.maximum(sigma, 1e-12)
+    outliers: np.ndarray = residual > k_sigma * np.maximum(sigma, 1e-12)
+    return outliers
 
 
 def hot_pixels(dark_minus_bias: np.ndarray, k_hot: float = 5.0) -> np.ndarray:
@@ -130,7 +131,8 @@ def dark_slope_adu_per_s(exposures_s: Sequence[float], dark_minus_bias: Sequence
     numerator = np.zeros_like(y_mean)
     for t_i, y_i in zip(t, dark_minus_bias, strict=True):
         numerator += (t_i - t_mean) * (np.asarray(y_i, dtype=np.float64) - y_mean)
-    return numerator / float(np.sum((t - t_mean) ** 2))
+    slope: np.ndarray = numerator / float(np.sum((t - t_mean) ** 2))
+    return slope
 
 
 def warm_pixels(exposures_s: Sequence[float], dark_minus_bias: Sequence[np.ndarray], k_warm: float = 5.0) -> np.ndarray:
