@@ -6,12 +6,17 @@ The schema is created and upgraded only by the Alembic migrations in ``daemon/li
 
 from __future__ import annotations
 
+import typing
 from datetime import UTC, datetime
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeEngine
+
+from daemon.library.keys import KEY_SPECS, key_types
 
 
 def utc_now() -> datetime:
@@ -41,26 +46,50 @@ class Base(DeclarativeBase):
     pass
 
 
-class Entry(Base):
-    """One library entry: a key, its frames, and (once integrated) its master."""
+def _key_column_type(annotation: Any) -> tuple[type[TypeEngine[Any]] | TypeEngine[Any], bool]:
+    """(SQL type, nullable) of a key field from its annotation (``Annotated``, ``Literal``, ``| None`` unwrapped)."""
+    nullable = False
+    hint = annotation
+    while True:
+        origin = typing.get_origin(hint)
+        if origin is Annotated:
+            hint = typing.get_args(hint)[0]
+        elif origin in (Union, UnionType):
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            nullable = nullable or len(args) < len(typing.get_args(hint))
+            hint = args[0]
+        elif origin is Literal:
+            hint = type(typing.get_args(hint)[0])
+        else:
+            break
+    sql = {str: String, int: Integer, float: Float}.get(hint)
+    if sql is None:
+        raise TypeError(f"library key field of type {annotation!r} has no column type")
+    return sql, nullable
+
+
+def _key_columns() -> dict[str, Any]:
+    """One mapped column per :class:`LibraryKey` field (the key is defined once, in :mod:`daemon.library.keys`)."""
+    columns: dict[str, Any] = {}
+    for name, annotation in key_types().items():
+        sql, nullable = _key_column_type(annotation)
+        length = KEY_SPECS[name].sql_length
+        column_type = sql(length) if sql is String and length else sql()
+        columns[name] = mapped_column(name, column_type, nullable=nullable)
+    return columns
+
+
+#: Mixin carrying the key columns; its attributes are derived from the key definition, hence untyped here.
+KeyColumns: type = type("KeyColumns", (), {"__doc__": "The library key columns of an entry.", **_key_columns()})
+
+
+class Entry(KeyColumns, Base):
+    """One library entry: a key (columns from :class:`LibraryKey`), its frames, and (once integrated) its master."""
 
     __tablename__ = "entries"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     slug: Mapped[str] = mapped_column(String(255), nullable=False)
-    camera: Mapped[str] = mapped_column(String(255), nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)
-    exposure_s: Mapped[float] = mapped_column(Float, nullable=False)
-    set_point_c: Mapped[float] = mapped_column(Float, nullable=False)
-    gain: Mapped[int] = mapped_column(Integer, nullable=False)
-    offset: Mapped[int] = mapped_column(Integer, nullable=False)
-    binning: Mapped[int] = mapped_column(Integer, nullable=False)
-    read_mode: Mapped[int | None] = mapped_column(Integer)
-    usb_traffic: Mapped[int | None] = mapped_column(Integer)
-    amp_glow: Mapped[str | None] = mapped_column(String(8))
-    overscan: Mapped[str | None] = mapped_column(String(8))
-    width_px: Mapped[int] = mapped_column(Integer, nullable=False)
-    height_px: Mapped[int] = mapped_column(Integer, nullable=False)
 
     directory: Mapped[str] = mapped_column(Text, nullable=False)  # relative to the library root when inside it
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="planned")
