@@ -21,7 +21,8 @@ def entry(entry_id: int = 1, *, key: LibraryKey = LIGHT, status: str = "ready", 
           valid_until: datetime | None = None) -> EntryView:
     created = NOW - timedelta(days=age_days)
     return EntryView(
-        **key.to_dict(), id=entry_id, status=status, frames=20, frames_target=20, frames_rejected=0, master=master, master_sha256="0" * 64,
+        **key.to_dict(), id=entry_id, status=status, frames=20, frames_target=20, frames_rejected=0, master=master,
+        master_sha256="0" * 64,
         master_stats={}, temperature_mean_c=temperature_mean_c, temperature_min_c=None, temperature_max_c=None,
         created_utc=created, updated_utc=created, master_created_utc=created, valid_until_utc=valid_until,
         review=review, review_reason=None, note=None, directory="/lib", frames_dir="/lib/frames")
