@@ -17,7 +17,9 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from daemon.library.ageing import refresh_ageing
-from daemon.library.index import EntryNotFound, LibraryIndex
+from daemon.library.catalog import LibraryIndex
+from daemon.library.keys import KEY_SPECS, KINDS
+from daemon.library.store import STATUSES, EntryNotFound, EntryView
 from daemon.library.verify import remove_partial_files, verify_library
 from daemon.planning import (
     DEFAULT_MAX_COOLING_DELTA_C,
@@ -29,8 +31,8 @@ from daemon.planning import (
 )
 from daemon.settings import Settings, load_settings
 
-LIST_COLUMNS = ("id", "kind", "status", "exposure_s", "temperature_c", "gain", "offset", "binning", "frames",
-                "frames_target", "master")
+#: the key fields listed by ``darkd library`` (those with a ``column`` in their spec), header → field name
+KEY_COLUMNS = {spec.column: name for name, spec in KEY_SPECS.items() if spec.column is not None}
 
 
 def _out(text: str) -> None:
@@ -126,7 +128,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return {"kind": args.kind, "status": args.status, "camera": args.camera, "exposure_s": args.exposure,
-            "temperature_c": args.temperature, "gain": args.gain}
+            "set_point_c": args.temperature, "gain": args.gain}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -142,13 +144,29 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not entries:
         _out(f"library {settings.library.root}: no entries")
         return 0
-    _out(f"{'id':>4} {'kind':8} {'status':11} {'exposure':>9} {'temp':>7} {'gain':>5} {'offset':>6} {'bin':>3} "
-         f"{'frames':>9}  master")
-    for e in entries:
-        flag = " (review)" if e.review else ""
-        _out(f"{e.id:>4} {e.kind:8} {e.status:11} {e.exposure_s:>8g}s {e.temperature_c:>5g}°C {e.gain:>5} "
-             f"{e.offset:>6} {e.binning:>3} {e.frames:>4}/{e.frames_target:<4}  {e.master or '-'}{flag}")
+    _out(_table(entries))
     return 0
+
+
+def _cell(name: str, value: object) -> str:
+    if value is None:
+        return "-"
+    if name == "exposure_s":
+        return f"{value:g}s"
+    if name == "set_point_c":
+        return f"{value:g}°C"
+    return str(value)
+
+
+def _table(entries: list[EntryView]) -> str:
+    """``darkd library``: id, status, the key columns (:data:`KEY_COLUMNS`), frames, master; aligned."""
+    headers = ["id", "status", *KEY_COLUMNS, "frames", "master"]
+    rows = [[str(e.id), e.status, *(_cell(name, getattr(e, name)) for name in KEY_COLUMNS.values()),
+             f"{e.frames}/{e.frames_target}", (e.master or "-") + (" (review)" if e.review else "")] for e in entries]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [headers, *rows]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=False)) + "  " + line[-1]
+                     for line in lines)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -227,8 +245,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     lib = subparsers.add_parser("library", help="list the library; 'verify', 'show', 'accept', 'bad'")
     lib.add_argument("--json", action="store_true", help="print a JSON list of entries")
-    lib.add_argument("--kind", choices=("bias", "dark", "flatdark", "flat"))
-    lib.add_argument("--status", choices=("planned", "capturing", "integrating", "ready", "stale", "bad"))
+    lib.add_argument("--kind", choices=KINDS)
+    lib.add_argument("--status", choices=STATUSES)
     lib.add_argument("--camera")
     lib.add_argument("--exposure", type=float, metavar="S")
     lib.add_argument("--temperature", type=float, metavar="C", help="set point within the configured tolerance")

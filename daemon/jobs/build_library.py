@@ -191,13 +191,12 @@ class _Builder:
 
     def expectation(self, item: PlanItem, entry: EntryView) -> FrameExpectation | None:
         """The library's prediction of a frame's overscan-corrected mean for the light-leak check: the accepted
-        frames (``QCMEAN``) of the latest other ready/stale entry of the same key; ``None`` when there is none (the
-        series then predicts from its own first frames)."""
-        previous = [e for e in self.index.entries(camera=item.key.camera, kind=item.key.kind)
-                    if e.slug == item.key.slug and e.id != entry.id and e.status in ("ready", "stale") and e.frames]
-        if not previous:
+        frames (``QCMEAN``) of the last master that was usable for the same key (the one usable-master rule, expired
+        ones accepted: a stale key is being rebuilt); ``None`` when there is none (the series then predicts from its
+        own first frames)."""
+        prev = self.index.usable_master(entry.key, exclude_id=entry.id, expired_ok=True)
+        if prev is None or not prev.frames:
             return None
-        prev = max(previous, key=lambda e: e.id)
         means = []
         for frame in self.index.frames_of(prev.id, accepted_only=True)[:EXPECTATION_FRAMES]:
             try:

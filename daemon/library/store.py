@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import typing
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from alembic import command
 from alembic.config import Config
@@ -36,7 +37,8 @@ from daemon.settings import LibrarySettings
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("planned", "capturing", "integrating", "ready", "stale", "bad")
+EntryStatus = Literal["planned", "capturing", "integrating", "ready", "stale", "bad"]
+STATUSES: tuple[str, ...] = typing.get_args(EntryStatus)
 IN_PROGRESS = ("planned", "capturing", "integrating")
 JOB_STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 JOB_FIELDS = ("state", "progress_done", "progress_total", "step", "eta_s", "warnings", "error", "started_utc",

@@ -88,9 +88,9 @@ def test_library_json_lists_entries(library: tuple[Path, LibraryIndex, int]) -> 
     entries = json.loads(result.stdout)
     assert [e["kind"] for e in entries] == ["dark", "bias"]
     dark = entries[0]
-    assert {k: dark[k] for k in ("id", "status", "exposure_s", "temperature_c", "gain", "offset", "binning", "frames",
+    assert {k: dark[k] for k in ("id", "status", "exposure_s", "set_point_c", "gain", "offset", "binning", "frames",
                                  "frames_target")} == {"id": dark_id, "status": "ready", "exposure_s": 30.0,
-                                                        "temperature_c": -10.0, "gain": 120, "offset": 30,
+                                                        "set_point_c": -10.0, "gain": 120, "offset": 30,
                                                         "binning": 1, "frames": 4, "frames_target": 4}
     assert Path(dark["master"]).is_file() and dark["master"].endswith("master.fits")
     filtered = json.loads(darkd(config, "library", "--json", "--kind", "bias").stdout)
