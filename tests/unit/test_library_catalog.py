@@ -103,12 +103,14 @@ def test_migration_0002_keeps_every_row_of_a_0001_library(tmp_path: Path) -> Non
             "insert into entries (slug, camera, kind, exposure_s, set_point_c, gain, offset, binning, read_mode, "
             "usb_traffic, amp_glow, overscan, width_px, height_px, directory, status, frames_target, review, "
             "master_path, master_sha256, master_stats, created_utc, updated_utc) values (:slug, 'cam', 'dark', 60, "
-            "-10, 120, 30, 1, 0, 30, 'auto', 'ignore', 64, 48, :dir, 'capturing', 20, 0, NULL, NULL, NULL, :now, :now)"),
+            "-10, 120, 30, 1, 0, 30, 'auto', 'ignore', 64, 48, :dir, 'capturing', 20, 0, NULL, NULL, NULL, :now, "
+            ":now)"),
             {"slug": "dark_60s_m10C_g120_o30_bin1_rm0_usb30_glow-auto_os-ignore_64x48",
              "dir": "cam/dark/dark_60s_m10C_g120_o30_bin1_rm0_usb30_glow-auto_os-ignore_64x48", "now": now})
         conn.execute(text("insert into frames (entry_id, path, sha256, size_bytes, \"index\", temperature_start_c, "
                           "temperature_end_c, quality_ok, reasons, created_utc) values (1, "
-                          "'cam/dark/x/frames/d1.fits', :sha, 100, 1, -10.1, -9.9, 1, '[]', :now)"), {"sha": "a" * 64, "now": now})
+                          "'cam/dark/x/frames/d1.fits', :sha, 100, 1, -10.1, -9.9, 1, '[]', :now)"),
+                     {"sha": "a" * 64, "now": now})
         conn.execute(text("insert into jobs (kind, params, state, progress_done, progress_total, warnings, "
                           "created_utc, updated_utc) values ('build-library', '{}', 'queued', 0, 0, '[]', :now, :now)"),
                      {"now": now})
