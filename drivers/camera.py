@@ -129,6 +129,8 @@ class CameraState:
     binning: int | None = None
     read_mode: int | None = None
     overscan: OverscanMode | None = None
+    usb_traffic: int | None = None
+    amp_glow: str | None = None  # "auto" | "on" | "off"
     exposing: bool = False
     exposure_remaining_s: float | None = None
 

@@ -276,6 +276,10 @@ class IndiCamera:
         exposure = client.get(device, "CCD_EXPOSURE")
         exposing = exposure is not None and exposure.state == "Busy"
         read_mode = self._value("READ_MODE", "MODE")
+        usb_traffic = self._value("USB_TRAFFIC", "TRAFFIC")
+        glow = client.get(device, "CCD_AMP_GLOW")
+        amp_glow = next((name for name, element in AMP_GLOW_SWITCH.items() if glow is not None
+                         and glow.values.get(element)), None)
         return CameraState(
             connected=True, device=device, temperature_c=self.temperature_c(), set_point_c=self._set_point_c,
             cooler_on=bool(cooler.values.get("COOLER_ON")) if cooler is not None else None,
@@ -285,6 +289,7 @@ class IndiCamera:
             read_mode=int(read_mode) if read_mode is not None else None,
             overscan=(OverscanMode.INCLUDE if overscan.values.get("INDI_ENABLED") else OverscanMode.IGNORE)
             if overscan is not None else None,
+            usb_traffic=int(usb_traffic) if usb_traffic is not None else None, amp_glow=amp_glow,
             exposing=exposing,
             exposure_remaining_s=exposure.values.get("CCD_EXPOSURE_VALUE") if exposing and exposure else None)
 
