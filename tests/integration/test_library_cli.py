@@ -16,7 +16,8 @@ import pytest
 from astropy.io import fits
 
 from calib.frames import write_frame
-from daemon.library.index import LibraryIndex, sha256_file
+from daemon.library.catalog import LibraryIndex
+from daemon.library.integrity import sha256_file
 from daemon.library.keys import LibraryKey
 from daemon.settings import LibrarySettings
 from drivers.profiles import load_profile
@@ -182,7 +183,7 @@ def test_concurrent_writer_processes_share_the_index(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from daemon.library.index import LibraryIndex
+        from daemon.library.catalog import LibraryIndex
         from daemon.library.keys import LibraryKey
         from daemon.settings import LibrarySettings
         n = int(sys.argv[1])

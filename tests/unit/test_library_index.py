@@ -11,9 +11,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from daemon.library.index import EntryNotFound, JobNotFoundError, LibraryIndex, sha256_file
+from daemon.library.catalog import LibraryIndex
+from daemon.library.integrity import sha256_file
 from daemon.library.keys import InvalidKey, LibraryKey
 from daemon.library.models import Base
+from daemon.library.store import EntryNotFound, JobNotFoundError
 from daemon.settings import LibrarySettings
 
 KEY = LibraryKey(camera="QHY CCD QHY163M-Sim", kind="dark", exposure_s=300, set_point_c=-10, gain=120, offset=30,
@@ -44,7 +46,7 @@ def test_migrations_create_schema_from_empty(tmp_path: Path) -> None:
 def test_migrations_downgrade_to_empty_and_back(tmp_path: Path) -> None:
     from alembic import command
 
-    from daemon.library.index import alembic_config, make_engine, migrate
+    from daemon.library.store import alembic_config, make_engine, migrate
 
     engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
     migrate(engine)
