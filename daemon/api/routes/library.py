@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,9 +25,10 @@ from starlette.concurrency import run_in_threadpool
 
 from daemon.api.auth import require
 from daemon.api.errors import ApiError, not_found
-from daemon.api.models import EntryKind, EntryOut, EntryStatus, ErrorOut, PlanIn, PlanOut
+from daemon.api.models import EntryOut, EntryStatus, ErrorOut, PlanIn, PlanOut
 from daemon.api.paths import resolve_allowed
 from daemon.api.routes import RuntimeDep
+from daemon.library.keys import key_types
 from daemon.library.store import EntryView
 from daemon.planning import PlanError, plan_from_keys, plan_from_lights
 from daemon.runtime import Runtime
@@ -106,26 +109,44 @@ def entry_row(entry: EntryView) -> dict[str, Any]:
     return {name: getattr(entry, name) for name in ENTRY_FIELDS}
 
 
+def _key_filters() -> Callable[..., dict[str, Any]]:
+    """A dependency taking one optional query parameter per library key field, typed and bounded as the key field
+    (:mod:`daemon.library.keys`): a new key field is a new filter without touching this route."""
+
+    def key_filters(**values: Any) -> dict[str, Any]:
+        return values
+
+    parameters = []
+    for name, hint in key_types().items():
+        description = ("within the library's temperature tolerance" if name == "set_point_c"
+                       else "within 1 µs" if name == "exposure_s" else None)
+        query = Query(description=description, allow_inf_nan=False) if _is_float(hint) else Query(
+            description=description)
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=Annotated[hint | None, query]))
+    key_filters.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return key_filters
+
+
+def _is_float(hint: Any) -> bool:
+    return (typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint) is float
+
+
+KeyFiltersDep = Annotated[dict[str, Any], Depends(_key_filters())]
+
+
 @router.get("", response_model=list[EntryOut], dependencies=[Depends(require("read"))],
-            summary="Library entries, filtered (every filter optional)")
+            summary="Library entries, filtered (every filter optional; one per key field, plus status and review)")
 async def list_entries(
     request: Request,
     runtime: RuntimeDep,
-    kind: EntryKind | None = None,
+    key_filters: KeyFiltersDep,
     status: Annotated[list[EntryStatus] | None, Query(description="repeat for several")] = None,
-    camera: Annotated[str | None, Query(max_length=200)] = None,
-    exposure_s: Annotated[float | None, Query(ge=0, le=86_400, allow_inf_nan=False)] = None,
-    set_point_c: Annotated[float | None, Query(ge=-100, le=60, allow_inf_nan=False,
-                                               description="set point, within the library tolerance")] = None,
-    gain: Annotated[int | None, Query(ge=0, le=100_000)] = None,
-    offset: Annotated[int | None, Query(ge=0, le=100_000)] = None,
-    binning: Annotated[int | None, Query(ge=1, le=16)] = None,
     review: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
-    filters = {"kind": kind, "status": status, "camera": camera, "exposure_s": exposure_s,
-               "set_point_c": set_point_c, "gain": gain, "offset": offset, "binning": binning, "review": review}
+    filters = {**key_filters, "status": status, "review": review}
 
     def build() -> bytes:
         entries = runtime.index.entries(**filters)
