@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Mapped, MappedColumn, mapped_column, relationship
 from sqlalchemy.types import TypeEngine
 
 from daemon.library.keys import KEY_SPECS, key_types
@@ -46,8 +46,9 @@ class Base(DeclarativeBase):
     pass
 
 
-def _key_column_type(annotation: Any) -> tuple[type[TypeEngine[Any]] | TypeEngine[Any], bool]:
-    """(SQL type, nullable) of a key field from its annotation (``Annotated``, ``Literal``, ``| None`` unwrapped)."""
+def _key_column_type(annotation: Any) -> tuple[TypeEngine[Any], str, bool]:
+    """(SQL type, Python type name, nullable) of a key field from its annotation (``Annotated``, ``Literal``,
+    ``| None`` unwrapped). The SQL type is a class to instantiate."""
     nullable = False
     hint = annotation
     while True:
@@ -62,25 +63,28 @@ def _key_column_type(annotation: Any) -> tuple[type[TypeEngine[Any]] | TypeEngin
             hint = type(typing.get_args(hint)[0])
         else:
             break
-    sql = {str: String, int: Integer, float: Float}.get(hint)
-    if sql is None:
-        raise TypeError(f"library key field of type {annotation!r} has no column type")
-    return sql, nullable
+    if hint is str:
+        return String(), "str", nullable
+    if hint is int:
+        return Integer(), "int", nullable
+    if hint is float:
+        return Float(), "float", nullable
+    raise TypeError(f"library key field of type {annotation!r} has no column type")
 
 
-def _key_columns() -> dict[str, Any]:
-    """One mapped column per :class:`LibraryKey` field (the key is defined once, in :mod:`daemon.library.keys`)."""
-    columns: dict[str, Any] = {}
-    for name, annotation in key_types().items():
-        sql, nullable = _key_column_type(annotation)
-        length = KEY_SPECS[name].sql_length
-        column_type = sql(length) if sql is String and length else sql()
-        columns[name] = mapped_column(name, column_type, nullable=nullable)
-    return columns
+def _key_column(name: str, annotation: Any) -> MappedColumn[Any]:
+    sql, python, nullable = _key_column_type(annotation)
+    length = KEY_SPECS[name].sql_length
+    return mapped_column(name, String(length) if python == "str" and length else sql, nullable=nullable)
 
 
-#: Mixin carrying the key columns; its attributes are derived from the key definition, hence untyped here.
-KeyColumns: type = type("KeyColumns", (), {"__doc__": "The library key columns of an entry.", **_key_columns()})
+class KeyColumns:
+    """Mixin carrying one column per :class:`LibraryKey` field, added below from the key definition (the key is
+    defined once, in :mod:`daemon.library.keys`); read them with :func:`key_column` or ``getattr``."""
+
+
+for _name, _annotation in key_types().items():
+    setattr(KeyColumns, _name, _key_column(_name, _annotation))
 
 
 class Entry(KeyColumns, Base):
@@ -111,6 +115,14 @@ class Entry(KeyColumns, Base):
                                                order_by="Frame.index")
 
     __table_args__ = (Index("ix_entries_slug", "camera", "slug"), Index("ix_entries_status", "status"))
+
+
+def key_column(name: str) -> InstrumentedAttribute[Any]:
+    """The :class:`Entry` column of key field ``name`` (for queries; the columns are derived, so not typed)."""
+    if name not in KEY_SPECS:
+        raise KeyError(f"{name!r} is not a library key field")
+    column: InstrumentedAttribute[Any] = getattr(Entry, name)
+    return column
 
 
 class Frame(Base):

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from daemon.library.integrity import sha256_file
 from daemon.library.keys import KEY_FIELDS, KEY_SPECS, LibraryKey
 from daemon.library.layout import Layout
-from daemon.library.models import Entry, Frame, Job, JobLog
+from daemon.library.models import Entry, Frame, Job, JobLog, key_column
 from daemon.settings import LibrarySettings
 
 log = logging.getLogger(__name__)
@@ -371,14 +371,15 @@ class LibraryStore:
         if key is not None:
             for name in KEY_FIELDS:
                 if name != "set_point_c":
-                    query = query.where(getattr(Entry, name).is_(None) if getattr(key, name) is None
-                                        else getattr(Entry, name) == getattr(key, name))
+                    column = key_column(name)
+                    query = query.where(column.is_(None) if getattr(key, name) is None
+                                        else column == getattr(key, name))
             f.setdefault("set_point_c", key.set_point_c)
         if "status" in f:
             statuses = [f.pop("status")] if isinstance(f["status"], str) else list(f.pop("status"))
             query = query.where(Entry.status.in_(statuses))
         if "kind" in f:
-            query = query.where(Entry.kind == str(f.pop("kind")).lower().replace("-", ""))
+            query = query.where(key_column("kind") == str(f.pop("kind")).lower().replace("-", ""))
         for name, value in f.items():
             column = getattr(Entry, name)
             tolerance = (self.settings.temperature_tolerance_c if name == "set_point_c"
@@ -420,7 +421,7 @@ class LibraryStore:
         if frames_target < 0:
             raise ValueError(f"frames_target must be >= 0, got {frames_target}")
         with self._write() as s:
-            rows = s.scalars(select(Entry).where(Entry.camera == key.camera, Entry.slug == key.slug)
+            rows = s.scalars(select(Entry).where(key_column("camera") == key.camera, Entry.slug == key.slug)
                              .order_by(Entry.id)).all()
             current = next((r for r in rows if r.status in IN_PROGRESS), None)  # the slug encodes every key field
             if current is None:
