@@ -166,7 +166,8 @@ def complete_key(key: LibraryKey, camera: Camera) -> LibraryKey:
         width_px, height_px = caps.width_px // binning, caps.height_px // binning
     read_back = {"read_mode": state.read_mode, "overscan": overscan, "usb_traffic": state.usb_traffic,
                  "amp_glow": state.amp_glow}
-    filled = {name: value for name, value in read_back.items() if getattr(key, name) is None and value is not None}
+    filled: dict[str, Any] = {name: value for name, value in read_back.items()
+                              if getattr(key, name) is None and value is not None}
     return replace(key.key_only(), width_px=width_px, height_px=height_px, **filled)
 
 

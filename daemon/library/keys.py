@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from annotated_types import Ge, Le, Len
@@ -165,7 +165,7 @@ class LibraryKey:
     def with_kind(self, kind: str, exposure_s: float | None = None) -> LibraryKey:
         """The same sensor settings for another kind (e.g. the bias that goes with a dark: exposure 0)."""
         exp = (0.0 if kind == "bias" else self.exposure_s) if exposure_s is None else exposure_s
-        return replace(self.key_only(), kind=kind, exposure_s=exp)
+        return LibraryKey(**{**self.key_only().to_dict(), "kind": kind, "exposure_s": exp})
 
     def matches(self, other: LibraryKey, *, ignore: tuple[str, ...] = ("set_point_c",)) -> list[str]:
         """Names of key attributes (other than ``ignore``) whose values differ; empty list = equal."""

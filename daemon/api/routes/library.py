@@ -177,10 +177,11 @@ async def get_entry(entry_id: int, runtime: RuntimeDep) -> dict[str, Any]:
             responses={200: {"content": {"application/fits": {}}, "description": "the FITS file"}})
 async def get_master(entry_id: int, runtime: RuntimeDep) -> FileResponse:
     entry = await _entry(runtime, entry_id)
-    if not entry.master:
+    master = entry.master
+    if not master:
         raise ApiError(404, "master_not_found", f"entry {entry_id} ({entry.status}) has no master yet")
     root = Path(runtime.index.layout.root).resolve()
-    path = await run_in_threadpool(lambda: Path(entry.master).resolve())
+    path = await run_in_threadpool(lambda: Path(master).resolve())
     if not path.is_relative_to(root):
         raise ApiError(403, "path_not_allowed", f"the master of entry {entry_id} lies outside the library root")
     if not await run_in_threadpool(path.is_file):
@@ -196,7 +197,7 @@ async def get_master(entry_id: int, runtime: RuntimeDep) -> FileResponse:
 @router.post("/plan", response_model=PlanOut, dependencies=[Depends(require("read"))],
              summary="Plan the masters that lights (or explicit keys) need, without running anything")
 async def plan(body: PlanIn, runtime: RuntimeDep) -> dict[str, Any]:
-    common = {"ambient_c": body.ambient_c, "max_cooling_delta_c": body.max_cooling_delta_c,
+    common: dict[str, Any] = {"ambient_c": body.ambient_c, "max_cooling_delta_c": body.max_cooling_delta_c,
               "readout_s": body.readout_s}
     def from_lights(raw: str) -> Any:
         lights = resolve_allowed(raw, runtime.settings.api.allowed_roots, what="lights_dir")
