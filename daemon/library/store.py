@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 from alembic import command
 from alembic.config import Config
@@ -47,6 +47,25 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: ``entries()`` filters besides the key fields
 ENTRY_FILTERS = ("status", "slug", "key", "review")
+
+
+class FrameLike(Protocol):
+    """What :meth:`LibraryStore.record_frames` reads from a captured frame's record."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def temperature_start_c(self) -> float | None: ...
+    @property
+    def temperature_end_c(self) -> float | None: ...
+    @property
+    def quality_ok(self) -> bool: ...
+    @property
+    def reasons(self) -> list[str]: ...
 
 
 class EntryNotFound(LookupError):
@@ -491,9 +510,8 @@ class LibraryStore:
             s.flush()
             return self._frame_view(row)
 
-    def record_frames(self, entry_id: int, records: Iterable[Any]) -> list[FrameView]:
-        """:meth:`record_frame` for each object with ``path, sha256, index, temperature_start_c, temperature_end_c,
-        quality_ok, reasons`` attributes (e.g. ``daemon.capture.FrameRecord``)."""
+    def record_frames(self, entry_id: int, records: Iterable[FrameLike]) -> list[FrameView]:
+        """:meth:`record_frame` for each record (e.g. ``daemon.capture.FrameRecord``)."""
         return [self.record_frame(entry_id, r.path, r.sha256, r.index, r.temperature_start_c, r.temperature_end_c,
                                   r.quality_ok, list(r.reasons or [])) for r in records]
 
