@@ -37,7 +37,8 @@ from daemon.light_headers import HeaderKeyError, LightInfo, light_info_from_file
 from daemon.settings import Settings
 
 if TYPE_CHECKING:
-    from daemon.library.index import EntryView, LibraryIndex
+    from daemon.library.catalog import LibraryIndex
+    from daemon.library.store import EntryView
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +176,14 @@ def frames_for(kind: str, settings: Settings) -> int:
 
 
 def library_status(key: LibraryKey, index: LibraryIndex | None, now: datetime) -> tuple[str, EntryView | None]:
-    """Status of ``key`` in the library: ready (a valid, unreviewed master), in-progress, stale, or missing."""
+    """Status of ``key`` in the library: ready (a master a light with this key could use now, by the one
+    usable-master rule, its file checked), in-progress, stale, or missing."""
     if index is None:
         return "missing", None
+    usable = index.usable_master(key, when=now)
+    if usable is not None:
+        return "ready", usable
     same = [e for e in index.entries(camera=key.camera, kind=key.kind) if e.slug == key.slug]
-    ready = [e for e in same if e.status == "ready" and not e.review
-             and (e.valid_until_utc is None or e.valid_until_utc > now)]
-    if ready:
-        return "ready", ready[-1]
     in_progress = [e for e in same if e.status in ("planned", "capturing", "integrating")]
     if in_progress:
         return "in-progress", in_progress[-1]

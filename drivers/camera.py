@@ -154,6 +154,8 @@ class CameraState:
     read_mode: int | None = None
     overscan: OverscanMode | None = None
     heater: float | None = None  # heater level as the driver reports it (None: no heater or not readable)
+    usb_traffic: int | None = None
+    amp_glow: str | None = None  # "auto" | "on" | "off"
     exposing: bool = False
     exposure_remaining_s: float | None = None
 

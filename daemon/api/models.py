@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from daemon.library.keys import KEY_FIELDS, Kind, LibraryKey
+from daemon.library.store import EntryStatus as EntryStatus
+from daemon.library.store import EntryView
 
 JOB_KINDS = ("build-library", "integrate", "calibrate", "measure")
 JobKind = Literal["build-library", "integrate", "calibrate", "measure"]
 JobState = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"]
-EntryStatus = Literal["planned", "capturing", "integrating", "ready", "stale", "bad"]
-EntryKind = Literal["bias", "dark", "flatdark", "flat"]
+EntryKind = Kind
 
 
 class Strict(BaseModel):
@@ -67,60 +71,28 @@ class CameraOut(BaseModel):
     last_error: str | None = None
 
 
-class EntryOut(BaseModel):
-    """A library entry (``darkd library --json`` shows the same fields)."""
+@pydantic_dataclass(frozen=True, kw_only=True)
+class EntryOut(EntryView):
+    """A library entry (``darkd library --json`` shows the same fields): every field of the library key
+    (:class:`daemon.library.keys.LibraryKey`, same names) plus the entry's state (:class:`EntryView`)."""
 
-    id: int
-    camera: str
-    kind: str
-    status: str
-    exposure_s: float
-    temperature_c: float
-    gain: int
-    offset: int
-    binning: int
-    read_mode: int | None = None
-    usb_traffic: int | None = None
-    amp_glow: str | None = None
-    overscan: str | None = None
-    width_px: int
-    height_px: int
-    frames: int
-    frames_target: int
-    frames_rejected: int
-    master: str | None = None
-    master_sha256: str | None = None
-    master_stats: dict[str, Any] | None = None
-    temperature_mean_c: float | None = None
-    temperature_min_c: float | None = None
-    temperature_max_c: float | None = None
-    created_utc: str | None = None
-    updated_utc: str | None = None
-    master_created_utc: str | None = None
-    valid_until_utc: str | None = None
-    review: bool
-    review_reason: str | None = None
-    note: str | None = None
-    slug: str
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def slug(self) -> str:
+        return self.key.slug
 
 
-class KeyIn(Strict):
-    """A library key (see ``daemon/library/keys.py``); ``frames`` overrides the per-kind frame count."""
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+class KeyIn(LibraryKey):
+    """A library key (its fields and bounds are :class:`daemon.library.keys.LibraryKey`'s); ``frames`` overrides the
+    per-kind frame count."""
 
-    camera: str = Field(min_length=1, max_length=200)
-    kind: EntryKind
-    exposure_s: float = Field(ge=0, le=86_400)
-    set_point_c: float = Field(ge=-100, le=60)
-    gain: int = Field(ge=0, le=100_000)
-    offset: int = Field(ge=0, le=100_000)
-    binning: int = Field(default=1, ge=1, le=16)
-    read_mode: int | None = Field(default=None, ge=0, le=1000)
-    usb_traffic: int | None = Field(default=None, ge=0, le=1000)
-    amp_glow: Literal["auto", "on", "off"] | None = None
-    overscan: Literal["include", "ignore"] | None = None
-    width_px: int = Field(default=0, ge=0, le=100_000)
-    height_px: int = Field(default=0, ge=0, le=100_000)
     frames: int | None = Field(default=None, ge=1, le=10_000)
+
+    def plan_key(self) -> dict[str, Any]:
+        """The key fields that were given (``None`` ones left out) plus ``frames``, as ``plan_from_keys`` takes them."""
+        data = {name: getattr(self, name) for name in (*KEY_FIELDS, "frames")}
+        return {name: value for name, value in data.items() if value is not None}
 
 
 class PlanIn(Strict):
@@ -219,6 +191,7 @@ class CoverageRow(BaseModel):
     entry_id: int | None = None
     frames: int = 0
     frames_target: int = 0
+    reason: str | None = Field(default=None, description="why a ready entry is not usable (usable-master rule)")
 
 
 class StatusOut(BaseModel):

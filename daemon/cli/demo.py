@@ -150,8 +150,8 @@ def _measure(engine: JobEngine, index: LibraryIndex, sub: Subscription, started:
     report = (final.result or {}).get("report") or {}
     measured = report.get("dark_current_e_per_s")
     if final.state == "succeeded" and measured is not None:
-        truth = physics.dark_current_e_per_s(dark.temperature_c)
-        outcome.measure_note = (f"dark current at {dark.temperature_c:g} °C from the {dark.exposure_s:g} s darks: "
+        truth = physics.dark_current_e_per_s(dark.set_point_c)
+        outcome.measure_note = (f"dark current at {dark.set_point_c:g} °C from the {dark.exposure_s:g} s darks: "
                                 f"{measured:.4f} e-/s/pixel (simulator truth {truth:.4f}; naive mean method "
                                 f"{report.get('dark_current_naive_e_per_s', float('nan')):.4f})")
     else:

@@ -13,12 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.cli import LazyChoices
+from daemon.library.keys import KEY_SPECS
+
 if TYPE_CHECKING:  # the library stack is imported by the command that runs (start-up time of every darkd command)
-    from daemon.library.index import LibraryIndex
+    from daemon.library.catalog import LibraryIndex
+    from daemon.library.store import EntryView
     from daemon.settings import Settings
 
-LIST_COLUMNS = ("id", "kind", "status", "exposure_s", "temperature_c", "gain", "offset", "binning", "frames",
-                "frames_target", "master")
+#: the key fields listed by ``darkd library`` (those with a ``column`` in their spec), header → field name
+KEY_COLUMNS = {spec.column: name for name, spec in KEY_SPECS.items() if spec.column is not None}
 
 
 def _out(text: str) -> None:
@@ -42,7 +46,7 @@ class CliError(Exception):
 def _open(settings: Settings) -> LibraryIndex:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from daemon.library.index import LibraryIndex
+    from daemon.library.catalog import LibraryIndex
 
     try:
         return LibraryIndex.open(settings.library)
@@ -129,7 +133,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     return {"kind": args.kind, "status": args.status, "camera": args.camera, "exposure_s": args.exposure,
-            "temperature_c": args.temperature, "gain": args.gain}
+            "set_point_c": args.temperature, "gain": args.gain}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -147,13 +151,29 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not entries:
         _out(f"library {settings.library.root}: no entries")
         return 0
-    _out(f"{'id':>4} {'kind':8} {'status':11} {'exposure':>9} {'temp':>7} {'gain':>5} {'offset':>6} {'bin':>3} "
-         f"{'frames':>9}  master")
-    for e in entries:
-        flag = " (review)" if e.review else ""
-        _out(f"{e.id:>4} {e.kind:8} {e.status:11} {e.exposure_s:>8g}s {e.temperature_c:>5g}°C {e.gain:>5} "
-             f"{e.offset:>6} {e.binning:>3} {e.frames:>4}/{e.frames_target:<4}  {e.master or '-'}{flag}")
+    _out(_table(entries))
     return 0
+
+
+def _cell(name: str, value: object) -> str:
+    if value is None:
+        return "-"
+    if name == "exposure_s":
+        return f"{value:g}s"
+    if name == "set_point_c":
+        return f"{value:g}°C"
+    return str(value)
+
+
+def _table(entries: list[EntryView]) -> str:
+    """``darkd library``: id, status, the key columns (:data:`KEY_COLUMNS`), frames, master; aligned."""
+    headers = ["id", "status", *KEY_COLUMNS, "frames", "master"]
+    rows = [[str(e.id), e.status, *(_cell(name, getattr(e, name)) for name in KEY_COLUMNS.values()),
+             f"{e.frames}/{e.frames_target}", (e.master or "-") + (" (review)" if e.review else "")] for e in entries]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [headers, *rows]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=False)) + "  " + line[-1]
+                     for line in lines)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -183,7 +203,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
-    from daemon.library.index import EntryNotFound
+    from daemon.library.store import EntryNotFound
 
     settings = _settings(args)
     with _open(settings) as index:
@@ -197,7 +217,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 
 def cmd_bad(args: argparse.Namespace) -> int:
-    from daemon.library.index import EntryNotFound
+    from daemon.library.store import EntryNotFound
 
     settings = _settings(args)
     with _open(settings) as index:
@@ -238,8 +258,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     lib = subparsers.add_parser("library", help="list the library; 'verify', 'show', 'accept', 'bad'")
     lib.add_argument("--json", action="store_true", help="print a JSON list of entries")
-    lib.add_argument("--kind", choices=("bias", "dark", "flatdark", "flat"))
-    lib.add_argument("--status", choices=("planned", "capturing", "integrating", "ready", "stale", "bad"))
+    lib.add_argument("--kind", choices=LazyChoices("daemon.library.keys", "KINDS"), metavar="KIND",
+                     help="%(choices)s")
+    lib.add_argument("--status", choices=LazyChoices("daemon.library.store", "STATUSES"), metavar="STATUS",
+                     help="%(choices)s")
     lib.add_argument("--camera")
     lib.add_argument("--exposure", type=float, metavar="S")
     lib.add_argument("--temperature", type=float, metavar="C", help="set point within the configured tolerance")

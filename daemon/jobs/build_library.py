@@ -25,6 +25,7 @@ import logging
 import time
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,11 +36,23 @@ from daemon.capture import FrameRecord, SeriesFailed, SeriesRequest, capture_ser
 from daemon.jobs.errors import JobInterrupted
 from daemon.jobs.integrate_job import build_entry_master
 from daemon.jobs.weather_gate import WeatherGate, validate_weather
-from daemon.library.index import EntryView, LibraryIndex, sha256_file
+from daemon.library.catalog import LibraryIndex
+from daemon.library.integrity import sha256_file
+from daemon.library.keys import LibraryKey
 from daemon.library.layout import Layout
+from daemon.library.store import EntryView
 from daemon.planning import Plan, PlanItem, library_status
 from daemon.settings import Settings
-from drivers.camera import CameraError, CameraTimeout, FrameType, SetPointUnreachable, TemperatureSample
+from drivers.camera import (
+    Camera,
+    CameraError,
+    CameraTimeout,
+    FrameType,
+    OverscanMode,
+    SetPointUnreachable,
+    TemperatureSample,
+)
+from drivers.profiles import CameraProfile
 
 if TYPE_CHECKING:
     from daemon.jobs.engine import JobContext
@@ -132,6 +145,32 @@ def adopt_rejected(index: LibraryIndex, entry: EntryView) -> int:
     return adopted
 
 
+def complete_key(key: LibraryKey, camera: Camera) -> LibraryKey:
+    """A partial key (no frame size: typed by hand, e.g. ``POST /library/plan`` with camera, kind, exposure, set
+    point, gain and offset only) completed from the camera's read-back state just before capture, so the entry
+    records what its frames will really be: the frame size for its overscan mode and binning (camera profile, else
+    the sensor size), the read mode and overscan mode the camera reports, and USB traffic / amp-glow mode when the
+    camera reports them. Given fields are kept (capture applies them); ``bit_depth`` is left as given (light headers
+    do not carry it, so filling it in would keep lights from matching).
+    """
+    state = camera.state()
+    overscan = key.overscan or (OverscanMode(state.overscan).value if state.overscan is not None else None)
+    binning = key.binning or 1
+    profile: CameraProfile | None = getattr(camera, "profile", None)
+    if profile is not None:
+        geometry = profile.geometry(overscan).binned(binning)
+        width_px, height_px = geometry.width_px, geometry.height_px
+    else:
+        capabilities = camera.capabilities
+        caps = capabilities() if callable(capabilities) else capabilities
+        width_px, height_px = caps.width_px // binning, caps.height_px // binning
+    read_back = {"read_mode": state.read_mode, "overscan": overscan, "usb_traffic": state.usb_traffic,
+                 "amp_glow": state.amp_glow}
+    filled: dict[str, Any] = {name: value for name, value in read_back.items()
+                              if getattr(key, name) is None and value is not None}
+    return replace(key.key_only(), width_px=width_px, height_px=height_px, **filled)
+
+
 class _Builder:
     """One run of a build-library job (a resumed job makes a new run that continues the same entries)."""
 
@@ -160,11 +199,15 @@ class _Builder:
         entry_id = self.entries.get(item.key.slug)
         entry = self.index.get(entry_id) if entry_id is not None else None
         if entry is None:
-            status, existing = library_status(item.key, self.index, datetime.now(UTC))
+            key = item.key
+            if key.is_partial:
+                key = complete_key(key, self.ctx.camera())
+                self.ctx.log(f"{item.key.slug}: key completed from the camera: {key.slug}")
+            status, existing = library_status(key, self.index, datetime.now(UTC))
             if status == "ready" and existing is not None:  # built since the plan was made: nothing to do
-                self.ctx.log(f"{item.key.slug}: already ready in the library (entry {existing.id})")
+                self.ctx.log(f"{key.slug}: already ready in the library (entry {existing.id})")
                 return existing
-            entry = self.index.upsert_entry(item.key, item.frames_target)
+            entry = self.index.upsert_entry(key, item.frames_target)
             self.entries[item.key.slug] = entry.id
             self.ctx.save_result(self._result())
         return entry
@@ -191,13 +234,12 @@ class _Builder:
 
     def expectation(self, item: PlanItem, entry: EntryView) -> FrameExpectation | None:
         """The library's prediction of a frame's overscan-corrected mean for the light-leak check: the accepted
-        frames (``QCMEAN``) of the latest other ready/stale entry of the same key; ``None`` when there is none (the
-        series then predicts from its own first frames)."""
-        previous = [e for e in self.index.entries(camera=item.key.camera, kind=item.key.kind)
-                    if e.slug == item.key.slug and e.id != entry.id and e.status in ("ready", "stale") and e.frames]
-        if not previous:
+        frames (``QCMEAN``) of the last master that was usable for the same key (the one usable-master rule, expired
+        ones accepted: a stale key is being rebuilt); ``None`` when there is none (the series then predicts from its
+        own first frames)."""
+        prev = self.index.usable_master(entry.key, exclude_id=entry.id, expired_ok=True)
+        if prev is None or not prev.frames:
             return None
-        prev = max(previous, key=lambda e: e.id)
         means = []
         for frame in self.index.frames_of(prev.id, accepted_only=True)[:EXPECTATION_FRAMES]:
             try:
@@ -210,8 +252,9 @@ class _Builder:
 
     # --- capture -----------------------------------------------------------------------------------------------------
     def capture(self, item: PlanItem, entry: EntryView) -> bool:
-        """Capture the missing frames of ``item``; True when the series is complete."""
-        key = item.key
+        """Capture the missing frames of ``item`` with its entry's key (completed from the camera when the plan's key
+        was partial, so the frames are what the entry says); True when the series is complete."""
+        key = entry.key
         if adopt_rejected(self.index, entry):
             self.ctx.log(f"{key.slug}: recorded rejected frames left by an interrupted run")
         self.index.set_status(entry.id, "capturing")

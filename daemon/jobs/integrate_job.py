@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KIND = "integrate"
-#: library kind → ``build_master`` kind
-MASTER_KINDS = {"bias": "bias", "dark": "dark", "flatdark": "flat-dark", "flat": "flat"}
 INTEGRATION_OPTIONS = ("combine", "rejection", "sigma_low", "sigma_high", "memory_budget_bytes", "workers")
 
 
@@ -61,7 +59,7 @@ def build_entry_master(library: dict[str, Any], entry_id: int, *, job_id: int | 
         extra: dict[str, Any] = {
             "DKENTRY": (entry_id, "darkd library entry id"),
             "DKKEY": entry.slug,  # darkd library key (long: no comment, astropy continues it on CONTINUE cards)
-            "SET-TEMP": (entry.temperature_c, "[C] cooler set point of the frames"),
+            "SET-TEMP": (entry.set_point_c, "[C] cooler set point of the frames"),
         }
         if job_id is not None:
             extra["DKJOB"] = (job_id, "darkd job that built this master")
@@ -69,7 +67,7 @@ def build_entry_master(library: dict[str, Any], entry_id: int, *, job_id: int | 
             extra["CCDTMEAN"] = (round(sum(temps) / len(temps), 3), "[C] mean sensor temperature of the frames")
             extra["CCDTMIN"] = (round(min(temps), 3), "[C] lowest sensor temperature of the frames")
             extra["CCDTMAX"] = (round(max(temps), 3), "[C] highest sensor temperature of the frames")
-        result = build_master(MASTER_KINDS[entry.kind], paths, output=Path(entry.master_target), params=params,
+        result = build_master(entry.calib_kind, paths, output=Path(entry.master_target), params=params,
                               extra_header=extra)
         stats = dict(result.stats)
         view = index.set_master(entry_id, result.path, stats)

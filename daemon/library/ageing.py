@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from daemon.library.index import EntryView, LibraryIndex
+    from daemon.library.store import EntryView, LibraryStore
 
 
 def is_expired(entry: EntryView, now: datetime) -> bool:
@@ -17,6 +17,6 @@ def is_expired(entry: EntryView, now: datetime) -> bool:
     return entry.status == "ready" and entry.valid_until_utc is not None and entry.valid_until_utc < now
 
 
-def refresh_ageing(index: LibraryIndex, now: datetime | None = None) -> list[int]:
+def refresh_ageing(index: LibraryStore, now: datetime | None = None) -> list[int]:
     """Mark every expired ready entry stale; returns their ids. Idempotent; run at start-up and before planning."""
     return index.mark_stale(now or datetime.now(UTC))

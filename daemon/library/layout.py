@@ -2,7 +2,8 @@
 
 A rebuilt key (e.g. a stale dark captured again) gets a sibling directory ``<key-slug>.2``, ``.3`` … so older masters
 stay where the index says they are. Paths inside the root are stored relative to it in the index (the library can be
-moved); paths outside are stored absolute.
+moved); paths outside are stored absolute. Directory names come from :func:`daemon.library.keys.slug_part`, which
+never yields ``.``, ``..`` or a ``/``, and :meth:`Layout.entry_dir` refuses any result outside the root anyway.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ class Layout:
     def entry_dir(self, key: LibraryKey, generation: int = 1) -> Path:
         """Directory of an entry; ``generation`` > 1 for later rebuilds of the same key."""
         name = key.slug if generation <= 1 else f"{key.slug}.{generation}"
-        return self.root / key.camera_slug / key.kind / name
+        path = self.root / key.camera_slug / key.kind / name
+        if not self.contains(path):
+            raise ValueError(f"entry directory {path} of {key.describe()} would lie outside the library root")
+        return path
+
+    def contains(self, path: str | Path) -> bool:
+        """Whether ``path`` (symlinks and ``..`` resolved) lies inside the library root."""
+        return Path(path).resolve().is_relative_to(self.root.resolve())
 
     def frames_dir(self, key: LibraryKey, generation: int = 1) -> Path:
         return self.entry_dir(key, generation) / FRAMES_DIR

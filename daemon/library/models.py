@@ -6,12 +6,17 @@ The schema is created and upgraded only by the Alembic migrations in ``daemon/li
 
 from __future__ import annotations
 
+import typing
 from datetime import UTC, datetime
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Mapped, MappedColumn, mapped_column, relationship
+from sqlalchemy.types import TypeEngine
+
+from daemon.library.keys import KEY_SPECS, key_types
 
 
 def utc_now() -> datetime:
@@ -41,26 +46,54 @@ class Base(DeclarativeBase):
     pass
 
 
-class Entry(Base):
-    """One library entry: a key, its frames, and (once integrated) its master."""
+def _key_column_type(annotation: Any) -> tuple[TypeEngine[Any], str, bool]:
+    """(SQL type, Python type name, nullable) of a key field from its annotation (``Annotated``, ``Literal``,
+    ``| None`` unwrapped). The SQL type is a class to instantiate."""
+    nullable = False
+    hint = annotation
+    while True:
+        origin = typing.get_origin(hint)
+        if origin is Annotated:
+            hint = typing.get_args(hint)[0]
+        elif origin in (Union, UnionType):
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            nullable = nullable or len(args) < len(typing.get_args(hint))
+            hint = args[0]
+        elif origin is Literal:
+            hint = type(typing.get_args(hint)[0])
+        else:
+            break
+    if hint is str:
+        return String(), "str", nullable
+    if hint is int:
+        return Integer(), "int", nullable
+    if hint is float:
+        return Float(), "float", nullable
+    raise TypeError(f"library key field of type {annotation!r} has no column type")
+
+
+def _key_column(name: str, annotation: Any) -> MappedColumn[Any]:
+    sql, python, nullable = _key_column_type(annotation)
+    length = KEY_SPECS[name].sql_length
+    return mapped_column(name, String(length) if python == "str" and length else sql, nullable=nullable)
+
+
+class KeyColumns:
+    """Mixin carrying one column per :class:`LibraryKey` field, added below from the key definition (the key is
+    defined once, in :mod:`daemon.library.keys`); read them with :func:`key_column` or ``getattr``."""
+
+
+for _name, _annotation in key_types().items():
+    setattr(KeyColumns, _name, _key_column(_name, _annotation))
+
+
+class Entry(KeyColumns, Base):
+    """One library entry: a key (columns from :class:`LibraryKey`), its frames, and (once integrated) its master."""
 
     __tablename__ = "entries"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     slug: Mapped[str] = mapped_column(String(255), nullable=False)
-    camera: Mapped[str] = mapped_column(String(255), nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)
-    exposure_s: Mapped[float] = mapped_column(Float, nullable=False)
-    set_point_c: Mapped[float] = mapped_column(Float, nullable=False)
-    gain: Mapped[int] = mapped_column(Integer, nullable=False)
-    offset: Mapped[int] = mapped_column(Integer, nullable=False)
-    binning: Mapped[int] = mapped_column(Integer, nullable=False)
-    read_mode: Mapped[int | None] = mapped_column(Integer)
-    usb_traffic: Mapped[int | None] = mapped_column(Integer)
-    amp_glow: Mapped[str | None] = mapped_column(String(8))
-    overscan: Mapped[str | None] = mapped_column(String(8))
-    width_px: Mapped[int] = mapped_column(Integer, nullable=False)
-    height_px: Mapped[int] = mapped_column(Integer, nullable=False)
 
     directory: Mapped[str] = mapped_column(Text, nullable=False)  # relative to the library root when inside it
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="planned")
@@ -82,6 +115,14 @@ class Entry(Base):
                                                order_by="Frame.index")
 
     __table_args__ = (Index("ix_entries_slug", "camera", "slug"), Index("ix_entries_status", "status"))
+
+
+def key_column(name: str) -> InstrumentedAttribute[Any]:
+    """The :class:`Entry` column of key field ``name`` (for queries; the columns are derived, so not typed)."""
+    if name not in KEY_SPECS:
+        raise KeyError(f"{name!r} is not a library key field")
+    column: InstrumentedAttribute[Any] = getattr(Entry, name)
+    return column
 
 
 class Frame(Base):

@@ -1,4 +1,7 @@
-"""The selection rule: which master calibrates a light. One function, read it top to bottom.
+"""The usable-master rule: which master may calibrate a light. This file is its one home: selection (``darkd
+calibrate``, the calibrate job), planning (``ready`` or not), review (the master a new one would replace), the build
+job (the light-leak expectation) and the status coverage all ask :func:`refusal` / :func:`select_master` through
+:class:`daemon.library.catalog.LibraryIndex`. Read it top to bottom.
 
 For a light with key ``K`` (its ``kind`` set to the kind of master wanted, e.g. ``K.with_kind("dark")``), a candidate is
 acceptable when
@@ -9,7 +12,10 @@ acceptable when
 3. its temperature (measured mean of its frames, else its set point) is within ``tolerance_c`` (default 0.5 °C,
    inclusive) of the light's (measured ``CCD-TEMP`` when given, else the light's set point);
 4. the light's time lies inside the master's validity window: ``|light_time − master_created| ≤ validity_days`` and
-   not after ``valid_until``.
+   not after ``valid_until``;
+5. its master file is intact: the file's SHA-256 equals the one recorded in the index (checked last, on use, by the
+   ``file_problem`` callback the catalog passes: :class:`daemon.library.integrity.FileCheck`, cached by path, size
+   and modification time).
 
 Among acceptable candidates the one nearest in time to the light wins (ties: the newest entry). A dark of another
 exposure is never substituted unless ``allow_scaled`` is set, and then the result carries the scaled-dark warning.
@@ -18,17 +24,16 @@ The approach follows BANZAI's calibration database (explicit attributes, validit
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from daemon.library.keys import LibraryKey
-
-if TYPE_CHECKING:
-    from daemon.library.index import EntryView, LibraryIndex
-    from daemon.light_headers import LightInfo
+from daemon.library.store import EntryView
+from daemon.light_headers import LightInfo, light_info_from_file
 
 DEFAULT_TOLERANCE_C = 0.5
 DEFAULT_VALIDITY_DAYS = 90.0
@@ -38,6 +43,9 @@ SCALED_DARK_WARNING = (
     "signal grows non-linearly with exposure (amp glow); expect residual glow and a wrong pedestal."
 )
 _EPS = 1e-9
+
+#: ``file_problem(entry)``: why the entry's master file is not the recorded one, or ``None`` (rule 5)
+MasterCheck = Callable[[EntryView], "str | None"]
 
 
 class NoMatchingMaster(LookupError):
@@ -68,9 +76,14 @@ class Selection:
 
 
 def refusal(light_key: LibraryKey, entry: EntryView, *, light_temperature_c: float | None, light_time: datetime,
-            tolerance_c: float, validity_days: float, ignore_exposure: bool = False) -> str | None:
-    """Why ``entry`` cannot calibrate the light (rules 1–4 of the module docstring), or ``None`` if it can."""
-    if entry.status != "ready":
+            tolerance_c: float, validity_days: float, ignore_exposure: bool = False,
+            file_problem: MasterCheck | None = None, expired_ok: bool = False) -> str | None:
+    """Why ``entry`` cannot calibrate the light (rules 1–5 of the module docstring), or ``None`` if it can.
+
+    ``expired_ok`` asks for the last master that *was* usable (review's previous master, the build job's light-leak
+    expectation): a ``stale`` status and rule 4 (validity window) are then accepted; every other rule holds.
+    """
+    if entry.status not in (("ready", "stale") if expired_ok else ("ready",)):
         return f"status {entry.status}"
     if not entry.master:
         return "no master file"
@@ -82,22 +95,24 @@ def refusal(light_key: LibraryKey, entry: EntryView, *, light_temperature_c: flo
         name = differing[0]
         return f"{name} differs (light {getattr(light_key, name)!r}, master {getattr(entry.key, name)!r})"
     light_c = light_key.set_point_c if light_temperature_c is None else light_temperature_c
-    master_c = entry.temperature_mean_c if entry.temperature_mean_c is not None else entry.temperature_c
+    master_c = entry.temperature_mean_c if entry.temperature_mean_c is not None else entry.set_point_c
     if abs(master_c - light_c) > tolerance_c + _EPS:
         return f"temperature {master_c:.2f} °C is more than {tolerance_c:g} °C from the light's {light_c:.2f} °C"
-    created = entry.master_created_utc or entry.created_utc
-    if abs((light_time - created).total_seconds()) > validity_days * 86400.0 + _EPS:
-        return f"outside the {validity_days:g}-day validity window (master made {created.isoformat()})"
-    if entry.valid_until_utc is not None and light_time > entry.valid_until_utc:
-        return f"validity ended {entry.valid_until_utc.isoformat()}"
-    return None
+    if not expired_ok:
+        created = entry.master_created_utc or entry.created_utc
+        if abs((light_time - created).total_seconds()) > validity_days * 86400.0 + _EPS:
+            return f"outside the {validity_days:g}-day validity window (master made {created.isoformat()})"
+        if entry.valid_until_utc is not None and light_time > entry.valid_until_utc:
+            return f"validity ended {entry.valid_until_utc.isoformat()}"
+    return file_problem(entry) if file_problem is not None else None
 
 
 def select_master(light_key: LibraryKey, candidates: Iterable[EntryView], *,
                   tolerance_c: float = DEFAULT_TOLERANCE_C, validity_days: float = DEFAULT_VALIDITY_DAYS,
                   light_temperature_c: float | None = None, light_time: datetime | None = None,
-                  allow_scaled: bool = False, now: datetime | None = None) -> Selection:
-    """Choose the master for a light by the rule of the module docstring. Pure: no I/O.
+                  allow_scaled: bool = False, now: datetime | None = None,
+                  file_problem: MasterCheck | None = None, expired_ok: bool = False) -> Selection:
+    """Choose the master for a light by the rule of the module docstring (no I/O but ``file_problem``).
 
     ``light_time`` (UTC; default ``now``, default the current time) is the light's DATE-OBS.
     """
@@ -109,7 +124,8 @@ def select_master(light_key: LibraryKey, candidates: Iterable[EntryView], *,
     accepted: list[EntryView] = []
     for entry in pool:
         reason = refusal(light_key, entry, light_temperature_c=light_temperature_c, light_time=when,
-                         tolerance_c=tolerance_c, validity_days=validity_days)
+                         tolerance_c=tolerance_c, validity_days=validity_days, file_problem=file_problem,
+                         expired_ok=expired_ok)
         if reason is None:
             accepted.append(entry)
         else:
@@ -119,7 +135,7 @@ def select_master(light_key: LibraryKey, candidates: Iterable[EntryView], *,
     if allow_scaled and light_key.kind == "dark" and light_key.exposure_s > 0:
         scalable = [e for e in pool if e.exposure_s > 0 and refusal(
             light_key, e, light_temperature_c=light_temperature_c, light_time=when, tolerance_c=tolerance_c,
-            validity_days=validity_days, ignore_exposure=True) is None]
+            validity_days=validity_days, ignore_exposure=True, file_problem=file_problem) is None]
         if scalable:
             # the nearest exposure (log ratio) wins, then the nearest in time
             best_ratio = min(abs(_log_ratio(light_key.exposure_s, e.exposure_s)) for e in scalable)
@@ -140,22 +156,24 @@ def _nearest_in_time(entries: list[EntryView], when: datetime) -> EntryView:
 
 
 def _log_ratio(a: float, b: float) -> float:
-    import math
-
     return math.log(a / b)
 
 
-def select_for_light(index: LibraryIndex, light: str | Path | LightInfo, *, kind: str = "dark",
+class MasterSelector(Protocol):
+    """What :func:`select_for_light` needs: the catalog's :meth:`~daemon.library.catalog.LibraryIndex.select_master`."""
+
+    def select_master(self, light_key: LibraryKey, *, light_temperature_c: float | None = None,
+                      light_time: datetime | None = None, allow_scaled: bool = False) -> Selection: ...
+
+
+def select_for_light(index: MasterSelector, light: str | Path | LightInfo, *, kind: str = "dark",
                      camera: str | None = None, defaults: Mapping[str, Any] | None = None,
                      read_mode_names: Mapping[str, int] | None = None, allow_scaled: bool = False) -> Selection:
-    """Read a light's header (or take its :class:`LightInfo`) and apply :func:`select_master` against ``index``.
+    """Read a light's header (or take its :class:`LightInfo`) and select its master from ``index``.
 
     The light's measured ``CCD-TEMP`` and ``DATE-OBS`` are used for rules 3 and 4 when present.
     """
-    from daemon.light_headers import LightInfo as _LightInfo
-    from daemon.light_headers import light_info_from_file
-
-    info = light if isinstance(light, _LightInfo) else light_info_from_file(
+    info = light if isinstance(light, LightInfo) else light_info_from_file(
         light, camera=camera, kind=kind, defaults=defaults, read_mode_names=read_mode_names)
     key = info.key if info.key.kind == kind else info.key.with_kind(kind)
     return index.select_master(key, light_temperature_c=info.temperature_c, light_time=info.time_utc,

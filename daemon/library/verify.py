@@ -10,6 +10,7 @@ Checks, each reported as a :class:`Problem` with a stable ``code``:
 * ``duplicate``      two accepted frames of one entry share an index or identical content;
 * ``orphan-file``    a FITS file under the library root that the index does not know;
 * ``partial-file``   a leftover temporary file of an interrupted atomic write (``.*.part``, ``*.tmp``);
+* ``outside-root``   an entry's directory, frame or master lies outside the library root;
 * ``index``          SQLite's own ``PRAGMA integrity_check`` fails.
 
 Entries still ``planned``/``capturing`` are checked too (their recorded frames must be intact), but frames on disk not
@@ -25,11 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calib.frames import FrameError, read_header
-from daemon.library.index import sha256_file
+from daemon.library.integrity import sha256_file
 from daemon.light_headers import normalise_image_type
 
 if TYPE_CHECKING:
-    from daemon.library.index import EntryView, LibraryIndex
+    from daemon.library.store import EntryView, LibraryStore
 
 INDEX_FILE_PREFIX = "index.sqlite3"
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz")
@@ -120,7 +121,7 @@ def _check_header(report: VerifyReport, path: Path, entry: EntryView, what: str,
     return dict(header) if master else {}
 
 
-def verify_library(index: LibraryIndex, *, checksums: bool = True, strict: bool = False) -> VerifyReport:
+def verify_library(index: LibraryStore, *, checksums: bool = True, strict: bool = False) -> VerifyReport:
     """Check the whole library (see the module docstring). ``checksums=False`` skips SHA-256 (sizes still checked)."""
     report = VerifyReport()
     root = index.layout.root
@@ -133,6 +134,10 @@ def verify_library(index: LibraryIndex, *, checksums: bool = True, strict: bool 
     report.entries = len(entries)
     for entry in entries:
         directory = Path(entry.directory)
+        outside = [p for p in (directory, entry.master) if p is not None and not index.layout.contains(p)]
+        for path in outside:
+            report.add("outside-root", f"{path} of entry {entry.id} lies outside the library root {root}", path,
+                       entry.id)
         if entry.status in ("planned", "capturing", "integrating"):
             in_progress_dirs.add(directory.resolve())
         frames = index.frames_of(entry.id)
@@ -142,6 +147,8 @@ def verify_library(index: LibraryIndex, *, checksums: bool = True, strict: bool 
         for frame in frames:
             path = Path(frame.path)
             known.add(path.resolve())
+            if not index.layout.contains(path):
+                report.add("outside-root", f"frame {path} lies outside the library root {root}", path, entry.id)
             intact = _check_file(report, path, frame.sha256 if checksums else None, frame.size_bytes, entry.id,
                                  "frame")
             if intact:

@@ -383,6 +383,10 @@ class IndiCamera:
         exposure = client.get(device, "CCD_EXPOSURE")
         exposing = exposure is not None and exposure.state == "Busy"
         read_mode = self.setting_value("read_mode")
+        usb_traffic = self.setting_value("usb_traffic")
+        glow = client.get(device, "CCD_AMP_GLOW")
+        amp_glow = next((name for name, element in AMP_GLOW_SWITCH.items() if glow is not None
+                         and glow.values.get(element)), None)
         power = self.cooler_power_pct()
         if cooler is not None and cooler.readable:
             cooler_on: bool | None = bool(cooler.values.get("COOLER_ON"))
@@ -397,6 +401,7 @@ class IndiCamera:
             read_mode=int(read_mode) if read_mode is not None else None,
             overscan=(OverscanMode.INCLUDE if overscan.values.get("INDI_ENABLED") else OverscanMode.IGNORE)
             if overscan is not None else None,
+            usb_traffic=int(usb_traffic) if usb_traffic is not None else None, amp_glow=amp_glow,
             exposing=exposing,
             exposure_remaining_s=exposure.values.get("CCD_EXPOSURE_VALUE") if exposing and exposure else None)
 

@@ -47,4 +47,4 @@ def test_demo_builds_the_library_and_selects_masters(tmp_path: Path) -> None:
     assert sorted((e["kind"], e["exposure_s"]) for e in entries) == [("bias", 0.0), ("dark", 30.0), ("dark", 120.0)]
     for entry in entries:
         assert entry["status"] == "ready" and entry["frames"] == entry["frames_target"]
-        assert Path(entry["master"]).is_file() and entry["temperature_c"] == -10.0
+        assert Path(entry["master"]).is_file() and entry["set_point_c"] == -10.0

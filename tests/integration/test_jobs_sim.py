@@ -374,6 +374,6 @@ def test_unreachable_set_point_is_skipped_and_the_rest_is_built(rig: tuple[JobEn
     assert job.state == "failed" and "1 key(s) not built" in (job.error or "")
     assert job.result is not None and job.result["unreachable_c"] == [-30.0]
     assert any("set point -30 °C skipped" in w for w in job.warnings)
-    by_set_point = {e.temperature_c: e for e in index.entries()}
+    by_set_point = {e.set_point_c: e for e in index.entries()}
     assert by_set_point[-10.0].status == "ready" and by_set_point[-10.0].frames == 3
     assert by_set_point[-30.0].frames == 0 and by_set_point[-30.0].master is None

@@ -16,7 +16,8 @@ import pytest
 from astropy.io import fits
 
 from calib.frames import write_frame
-from daemon.library.index import LibraryIndex, sha256_file
+from daemon.library.catalog import LibraryIndex
+from daemon.library.integrity import sha256_file
 from daemon.library.keys import LibraryKey
 from daemon.settings import LibrarySettings
 from drivers.profiles import load_profile
@@ -88,9 +89,9 @@ def test_library_json_lists_entries(library: tuple[Path, LibraryIndex, int]) -> 
     entries = json.loads(result.stdout)
     assert [e["kind"] for e in entries] == ["dark", "bias"]
     dark = entries[0]
-    assert {k: dark[k] for k in ("id", "status", "exposure_s", "temperature_c", "gain", "offset", "binning", "frames",
+    assert {k: dark[k] for k in ("id", "status", "exposure_s", "set_point_c", "gain", "offset", "binning", "frames",
                                  "frames_target")} == {"id": dark_id, "status": "ready", "exposure_s": 30.0,
-                                                        "temperature_c": -10.0, "gain": 120, "offset": 30,
+                                                        "set_point_c": -10.0, "gain": 120, "offset": 30,
                                                         "binning": 1, "frames": 4, "frames_target": 4}
     assert Path(dark["master"]).is_file() and dark["master"].endswith("master.fits")
     filtered = json.loads(darkd(config, "library", "--json", "--kind", "bias").stdout)
@@ -182,7 +183,7 @@ def test_concurrent_writer_processes_share_the_index(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from daemon.library.index import LibraryIndex
+        from daemon.library.catalog import LibraryIndex
         from daemon.library.keys import LibraryKey
         from daemon.settings import LibrarySettings
         n = int(sys.argv[1])

@@ -17,7 +17,7 @@ import pytest
 
 from calib.frames import read_frame, write_frame
 from daemon.capture import SeriesRequest, capture_series
-from daemon.library.index import LibraryIndex
+from daemon.library.catalog import LibraryIndex
 from daemon.library.selection import select_for_light
 from daemon.library.verify import verify_library
 from daemon.planning import plan_from_lights

@@ -71,15 +71,15 @@ def test_library_filters(client: TestClient, seeded: dict[str, Any]) -> None:
     assert {e["id"] for e in both} == {seeded["ready"], seeded["planned"], seeded["bias"]}
     assert [e["id"] for e in client.get("/api/v1/library?kind=dark&status=planned").json()] == [seeded["planned"]]
     # set point within the 0.5 °C tolerance; -20.6 is outside it
-    assert [e["id"] for e in client.get("/api/v1/library?temperature_c=-19.6").json()] == [seeded["bias"]]
-    assert client.get("/api/v1/library?temperature_c=-20.6").json() == []
+    assert [e["id"] for e in client.get("/api/v1/library?set_point_c=-19.6").json()] == [seeded["bias"]]
+    assert client.get("/api/v1/library?set_point_c=-20.6").json() == []
     assert [e["id"] for e in client.get("/api/v1/library?exposure_s=60").json()] == [seeded["planned"]]
     assert len(client.get("/api/v1/library", params={"camera": CAMERA}).json()) == 3
     assert client.get("/api/v1/library", params={"camera": "other"}).json() == []
 
 
 @pytest.mark.parametrize("query", ["kind=darkk", "status=done", "exposure_s=-1", "exposure_s=abc", "gain=1.5",
-                                   "temperature_c=nan", "temperature_c=inf", "limit=0"])
+                                   "set_point_c=nan", "set_point_c=inf", "limit=0"])
 def test_library_bad_filters_are_422(client: TestClient, query: str) -> None:
     r = client.get(f"/api/v1/library?{query}")
     assert r.status_code == 422
@@ -88,7 +88,7 @@ def test_library_bad_filters_are_422(client: TestClient, query: str) -> None:
 
 def test_entry_and_master(client: TestClient, seeded: dict[str, Any]) -> None:
     entry = client.get(f"/api/v1/library/{seeded['ready']}").json()
-    assert entry["status"] == "ready" and entry["exposure_s"] == 300 and entry["temperature_c"] == -10
+    assert entry["status"] == "ready" and entry["exposure_s"] == 300 and entry["set_point_c"] == -10
     r = client.get(f"/api/v1/library/{seeded['ready']}/master")
     assert r.status_code == 200 and r.headers["content-type"] == "application/fits"
     with fits.open(io.BytesIO(r.content)) as hdul:

@@ -11,9 +11,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from daemon.library.index import EntryNotFound, JobNotFoundError, LibraryIndex, sha256_file
+from daemon.library.catalog import LibraryIndex
+from daemon.library.integrity import sha256_file
 from daemon.library.keys import InvalidKey, LibraryKey
 from daemon.library.models import Base
+from daemon.library.store import EntryNotFound, JobNotFoundError
 from daemon.settings import LibrarySettings
 
 KEY = LibraryKey(camera="QHY CCD QHY163M-Sim", kind="dark", exposure_s=300, set_point_c=-10, gain=120, offset=30,
@@ -33,7 +35,7 @@ def test_migrations_create_schema_from_empty(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{root / 'index.sqlite3'}")
     with engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) >= {"entries", "frames", "jobs", "job_log", "alembic_version"}
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0002"
         assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
@@ -44,7 +46,7 @@ def test_migrations_create_schema_from_empty(tmp_path: Path) -> None:
 def test_migrations_downgrade_to_empty_and_back(tmp_path: Path) -> None:
     from alembic import command
 
-    from daemon.library.index import alembic_config, make_engine, migrate
+    from daemon.library.store import alembic_config, make_engine, migrate
 
     engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
     migrate(engine)
@@ -127,8 +129,10 @@ def test_filters_status_bad_and_errors(index: LibraryIndex, tmp_path: Path) -> N
     assert [e.id for e in index.entries(kind="dark")] == [dark.id]
     assert [e.id for e in index.entries(status="bad")] == [bias.id]
     assert index.get(bias.id).note == "light leak"  # type: ignore[union-attr]
-    assert [e.id for e in index.entries(temperature_c=-10.4)] == [dark.id, bias.id]
-    assert index.entries(temperature_c=-10.6) == []
+    assert [e.id for e in index.entries(set_point_c=-10.4)] == [dark.id, bias.id]
+    assert index.entries(set_point_c=-10.6) == []
+    with pytest.raises(ValueError, match="unknown library filter"):
+        index.entries(temperature_c=-10.0)  # one spelling: the key's
     assert [e.id for e in index.entries(key=KEY)] == [dark.id]
     assert [e.id for e in index.entries(exposure_s=300.0, gain=120)] == [dark.id]
     with pytest.raises(ValueError, match="unknown library filter"):

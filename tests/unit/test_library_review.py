@@ -11,7 +11,7 @@ import pytest
 from calib.compare import compare_masters
 from calib.frames import write_frame
 from daemon.library.ageing import is_expired, refresh_ageing
-from daemon.library.index import LibraryIndex
+from daemon.library.catalog import LibraryIndex
 from daemon.library.keys import LibraryKey
 from daemon.settings import LibrarySettings
 

@@ -8,7 +8,8 @@ import numpy as np
 from astropy.io import fits
 
 from calib.frames import write_frame
-from daemon.library.index import LibraryIndex, sha256_file
+from daemon.library.catalog import LibraryIndex
+from daemon.library.integrity import sha256_file
 from daemon.library.keys import LibraryKey
 from daemon.library.verify import remove_partial_files, verify_library
 from daemon.settings import LibrarySettings

@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 
 from calib.frames import write_frame
-from daemon.library.index import LibraryIndex
+from daemon.library.catalog import LibraryIndex
 from daemon.library.keys import LibraryKey
 from daemon.planning import Plan, PlanError, load_keys_file, plan_from_keys, plan_from_lights
 from daemon.settings import CoolingSettings, LibrarySettings, Settings

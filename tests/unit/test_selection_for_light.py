@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 
 from calib.frames import write_frame
-from daemon.library.index import LibraryIndex
+from daemon.library.catalog import LibraryIndex
 from daemon.library.keys import LibraryKey
 from daemon.library.selection import NoMatchingMaster, select_for_light
 from daemon.settings import LibrarySettings

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemon.library.index import EntryView
 from daemon.library.keys import LibraryKey
 from daemon.library.selection import NoMatchingMaster, select_master
+from daemon.library.store import EntryView
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 LIGHT = LibraryKey(camera="QHY163M", kind="dark", exposure_s=300, set_point_c=-10, gain=120, offset=30, binning=1,
@@ -21,13 +21,11 @@ def entry(entry_id: int = 1, *, key: LibraryKey = LIGHT, status: str = "ready", 
           valid_until: datetime | None = None) -> EntryView:
     created = NOW - timedelta(days=age_days)
     return EntryView(
-        id=entry_id, camera=key.camera, kind=key.kind, status=status, exposure_s=key.exposure_s,
-        temperature_c=key.set_point_c, gain=key.gain, offset=key.offset, binning=key.binning, read_mode=key.read_mode,
-        usb_traffic=key.usb_traffic, amp_glow=key.amp_glow, overscan=key.overscan, width_px=key.width_px,
-        height_px=key.height_px, frames=20, frames_target=20, frames_rejected=0, master=master, master_sha256="0" * 64,
+        **key.to_dict(), id=entry_id, status=status, frames=20, frames_target=20, frames_rejected=0, master=master,
+        master_sha256="0" * 64,
         master_stats={}, temperature_mean_c=temperature_mean_c, temperature_min_c=None, temperature_max_c=None,
         created_utc=created, updated_utc=created, master_created_utc=created, valid_until_utc=valid_until,
-        review=review, review_reason=None, note=None, slug=key.slug, directory="/lib", frames_dir="/lib/frames")
+        review=review, review_reason=None, note=None, directory="/lib", frames_dir="/lib/frames")
 
 
 def test_exact_match_selected() -> None:

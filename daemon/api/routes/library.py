@@ -9,8 +9,11 @@ at 100 requests/s would otherwise saturate the daemon's one Python core.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import logging
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,14 +25,17 @@ from starlette.concurrency import run_in_threadpool
 
 from daemon.api.auth import require
 from daemon.api.errors import ApiError, not_found
-from daemon.api.models import EntryKind, EntryOut, EntryStatus, ErrorOut, PlanIn, PlanOut
+from daemon.api.models import EntryOut, EntryStatus, ErrorOut, PlanIn, PlanOut
 from daemon.api.paths import resolve_allowed
 from daemon.api.routes import RuntimeDep
+from daemon.library.keys import key_types
+from daemon.library.store import EntryView
 from daemon.planning import PlanError, plan_from_keys, plan_from_lights
 from daemon.runtime import Runtime
 
 ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut}, 403: {"model": ErrorOut},
-                                           404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+                                           404: {"model": ErrorOut}, 409: {"model": ErrorOut},
+                                           422: {"model": ErrorOut}}
 log = logging.getLogger(__name__)
 LIST_MAX_AGE_S = 1.0
 ENTRY_LIST = TypeAdapter(list[EntryOut])
@@ -95,39 +101,52 @@ def _log_failure(task: asyncio.Task[bytes]) -> None:
         log.warning("library listing failed: %s", task.exception())
 
 
-ENTRY_FIELDS = tuple(EntryOut.model_fields)
-TIME_FIELDS = ("created_utc", "updated_utc", "master_created_utc", "valid_until_utc")
+ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(EntryView))
 
 
-def entry_row(entry: Any) -> dict[str, Any]:
-    """The ``EntryOut`` fields of an ``EntryView`` (shallow; ``dataclasses.asdict`` costs 90 µs per entry)."""
-    row = {name: getattr(entry, name) for name in ENTRY_FIELDS}
-    for name in TIME_FIELDS:
-        value = row[name]
-        row[name] = value.isoformat().replace("+00:00", "Z") if value is not None else None
-    return row
+def entry_row(entry: EntryView) -> dict[str, Any]:
+    """The fields of an ``EntryView`` for ``EntryOut`` (shallow; ``dataclasses.asdict`` costs 90 µs per entry)."""
+    return {name: getattr(entry, name) for name in ENTRY_FIELDS}
+
+
+def _key_filters() -> Callable[..., dict[str, Any]]:
+    """A dependency taking one optional query parameter per library key field, typed and bounded as the key field
+    (:mod:`daemon.library.keys`): a new key field is a new filter without touching this route."""
+
+    def key_filters(**values: Any) -> dict[str, Any]:
+        return values
+
+    parameters = []
+    for name, hint in key_types().items():
+        description = ("within the library's temperature tolerance" if name == "set_point_c"
+                       else "within 1 µs" if name == "exposure_s" else None)
+        query = Query(description=description, allow_inf_nan=False) if _is_float(hint) else Query(
+            description=description)
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=Annotated[hint | None, query]))
+    key_filters.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return key_filters
+
+
+def _is_float(hint: Any) -> bool:
+    return (typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint) is float
+
+
+KeyFiltersDep = Annotated[dict[str, Any], Depends(_key_filters())]
 
 
 @router.get("", response_model=list[EntryOut], dependencies=[Depends(require("read"))],
-            summary="Library entries, filtered (every filter optional)")
+            summary="Library entries, filtered (every filter optional; one per key field, plus status and review)")
 async def list_entries(
     request: Request,
     runtime: RuntimeDep,
-    kind: EntryKind | None = None,
+    key_filters: KeyFiltersDep,
     status: Annotated[list[EntryStatus] | None, Query(description="repeat for several")] = None,
-    camera: Annotated[str | None, Query(max_length=200)] = None,
-    exposure_s: Annotated[float | None, Query(ge=0, le=86_400, allow_inf_nan=False)] = None,
-    temperature_c: Annotated[float | None, Query(ge=-100, le=60, allow_inf_nan=False,
-                                                 description="set point, within the library tolerance")] = None,
-    gain: Annotated[int | None, Query(ge=0, le=100_000)] = None,
-    offset: Annotated[int | None, Query(ge=0, le=100_000)] = None,
-    binning: Annotated[int | None, Query(ge=1, le=16)] = None,
     review: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
-    filters = {"kind": kind, "status": status, "camera": camera, "exposure_s": exposure_s,
-               "temperature_c": temperature_c, "gain": gain, "offset": offset, "binning": binning, "review": review}
+    filters = {**key_filters, "status": status, "review": review}
 
     def build() -> bytes:
         entries = runtime.index.entries(**filters)
@@ -138,7 +157,7 @@ async def list_entries(
     return Response(await cache.get(key, build), media_type="application/json")
 
 
-async def _entry(runtime: Runtime, entry_id: int) -> Any:
+async def _entry(runtime: Runtime, entry_id: int) -> EntryView:
     if not 1 <= entry_id <= 2**62:
         raise not_found("entry", entry_id)
     entry = await run_in_threadpool(runtime.index.get, entry_id)
@@ -150,7 +169,7 @@ async def _entry(runtime: Runtime, entry_id: int) -> Any:
 @router.get("/{entry_id}", response_model=EntryOut, dependencies=[Depends(require("read"))],
             summary="One library entry")
 async def get_entry(entry_id: int, runtime: RuntimeDep) -> dict[str, Any]:
-    return (await _entry(runtime, entry_id)).to_dict()
+    return entry_row(await _entry(runtime, entry_id))
 
 
 @router.get("/{entry_id}/master", response_class=FileResponse, dependencies=[Depends(require("read"))],
@@ -158,22 +177,27 @@ async def get_entry(entry_id: int, runtime: RuntimeDep) -> dict[str, Any]:
             responses={200: {"content": {"application/fits": {}}, "description": "the FITS file"}})
 async def get_master(entry_id: int, runtime: RuntimeDep) -> FileResponse:
     entry = await _entry(runtime, entry_id)
-    if not entry.master:
+    master = entry.master
+    if not master:
         raise ApiError(404, "master_not_found", f"entry {entry_id} ({entry.status}) has no master yet")
     root = Path(runtime.index.layout.root).resolve()
-    path = await run_in_threadpool(lambda: Path(entry.master).resolve())
+    path = await run_in_threadpool(lambda: Path(master).resolve())
     if not path.is_relative_to(root):
         raise ApiError(403, "path_not_allowed", f"the master of entry {entry_id} lies outside the library root")
     if not await run_in_threadpool(path.is_file):
         raise ApiError(404, "master_not_found", f"the master file of entry {entry_id} is missing on disk ({path}); "
                        "run 'darkd library verify'")
+    problem = await run_in_threadpool(runtime.index.master_problem, entry)
+    if problem is not None:
+        raise ApiError(409, "master_corrupt", f"the master of entry {entry_id} is not served: {problem}; the entry is "
+                       "marked bad, plan the key again")
     return FileResponse(path, media_type="application/fits", filename=f"{entry.slug}.fits")
 
 
 @router.post("/plan", response_model=PlanOut, dependencies=[Depends(require("read"))],
              summary="Plan the masters that lights (or explicit keys) need, without running anything")
 async def plan(body: PlanIn, runtime: RuntimeDep) -> dict[str, Any]:
-    common = {"ambient_c": body.ambient_c, "max_cooling_delta_c": body.max_cooling_delta_c,
+    common: dict[str, Any] = {"ambient_c": body.ambient_c, "max_cooling_delta_c": body.max_cooling_delta_c,
               "readout_s": body.readout_s}
     def from_lights(raw: str) -> Any:
         lights = resolve_allowed(raw, runtime.settings.api.allowed_roots, what="lights_dir")
@@ -186,7 +210,7 @@ async def plan(body: PlanIn, runtime: RuntimeDep) -> dict[str, Any]:
         if body.lights_dir is not None:
             result = await run_in_threadpool(from_lights, body.lights_dir)
         else:
-            keys = [k.model_dump(exclude_none=True) for k in body.keys or []]
+            keys = [k.plan_key() for k in body.keys or []]
             result = await run_in_threadpool(plan_from_keys, keys, runtime.index, runtime.settings, **common)
     except PlanError as exc:
         code = "invalid_key" if "key" in str(exc) else "plan_failed"

@@ -56,15 +56,22 @@ def _current_job(runtime: Runtime) -> dict[str, Any] | None:
 
 def coverage(runtime: Runtime) -> list[dict[str, Any]]:
     """One row per key: the newest entry's status (planned/capturing/integrating shown as ``in-progress``), then
-    keys of the latest plan that no entry covers, as ``missing``."""
+    keys of the latest plan that no entry covers, as ``missing``.
+
+    A ``ready`` entry is shown ``ready`` only when the usable-master rule accepts it for its own key now (file
+    checked); otherwise ``review`` (held for review) or ``unusable``, with the rule's ``reason``."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
+    now = datetime.now(UTC)
     for e in runtime.index.entries():
         status = "in-progress" if e.status in IN_PROGRESS else e.status
-        if e.status == "ready" and e.review:
-            status = "review"
+        reason = None
+        if e.status == "ready":
+            reason = runtime.index.usable_refusal(e, when=now)
+            status = "ready" if reason is None else "review" if e.review else "unusable"
         rows[(e.camera, e.slug)] = {"slug": e.slug, "description": e.key.describe(), "kind": e.kind,
-                                    "exposure_s": e.exposure_s, "set_point_c": e.temperature_c, "status": status,
-                                    "entry_id": e.id, "frames": e.frames, "frames_target": e.frames_target}
+                                    "exposure_s": e.exposure_s, "set_point_c": e.set_point_c, "status": status,
+                                    "entry_id": e.id, "frames": e.frames, "frames_target": e.frames_target,
+                                    "reason": reason}
     plan = runtime.last_plan
     for item in plan.items if plan is not None else []:
         k = item.key

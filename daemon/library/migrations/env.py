@@ -1,4 +1,4 @@
-"""Alembic environment for the library index. Run programmatically by :func:`daemon.library.index.migrate`.
+"""Alembic environment for the library index. Run programmatically by :func:`daemon.library.store.migrate`.
 
 The caller passes an open SQLAlchemy connection in ``config.attributes["connection"]`` (so the index's own engine, with
 its SQLite pragmas, is used); otherwise ``sqlalchemy.url`` from the config is used.

@@ -1,0 +1,681 @@
+"""The library store: storage without policy. One SQLAlchemy engine, short thread-safe sessions, schema managed by
+Alembic; entries, frames (and, until they move to ``daemon/jobs/queue.py``, the job queue).
+
+Which master may be used, and the review of a new master, are decided by :mod:`daemon.library.catalog` (the class the
+rest of the daemon opens, :class:`daemon.library.catalog.LibraryIndex`), never here.
+
+SQLite (the default, ``<root>/index.sqlite3``) runs in WAL mode with a busy timeout so the daemon, its worker process
+and CLI readers can share it; write transactions start with ``BEGIN IMMEDIATE`` so two writers queue on the busy
+timeout instead of failing on a lock upgrade. ``LibrarySettings.database_url`` may point at PostgreSQL instead.
+
+Every public method opens and closes its own session and returns plain dataclasses (:class:`EntryView`,
+:class:`FrameView`, :class:`JobRow`), never ORM objects, so results can cross threads and processes freely.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import typing
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol, Self
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy.orm import Session
+
+from daemon.library.integrity import sha256_file
+from daemon.library.keys import KEY_FIELDS, KEY_SPECS, LibraryKey
+from daemon.library.layout import Layout
+from daemon.library.models import Entry, Frame, Job, JobLog, key_column
+from daemon.settings import LibrarySettings
+
+log = logging.getLogger(__name__)
+
+EntryStatus = Literal["planned", "capturing", "integrating", "ready", "stale", "bad"]
+STATUSES: tuple[str, ...] = typing.get_args(EntryStatus)
+IN_PROGRESS = ("planned", "capturing", "integrating")
+JOB_STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
+JOB_FIELDS = ("state", "progress_done", "progress_total", "step", "eta_s", "warnings", "error", "started_utc",
+              "finished_utc", "result", "params", "camera")
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: ``entries()`` filters besides the key fields
+ENTRY_FILTERS = ("status", "slug", "key", "review")
+
+
+class FrameLike(Protocol):
+    """What :meth:`LibraryStore.record_frames` reads from a captured frame's record."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def temperature_start_c(self) -> float | None: ...
+    @property
+    def temperature_end_c(self) -> float | None: ...
+    @property
+    def quality_ok(self) -> bool: ...
+    @property
+    def reasons(self) -> list[str]: ...
+
+
+class EntryNotFound(LookupError):
+    """No library entry with that id."""
+
+
+class JobNotFoundError(LookupError):
+    """No job with that id."""
+
+
+__all__ = ["EntryNotFound", "EntryView", "FrameView", "JobNotFoundError", "JobRow", "LibraryStore", "sha256_file"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+@dataclass(frozen=True)
+class FrameView:
+    """A frame of an entry. ``path`` is absolute."""
+
+    id: int
+    entry_id: int
+    path: str
+    sha256: str
+    index: int
+    temperature_start_c: float | None
+    temperature_end_c: float | None
+    quality_ok: bool
+    reasons: list[str]
+    size_bytes: int | None
+    created_utc: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_utc"] = _iso(self.created_utc)
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryView(LibraryKey):
+    """A library entry as ``darkd library --json`` and ``GET /library`` show it: its key (every
+    :class:`LibraryKey` field, same names) plus its state. Paths are absolute strings.
+
+    ``set_point_c`` is the set point of the key; ``temperature_mean_c``/``_min_c``/``_max_c`` are measured over the
+    accepted frames (mean of start and end readings per frame). ``frames`` counts accepted frames only. ``slug`` is
+    the key's (the index stores it too, as the entry's directory name).
+    """
+
+    id: int
+    status: str
+    frames: int
+    frames_target: int
+    frames_rejected: int
+    master: str | None
+    master_sha256: str | None
+    master_stats: dict[str, Any] | None
+    temperature_mean_c: float | None
+    temperature_min_c: float | None
+    temperature_max_c: float | None
+    created_utc: datetime
+    updated_utc: datetime
+    master_created_utc: datetime | None
+    valid_until_utc: datetime | None
+    review: bool
+    review_reason: str | None
+    note: str | None
+    directory: str
+    frames_dir: str
+    master_target: str = ""
+
+    @property
+    def key(self) -> LibraryKey:
+        return self.key_only()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (times as ISO 8601 UTC strings)."""
+        data = asdict(self)
+        for name in ("created_utc", "updated_utc", "master_created_utc", "valid_until_utc"):
+            data[name] = _iso(getattr(self, name))
+        data["slug"] = self.slug
+        return data
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job of the persistent queue, as stored."""
+
+    id: int
+    kind: str
+    params: dict[str, Any]
+    state: str
+    camera: str | None
+    progress_done: int
+    progress_total: int
+    step: str | None
+    eta_s: float | None
+    warnings: list[str]
+    error: str | None
+    result: dict[str, Any] | None
+    created_utc: datetime
+    started_utc: datetime | None
+    finished_utc: datetime | None
+    updated_utc: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("created_utc", "started_utc", "finished_utc", "updated_utc"):
+            data[name] = _iso(getattr(self, name))
+        return data
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic :class:`Config` built in code (no ini file needed) pointing at our migrations."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema of ``engine``'s database to ``revision`` (creates it from empty)."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.connect() as conn:
+        conn.info["darkd_write"] = True  # SQLite: BEGIN IMMEDIATE, so processes opening a new index migrate in turn
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        finally:
+            conn.info.pop("darkd_write", None)
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine; for SQLite: WAL, busy timeout, foreign keys, and BEGIN IMMEDIATE for write sessions."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's own handling is not SQL-standard)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("darkd_write", False) else "BEGIN")
+
+    return engine
+
+
+class LibraryStore:
+    """The index of one library root (see the module docstring). Safe to share between threads."""
+
+    def __init__(self, settings: LibrarySettings) -> None:
+        self.settings = settings
+        self.layout = Layout(Path(settings.root).expanduser().resolve())
+        self.url = settings.resolved_database_url()
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+        self._write_lock = threading.RLock()
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, settings: LibrarySettings) -> Self:
+        """Construct and :meth:`create` in one call."""
+        index = cls(settings)
+        index.create()
+        return index
+
+    def create(self) -> Self:
+        """Create the root directory and bring the schema up to date (idempotent). Returns ``self``."""
+        with self._lock:
+            if self._engine is not None:
+                return self
+            if self.url.startswith("sqlite"):
+                Path(self.settings.root).mkdir(parents=True, exist_ok=True)
+            engine = make_engine(self.url)
+            migrate(engine)
+            self._engine = engine
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def after_fork(self) -> None:
+        """Call in a forked child before using an index inherited from the parent: drops the parent's pooled
+        connections without closing them (SQLite connections must not cross a fork). Spawned processes should
+        simply open their own :class:`LibraryIndex`."""
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose(close=False)
+
+    def __enter__(self) -> Self:
+        return self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self.create()
+        assert self._engine is not None
+        return self._engine
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._write_lock, self.engine.connect() as conn:
+            conn.info["darkd_write"] = True
+            try:
+                with Session(bind=conn, expire_on_commit=False) as session, session.begin():
+                    yield session
+                conn.commit()
+            finally:
+                conn.info.pop("darkd_write", None)
+
+    def ping(self) -> bool:
+        """True when the database answers (for readiness checks); never raises."""
+        try:
+            with self._read() as s:
+                s.execute(select(1))
+            return True
+        except Exception:  # any failure means "not ready"
+            log.exception("library index not reachable")
+            return False
+
+    def integrity_problem(self) -> str | None:
+        """SQLite ``PRAGMA integrity_check`` result when it is not ``ok`` (``None`` = fine or not SQLite)."""
+        if not self.url.startswith("sqlite"):
+            return None
+        with self._read() as s:
+            rows = [str(r[0]) for r in s.execute(text("PRAGMA integrity_check")).all()]
+        return None if rows == ["ok"] else "; ".join(rows[:5])
+
+    def count_by_status(self) -> dict[str, int]:
+        """Number of entries per status (every status present, zero included), e.g. for metrics."""
+        with self._read() as s:
+            rows = s.execute(select(Entry.status, func.count()).group_by(Entry.status)).all()
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update({status: int(n) for status, n in rows})
+        return counts
+
+    # --- entries: reads ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _frame_stats(s: Session, entry_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Per entry: accepted/rejected counts and temperature statistics of accepted frames, in one SQL query.
+
+        Per-frame temperature = mean of start and end readings (either one when the other is missing).
+        """
+        if not entry_ids:
+            return {}
+        per_frame = func.coalesce((Frame.temperature_start_c + Frame.temperature_end_c) / 2.0,
+                                  Frame.temperature_start_c, Frame.temperature_end_c)
+        query = (select(Frame.entry_id, Frame.quality_ok, func.count(), func.avg(per_frame),
+                        func.min(Frame.temperature_start_c), func.min(Frame.temperature_end_c),
+                        func.max(Frame.temperature_start_c), func.max(Frame.temperature_end_c))
+                 .group_by(Frame.entry_id, Frame.quality_ok))
+        if len(entry_ids) <= 500:
+            query = query.where(Frame.entry_id.in_(entry_ids))
+        out: dict[int, dict[str, Any]] = {}
+        for entry_id, ok, count, mean_c, min_a, min_b, max_a, max_b in s.execute(query).all():
+            stats = out.setdefault(entry_id, {"frames": 0, "rejected": 0, "mean": None, "min": None, "max": None})
+            if not ok:
+                stats["rejected"] = int(count)
+                continue
+            stats["frames"] = int(count)
+            stats["mean"] = round(float(mean_c), 3) if mean_c is not None else None
+            lows = [v for v in (min_a, min_b) if v is not None]
+            highs = [v for v in (max_a, max_b) if v is not None]
+            stats["min"] = min(lows) if lows else None
+            stats["max"] = max(highs) if highs else None
+        return out
+
+    def _view(self, row: Entry, stats: Mapping[str, Any] | None = None) -> EntryView:
+        st = stats or {"frames": 0, "rejected": 0, "mean": None, "min": None, "max": None}
+        directory = self.layout.from_stored(row.directory)
+        return EntryView(
+            **{name: getattr(row, name) for name in KEY_FIELDS},
+            id=row.id, status=row.status, frames=st["frames"], frames_target=row.frames_target,
+            frames_rejected=st["rejected"],
+            master=str(self.layout.from_stored(row.master_path)) if row.master_path else None,
+            master_sha256=row.master_sha256, master_stats=dict(row.master_stats) if row.master_stats else None,
+            temperature_mean_c=st["mean"], temperature_min_c=st["min"], temperature_max_c=st["max"],
+            created_utc=row.created_utc, updated_utc=row.updated_utc, master_created_utc=row.master_created_utc,
+            valid_until_utc=row.valid_until_utc, review=row.review, review_reason=row.review_reason, note=row.note,
+            directory=str(directory), frames_dir=str(directory / "frames"),
+            master_target=str(directory / "master.fits"),
+        )
+
+    def _views(self, s: Session, rows: list[Entry]) -> list[EntryView]:
+        stats = self._frame_stats(s, [r.id for r in rows])
+        return [self._view(r, stats.get(r.id)) for r in rows]
+
+    def entries(self, **filters: Any) -> list[EntryView]:
+        """Entries matching all ``filters`` (ordered by id).
+
+        Filters: any key field by name (``camera``, ``kind``, ``exposure_s``, ``set_point_c`` …; a field with a
+        tolerance in its spec is compared within it, ``set_point_c`` within ``temperature_tolerance_c``), ``status``
+        (a name or a list), ``slug``, ``key`` (a :class:`LibraryKey`: every attribute equal, set point within
+        tolerance), ``review`` (bool). ``None`` values are ignored. Unknown filter names raise ``ValueError``.
+        """
+        unknown = sorted(set(filters) - set(KEY_FIELDS) - set(ENTRY_FILTERS))
+        if unknown:
+            raise ValueError(f"unknown library filter(s): {', '.join(unknown)}")
+        query = select(Entry).order_by(Entry.id)
+        f = {k: v for k, v in filters.items() if v is not None}
+        key: LibraryKey | None = f.pop("key", None)
+        if key is not None:
+            for name in KEY_FIELDS:
+                if name != "set_point_c":
+                    column = key_column(name)
+                    query = query.where(column.is_(None) if getattr(key, name) is None
+                                        else column == getattr(key, name))
+            f.setdefault("set_point_c", key.set_point_c)
+        if "status" in f:
+            statuses = [f.pop("status")] if isinstance(f["status"], str) else list(f.pop("status"))
+            query = query.where(Entry.status.in_(statuses))
+        if "kind" in f:
+            query = query.where(key_column("kind") == str(f.pop("kind")).lower().replace("-", ""))
+        for name, value in f.items():
+            column = getattr(Entry, name)
+            tolerance = (self.settings.temperature_tolerance_c if name == "set_point_c"
+                         else KEY_SPECS[name].tolerance if name in KEY_SPECS else None)
+            if tolerance is not None:
+                low, high = float(value) - tolerance - 1e-9, float(value) + tolerance + 1e-9
+                query = query.where(column >= low, column <= high)
+            else:
+                query = query.where(column == value)
+        with self._read() as s:
+            return self._views(s, list(s.scalars(query).all()))
+
+    def get(self, entry_id: int) -> EntryView | None:
+        with self._read() as s:
+            row = s.get(Entry, int(entry_id))
+            return self._views(s, [row])[0] if row is not None else None
+
+    def frames_of(self, entry_id: int, *, accepted_only: bool = False) -> list[FrameView]:
+        """Frames of an entry ordered by index (rejected ones too unless ``accepted_only``)."""
+        with self._read() as s:
+            query = select(Frame).where(Frame.entry_id == int(entry_id)).order_by(Frame.index, Frame.id)
+            if accepted_only:
+                query = query.where(Frame.quality_ok.is_(True))
+            return [self._frame_view(f) for f in s.scalars(query).all()]
+
+    def _frame_view(self, f: Frame) -> FrameView:
+        return FrameView(id=f.id, entry_id=f.entry_id, path=str(self.layout.from_stored(f.path)), sha256=f.sha256,
+                         index=f.index, temperature_start_c=f.temperature_start_c,
+                         temperature_end_c=f.temperature_end_c, quality_ok=f.quality_ok, reasons=list(f.reasons or []),
+                         size_bytes=f.size_bytes, created_utc=f.created_utc)
+
+    # --- entries: writes ---------------------------------------------------------------------------------------------
+    def upsert_entry(self, key: LibraryKey, frames_target: int) -> EntryView:
+        """The in-progress entry (planned/capturing/integrating) of ``key``, or a new ``planned`` one.
+
+        Ready, stale and bad entries are never reused: building a key again makes a new entry (and directory
+        ``<slug>.N``) so older masters stay selectable until the new one is ready. Creates the entry's directories.
+        """
+        if frames_target < 0:
+            raise ValueError(f"frames_target must be >= 0, got {frames_target}")
+        with self._write() as s:
+            rows = s.scalars(select(Entry).where(key_column("camera") == key.camera, Entry.slug == key.slug)
+                             .order_by(Entry.id)).all()
+            current = next((r for r in rows if r.status in IN_PROGRESS), None)  # the slug encodes every key field
+            if current is None:
+                used = {r.directory for r in rows}
+                generation = 1
+                while self.layout.to_stored(self.layout.entry_dir(key, generation)) in used:
+                    generation += 1
+                directory = self.layout.ensure(key, generation)
+                current = Entry(slug=key.slug, directory=self.layout.to_stored(directory), status="planned",
+                                frames_target=int(frames_target), review=False,
+                                **{name: getattr(key, name) for name in KEY_FIELDS})
+                s.add(current)
+                log.info("library: new entry %s in %s", key.describe(), directory)
+            else:
+                current.frames_target = int(frames_target)
+                self.layout.from_stored(current.directory).joinpath("frames").mkdir(parents=True, exist_ok=True)
+            s.flush()
+            entry_id = current.id
+        view = self.get(entry_id)
+        assert view is not None
+        return view
+
+    def _entry(self, s: Session, entry_id: int) -> Entry:
+        row = s.get(Entry, int(entry_id))
+        if row is None:
+            raise EntryNotFound(f"no library entry with id {entry_id}")
+        return row
+
+    def set_status(self, entry_id: int, status: str, note: str | None = None) -> EntryView:
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        with self._write() as s:
+            row = self._entry(s, entry_id)
+            row.status = status
+            if note is not None:
+                row.note = note
+        return self._get_required(entry_id)
+
+    def _get_required(self, entry_id: int) -> EntryView:
+        view = self.get(entry_id)
+        if view is None:
+            raise EntryNotFound(f"no library entry with id {entry_id}")
+        return view
+
+    def record_frame(self, entry_id: int, path: str | Path, sha256: str, index: int,
+                     temperature_start_c: float | None = None, temperature_end_c: float | None = None,
+                     quality_ok: bool = True, reasons: Iterable[str] = ()) -> FrameView:
+        """Record (or update, keyed by path) a frame of an entry. Idempotent: safe to repeat after a crash."""
+        p = Path(path)
+        size = p.stat().st_size if p.exists() else None
+        stored = self.layout.to_stored(p)
+        with self._write() as s:
+            self._entry(s, entry_id)
+            row = s.scalars(select(Frame).where(Frame.path == stored)).one_or_none()
+            if row is None:
+                row = Frame(entry_id=int(entry_id), path=stored)
+                s.add(row)
+            elif row.entry_id != int(entry_id):
+                raise ValueError(f"{p} is already recorded for entry {row.entry_id}, not {entry_id}")
+            row.sha256 = sha256
+            row.index = int(index)
+            row.size_bytes = size
+            row.temperature_start_c = temperature_start_c
+            row.temperature_end_c = temperature_end_c
+            row.quality_ok = bool(quality_ok)
+            row.reasons = list(reasons)
+            s.flush()
+            return self._frame_view(row)
+
+    def record_frames(self, entry_id: int, records: Iterable[FrameLike]) -> list[FrameView]:
+        """:meth:`record_frame` for each record (e.g. ``daemon.capture.FrameRecord``)."""
+        return [self.record_frame(entry_id, r.path, r.sha256, r.index, r.temperature_start_c, r.temperature_end_c,
+                                  r.quality_ok, list(r.reasons or [])) for r in records]
+
+    def remove_frame(self, path: str | Path) -> bool:
+        """Forget a frame record (e.g. its file was lost before it was complete); the file is not touched.
+
+        Returns whether a record was removed."""
+        stored = self.layout.to_stored(Path(path))
+        with self._write() as s:
+            row = s.scalars(select(Frame).where(Frame.path == stored)).one_or_none()
+            if row is None:
+                return False
+            s.delete(row)
+            return True
+
+    def record_master(self, entry_id: int, path: str | Path, stats: Mapping[str, Any], *, sha256: str,
+                      created: datetime, valid_until: datetime, review_reason: str | None) -> EntryView:
+        """Record the entry's master and make it ``ready`` in one write transaction, already judged: with a
+        ``review_reason`` it is held for review from the first moment it is ready (no policy here: the catalog decides).
+        """
+        with self._write() as s:
+            row = self._entry(s, entry_id)
+            row.master_path = self.layout.to_stored(Path(path))
+            row.master_sha256 = sha256
+            row.master_stats = {k: _jsonable(v) for k, v in dict(stats).items()}
+            row.master_created_utc = created
+            row.valid_until_utc = valid_until
+            row.status = "ready"
+            row.review = review_reason is not None
+            row.review_reason = review_reason
+        return self._get_required(entry_id)
+
+    def mark_bad(self, entry_id: int, reason: str) -> EntryView:
+        """Mark an entry bad (never selected again); ``reason`` is kept in ``note``."""
+        return self.set_status(entry_id, "bad", note=reason)
+
+    def flag_review(self, entry_id: int, reason: str) -> EntryView:
+        """Hold a new master for review: it stays ``ready`` but selection skips it until :meth:`accept_review`."""
+        with self._write() as s:
+            row = self._entry(s, entry_id)
+            row.review = True
+            row.review_reason = reason
+        return self._get_required(entry_id)
+
+    def merge_master_stats(self, entry_id: int, extra: Mapping[str, Any]) -> EntryView:
+        """Add ``extra`` to the entry's master statistics (e.g. the comparison with the previous master)."""
+        with self._write() as s:
+            row = self._entry(s, entry_id)
+            row.master_stats = {**(row.master_stats or {}), **_jsonable(dict(extra))}
+        return self._get_required(entry_id)
+
+    def accept_review(self, entry_id: int) -> EntryView:
+        with self._write() as s:
+            row = self._entry(s, entry_id)
+            row.review = False
+        return self._get_required(entry_id)
+
+    def mark_stale(self, now: datetime | None = None) -> list[int]:
+        """Ready entries whose validity has ended become ``stale``; returns their ids (see ``ageing``)."""
+        now = now or datetime.now(UTC)
+        with self._write() as s:
+            rows = s.scalars(select(Entry).where(Entry.status == "ready", Entry.valid_until_utc.is_not(None),
+                                                 Entry.valid_until_utc < now)).all()
+            for row in rows:
+                row.status = "stale"
+                row.note = f"validity ended {_iso(row.valid_until_utc)}"
+            return [row.id for row in rows]
+
+    # --- jobs --------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _job_row(j: Job) -> JobRow:
+        return JobRow(id=j.id, kind=j.kind, params=dict(j.params or {}), state=j.state, camera=j.camera,
+                      progress_done=j.progress_done, progress_total=j.progress_total, step=j.step, eta_s=j.eta_s,
+                      warnings=list(j.warnings or []), error=j.error, result=dict(j.result) if j.result else None,
+                      created_utc=j.created_utc, started_utc=j.started_utc, finished_utc=j.finished_utc,
+                      updated_utc=j.updated_utc)
+
+    def add_job(self, kind: str, params: Mapping[str, Any], *, camera: str | None = None,
+                state: str = "queued") -> JobRow:
+        if state not in JOB_STATES:
+            raise ValueError(f"job state {state!r} is not one of {', '.join(JOB_STATES)}")
+        with self._write() as s:
+            job = Job(kind=kind, params=_jsonable(dict(params)), state=state, camera=camera, progress_done=0,
+                      progress_total=0, warnings=[])
+            s.add(job)
+            s.flush()
+            return self._job_row(job)
+
+    def update_job(self, job_id: int, **fields: Any) -> JobRow:
+        """Update any of: state, progress_done, progress_total, step, eta_s, warnings, error, started_utc,
+        finished_utc, result, params, camera. Unknown names raise ``ValueError``."""
+        row = self._update_job(job_id, None, fields)
+        assert row is not None
+        return row
+
+    def transition_job(self, job_id: int, from_states: Iterable[str], **fields: Any) -> JobRow | None:
+        """Compare-and-set in one write transaction: apply ``fields`` only if the job's state is in ``from_states``.
+
+        Returns the updated row, or ``None`` when the job was in another state (two workers claiming the same queued
+        job: exactly one gets it, across processes too). Raises :class:`JobNotFoundError` for an unknown id.
+        """
+        return self._update_job(job_id, set(from_states), fields)
+
+    def _update_job(self, job_id: int, from_states: set[str] | None, fields: Mapping[str, Any]) -> JobRow | None:
+        unknown = sorted(set(fields) - set(JOB_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown job field(s): {', '.join(unknown)}")
+        if "state" in fields and fields["state"] not in JOB_STATES:
+            raise ValueError(f"job state {fields['state']!r} is not one of {', '.join(JOB_STATES)}")
+        with self._write() as s:
+            job = s.get(Job, int(job_id))
+            if job is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+            if from_states is not None and job.state not in from_states:
+                return None
+            for name, value in fields.items():
+                setattr(job, name, _jsonable(value) if name in ("warnings", "result", "params") else value)
+            s.flush()
+            return self._job_row(job)
+
+    def append_job_warning(self, job_id: int, warning: str) -> JobRow:
+        """Add one warning to the job's list (atomically; concurrent appends are not lost)."""
+        with self._write() as s:
+            job = s.get(Job, int(job_id))
+            if job is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+            job.warnings = [*(job.warnings or []), str(warning)]
+            s.flush()
+            return self._job_row(job)
+
+    def get_job(self, job_id: int) -> JobRow | None:
+        with self._read() as s:
+            job = s.get(Job, int(job_id))
+            return self._job_row(job) if job is not None else None
+
+    def jobs(self, state: str | Iterable[str] | None = None) -> list[JobRow]:
+        query = select(Job).order_by(Job.id)
+        if state is not None:
+            query = query.where(Job.state.in_([state] if isinstance(state, str) else list(state)))
+        with self._read() as s:
+            return [self._job_row(j) for j in s.scalars(query).all()]
+
+    def append_job_log(self, job_id: int, line: str) -> None:
+        with self._write() as s:
+            if s.get(Job, int(job_id)) is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+            s.add(JobLog(job_id=int(job_id), line=str(line)))
+
+    def job_log(self, job_id: int) -> list[tuple[datetime, str]]:
+        with self._read() as s:
+            rows = s.scalars(select(JobLog).where(JobLog.job_id == int(job_id)).order_by(JobLog.id)).all()
+            return [(r.time_utc, r.line) for r in rows]
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert NumPy scalars, Paths and datetimes to JSON-storable values (recursively)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # NumPy scalar
+        return value.item()
+    return value
