@@ -35,12 +35,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from astropy.io import fits
 
 from calib.frames import read_header
-from daemon.library.keys import InvalidKey, LibraryKey
+from daemon.library.keys import InvalidKey, Kind, LibraryKey
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "exposure_s": ("EXPTIME", "EXPOSURE", "EXP_TIME"),
@@ -246,7 +246,7 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
     time_utc = _parse_time(header)
 
     try:
-        key = LibraryKey(camera=str(cam), kind=kind, exposure_s=0.0 if kind == "bias" else exposure_s,
+        key = LibraryKey(camera=str(cam), kind=cast(Kind, kind), exposure_s=0.0 if kind == "bias" else exposure_s,
                          set_point_c=set_point_c, gain=values["gain"], offset=values["offset"], binning=binning,
                          read_mode=read_mode, usb_traffic=usb_traffic, amp_glow=amp_glow, overscan=overscan,
                          width_px=int(width_px), height_px=int(height_px))

@@ -14,15 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daemon.cli import LazyChoices
-from daemon.library.keys import KEY_SPECS
 
 if TYPE_CHECKING:  # the library stack is imported by the command that runs (start-up time of every darkd command)
     from daemon.library.catalog import LibraryIndex
     from daemon.library.store import EntryView
     from daemon.settings import Settings
 
-#: the key fields listed by ``darkd library`` (those with a ``column`` in their spec), header → field name
-KEY_COLUMNS = {spec.column: name for name, spec in KEY_SPECS.items() if spec.column is not None}
+
+def key_columns() -> dict[str, str]:
+    """The key fields listed by ``darkd library`` (those with a ``column`` in their spec), header → field name."""
+    from daemon.library.keys import KEY_SPECS
+
+    return {spec.column: name for name, spec in KEY_SPECS.items() if spec.column is not None}
 
 
 def _out(text: str) -> None:
@@ -166,9 +169,10 @@ def _cell(name: str, value: object) -> str:
 
 
 def _table(entries: list[EntryView]) -> str:
-    """``darkd library``: id, status, the key columns (:data:`KEY_COLUMNS`), frames, master; aligned."""
-    headers = ["id", "status", *KEY_COLUMNS, "frames", "master"]
-    rows = [[str(e.id), e.status, *(_cell(name, getattr(e, name)) for name in KEY_COLUMNS.values()),
+    """``darkd library``: id, status, the key columns (:func:`key_columns`), frames, master; aligned."""
+    columns = key_columns()
+    headers = ["id", "status", *columns, "frames", "master"]
+    rows = [[str(e.id), e.status, *(_cell(name, getattr(e, name)) for name in columns.values()),
              f"{e.frames}/{e.frames_target}", (e.master or "-") + (" (review)" if e.review else "")] for e in entries]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = [headers, *rows]
@@ -258,10 +262,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     lib = subparsers.add_parser("library", help="list the library; 'verify', 'show', 'accept', 'bad'")
     lib.add_argument("--json", action="store_true", help="print a JSON list of entries")
-    lib.add_argument("--kind", choices=LazyChoices("daemon.library.keys", "KINDS"), metavar="KIND",
-                     help="%(choices)s")
-    lib.add_argument("--status", choices=LazyChoices("daemon.library.store", "STATUSES"), metavar="STATUS",
-                     help="%(choices)s")
+    # no help text: argparse lists the choices while expanding one, which would load the library stack for --help
+    lib.add_argument("--kind", choices=LazyChoices("daemon.library.keys", "KINDS"), metavar="KIND")
+    lib.add_argument("--status", choices=LazyChoices("daemon.library.store", "STATUSES"), metavar="STATUS")
     lib.add_argument("--camera")
     lib.add_argument("--exposure", type=float, metavar="S")
     lib.add_argument("--temperature", type=float, metavar="C", help="set point within the configured tolerance")

@@ -15,12 +15,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from calib.compare import MasterComparison, compare_masters
-from calib.frames import FrameError, read_frame
 from daemon.library.keys import LibraryKey
 from daemon.library.store import EntryView
+
+if TYPE_CHECKING:  # calib (astropy) is loaded when a master is judged, not by every command that opens the index
+    from calib.compare import MasterComparison
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ def judge(new_master: str | Path, previous: EntryView | None, *, k_sigma: float,
     No previous master, or a master that cannot be read (logged), gives an empty verdict (nothing to hold back on)."""
     if previous is None or previous.master is None:
         return Verdict()
+    from calib.compare import compare_masters
+    from calib.frames import FrameError, read_frame
+
     try:
         new = read_frame(new_master).data
         old = read_frame(previous.master).data

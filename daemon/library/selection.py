@@ -29,11 +29,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from daemon.library.keys import LibraryKey
 from daemon.library.store import EntryView
-from daemon.light_headers import LightInfo, light_info_from_file
+
+if TYPE_CHECKING:  # light headers (astropy) are read by the callers that select for a light file
+    from daemon.light_headers import LightInfo
 
 DEFAULT_TOLERANCE_C = 0.5
 DEFAULT_VALIDITY_DAYS = 90.0
@@ -173,6 +175,8 @@ def select_for_light(index: MasterSelector, light: str | Path | LightInfo, *, ki
 
     The light's measured ``CCD-TEMP`` and ``DATE-OBS`` are used for rules 3 and 4 when present.
     """
+    from daemon.light_headers import LightInfo, light_info_from_file
+
     info = light if isinstance(light, LightInfo) else light_info_from_file(
         light, camera=camera, kind=kind, defaults=defaults, read_mode_names=read_mode_names)
     key = info.key if info.key.kind == kind else info.key.with_kind(kind)

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from calib.frames import write_frame
 from daemon.api.app import create_app
 from daemon.api.models import EntryOut, KeyIn
-from daemon.cli.library import KEY_COLUMNS
+from daemon.cli.library import key_columns
 from daemon.library.catalog import LibraryIndex
 from daemon.library.keys import KEY_FIELDS, InvalidKey, LibraryKey, calib_kind
 from daemon.library.layout import Layout
@@ -60,7 +60,7 @@ def test_every_outside_form_of_the_key_is_derived_from_the_dataclass() -> None:
     key_schema = TypeAdapter(KeyIn).json_schema()["properties"]
     assert set(key_schema) == {*KEY_FIELDS, "frames"}
     assert key_schema["bit_depth"]["anyOf"][0]["maximum"] == 32
-    assert set(KEY_COLUMNS.values()) <= set(KEY_FIELDS) and "set_point_c" in KEY_COLUMNS.values()
+    assert set(key_columns().values()) <= set(KEY_FIELDS) and "set_point_c" in key_columns().values()
 
 
 def test_key_in_validates_bounds_and_spelling() -> None:
