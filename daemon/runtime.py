@@ -27,6 +27,7 @@ from typing import Any
 
 from daemon.events import EventBus
 from daemon.jobs.engine import JobEngine
+from daemon.jobs.queue import JobQueue
 from daemon.library.index import LibraryIndex
 from daemon.metrics import DaemonMetrics
 from daemon.settings import Settings
@@ -50,6 +51,7 @@ class Runtime:
         self.settings = settings
         self.bus = EventBus()
         self.index = LibraryIndex(settings.library)
+        self.queue = JobQueue(self.index)
         self.metrics = DaemonMetrics(count_by_status=self.index.count_by_status, job_times=self._job_times)
         self.engine: JobEngine | None = None
         self.engine_error: str | None = None if start_engine else "the job engine is not started in this runtime"
@@ -229,7 +231,7 @@ class Runtime:
                     self.metrics.observe_event(event)
 
     def _job_times(self, job_id: int) -> tuple[str, datetime | None, datetime | None] | None:
-        job = self.index.get_job(job_id)
+        job = self.queue.get_job(job_id)
         return (job.kind, job.started_utc, job.finished_utc) if job is not None else None
 
     # ------------------------------------------------------------------ readiness

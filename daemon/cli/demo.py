@@ -30,7 +30,8 @@ from daemon.capture import SeriesRequest, capture_series
 from daemon.events import EventBus, Subscription
 from daemon.indiserver import IndiServerError, LocalIndiServer, sim_environment
 from daemon.jobs.engine import FINAL_STATES, JobEngine
-from daemon.library.index import JobRow, LibraryIndex
+from daemon.jobs.queue import JobRow
+from daemon.library.index import LibraryIndex
 from daemon.library.selection import NoMatchingMaster, select_for_light
 from daemon.library.verify import verify_library
 from daemon.planning import plan_from_lights

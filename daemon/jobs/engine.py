@@ -43,7 +43,8 @@ from typing import Any
 
 from daemon.events import EventBus
 from daemon.jobs.errors import JobConflict, JobInterrupted, JobNotFound
-from daemon.library.index import JobNotFoundError, JobRow, LibraryIndex
+from daemon.jobs.queue import JobQueue, JobRow
+from daemon.library.index import LibraryIndex
 from daemon.library.verify import remove_partial_files
 from daemon.settings import Settings
 from drivers.camera import Camera
@@ -103,6 +104,7 @@ class JobContext:
         self.params: dict[str, Any] = dict(job.params)
         self.settings = engine.settings
         self.index = engine.index
+        self.queue = engine.queue
         self.bus = engine.bus
         self.stop = running.stop
         self._running = running
@@ -142,7 +144,7 @@ class JobContext:
             self._total = int(total)
         if step is not None:
             self._step = step
-        row = self.index.update_job(self.job_id, progress_done=self._done, progress_total=self._total,
+        row = self.queue.update_job(self.job_id, progress_done=self._done, progress_total=self._total,
                                     step=self._step, eta_s=None if eta_s is None else round(float(eta_s), 1))
         self.engine.publish_job(row)
 
@@ -152,12 +154,12 @@ class JobContext:
 
     def log(self, line: str) -> None:
         log.info("job %s: %s", self.job_id, line)
-        self.index.append_job_log(self.job_id, line)
+        self.queue.append_job_log(self.job_id, line)
 
     def warn(self, message: str) -> None:
         log.warning("job %s: %s", self.job_id, message)
-        self.index.append_job_warning(self.job_id, message)
-        self.index.append_job_log(self.job_id, f"WARNING: {message}")
+        self.queue.append_job_warning(self.job_id, message)
+        self.queue.append_job_log(self.job_id, f"WARNING: {message}")
         self.bus.publish("warning", {"job_id": self.job_id, "message": message})
 
     def frame(self, path: str, ok: bool, reasons: list[str]) -> None:
@@ -165,7 +167,7 @@ class JobContext:
 
     def save_result(self, result: Mapping[str, Any]) -> None:
         """Persist partial results (e.g. which entry each plan item uses) so a resumed run can find them."""
-        self.index.update_job(self.job_id, result=dict(result))
+        self.queue.update_job(self.job_id, result=dict(result))
 
 
 class JobEngine:
@@ -181,6 +183,7 @@ class JobEngine:
                  worker_niceness: int = 0) -> None:
         self.settings = settings
         self.index = index
+        self.queue = JobQueue(index)
         self.camera_factory = camera_factory
         self.bus = bus or EventBus()
         self.poll_s = poll_s
@@ -206,10 +209,10 @@ class JobEngine:
         removed = remove_partial_files(self.index.layout.root)
         for path in removed:
             log.warning("removed leftover of an interrupted write: %s", path)
-        for job in self.index.jobs("running"):
-            row = self.index.transition_job(job.id, {"running"}, state="queued", step="resuming after restart")
+        for job in self.queue.jobs("running"):
+            row = self.queue.transition_job(job.id, {"running"}, state="queued", step="resuming after restart")
             if row is not None:
-                self.index.append_job_log(job.id, "daemon restarted: job queued again, resuming from the files on disk")
+                self.queue.append_job_log(job.id, "daemon restarted: job queued again, resuming from the files on disk")
                 self.publish_job(row)
         self._stopping.clear()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="darkd-jobs", daemon=True)
@@ -288,10 +291,10 @@ class JobEngine:
 
     # --- queries -----------------------------------------------------------------------------------------------------
     def list(self, state: str | None = None) -> list[JobRow]:
-        return self.index.jobs(state)
+        return self.queue.jobs(state)
 
     def get(self, job_id: int) -> JobRow:
-        row = self.index.get_job(job_id)
+        row = self.queue.get_job(job_id)
         if row is None:
             raise JobNotFound(f"no job with id {job_id}")
         return row
@@ -310,11 +313,11 @@ class JobEngine:
                     raise ValueError(f"{name}: not an ISO 8601 time ({exc})") from exc
         with self._lock:
             if self.uses_camera(kind):
-                busy = [j for j in self.index.jobs(ACTIVE_STATES) if self.uses_camera(j.kind) and j.camera == camera]
+                busy = [j for j in self.queue.jobs(ACTIVE_STATES) if self.uses_camera(j.kind) and j.camera == camera]
                 if busy:
                     raise JobConflict(f"capture job {busy[0].id} ({busy[0].state}) already uses camera {camera!r}")
-            row = self.index.add_job(kind, clean, camera=camera)
-        self.index.append_job_log(row.id, f"submitted ({kind})")
+            row = self.queue.add_job(kind, clean, camera=camera)
+        self.queue.append_job_log(row.id, f"submitted ({kind})")
         self.publish_job(row)
         self._wake.set()
         return row
@@ -334,16 +337,13 @@ class JobEngine:
         return self._after_command(job_id, row, "resume")
 
     def _transition(self, job_id: int, from_states: tuple[str, ...], **fields: Any) -> JobRow | None:
-        try:
-            return self.index.transition_job(job_id, from_states, **fields)
-        except JobNotFoundError as exc:
-            raise JobNotFound(str(exc)) from exc
+        return self.queue.transition_job(job_id, from_states, **fields)
 
     def _after_command(self, job_id: int, row: JobRow | None, what: str) -> JobRow:
         if row is None:
             current = self.get(job_id)
             raise JobConflict(f"cannot {what} job {job_id}: it is {current.state}")
-        self.index.append_job_log(job_id, f"{what} requested")
+        self.queue.append_job_log(job_id, f"{what} requested")
         with self._lock:
             run = self._running.get(job_id)
         if run is not None and what in ("cancel", "pause"):
@@ -373,15 +373,15 @@ class JobEngine:
         with self._lock:
             running = dict(self._running)
         for job_id, run in running.items():  # commands from other processes arrive through the index
-            row = self.index.get_job(job_id)
+            row = self.queue.get_job(job_id)
             if row is None or row.state in ("paused", "cancelled"):
                 self._request_stop(run, "cancel" if row is None or row.state == "cancelled" else "pause")
             elif (end := _parse_time(row.params.get("not_after"))) is not None and now > end and not run.stop.is_set():
-                self.index.append_job_log(job_id, "start window ended: pausing")
+                self.queue.append_job_log(job_id, "start window ended: pausing")
                 self._request_stop(run, "window")
         if self._stopping.is_set():
             return
-        for job in self.index.jobs("queued"):
+        for job in self.queue.jobs("queued"):
             if job.id in running:
                 continue  # still winding down after a pause/resume
             begin = _parse_time(job.params.get("not_before"))
@@ -389,10 +389,10 @@ class JobEngine:
             if begin is not None and now < begin:
                 continue
             if end is not None and now > end:
-                row = self.index.transition_job(job.id, {"queued"}, state="cancelled", finished_utc=now,
+                row = self.queue.transition_job(job.id, {"queued"}, state="cancelled", finished_utc=now,
                                                 error="its start window ended before it could run")
                 if row is not None:
-                    self.index.append_job_log(job.id, "start window ended before the job could run")
+                    self.queue.append_job_log(job.id, "start window ended before the job could run")
                     self.publish_job(row)
                 continue
             if self.uses_camera(job.kind):
@@ -405,7 +405,7 @@ class JobEngine:
         fields: dict[str, Any] = {"state": "running", "finished_utc": None, "error": None}
         if job.started_utc is None:
             fields["started_utc"] = now
-        row = self.index.transition_job(job.id, {"queued"}, **fields)
+        row = self.queue.transition_job(job.id, {"queued"}, **fields)
         if row is None:
             return  # someone else changed it meanwhile
         run = _Running(job_id=row.id, kind=row.kind, camera=row.camera)
@@ -424,7 +424,7 @@ class JobEngine:
             if run.stop.is_set():
                 raise JobInterrupted(run.reason or "stop")
             outcome = {"state": "succeeded", "finished_utc": _now(), "eta_s": 0.0, "step": "done",
-                       "result": {**(self.index.get_job(row.id).result or {}), **(result or {})}}  # type: ignore[union-attr]
+                       "result": {**(self.queue.get_job(row.id).result or {}), **(result or {})}}  # type: ignore[union-attr]
         except Exception as exc:
             if isinstance(exc, JobInterrupted) or run.stop.is_set():
                 outcome = self._interrupted_outcome(run)
@@ -435,9 +435,9 @@ class JobEngine:
                            "eta_s": None, "step": "failed"}
                 ctx.log("FAILED: " + "".join(traceback.format_exception_only(exc)).strip())
         try:
-            final = self.index.transition_job(row.id, {"running"}, **outcome)
+            final = self.queue.transition_job(row.id, {"running"}, **outcome)
             if final is None:  # already paused/cancelled by a command: keep that state
-                final = self.index.update_job(row.id, eta_s=None)
+                final = self.queue.update_job(row.id, eta_s=None)
             self.publish_job(final)
         finally:  # only now may the dispatcher start this job again (e.g. paused and resumed meanwhile)
             with self._lock:

@@ -27,16 +27,13 @@ from sqlalchemy.orm import Session
 
 from daemon.library.keys import LibraryKey
 from daemon.library.layout import Layout
-from daemon.library.models import Entry, Frame, Job, JobLog, utc_now
+from daemon.library.models import Entry, Frame, utc_now
 from daemon.settings import LibrarySettings
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("planned", "capturing", "integrating", "ready", "stale", "bad")
 IN_PROGRESS = ("planned", "capturing", "integrating")
-JOB_STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
-JOB_FIELDS = ("state", "progress_done", "progress_total", "step", "eta_s", "warnings", "error", "started_utc",
-              "finished_utc", "result", "params", "camera")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 KEY_FIELDS = ("camera", "kind", "exposure_s", "set_point_c", "gain", "offset", "binning", "read_mode", "usb_traffic",
@@ -45,10 +42,6 @@ KEY_FIELDS = ("camera", "kind", "exposure_s", "set_point_c", "gain", "offset", "
 
 class EntryNotFound(LookupError):
     """No library entry with that id."""
-
-
-class JobNotFoundError(LookupError):
-    """No job with that id."""
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
@@ -146,34 +139,6 @@ class EntryView:
         """JSON-safe dict (times as ISO 8601 UTC strings)."""
         data = asdict(self)
         for name in ("created_utc", "updated_utc", "master_created_utc", "valid_until_utc"):
-            data[name] = _iso(getattr(self, name))
-        return data
-
-
-@dataclass(frozen=True)
-class JobRow:
-    """A job of the persistent queue, as stored."""
-
-    id: int
-    kind: str
-    params: dict[str, Any]
-    state: str
-    camera: str | None
-    progress_done: int
-    progress_total: int
-    step: str | None
-    eta_s: float | None
-    warnings: list[str]
-    error: str | None
-    result: dict[str, Any] | None
-    created_utc: datetime
-    started_utc: datetime | None
-    finished_utc: datetime | None
-    updated_utc: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name in ("created_utc", "started_utc", "finished_utc", "updated_utc"):
             data[name] = _iso(getattr(self, name))
         return data
 
@@ -611,91 +576,6 @@ class LibraryIndex:
                 row.status = "stale"
                 row.note = f"validity ended {_iso(row.valid_until_utc)}"
             return [row.id for row in rows]
-
-    # --- jobs --------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _job_row(j: Job) -> JobRow:
-        return JobRow(id=j.id, kind=j.kind, params=dict(j.params or {}), state=j.state, camera=j.camera,
-                      progress_done=j.progress_done, progress_total=j.progress_total, step=j.step, eta_s=j.eta_s,
-                      warnings=list(j.warnings or []), error=j.error, result=dict(j.result) if j.result else None,
-                      created_utc=j.created_utc, started_utc=j.started_utc, finished_utc=j.finished_utc,
-                      updated_utc=j.updated_utc)
-
-    def add_job(self, kind: str, params: Mapping[str, Any], *, camera: str | None = None,
-                state: str = "queued") -> JobRow:
-        if state not in JOB_STATES:
-            raise ValueError(f"job state {state!r} is not one of {', '.join(JOB_STATES)}")
-        with self._write() as s:
-            job = Job(kind=kind, params=_jsonable(dict(params)), state=state, camera=camera, progress_done=0,
-                      progress_total=0, warnings=[])
-            s.add(job)
-            s.flush()
-            return self._job_row(job)
-
-    def update_job(self, job_id: int, **fields: Any) -> JobRow:
-        """Update any of: state, progress_done, progress_total, step, eta_s, warnings, error, started_utc,
-        finished_utc, result, params, camera. Unknown names raise ``ValueError``."""
-        row = self._update_job(job_id, None, fields)
-        assert row is not None
-        return row
-
-    def transition_job(self, job_id: int, from_states: Iterable[str], **fields: Any) -> JobRow | None:
-        """Compare-and-set in one write transaction: apply ``fields`` only if the job's state is in ``from_states``.
-
-        Returns the updated row, or ``None`` when the job was in another state (two workers claiming the same queued
-        job: exactly one gets it, across processes too). Raises :class:`JobNotFoundError` for an unknown id.
-        """
-        return self._update_job(job_id, set(from_states), fields)
-
-    def _update_job(self, job_id: int, from_states: set[str] | None, fields: Mapping[str, Any]) -> JobRow | None:
-        unknown = sorted(set(fields) - set(JOB_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown job field(s): {', '.join(unknown)}")
-        if "state" in fields and fields["state"] not in JOB_STATES:
-            raise ValueError(f"job state {fields['state']!r} is not one of {', '.join(JOB_STATES)}")
-        with self._write() as s:
-            job = s.get(Job, int(job_id))
-            if job is None:
-                raise JobNotFoundError(f"no job with id {job_id}")
-            if from_states is not None and job.state not in from_states:
-                return None
-            for name, value in fields.items():
-                setattr(job, name, _jsonable(value) if name in ("warnings", "result", "params") else value)
-            s.flush()
-            return self._job_row(job)
-
-    def append_job_warning(self, job_id: int, warning: str) -> JobRow:
-        """Add one warning to the job's list (atomically; concurrent appends are not lost)."""
-        with self._write() as s:
-            job = s.get(Job, int(job_id))
-            if job is None:
-                raise JobNotFoundError(f"no job with id {job_id}")
-            job.warnings = [*(job.warnings or []), str(warning)]
-            s.flush()
-            return self._job_row(job)
-
-    def get_job(self, job_id: int) -> JobRow | None:
-        with self._read() as s:
-            job = s.get(Job, int(job_id))
-            return self._job_row(job) if job is not None else None
-
-    def jobs(self, state: str | Iterable[str] | None = None) -> list[JobRow]:
-        query = select(Job).order_by(Job.id)
-        if state is not None:
-            query = query.where(Job.state.in_([state] if isinstance(state, str) else list(state)))
-        with self._read() as s:
-            return [self._job_row(j) for j in s.scalars(query).all()]
-
-    def append_job_log(self, job_id: int, line: str) -> None:
-        with self._write() as s:
-            if s.get(Job, int(job_id)) is None:
-                raise JobNotFoundError(f"no job with id {job_id}")
-            s.add(JobLog(job_id=int(job_id), line=str(line)))
-
-    def job_log(self, job_id: int) -> list[tuple[datetime, str]]:
-        with self._read() as s:
-            rows = s.scalars(select(JobLog).where(JobLog.job_id == int(job_id)).order_by(JobLog.id)).all()
-            return [(r.time_utc, r.line) for r in rows]
 
 
 def _jsonable(value: Any) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from daemon.jobs.queue import JobQueue
 from tests.conftest import SIM_DEVICE
 from tests.indi_server import IndiServer, free_port
 
@@ -224,7 +225,7 @@ def test_sigterm_keeps_the_job_and_warms_the_camera(sim_server: IndiServer, tmp_
     root = tmp_path / "library"
     assert partial_files(root) == []
     with LibraryIndex.open(LibrarySettings(root=root)) as index:
-        job = index.get_job(job_id)
+        job = JobQueue(index).get_job(job_id)
         assert job is not None and job.state == "queued"
     camera = open_indi_camera("127.0.0.1", sim_server.port, reconnect=False)
     camera.connect(timeout_s=20)

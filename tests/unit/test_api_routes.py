@@ -319,8 +319,8 @@ def test_library_list_cache_follows_events_and_expires(client: TestClient, runti
 
 def test_metrics_job_duration(client: TestClient, runtime: Runtime) -> None:
     started = datetime.now(UTC) - timedelta(seconds=90)
-    job = runtime.index.add_job("integrate", {"entry_id": 1}, state="running")
-    runtime.index.update_job(job.id, state="succeeded", started_utc=started,
+    job = runtime.queue.add_job("integrate", {"entry_id": 1}, state="running")
+    runtime.queue.update_job(job.id, state="succeeded", started_utc=started,
                              finished_utc=started + timedelta(seconds=75))
     for _ in range(2):  # a repeated final event is counted once
         runtime.bus.publish("job", {"job_id": job.id, "state": "succeeded"})

@@ -20,6 +20,7 @@ import pytest
 from daemon.events import EventBus
 from daemon.jobs.engine import JobContext, JobEngine
 from daemon.jobs.errors import JobConflict, JobNotFound
+from daemon.jobs.queue import JobQueue
 from daemon.library.index import LibraryIndex
 from daemon.settings import LibrarySettings, Settings
 
@@ -102,7 +103,7 @@ def test_job_runs_to_success_with_progress_events_and_log(index: LibraryIndex) -
     assert states[0] == "queued" and states[1] == "running" and states[-1] == "succeeded"
     assert [e["progress_done"] for e in events if e["type"] == "job" and e["state"] == "running"][-1] == 4
     assert {"job_id", "state", "progress_done", "progress_total", "step", "eta_s"} <= set(events[-1])
-    lines = [line for _, line in index.job_log(row.id)]
+    lines = [line for _, line in JobQueue(index).job_log(row.id)]
     assert lines[0] == "submitted (steps)" and "started" in lines
 
 
@@ -114,7 +115,7 @@ def test_bad_kind_and_bad_params_are_refused(index: LibraryIndex) -> None:
         engine.submit("steps", {"steps": 0})
     with pytest.raises(ValueError, match="not_before"):
         engine.submit("steps", {"steps": 1, "not_before": "tomorrow"})
-    assert index.jobs() == []
+    assert JobQueue(index).jobs() == []
     with pytest.raises(JobNotFound):
         engine.get(12345)
     with pytest.raises(JobNotFound):
@@ -175,13 +176,13 @@ def test_a_failing_job_is_failed_with_its_error(index: LibraryIndex) -> None:
         wait_for(state_is(engine, row.id, "failed"))
         failed = engine.get(row.id)
     assert failed.error == "RuntimeError: step 2 broke" and failed.progress_done == 2
-    assert any(line.startswith("FAILED") for _, line in index.job_log(row.id))
+    assert any(line.startswith("FAILED") for _, line in JobQueue(index).job_log(row.id))
 
 
 def test_crash_recovery_requeues_running_jobs_and_removes_partial_files(index: LibraryIndex) -> None:
     # What a daemon killed with SIGKILL leaves behind: a job still marked running, half a frame being written.
-    orphan = index.add_job("steps", {"steps": 6}, state="running")
-    index.update_job(orphan.id, progress_done=2, progress_total=6, started_utc=datetime.now(UTC))
+    orphan = JobQueue(index).add_job("steps", {"steps": 6}, state="running")
+    JobQueue(index).update_job(orphan.id, progress_done=2, progress_total=6, started_utc=datetime.now(UTC))
     partial = index.layout.root / "cam" / "dark" / "x" / "frames" / ".dark_0003.fits.abc.part"
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"SIMPLE  = half a frame")
@@ -191,7 +192,7 @@ def test_crash_recovery_requeues_running_jobs_and_removes_partial_files(index: L
     assert not partial.exists()
     assert engine.kinds["steps"].runs[0]["start"] == 2
     assert engine.get(orphan.id).result == {"steps": 6, "resumed_from": 2}
-    assert "daemon restarted" in " ".join(line for _, line in index.job_log(orphan.id))
+    assert "daemon restarted" in " ".join(line for _, line in JobQueue(index).job_log(orphan.id))
 
 
 def test_stop_puts_running_jobs_back_in_the_queue_and_the_next_engine_resumes_them(index: LibraryIndex) -> None:
@@ -199,7 +200,7 @@ def test_stop_puts_running_jobs_back_in_the_queue_and_the_next_engine_resumes_th
     row = first.submit("steps", {"steps": 30, "step_s": 0.05})
     wait_for(lambda: first.get(row.id).progress_done >= 2)
     first.stop(timeout_s=5)
-    stopped = index.get_job(row.id)
+    stopped = JobQueue(index).get_job(row.id)
     assert stopped is not None and stopped.state == "queued" and 2 <= stopped.progress_done < 30
     second = make_engine(index)
     with second:
@@ -212,10 +213,10 @@ def test_commands_written_to_the_index_by_another_process_reach_the_running_job(
         row = engine.submit("steps", {"steps": 1000, "step_s": 0.05})
         wait_for(state_is(engine, row.id, "running"))
         # e.g. `darkd jobs pause` from a shell: it only changes the index
-        assert index.transition_job(row.id, {"running"}, state="paused") is not None
+        assert JobQueue(index).transition_job(row.id, {"running"}, state="paused") is not None
         wait_for(lambda: row.id not in engine._running)
         assert engine.get(row.id).state == "paused"
-        index.transition_job(row.id, {"paused"}, state="queued")
+        JobQueue(index).transition_job(row.id, {"paused"}, state="queued")
         wait_for(state_is(engine, row.id, "running"))
         engine.cancel(row.id)
         wait_for(lambda: row.id not in engine._running)
@@ -263,7 +264,7 @@ def test_build_library_and_integrate_params_are_validated(index: LibraryIndex) -
         engine.submit("integrate", {})
     with pytest.raises(ValueError, match="no library entry"):
         engine.submit("integrate", {"entry_id": 99})
-    assert index.jobs() == []
+    assert JobQueue(index).jobs() == []
     row = engine.submit("build-library", {"plan": plan})
     assert (row.state, row.camera, row.kind) == ("queued", "cam-A", "build-library")
     with pytest.raises(JobConflict):

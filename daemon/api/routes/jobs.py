@@ -92,7 +92,7 @@ async def submit(body: JobIn, runtime: RuntimeDep) -> dict[str, Any]:
 @router.get("", response_model=list[JobOut], dependencies=[Depends(require("read"))], summary="Jobs, newest last")
 async def list_jobs(runtime: RuntimeDep, state: JobState | None = None,
                     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict[str, Any]]:
-    rows = await run_in_threadpool(runtime.index.jobs, state)
+    rows = await run_in_threadpool(runtime.queue.jobs, state)
     return [r.to_dict() for r in rows[-limit:]]
 
 
@@ -105,7 +105,7 @@ def _job_id(job_id: int) -> int:
 @router.get("/{job_id}", response_model=JobOut, dependencies=[Depends(require("read"))], summary="One job")
 async def get_job(job_id: int, runtime: RuntimeDep) -> dict[str, Any]:
     job_id = _job_id(job_id)
-    row = await run_in_threadpool(runtime.index.get_job, job_id)
+    row = await run_in_threadpool(runtime.queue.get_job, job_id)
     if row is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id}")
     return row.to_dict()

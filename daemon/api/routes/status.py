@@ -48,7 +48,7 @@ def downsample(samples: list[dict[str, Any]], since: datetime, max_points: int =
 
 def _current_job(runtime: Runtime) -> dict[str, Any] | None:
     for state in ("running", "paused", "queued"):
-        jobs = runtime.index.jobs(state=state)
+        jobs = runtime.queue.jobs(state=state)
         if jobs:
             return jobs[0].to_dict()
     return None
