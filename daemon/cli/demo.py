@@ -29,8 +29,9 @@ from calib.quality import QualityThresholds
 from daemon.capture import SeriesRequest, capture_series
 from daemon.events import EventBus, Subscription
 from daemon.indiserver import IndiServerError, LocalIndiServer, sim_environment
-from daemon.jobs.engine import FINAL_STATES, JobEngine
+from daemon.jobs.engine import JobEngine
 from daemon.jobs.queue import JobRow
+from daemon.jobs.states import FINAL_STATES
 from daemon.library.index import LibraryIndex
 from daemon.library.selection import NoMatchingMaster, select_for_light
 from daemon.library.verify import verify_library

@@ -119,7 +119,7 @@ class JobQueue:
             with Session(self._source.engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except SQLAlchemyError as exc:
-            raise JobStoreError(f"the job queue cannot be read: {_reason(exc)}") from exc
+            raise JobStoreError(f"the job queue cannot be read: {describe_db_error(exc)}") from exc
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -133,7 +133,7 @@ class JobQueue:
                 finally:
                     conn.info.pop("darkd_write", None)
         except SQLAlchemyError as exc:
-            raise JobStoreError(f"the job queue cannot be written: {_reason(exc)}") from exc
+            raise JobStoreError(f"the job queue cannot be written: {describe_db_error(exc)}") from exc
 
     def writable_problem(self) -> str | None:
         """``None`` when a job can be written now, else why not. Writes a job row and rolls it back (for ``/ready``)."""
@@ -149,7 +149,7 @@ class JobQueue:
                 finally:
                     conn.info.pop("darkd_write", None)
         except SQLAlchemyError as exc:
-            return f"the library index cannot be written: {_reason(exc)}"
+            return f"the library index cannot be written: {describe_db_error(exc)}"
         return None
 
     # --- writes ------------------------------------------------------------------------------------------------------
@@ -242,6 +242,6 @@ class JobQueue:
             return [(r.time_utc, r.line) for r in rows]
 
 
-def _reason(exc: SQLAlchemyError) -> str:
+def describe_db_error(exc: SQLAlchemyError) -> str:
     """The driver's message without SQLAlchemy's statement dump (e.g. ``attempt to write a readonly database``)."""
     return str(exc.orig) if isinstance(exc, DBAPIError) else str(exc).split("\n", 1)[0]

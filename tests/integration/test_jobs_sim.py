@@ -26,9 +26,10 @@ import pytest
 from calib.frames import read_frame, read_header
 from daemon.events import EventBus
 from daemon.indiserver import LocalIndiServer
-from daemon.jobs.engine import FINAL_STATES, JobEngine
+from daemon.jobs.engine import JobEngine
 from daemon.jobs.errors import JobConflict
 from daemon.jobs.queue import JobQueue
+from daemon.jobs.states import FINAL_STATES
 from daemon.library.index import LibraryIndex
 from daemon.library.verify import partial_files, verify_library
 from daemon.planning import Plan, plan_from_keys

@@ -18,7 +18,8 @@ import pytest
 
 from daemon.events import EventBus
 from daemon.jobs.build_library import SKY_CLEAR_STEP
-from daemon.jobs.engine import FINAL_STATES, JobEngine
+from daemon.jobs.engine import JobEngine
+from daemon.jobs.states import FINAL_STATES
 from daemon.library.index import LibraryIndex
 from daemon.library.verify import verify_library
 from drivers.indi.client import IndiClient

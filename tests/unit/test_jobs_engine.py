@@ -16,19 +16,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import Field
 
 from daemon.events import EventBus
 from daemon.jobs.engine import JobContext, JobEngine
 from daemon.jobs.errors import JobConflict, JobNotFound
+from daemon.jobs.params import JobParams
 from daemon.jobs.queue import JobQueue
 from daemon.library.index import LibraryIndex
 from daemon.settings import LibrarySettings, Settings
+
+
+class StepParams(JobParams):
+    steps: int = Field(le=1000)
+    step_s: float = Field(default=0.01, ge=0, le=10)
+    fail_at: int | None = None
+    camera: str | None = None
 
 
 class StepJob:
     """``steps`` steps of ``step_s`` seconds each; progress after each; optional failure at step ``fail_at``."""
 
     USES_CAMERA = False
+    Params = StepParams
 
     def __init__(self) -> None:
         self.runs: list[dict[str, Any]] = []
@@ -250,7 +260,7 @@ def test_build_library_and_integrate_params_are_validated(index: LibraryIndex) -
     plan = plan_from_keys([key], index, settings, ambient_c=20.0).to_dict()
     cases = [
         ({}, "params.plan"),
-        ({"plan": plan, "bogus": 1}, "unknown param"),
+        ({"plan": plan, "bogus": 1}, "params.bogus: Extra inputs are not permitted"),
         ({"plan": plan_from_keys([{**key, "kind": "flat"}], index, settings).to_dict()}, "needs a light source"),
         ({"plan": plan_from_keys([key, {**key, "camera": "cam-B"}], index, settings).to_dict()}, "one camera"),
         ({"plan": plan_from_keys([{**key, "set_point_c": -40}], index, settings, ambient_c=20.0).to_dict()},
