@@ -3,20 +3,18 @@ state table it enforces, and a database that refuses writes (read-only file, fai
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from daemon.jobs.errors import JobConflict, JobNotFound, JobStoreError
 from daemon.jobs.queue import JobQueue
 from daemon.library.index import LibraryIndex
 from daemon.settings import LibrarySettings
+from tests.db_faults import DatabaseFault
 
 
 @pytest.fixture
@@ -29,22 +27,6 @@ def index(tmp_path: Path) -> Iterator[LibraryIndex]:
 @pytest.fixture
 def queue(index: LibraryIndex) -> JobQueue:
     return JobQueue(index)
-
-
-class WriteFailure:
-    """Make every write statement on ``index``'s engine fail as a read-only SQLite database does, while ``on``."""
-
-    def __init__(self, index: LibraryIndex) -> None:
-        self.engine = index.engine
-        self.on = False
-        event.listen(self.engine, "before_cursor_execute", self._check)
-
-    def _check(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if self.on and statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
-            raise sqlite3.OperationalError("attempt to write a readonly database")
-
-    def remove(self) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._check)
 
 
 def test_job_queue_rows_log_and_warnings(queue: JobQueue) -> None:
@@ -109,21 +91,24 @@ def test_only_one_thread_claims_a_queued_job(queue: JobQueue) -> None:
 
 def test_failing_writes_raise_job_store_error_with_the_reason(index: LibraryIndex, queue: JobQueue) -> None:
     job = queue.add_job("integrate", {"entry_id": 1})
-    failure = WriteFailure(index)
+    fault = DatabaseFault(index.engine)
     try:
         assert queue.writable_problem() is None
-        failure.on = True
+        fault.read_only()
         assert "readonly database" in (queue.writable_problem() or "")
         with pytest.raises(JobStoreError, match="cannot be written: attempt to write a readonly database"):
             queue.add_job("integrate", {"entry_id": 2})
         with pytest.raises(JobStoreError):
             queue.transition_job(job.id, ["queued"], state="running")
         assert queue.get_job(job.id).state == "queued"  # type: ignore[union-attr]  # reads still work
-        failure.on = False
+        fault.malformed()
+        with pytest.raises(JobStoreError, match="cannot be read: database disk image is malformed"):
+            queue.jobs()
+        fault.heal()
         assert queue.writable_problem() is None
         assert [j.kind for j in queue.jobs()] == ["integrate"]  # the probe left no row behind
     finally:
-        failure.remove()
+        fault.remove()
 
 
 def test_read_only_database_file(tmp_path: Path) -> None:
