@@ -56,6 +56,9 @@ from drivers.camera import Camera
 
 log = logging.getLogger(__name__)
 
+#: A job asked to stop that is still running after this long is reported (log and ``warning`` event).
+STOP_GRACE_S = 30.0
+
 __all__ = ["JobContext", "JobEngine", "JobHandler", "handler_module"]
 
 
@@ -113,6 +116,8 @@ class _Running:
     stop: threading.Event = field(default_factory=threading.Event)
     reason: str | None = None  # cancel | pause | shutdown | window
     thread: threading.Thread | None = None
+    stop_requested_s: float | None = None  # time.monotonic() of the first stop request
+    slow_stop_warned: bool = False
 
 
 class JobContext:
@@ -394,7 +399,22 @@ class JobEngine:
     def _request_stop(run: _Running, reason: str) -> None:
         if run.reason is None:
             run.reason = reason
+            run.stop_requested_s = time.monotonic()
         run.stop.set()
+
+    def _warn_slow_stop(self, run: _Running) -> None:
+        """Say so (log, ``warning`` event) when a job asked to stop is still running after :data:`STOP_GRACE_S`:
+        it holds its slot (and camera) until its thread ends, so a stuck job must be visible, not silent."""
+        if run.slow_stop_warned or run.stop_requested_s is None:
+            return
+        waited_s = time.monotonic() - run.stop_requested_s
+        if waited_s < STOP_GRACE_S:
+            return
+        run.slow_stop_warned = True
+        message = (f"job {run.job_id} was asked to stop ({run.reason}) {waited_s:.0f} s ago and is still running; "
+                   "it keeps its slot until it reaches its next stop check")
+        log.warning(message)
+        self.bus.publish("warning", {"job_id": run.job_id, "message": message})
 
     # --- dispatcher --------------------------------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
@@ -418,6 +438,7 @@ class JobEngine:
         with self._lock:
             running = dict(self._running)
         for job_id, run in running.items():  # commands from other processes arrive through the index
+            self._warn_slow_stop(run)
             row = self.queue.get_job(job_id)
             if row is None or row.state in (JobState.PAUSED, JobState.CANCELLED):
                 self._request_stop(run, "cancel" if row is None or row.state == JobState.CANCELLED else "pause")

@@ -319,3 +319,36 @@ def test_jobs_cli_controls_a_running_engine_through_the_index(index: LibraryInde
     assert run_cli("jobs", "show", str(row.id), "--config", str(config)) == 0
     shown = capsys.readouterr().out
     assert '"state": "cancelled"' in shown and "pause requested (darkd jobs)" in shown
+
+
+def test_a_job_slow_to_stop_after_cancel_is_reported(index: LibraryIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that does not reach a stop check (as capture's scan of a huge series did) keeps its slot: the engine says
+    so once instead of staying silent, and the job ends cancelled when it finally stops."""
+    from daemon.jobs import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "STOP_GRACE_S", 0.2)
+    release = threading.Event()
+
+    class Deaf(StepJob):
+        def run(self, ctx: JobContext) -> dict[str, Any]:
+            release.wait(10)  # ignores ctx.stop until released
+            ctx.check()
+            return {}
+
+    bus = EventBus()
+    engine = JobEngine(Settings(library=index.settings), index, no_camera, bus, poll_s=0.05, kinds={"deaf": Deaf()})
+    with bus.subscribe() as sub, engine:
+        row = engine.submit("deaf", {"steps": 1})
+        wait_for(state_is(engine, row.id, "running"))
+        assert engine.cancel(row.id).state == "cancelled"
+        warnings = []
+        deadline = time.monotonic() + 5
+        while not warnings and time.monotonic() < deadline:
+            event = sub.get(timeout_s=0.1)
+            if event is not None and event["type"] == "warning":
+                warnings.append(event["message"])
+        assert warnings and "asked to stop (cancel)" in warnings[0] and "still running" in warnings[0]
+        assert row.id in engine._running
+        release.set()
+        wait_for(lambda: row.id not in engine._running)
+        assert engine.get(row.id).state == "cancelled"
