@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -97,8 +97,7 @@ def handler_module(kind: str, kinds: Mapping[str, str | Any] | None = None) -> J
     if kind not in table:
         raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(table)}")
     handler = table[kind]
-    module: JobHandler = importlib.import_module(handler) if isinstance(handler, str) else handler  # type: ignore[assignment]
-    return module
+    return cast(JobHandler, importlib.import_module(handler) if isinstance(handler, str) else handler)
 
 
 def describe_invalid(kind: str, exc: ValidationError, limit: int = 5) -> str:
@@ -506,8 +505,9 @@ class JobEngine:
             if run.stop.is_set():
                 raise JobInterrupted(run.reason or "stop")
             saved = self.queue.get_job(row.id)
+            partial = (saved.result if saved is not None else None) or {}
             return {"state": JobState.SUCCEEDED, "finished_utc": _now(), "eta_s": 0.0, "step": "done",
-                    "result": {**((saved.result if saved else None) or {}), **(result or {})}}
+                    "result": {**partial, **(result or {})}}
         except Exception as exc:
             if isinstance(exc, JobInterrupted) or run.stop.is_set():
                 self._log_quietly(row.id, f"stopped ({run.reason or 'stop'})")
