@@ -263,6 +263,7 @@ class JobEngine:
         for run in running:
             if run.thread is not None:
                 run.thread.join(max(0.1, deadline - time.monotonic()))
+        self._retry_unfinished_quietly()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
@@ -356,7 +357,7 @@ class JobEngine:
                 if busy:
                     raise JobConflict(f"capture job {busy[0].id} ({busy[0].state}) already uses camera {camera!r}")
             row = self.queue.add_job(kind, clean, camera=camera)
-        self.queue.append_job_log(row.id, f"submitted ({kind})")
+        self._log_quietly(row.id, f"submitted ({kind})")
         self.publish_job(row)
         self._wake.set()
         return row
@@ -385,7 +386,7 @@ class JobEngine:
         if row is None:
             current = self.get(job_id)
             raise JobConflict(f"cannot {what} job {job_id}: it is {current.state}")
-        self.queue.append_job_log(job_id, f"{what} requested")
+        self._log_quietly(job_id, f"{what} requested")
         with self._lock:
             run = self._running.get(job_id)
         if run is not None and what in ("cancel", "pause"):
@@ -529,6 +530,17 @@ class JobEngine:
         if final is None:  # already paused/cancelled by a command: keep that state
             final = self.queue.update_job(job_id, eta_s=None)
         self.publish_job(final)
+
+    def _retry_unfinished_quietly(self) -> None:
+        """At stop: a last try to record job ends; jobs still unrecorded stay ``running`` in the index, so the next
+        start queues them again and they resume from their files (the retry the index could not take now)."""
+        try:
+            self._retry_unfinished()
+        except JobStoreError as exc:
+            log.error("job(s) %s: end not recorded at stop (%s); they resume at the next start",
+                      ", ".join(map(str, self.unfinished())), exc)
+        with self._lock:
+            self._unfinished.clear()
 
     def _retry_unfinished(self) -> None:
         """Write the outcomes that could not be recorded when their jobs ended (oldest first)."""

@@ -179,3 +179,28 @@ def test_jobs_cli_reports_an_unusable_index_and_exits_2(index: LibraryIndex, tmp
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert "database disk image is malformed" in err and "Traceback" not in err
+
+
+def test_an_end_still_unrecorded_at_stop_is_resumed_at_the_next_start(index: LibraryIndex) -> None:
+    runs: list[int] = []
+
+    class EndsWhileReadOnlyOnce(CaptureSteps):
+        def run(self, ctx: JobContext) -> dict[str, Any]:
+            runs.append(ctx.job_id)
+            if len(runs) == 1:
+                fault.read_only()
+            return {"runs": len(runs)}
+
+    fault = DatabaseFault(index.engine)
+    kinds = {"capture": EndsWhileReadOnlyOnce()}
+    settings = Settings(library=index.settings)
+    first = JobEngine(settings, index, lambda: None, EventBus(), poll_s=0.05, kinds=kinds).start()  # type: ignore[arg-type,return-value]
+    row = first.submit("capture", {"steps": 1, "camera": "cam-A"})
+    wait_for(lambda: first.unfinished() == [row.id])
+    first.stop(timeout_s=5)  # the index is still read-only: the end is not recorded …
+    assert first.get(row.id).state == "running" and first.unfinished() == []
+    fault.heal()
+    with JobEngine(settings, index, lambda: None, EventBus(), poll_s=0.05, kinds=kinds) as second:  # type: ignore[arg-type,return-value]
+        wait_for(lambda: second.get(row.id).state == "succeeded")  # … so the next start runs it again
+        assert second.get(row.id).result == {"runs": 2} and runs == [row.id, row.id]
+    fault.remove()
