@@ -419,19 +419,24 @@ class JobEngine:
     # --- dispatcher --------------------------------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
-            try:
-                self._retry_unfinished()
-                self._tick()
-                if not self.unfinished():
-                    self.store_problem = None
-            except JobStoreError as exc:  # the dispatcher survives a database error; said once, not every poll
-                if str(exc) != self.store_problem:
-                    log.error("job dispatcher: %s", exc)
-                self.store_problem = str(exc)
-            except Exception:
-                log.exception("job dispatcher tick failed")
+            recorded = self._survive(self._retry_unfinished)  # a failed retry must not keep commands from acting
+            if self._survive(self._tick) and recorded and not self.unfinished():
+                self.store_problem = None
             self._wake.wait(self.poll_s)
             self._wake.clear()
+
+    def _survive(self, step: Callable[[], None]) -> bool:
+        """Run one dispatcher step; the dispatcher survives any error (a database one is logged once, not per poll)."""
+        try:
+            step()
+            return True
+        except JobStoreError as exc:
+            if str(exc) != self.store_problem:
+                log.error("job dispatcher: %s", exc)
+            self.store_problem = str(exc)
+        except Exception:
+            log.exception("job dispatcher step %s failed", getattr(step, "__name__", step))
+        return False
 
     def _tick(self) -> None:
         now = _now()
@@ -455,8 +460,8 @@ class JobEngine:
             if begin is not None and now < begin:
                 continue
             if end is not None and now > end:
-                row = self.queue.transition_job(job.id, {JobState.QUEUED}, state=JobState.CANCELLED, finished_utc=now,
-                                                error="its start window ended before it could run")
+                row = self.queue.transition_job(job.id, {JobState.QUEUED}, state=JobState.CANCELLED,
+                                                finished_utc=now, error="its start window ended before it could run")
                 if row is not None:
                     self.queue.append_job_log(job.id, "start window ended before the job could run")
                     self.publish_job(row)
