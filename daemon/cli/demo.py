@@ -31,7 +31,7 @@ from daemon.events import EventBus, Subscription
 from daemon.indiserver import IndiServerError, LocalIndiServer, sim_environment
 from daemon.jobs.engine import JobEngine
 from daemon.jobs.queue import JobRow
-from daemon.jobs.states import FINAL_STATES
+from daemon.jobs.states import FINAL_STATES, JobState
 from daemon.library.index import LibraryIndex
 from daemon.library.selection import NoMatchingMaster, select_for_light
 from daemon.library.verify import verify_library
@@ -149,7 +149,7 @@ def _measure(engine: JobEngine, index: LibraryIndex, sub: Subscription, started:
     final = follow(engine, sub, job.id, started)
     report = (final.result or {}).get("report") or {}
     measured = report.get("dark_current_e_per_s")
-    if final.state == "succeeded" and measured is not None:
+    if final.state == JobState.SUCCEEDED and measured is not None:
         truth = physics.dark_current_e_per_s(dark.temperature_c)
         outcome.measure_note = (f"dark current at {dark.temperature_c:g} °C from the {dark.exposure_s:g} s darks: "
                                 f"{measured:.4f} e-/s/pixel (simulator truth {truth:.4f}; naive mean method "
@@ -176,7 +176,7 @@ def _after_build(engine: JobEngine, index: LibraryIndex, sub: Subscription, ligh
         job = engine.submit("calibrate", {"lights": [str(p) for p in lights],
                                           "output_dir": str(workdir / "calibrated")})
         final = follow(engine, sub, job.id, started)
-        if final.state == "succeeded":
+        if final.state == JobState.SUCCEEDED:
             outcome.calibrated = list((final.result or {}).get("outputs", []))
         else:
             outcome.calibration_note = f"calibrate job {final.state}: {final.error}"
@@ -263,7 +263,7 @@ def _summary(outcome: DemoOutcome, workdir: Path, config: Path, elapsed_s: float
     _out(f"outputs: {workdir}  (darkd library --config {config})")
     if job is not None and job.error:
         _out(f"job error: {job.error}")
-    ok = (job is not None and job.state == "succeeded" and not outcome.refused and outcome.verify_ok
+    ok = (job is not None and job.state == JobState.SUCCEEDED and not outcome.refused and outcome.verify_ok
           and (bool(outcome.calibrated) or outcome.calibration_note is not None))
     return 0 if ok else 1
 

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from daemon.jobs.errors import JobConflict, JobNotFound, JobStoreError
-from daemon.jobs.states import JOB_STATES, can_transition
+from daemon.jobs.states import JOB_STATES, JobState, can_transition
 from daemon.library.models import Job, JobLog
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class JobQueue:
                 conn.info["darkd_write"] = True
                 try:
                     with Session(bind=conn) as session, session.begin() as tx:
-                        session.add(Job(kind="probe", params={}, state="cancelled", progress_done=0,
+                        session.add(Job(kind="probe", params={}, state=JobState.CANCELLED.value, progress_done=0,
                                         progress_total=0, warnings=[]))
                         session.flush()
                         tx.rollback()
@@ -154,7 +154,7 @@ class JobQueue:
 
     # --- writes ------------------------------------------------------------------------------------------------------
     def add_job(self, kind: str, params: Mapping[str, Any], *, camera: str | None = None,
-                state: str = "queued") -> JobRow:
+                state: str = JobState.QUEUED) -> JobRow:
         _check_state(state)
         with self._write() as s:
             job = Job(kind=kind, params=jsonable(dict(params)), state=state, camera=camera, progress_done=0,
