@@ -128,3 +128,17 @@ def test_state_table_commands_and_kinds_are_consistent() -> None:
         assert all(can_transition(s, command.to_state) for s in command.from_states), command
     assert not can_transition("succeeded", "running") and not can_transition("nonsense", "queued")
     assert set(KIND_MODULES) == set(JOB_KINDS)
+
+
+@pytest.mark.parametrize("module", ["states", "errors", "params"])
+def test_the_bottom_job_modules_import_nothing_from_darkd(module: str) -> None:
+    """``states``, ``errors`` and ``params`` sit under the store and the queue: they may not import darkd code."""
+    import ast
+
+    import daemon.jobs
+
+    source = (Path(daemon.jobs.__file__).parent / f"{module}.py").read_text(encoding="utf-8")
+    imported = {node.module or "" for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)
+                 for alias in node.names}
+    assert not {name for name in imported if name.split(".")[0] in ("daemon", "drivers", "calib")}
