@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from daemon.library.index import LibraryIndex
+from daemon.library.catalog import LibraryIndex
 from daemon.library.keys import LibraryKey
 from daemon.settings import LibrarySettings
 from tests.conftest import SIM_DEVICE, SIM_DRIVER, sim_env

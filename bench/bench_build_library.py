@@ -30,7 +30,7 @@ from typing import Any
 from daemon.events import EventBus
 from daemon.indiserver import LocalIndiServer, sim_environment
 from daemon.jobs.engine import FINAL_STATES, JobEngine
-from daemon.library.index import LibraryIndex
+from daemon.library.catalog import LibraryIndex
 from daemon.planning import plan_from_keys
 from daemon.settings import CoolingSettings, IndiSettings, LibrarySettings, Settings
 from drivers.camera import CaptureSettings, FrameType, OverscanMode

@@ -31,7 +31,7 @@ PYTHON_FLOOR = "python -c pass"
 TARGET_S = 0.3
 # Packages whose cumulative import time is reported per command (the heavy stack and the settings/camera modules).
 PACKAGES = ("numpy", "astropy.io.fits", "sqlalchemy", "alembic", "pydantic", "fastapi", "daemon.settings",
-            "drivers.camera", "daemon.library.index", "calib.integration")
+            "drivers.camera", "daemon.library.catalog", "calib.integration")
 ENTRY = "import sys; from daemon.cli import main; sys.exit(main())"
 
 
@@ -46,7 +46,7 @@ def _make_library(workdir: Path) -> dict[str, str]:
     root = workdir / "library"
     config = workdir / "darkd.toml"
     config.write_text(f'[library]\nroot = "{root}"\n', encoding="utf-8")
-    from daemon.library.index import LibraryIndex
+    from daemon.library.catalog import LibraryIndex
     from daemon.settings import load_settings
 
     LibraryIndex.open(load_settings(config).library).close()

@@ -19,13 +19,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from daemon.jobs.states import FINAL_STATES
 from drivers.camera import CameraState
 
 log = logging.getLogger(__name__)
 
 HTTP_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 JOB_DURATION_BUCKETS_S = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14_400, 28_800, 57_600)
-TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class _LibraryCollector(Collector):
@@ -98,7 +98,7 @@ class DaemonMetrics:
             self.frames.labels(result="accepted" if event.get("ok") else "rejected").inc()
         elif kind == "warning":
             self.warnings.inc()
-        elif kind == "job" and event.get("state") in TERMINAL_JOB_STATES:
+        elif kind == "job" and event.get("state") in FINAL_STATES:
             self._job_finished(event)
 
     def _job_finished(self, event: Mapping[str, Any]) -> None:

@@ -27,14 +27,15 @@ from typing import Any
 
 from daemon.events import EventBus
 from daemon.jobs.engine import JobEngine
-from daemon.library.index import LibraryIndex
+from daemon.jobs.queue import JobQueue
+from daemon.jobs.states import CAPTURE_KINDS, JobState
+from daemon.library.catalog import LibraryIndex
 from daemon.metrics import DaemonMetrics
 from daemon.settings import Settings
 from drivers.camera import Camera, CameraState
 
 log = logging.getLogger(__name__)
 
-CAPTURE_JOB_KINDS = frozenset({"build-library"})
 #: Niceness of the job engine's worker processes (integration). On a 2-core machine an integration at normal priority
 #: takes both cores and the API's p99 latency rises from ~30 ms to 90-160 ms (bench/bench_api.py, docs/bench/api.md).
 WORKER_NICENESS = 10
@@ -50,6 +51,7 @@ class Runtime:
         self.settings = settings
         self.bus = EventBus()
         self.index = LibraryIndex(settings.library)
+        self.queue = JobQueue(self.index)
         self.metrics = DaemonMetrics(count_by_status=self.index.count_by_status, job_times=self._job_times)
         self.engine: JobEngine | None = None
         self.engine_error: str | None = None if start_engine else "the job engine is not started in this runtime"
@@ -160,7 +162,7 @@ class Runtime:
         if self.engine is None:
             return False
         try:
-            return any(j.kind in CAPTURE_JOB_KINDS for j in self.engine.list(state="running"))
+            return any(j.kind in CAPTURE_KINDS for j in self.engine.list(state=JobState.RUNNING))
         except Exception:
             log.exception("cannot list running jobs")
             return False
@@ -229,17 +231,25 @@ class Runtime:
                     self.metrics.observe_event(event)
 
     def _job_times(self, job_id: int) -> tuple[str, datetime | None, datetime | None] | None:
-        job = self.index.get_job(job_id)
+        job = self.queue.get_job(job_id)
         return (job.kind, job.started_utc, job.finished_utc) if job is not None else None
 
     # ------------------------------------------------------------------ readiness
     def readiness(self) -> dict[str, Any]:
-        """``{"checks": {indi, database, library_writable, job_engine}, "details": {...}}``; blocking (DB ping)."""
+        """``{"checks": {indi, database, index_writable, library_writable, job_engine}, "details": {...}}``; blocking
+        (a database ping and a write probe rolled back). ``index_writable`` is false while the job queue cannot be
+        written (read-only or malformed index, full disk) or the engine still holds job ends it could not record."""
         state, _ = self.camera_state()
         root = Path(self.index.layout.root)
-        checks = {"indi": bool(state.connected), "database": self.index.ping(),
+        index_problem = self.queue.writable_problem()
+        if index_problem is None and self.engine is not None and self.engine.unfinished():
+            index_problem = (f"job end(s) not recorded yet for job(s) {', '.join(map(str, self.engine.unfinished()))}: "
+                             f"{self.engine.store_problem or 'retrying'}")
+        checks = {"indi": bool(state.connected), "database": self.index.ping(), "index_writable": index_problem is None,
                   "library_writable": _writable(root), "job_engine": self.engine is not None or not self._start_engine}
         details: dict[str, str] = {}
+        if index_problem is not None:
+            details["index_writable"] = index_problem
         if not checks["indi"]:
             details["indi"] = self.camera_error or "camera not connected yet"
         if not checks["library_writable"]:

@@ -11,13 +11,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from daemon.jobs.requests import JobRequest
+from daemon.jobs.states import JobKind, JobState
 from daemon.library.keys import KEY_FIELDS, Kind, LibraryKey
 from daemon.library.store import EntryStatus as EntryStatus
 from daemon.library.store import EntryView
 
-JOB_KINDS = ("build-library", "integrate", "calibrate", "measure")
-JobKind = Literal["build-library", "integrate", "calibrate", "measure"]
-JobState = Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"]
 EntryKind = Kind
 
 
@@ -146,18 +145,16 @@ class PlanOut(BaseModel):
     text: str
 
 
-class JobIn(Strict):
-    """A job to queue; ``params`` depend on the kind (see ``daemon/jobs``), their paths must be under allowed roots."""
-
-    kind: JobKind
-    params: dict[str, Any] = Field(default_factory=dict)
+#: A job to queue: ``{"kind": ..., "params": {...}}``, the params typed per kind (their paths must be under the
+#: allowed roots).
+JobIn = JobRequest
 
 
 class JobOut(BaseModel):
     id: int
-    kind: str
+    kind: JobKind
     params: dict[str, Any]
-    state: str
+    state: JobState
     camera: str | None = None
     progress_done: int
     progress_total: int

@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.jobs.states import JobState
+
 if TYPE_CHECKING:  # the whole stack is imported when the demo runs (start-up time of every darkd command)
     from daemon.events import Subscription
     from daemon.jobs.engine import JobEngine
-    from daemon.library.index import JobRow, LibraryIndex
+    from daemon.jobs.queue import JobRow
+    from daemon.library.catalog import LibraryIndex
     from daemon.settings import Settings
     from drivers.camera import Camera
 
@@ -103,7 +106,7 @@ def _fmt_eta(eta_s: float | None) -> str:
 
 def follow(engine: JobEngine, sub: Subscription, job_id: int, started: float) -> JobRow:
     """Print the job's progress from the event bus until it ends; returns the final row."""
-    from daemon.jobs.engine import FINAL_STATES
+    from daemon.jobs.states import FINAL_STATES
 
     last_step = None
     while True:
@@ -149,7 +152,7 @@ def _measure(engine: JobEngine, index: LibraryIndex, sub: Subscription, started:
     final = follow(engine, sub, job.id, started)
     report = (final.result or {}).get("report") or {}
     measured = report.get("dark_current_e_per_s")
-    if final.state == "succeeded" and measured is not None:
+    if final.state == JobState.SUCCEEDED and measured is not None:
         truth = physics.dark_current_e_per_s(dark.set_point_c)
         outcome.measure_note = (f"dark current at {dark.set_point_c:g} °C from the {dark.exposure_s:g} s darks: "
                                 f"{measured:.4f} e-/s/pixel (simulator truth {truth:.4f}; naive mean method "
@@ -179,7 +182,7 @@ def _after_build(engine: JobEngine, index: LibraryIndex, sub: Subscription, ligh
         job = engine.submit("calibrate", {"lights": [str(p) for p in lights],
                                           "output_dir": str(workdir / "calibrated")})
         final = follow(engine, sub, job.id, started)
-        if final.state == "succeeded":
+        if final.state == JobState.SUCCEEDED:
             outcome.calibrated = list((final.result or {}).get("outputs", []))
         else:
             outcome.calibration_note = f"calibrate job {final.state}: {final.error}"
@@ -193,7 +196,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from daemon.events import EventBus
     from daemon.indiserver import IndiServerError, LocalIndiServer, sim_environment
     from daemon.jobs.engine import JobEngine
-    from daemon.library.index import LibraryIndex
+    from daemon.library.catalog import LibraryIndex
     from daemon.planning import plan_from_lights
     from drivers.camera import CameraError
     from drivers.factory import open_indi_camera
@@ -275,7 +278,7 @@ def _summary(outcome: DemoOutcome, workdir: Path, config: Path, elapsed_s: float
     _out(f"outputs: {workdir}  (darkd library --config {config})")
     if job is not None and job.error:
         _out(f"job error: {job.error}")
-    ok = (job is not None and job.state == "succeeded" and not outcome.refused and outcome.verify_ok
+    ok = (job is not None and job.state == JobState.SUCCEEDED and not outcome.refused and outcome.verify_ok
           and (bool(outcome.calibrated) or outcome.calibration_note is not None))
     return 0 if ok else 1
 

@@ -1,5 +1,11 @@
-"""The job engine: a persistent queue of build-library, integrate, calibrate and measure jobs (see ``engine``)."""
+"""Jobs: build-library, integrate, calibrate and measure, run from a persistent queue.
 
-from daemon.jobs.errors import JobConflict, JobInterrupted, JobNotFound
+Map: ``states`` (states, transitions, commands, kinds; imports nothing from darkd) · ``errors`` (one exception per
+condition) · ``queue`` (the ``jobs``/``job_log`` tables) · ``params`` (the base of typed params) · one module per kind
+with its ``Params`` model, ``validate`` and ``run`` · ``requests`` (the ``POST /jobs`` union) · ``engine`` (dispatcher,
+threads, cancel/pause/resume).
+"""
 
-__all__ = ["JobConflict", "JobInterrupted", "JobNotFound"]
+from daemon.jobs.errors import JobConflict, JobInterrupted, JobNotFound, JobStoreError
+
+__all__ = ["JobConflict", "JobInterrupted", "JobNotFound", "JobStoreError"]

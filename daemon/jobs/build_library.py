@@ -7,13 +7,14 @@ hand the integration to the engine's worker process and go on capturing the next
 reviewed against the previous master of the same key (``ready``, or held for review). At the end the camera is warmed
 up (``cooling.warm_up_at_end``; param ``warm_up`` overrides).
 
-Params: ``plan`` (``Plan.to_dict()``, required), ``max_retakes`` (default ``library.max_retakes``), ``warm_up``
-(bool), ``library_expectation`` (bool, default true: a rebuilt key's frames are checked for light leaks against the
-previous entry's frames), ``not_before``/``not_after`` (ISO 8601 start window), ``weather`` (optional
-``{"device", "host", "port", "hold_s", "poll_s"}``: capture only while that INDI weather/safety device says imaging is
-impossible, yield the camera between frames while the sky is clear — see :mod:`daemon.jobs.weather_gate`). The job's
-``result`` maps each key slug to its entry (``entries``), so a resumed run continues the same entries instead of
-starting new ones.
+Params (:class:`BuildLibraryParams`, with the bounds ``POST /library/plan`` applies to keys and at most
+:data:`MAX_FRAMES_PER_KEY` frames per key): ``plan`` (``Plan.to_dict()``, required), ``max_retakes`` (default
+``library.max_retakes``), ``warm_up`` (bool), ``library_expectation`` (bool, default true: a rebuilt key's frames
+are checked for light leaks against the previous entry's frames), ``not_before``/``not_after`` (ISO 8601 start
+window), ``weather`` (optional ``{"device", "host", "port", "hold_s", "poll_s"}``: capture only while that INDI
+weather/safety device says imaging is impossible, yield the camera between frames while the sky is clear — see
+:mod:`daemon.jobs.weather_gate`). The job's ``result`` maps each key slug to its entry (``entries``), so a resumed
+run continues the same entries instead of starting new ones.
 
 A set point that turns out unreachable skips its items (warning); a series that fails its retakes leaves its entry
 ``capturing`` for a later run; either makes the job end ``failed`` after the other keys were built.
@@ -28,13 +29,17 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from calib.frames import FrameError, read_header
 from calib.quality import FrameExpectation
 from daemon.capture import FrameRecord, SeriesFailed, SeriesRequest, capture_series
 from daemon.jobs.errors import JobInterrupted
 from daemon.jobs.integrate_job import build_entry_master
+from daemon.jobs.params import Id, JobParams
+from daemon.jobs.states import CAPTURE_KINDS, JobKind
 from daemon.jobs.weather_gate import WeatherGate, validate_weather
 from daemon.library.catalog import LibraryIndex
 from daemon.library.integrity import sha256_file
@@ -59,25 +64,92 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KIND = "build-library"
-USES_CAMERA = True  # one capture job per camera at a time (the engine refuses a second one)
+KIND = JobKind.BUILD_LIBRARY
+USES_CAMERA = KIND in CAPTURE_KINDS  # one capture job per camera at a time (the engine refuses a second one)
 FRAME_TYPES = {"bias": FrameType.BIAS, "dark": FrameType.DARK, "flatdark": FrameType.DARK}
-PARAMS = ("plan", "max_retakes", "warm_up", "library_expectation", "not_before", "not_after", "weather")
 SKY_CLEAR_STEP = "sky clear: camera yielded"
 DEFAULT_READOUT_S = 2.0
 TEMPERATURE_REPORT_S = 2.0
 EXPECTATION_FRAMES = 10
+#: At most this many frames per key (a bigger target would tie the camera up for months; capture scans the series).
+MAX_FRAMES_PER_KEY = 10_000
+MAX_PLAN_ITEMS = 1000
+MAX_RETAKES = 100
+
+
+class PlanKeyParams(BaseModel):
+    """The key of a plan item (:class:`daemon.library.keys.LibraryKey`) with the bounds of ``POST /library/plan``.
+    Key fields this model does not know pass through to ``LibraryKey``, which checks them."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    camera: str = Field(min_length=1, max_length=200)
+    kind: str = Field(min_length=1, max_length=20, description="bias, dark, flatdark or flat")
+    exposure_s: float = Field(ge=0, le=86_400)
+    set_point_c: float = Field(ge=-100, le=60)
+    gain: int = Field(ge=0, le=100_000)
+    offset: int = Field(ge=0, le=100_000)
+    binning: int = Field(default=1, ge=1, le=16)
+    read_mode: int | None = Field(default=None, ge=0, le=1000)
+    usb_traffic: int | None = Field(default=None, ge=0, le=1000)
+    amp_glow: Literal["auto", "on", "off"] | None = None
+    overscan: Literal["include", "ignore"] | None = None
+    width_px: int = Field(default=0, ge=0, le=100_000)
+    height_px: int = Field(default=0, ge=0, le=100_000)
+
+
+class PlanItemParams(BaseModel):
+    """One item of a plan; fields derived from the others (``slug``, ``frames_needed`` …) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    key: PlanKeyParams
+    status: str = Field(max_length=40, description="missing, stale, in-progress or ready")
+    frames_target: int = Field(ge=0, le=MAX_FRAMES_PER_KEY)
+    frames_have: int = Field(default=0, ge=0, le=1_000_000)
+    entry_id: Id | None = None
+    lights: int = Field(default=0, ge=0, le=1_000_000_000)
+    reachable: bool = True
+    reason: str | None = Field(default=None, max_length=4000)
+    order: int | None = Field(default=None, ge=0, le=1_000_000)
+
+
+class PlanParams(BaseModel):
+    """A plan as ``POST /library/plan`` or ``darkd plan --json`` returns it; derived fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    items: list[PlanItemParams] = Field(max_length=MAX_PLAN_ITEMS)
+    created_utc: str | None = Field(default=None, max_length=64)
+    estimate_s: dict[str, float] = Field(default_factory=dict)
+    assumptions: dict[str, Any] = Field(default_factory=dict)
+    set_points_c: list[float] = Field(default_factory=list, max_length=MAX_PLAN_ITEMS)
+    unreachable_c: list[float] = Field(default_factory=list, max_length=MAX_PLAN_ITEMS)
+    lights: int = Field(default=0, ge=0, le=1_000_000_000)
+    errors: list[dict[str, str]] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class BuildLibraryParams(JobParams):
+    """Params of a ``build-library`` job (see the module docstring)."""
+
+    plan: PlanParams
+    max_retakes: int | None = Field(default=None, ge=0, le=MAX_RETAKES,
+                                    description="retakes per frame (default: library.max_retakes)")
+    warm_up: bool | None = Field(default=None, description="warm the camera up at the end (default: configured)")
+    library_expectation: bool = Field(default=True, description="check a rebuilt key's frames for light leaks")
+    weather: dict[str, Any] | None = Field(default=None, description='{"device", "host", "port", "hold_s", "poll_s"}')
+
+
+Params = BuildLibraryParams
 
 
 def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) -> tuple[dict[str, Any], str | None]:
-    """Check a build-library request; returns (params, camera). ``ValueError`` says what is wrong."""
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise ValueError(f"build-library: unknown param(s) {', '.join(unknown)}")
-    if params.get("weather") is not None:
+    """Check typed params (:class:`BuildLibraryParams`) for what a plan must be; returns (params, camera).
+    ``ValueError`` says what is wrong."""
+    params = {k: v for k, v in params.items() if v is not None}
+    if "weather" in params:
         params = {**params, "weather": validate_weather(params["weather"])}
-    if not isinstance(params.get("plan"), dict):
-        raise ValueError("build-library: params.plan (a plan as `darkd plan --json` prints it) is required")
     try:
         plan = Plan.from_dict(params["plan"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -91,8 +163,6 @@ def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) ->
     cameras = sorted({i.key.camera for i in work})
     if len(cameras) != 1:
         raise ValueError(f"build-library: a job builds for one camera, the plan names {', '.join(cameras)}")
-    if "max_retakes" in params and int(params["max_retakes"]) < 0:
-        raise ValueError("build-library: max_retakes must be >= 0")
     return {**params, "plan": plan.to_dict()}, cameras[0]
 
 

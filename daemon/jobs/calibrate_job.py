@@ -5,9 +5,10 @@ key equal, temperature within tolerance, valid, not held for review); lights are
 calibrated by :func:`calib.calibration.calibrate_files` in the engine's worker process. A light without a matching
 master is not calibrated (the refusal reason is a warning) and makes the job end ``failed`` after the others are done.
 
-Params: ``lights`` (list of FITS paths) or ``lights_dir`` (every FITS file in it); ``output_dir`` (required);
-``allow_scaled`` (bool, default false: a scaled dark only when asked, with the selection's warning); ``use_bias``
-(bool, default false; a scaled dark always uses the matching bias); ``pedestal_adu`` (float, default 0).
+Params (:class:`CalibrateParams`): ``lights`` (FITS paths) or ``lights_dir`` (every FITS file in it);
+``output_dir`` (required); ``allow_scaled`` (bool, default false: a scaled dark only when asked, with the selection's
+warning); ``use_bias`` (bool, default false; a scaled dark always uses the matching bias); ``pedestal_adu`` (float,
+default 0).
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.library.index import LibraryIndex
+from pydantic import Field, model_validator
+
+from daemon.jobs.params import MAX_PATHS, JobParams
+from daemon.jobs.params import Path as PathParam
+from daemon.jobs.states import CAPTURE_KINDS, JobKind
+from daemon.library.catalog import LibraryIndex
 from daemon.library.selection import select_for_light
 from daemon.planning import find_lights
 from daemon.settings import Settings
@@ -25,9 +31,29 @@ from daemon.settings import Settings
 if TYPE_CHECKING:
     from daemon.jobs.engine import JobContext
 
-KIND = "calibrate"
-PARAMS = ("lights", "lights_dir", "output_dir", "allow_scaled", "use_bias", "pedestal_adu", "not_before",
-          "not_after")
+KIND = JobKind.CALIBRATE
+USES_CAMERA = KIND in CAPTURE_KINDS
+MAX_PEDESTAL_ADU = 65_536.0
+
+
+class CalibrateParams(JobParams):
+    """Params of a ``calibrate`` job: the lights (a list or a folder), where to write, and how."""
+
+    lights: list[PathParam] | None = Field(default=None, max_length=MAX_PATHS, description="FITS files to calibrate")
+    lights_dir: PathParam | None = Field(default=None, description="calibrate every FITS file in this folder")
+    output_dir: PathParam = Field(description="where the calibrated lights are written")
+    allow_scaled: bool = Field(default=False, description="use a dark of another exposure, scaled (with a warning)")
+    use_bias: bool = Field(default=False, description="subtract the matching bias too")
+    pedestal_adu: float = Field(default=0.0, ge=-MAX_PEDESTAL_ADU, le=MAX_PEDESTAL_ADU)
+
+    @model_validator(mode="after")
+    def _some_lights(self) -> CalibrateParams:
+        if not self.lights and not self.lights_dir:
+            raise ValueError("give lights (paths) or lights_dir")
+        return self
+
+
+Params = CalibrateParams
 
 
 def _lights(params: dict[str, Any]) -> list[Path]:
@@ -37,14 +63,8 @@ def _lights(params: dict[str, Any]) -> list[Path]:
 
 
 def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) -> tuple[dict[str, Any], str | None]:
+    """Check typed params (:class:`CalibrateParams`) against the file system; returns (params, camera=None)."""
     importlib.import_module("calib.calibration")  # ModuleNotFoundError: this kind is not available
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise ValueError(f"calibrate: unknown param(s) {', '.join(unknown)}")
-    if not params.get("output_dir"):
-        raise ValueError("calibrate: params.output_dir is required")
-    if not params.get("lights") and not params.get("lights_dir"):
-        raise ValueError("calibrate: params.lights (paths) or params.lights_dir is required")
     lights = _lights(params)
     missing = [str(p) for p in lights if not p.is_file()]
     if missing or not lights:

@@ -1,11 +1,9 @@
-"""The job engine: a persistent queue in the library index, one thread per running job, clean stop/pause/cancel.
+"""The job engine: a persistent queue in the library database, one thread per running job, clean stop/pause/cancel.
 
-State machine (stored in the index ``jobs`` table, so ``darkd jobs`` and the REST API see the same thing)::
-
-    queued ──► running ──► succeeded | failed | cancelled
-      │  ▲        │ ▲
-      ▼  │        ▼ │ (resume: paused → queued)
-      paused ◄────┘
+States, allowed transitions and kinds are defined in :mod:`daemon.jobs.states`; the queue
+(:class:`daemon.jobs.queue.JobQueue`, the ``jobs`` table, so ``darkd jobs`` and the REST API see the same thing)
+refuses any other state change. Each kind's module (:data:`daemon.jobs.states.KIND_MODULES`) provides ``Params`` (a
+pydantic model: the typed params, checked first), ``validate`` (checks against the library) and ``run``.
 
 * **One capture job per camera**: :meth:`JobEngine.submit` raises :class:`JobConflict` while a capture job
   (build-library) for the same camera is queued, running or paused; other kinds run alongside.
@@ -17,6 +15,10 @@ State machine (stored in the index ``jobs`` table, so ``darkd jobs`` and the RES
 * **Crash safety**: :meth:`start` removes leftovers of interrupted atomic writes and puts jobs left ``running`` by a
   dead daemon back in the queue; the job resumes from what is on disk (the capture code never retakes a complete
   frame). :meth:`stop` puts running jobs back to ``queued`` the same way.
+* **The engine survives its own storage**: a database error while a job runs fails that job; when the job's end
+  cannot be recorded (read-only, malformed or locked index) the engine frees its slot at once, keeps the outcome and
+  writes it on every dispatcher tick until the index takes it, so no job stays ``running`` forever.
+  :attr:`JobEngine.store_problem` says what is wrong meanwhile (``/ready`` reports it).
 * CPU-heavy work (integration) goes to a ``spawn`` process pool (:attr:`JobEngine.pool`) so capture overlaps it.
 * A build-library job watching the weather (param ``weather``, :mod:`daemon.jobs.weather_gate`) stays ``running``
   while the sky is clear and it has yielded the camera: only its ``step`` says so (``sky clear: camera yielded``, with
@@ -39,27 +41,42 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, cast
+
+from pydantic import BaseModel, ValidationError
 
 from daemon.events import EventBus
-from daemon.jobs.errors import JobConflict, JobInterrupted, JobNotFound
-from daemon.library.index import JobNotFoundError, JobRow, LibraryIndex
+from daemon.jobs.errors import JobConflict, JobInterrupted, JobNotFound, JobStoreError
+from daemon.jobs.queue import JobQueue, JobRow
+from daemon.jobs.states import ACTIVE_STATES, COMMANDS, KIND_MODULES, JobState
+from daemon.library.catalog import LibraryIndex
 from daemon.library.verify import remove_partial_files
 from daemon.settings import Settings
 from drivers.camera import Camera
 
 log = logging.getLogger(__name__)
 
-#: kind → module implementing ``validate(params, settings, index) -> (params, camera)`` and ``run(ctx) -> dict``;
-#: a module with ``USES_CAMERA = True`` is a capture kind (one at a time per camera).
-KIND_MODULES: dict[str, str] = {
-    "build-library": "daemon.jobs.build_library",
-    "integrate": "daemon.jobs.integrate_job",
-    "calibrate": "daemon.jobs.calibrate_job",
-    "measure": "daemon.jobs.measure_job",
-}
-ACTIVE_STATES = ("queued", "running", "paused")
-FINAL_STATES = ("succeeded", "failed", "cancelled")
+#: A job asked to stop that is still running after this long is reported (log and ``warning`` event).
+STOP_GRACE_S = 30.0
+
+__all__ = ["JobContext", "JobEngine", "JobHandler", "handler_module"]
+
+
+class JobHandler(Protocol):
+    """What a job kind provides (a module of :data:`KIND_MODULES`, or any object with these attributes).
+
+    ``USES_CAMERA``: a capture kind (one at a time per camera). ``Params``: the typed params (pydantic; checked
+    before ``validate``). ``validate(params, settings, index) -> (params, camera)`` checks against the library and
+    the file system. ``run(ctx) -> result``.
+    """
+
+    USES_CAMERA: bool
+    Params: type[BaseModel]
+
+    def validate(self, params: dict[str, Any], settings: Settings,
+                 index: LibraryIndex) -> tuple[dict[str, Any], str | None]: ...
+
+    def run(self, ctx: JobContext) -> dict[str, Any]: ...
 
 
 def _now() -> datetime:
@@ -73,14 +90,21 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def handler_module(kind: str, kinds: Mapping[str, str | Any] | None = None) -> Any:
+def handler_module(kind: str, kinds: Mapping[str, str | Any] | None = None) -> JobHandler:
     """The handler of ``kind``: a module path from ``kinds`` (default :data:`KIND_MODULES`) imported, or an object
     with ``validate``/``run`` given directly. ``ValueError`` for an unknown kind."""
     table = KIND_MODULES if kinds is None else kinds
     if kind not in table:
         raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(table)}")
     handler = table[kind]
-    return importlib.import_module(handler) if isinstance(handler, str) else handler
+    return cast(JobHandler, importlib.import_module(handler) if isinstance(handler, str) else handler)
+
+
+def describe_invalid(kind: str, exc: ValidationError, limit: int = 5) -> str:
+    """``build-library: params.plan.items.0.frames_target: Input should be less than or equal to 10000; …``"""
+    parts = [f"params.{'.'.join(str(p) for p in err['loc']) or '(all)'}: {err['msg']}" for err in exc.errors()[:limit]]
+    more = exc.error_count() - limit
+    return f"{kind}: " + "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 @dataclass
@@ -91,6 +115,8 @@ class _Running:
     stop: threading.Event = field(default_factory=threading.Event)
     reason: str | None = None  # cancel | pause | shutdown | window
     thread: threading.Thread | None = None
+    stop_requested_s: float | None = None  # time.monotonic() of the first stop request
+    slow_stop_warned: bool = False
 
 
 class JobContext:
@@ -103,6 +129,7 @@ class JobContext:
         self.params: dict[str, Any] = dict(job.params)
         self.settings = engine.settings
         self.index = engine.index
+        self.queue = engine.queue
         self.bus = engine.bus
         self.stop = running.stop
         self._running = running
@@ -142,7 +169,7 @@ class JobContext:
             self._total = int(total)
         if step is not None:
             self._step = step
-        row = self.index.update_job(self.job_id, progress_done=self._done, progress_total=self._total,
+        row = self.queue.update_job(self.job_id, progress_done=self._done, progress_total=self._total,
                                     step=self._step, eta_s=None if eta_s is None else round(float(eta_s), 1))
         self.engine.publish_job(row)
 
@@ -152,12 +179,12 @@ class JobContext:
 
     def log(self, line: str) -> None:
         log.info("job %s: %s", self.job_id, line)
-        self.index.append_job_log(self.job_id, line)
+        self.queue.append_job_log(self.job_id, line)
 
     def warn(self, message: str) -> None:
         log.warning("job %s: %s", self.job_id, message)
-        self.index.append_job_warning(self.job_id, message)
-        self.index.append_job_log(self.job_id, f"WARNING: {message}")
+        self.queue.append_job_warning(self.job_id, message)
+        self.queue.append_job_log(self.job_id, f"WARNING: {message}")
         self.bus.publish("warning", {"job_id": self.job_id, "message": message})
 
     def frame(self, path: str, ok: bool, reasons: list[str]) -> None:
@@ -165,7 +192,7 @@ class JobContext:
 
     def save_result(self, result: Mapping[str, Any]) -> None:
         """Persist partial results (e.g. which entry each plan item uses) so a resumed run can find them."""
-        self.index.update_job(self.job_id, result=dict(result))
+        self.queue.update_job(self.job_id, result=dict(result))
 
 
 class JobEngine:
@@ -181,6 +208,7 @@ class JobEngine:
                  worker_niceness: int = 0) -> None:
         self.settings = settings
         self.index = index
+        self.queue = JobQueue(index)
         self.camera_factory = camera_factory
         self.bus = bus or EventBus()
         self.poll_s = poll_s
@@ -196,6 +224,9 @@ class JobEngine:
         self._camera: Camera | None = None
         self._camera_lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self._unfinished: dict[int, dict[str, Any]] = {}  # job id → its outcome, not yet written to the index
+        #: Why the job queue cannot be written right now (``None``: it can, as far as the engine knows).
+        self.store_problem: str | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
     def start(self) -> JobEngine:
@@ -206,10 +237,11 @@ class JobEngine:
         removed = remove_partial_files(self.index.layout.root)
         for path in removed:
             log.warning("removed leftover of an interrupted write: %s", path)
-        for job in self.index.jobs("running"):
-            row = self.index.transition_job(job.id, {"running"}, state="queued", step="resuming after restart")
+        for job in self.queue.jobs(JobState.RUNNING):
+            row = self.queue.transition_job(job.id, {JobState.RUNNING}, state=JobState.QUEUED,
+                                            step="resuming after restart")
             if row is not None:
-                self.index.append_job_log(job.id, "daemon restarted: job queued again, resuming from the files on disk")
+                self.queue.append_job_log(job.id, "daemon restarted: job queued again, resuming from the files on disk")
                 self.publish_job(row)
         self._stopping.clear()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="darkd-jobs", daemon=True)
@@ -231,6 +263,7 @@ class JobEngine:
         for run in running:
             if run.thread is not None:
                 run.thread.join(max(0.1, deadline - time.monotonic()))
+        self._retry_unfinished_quietly()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
@@ -276,32 +309,42 @@ class JobEngine:
                                  "progress_done": row.progress_done, "progress_total": row.progress_total,
                                  "step": row.step, "eta_s": row.eta_s})
 
-    def handler(self, kind: str) -> Any:
+    def handler(self, kind: str) -> JobHandler:
         return handler_module(kind, self.kinds)
 
     def uses_camera(self, kind: str) -> bool:
         """Whether ``kind`` captures (one such job per camera at a time); unknown kinds do not."""
         try:
-            return bool(getattr(self.handler(kind), "USES_CAMERA", False))
+            return bool(self.handler(kind).USES_CAMERA)
         except (ValueError, ImportError):
             return False
 
+    def unfinished(self) -> list[int]:
+        """Jobs that have ended but whose end could not be written to the index yet (retried every tick)."""
+        with self._lock:
+            return sorted(self._unfinished)
+
     # --- queries -----------------------------------------------------------------------------------------------------
     def list(self, state: str | None = None) -> list[JobRow]:
-        return self.index.jobs(state)
+        return self.queue.jobs(state)
 
     def get(self, job_id: int) -> JobRow:
-        row = self.index.get_job(job_id)
+        row = self.queue.get_job(job_id)
         if row is None:
             raise JobNotFound(f"no job with id {job_id}")
         return row
 
     # --- commands ----------------------------------------------------------------------------------------------------
     def submit(self, kind: str, params: Mapping[str, Any] | None = None) -> JobRow:
-        """Validate and queue a job. ``ValueError`` for bad params, :class:`JobConflict` when a capture job already
-        holds the camera."""
+        """Validate and queue a job. ``ValueError`` for bad params (a pydantic ``ValidationError`` names the field),
+        :class:`JobConflict` when a capture job already holds the camera, :class:`JobStoreError` when the index cannot
+        be written."""
         module = self.handler(kind)
-        clean, camera = module.validate(dict(params or {}), self.settings, self.index)
+        try:
+            typed = module.Params.model_validate(dict(params or {}))
+        except ValidationError as exc:
+            raise ValueError(describe_invalid(kind, exc)) from exc
+        clean, camera = module.validate(typed.model_dump(mode="json", exclude_unset=True), self.settings, self.index)
         for name in ("not_before", "not_after"):
             if name in clean:
                 try:
@@ -310,40 +353,40 @@ class JobEngine:
                     raise ValueError(f"{name}: not an ISO 8601 time ({exc})") from exc
         with self._lock:
             if self.uses_camera(kind):
-                busy = [j for j in self.index.jobs(ACTIVE_STATES) if self.uses_camera(j.kind) and j.camera == camera]
+                busy = [j for j in self.queue.jobs(ACTIVE_STATES) if self.uses_camera(j.kind) and j.camera == camera]
                 if busy:
                     raise JobConflict(f"capture job {busy[0].id} ({busy[0].state}) already uses camera {camera!r}")
-            row = self.index.add_job(kind, clean, camera=camera)
-        self.index.append_job_log(row.id, f"submitted ({kind})")
+            row = self.queue.add_job(kind, clean, camera=camera)
+        self._log_quietly(row.id, f"submitted ({kind})")
         self.publish_job(row)
         self._wake.set()
         return row
 
     def cancel(self, job_id: int) -> JobRow:
         """Cancel a queued, paused or running job (a running exposure is aborted)."""
-        row = self._transition(job_id, ACTIVE_STATES, state="cancelled", finished_utc=_now(), step="cancelled")
-        return self._after_command(job_id, row, "cancel")
+        return self.command(job_id, "cancel")
 
     def pause(self, job_id: int) -> JobRow:
         """Pause a queued or running job; :meth:`resume` queues it again and it continues where it stopped."""
-        row = self._transition(job_id, ("queued", "running"), state="paused", step="paused")
-        return self._after_command(job_id, row, "pause")
+        return self.command(job_id, "pause")
 
     def resume(self, job_id: int) -> JobRow:
-        row = self._transition(job_id, ("paused",), state="queued", step="queued (resumed)")
-        return self._after_command(job_id, row, "resume")
+        return self.command(job_id, "resume")
 
-    def _transition(self, job_id: int, from_states: tuple[str, ...], **fields: Any) -> JobRow | None:
-        try:
-            return self.index.transition_job(job_id, from_states, **fields)
-        except JobNotFoundError as exc:
-            raise JobNotFound(str(exc)) from exc
+    def command(self, job_id: int, what: str) -> JobRow:
+        """Apply a user command of :data:`daemon.jobs.states.COMMANDS` (``cancel``, ``pause``, ``resume``)."""
+        command = COMMANDS[what]
+        fields: dict[str, Any] = {"state": command.to_state.value, "step": command.step}
+        if command.finishes:
+            fields["finished_utc"] = _now()
+        row = self.queue.transition_job(job_id, command.from_states, **fields)
+        return self._after_command(job_id, row, what)
 
     def _after_command(self, job_id: int, row: JobRow | None, what: str) -> JobRow:
         if row is None:
             current = self.get(job_id)
             raise JobConflict(f"cannot {what} job {job_id}: it is {current.state}")
-        self.index.append_job_log(job_id, f"{what} requested")
+        self._log_quietly(job_id, f"{what} requested")
         with self._lock:
             run = self._running.get(job_id)
         if run is not None and what in ("cancel", "pause"):
@@ -356,32 +399,60 @@ class JobEngine:
     def _request_stop(run: _Running, reason: str) -> None:
         if run.reason is None:
             run.reason = reason
+            run.stop_requested_s = time.monotonic()
         run.stop.set()
+
+    def _warn_slow_stop(self, run: _Running) -> None:
+        """Say so (log, ``warning`` event) when a job asked to stop is still running after :data:`STOP_GRACE_S`:
+        it holds its slot (and camera) until its thread ends, so a stuck job must be visible, not silent."""
+        if run.slow_stop_warned or run.stop_requested_s is None:
+            return
+        waited_s = time.monotonic() - run.stop_requested_s
+        if waited_s < STOP_GRACE_S:
+            return
+        run.slow_stop_warned = True
+        message = (f"job {run.job_id} was asked to stop ({run.reason}) {waited_s:.0f} s ago and is still running; "
+                   "it keeps its slot until it reaches its next stop check")
+        log.warning(message)
+        self.bus.publish("warning", {"job_id": run.job_id, "message": message})
 
     # --- dispatcher --------------------------------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
-            try:
-                self._tick()
-            except Exception:  # the dispatcher must survive a transient database error
-                log.exception("job dispatcher tick failed")
+            recorded = self._survive(self._retry_unfinished)  # a failed retry must not keep commands from acting
+            if self._survive(self._tick) and recorded and not self.unfinished():
+                self.store_problem = None
             self._wake.wait(self.poll_s)
             self._wake.clear()
+
+    def _survive(self, step: Callable[[], None]) -> bool:
+        """Run one dispatcher step; the dispatcher survives any error (a database one is logged once, not per poll)."""
+        try:
+            step()
+            return True
+        except JobStoreError as exc:
+            if str(exc) != self.store_problem:
+                log.error("job dispatcher: %s", exc)
+            self.store_problem = str(exc)
+        except Exception:
+            log.exception("job dispatcher step %s failed", getattr(step, "__name__", step))
+        return False
 
     def _tick(self) -> None:
         now = _now()
         with self._lock:
             running = dict(self._running)
         for job_id, run in running.items():  # commands from other processes arrive through the index
-            row = self.index.get_job(job_id)
-            if row is None or row.state in ("paused", "cancelled"):
-                self._request_stop(run, "cancel" if row is None or row.state == "cancelled" else "pause")
+            self._warn_slow_stop(run)
+            row = self.queue.get_job(job_id)
+            if row is None or row.state in (JobState.PAUSED, JobState.CANCELLED):
+                self._request_stop(run, "cancel" if row is None or row.state == JobState.CANCELLED else "pause")
             elif (end := _parse_time(row.params.get("not_after"))) is not None and now > end and not run.stop.is_set():
-                self.index.append_job_log(job_id, "start window ended: pausing")
+                self.queue.append_job_log(job_id, "start window ended: pausing")
                 self._request_stop(run, "window")
         if self._stopping.is_set():
             return
-        for job in self.index.jobs("queued"):
+        for job in self.queue.jobs(JobState.QUEUED):
             if job.id in running:
                 continue  # still winding down after a pause/resume
             begin = _parse_time(job.params.get("not_before"))
@@ -389,10 +460,10 @@ class JobEngine:
             if begin is not None and now < begin:
                 continue
             if end is not None and now > end:
-                row = self.index.transition_job(job.id, {"queued"}, state="cancelled", finished_utc=now,
-                                                error="its start window ended before it could run")
+                row = self.queue.transition_job(job.id, {JobState.QUEUED}, state=JobState.CANCELLED,
+                                                finished_utc=now, error="its start window ended before it could run")
                 if row is not None:
-                    self.index.append_job_log(job.id, "start window ended before the job could run")
+                    self.queue.append_job_log(job.id, "start window ended before the job could run")
                     self.publish_job(row)
                 continue
             if self.uses_camera(job.kind):
@@ -402,10 +473,10 @@ class JobEngine:
             self._launch(job, now)
 
     def _launch(self, job: JobRow, now: datetime) -> None:
-        fields: dict[str, Any] = {"state": "running", "finished_utc": None, "error": None}
+        fields: dict[str, Any] = {"state": JobState.RUNNING, "finished_utc": None, "error": None}
         if job.started_utc is None:
             fields["started_utc"] = now
-        row = self.index.transition_job(job.id, {"queued"}, **fields)
+        row = self.queue.transition_job(job.id, {JobState.QUEUED}, **fields)
         if row is None:
             return  # someone else changed it meanwhile
         run = _Running(job_id=row.id, kind=row.kind, camera=row.camera)
@@ -416,40 +487,85 @@ class JobEngine:
         run.thread.start()
 
     def _run_job(self, run: _Running, row: JobRow) -> None:
-        ctx = JobContext(self, row, run)
-        outcome: dict[str, Any]
+        """The job thread: run the handler, then record how it ended (never raises, always frees the slot)."""
+        outcome = self._execute(run, row)
         try:
-            ctx.log("resumed" if row.progress_done or (row.result or {}) else "started")
-            result = self.handler(row.kind).run(ctx)
-            if run.stop.is_set():
-                raise JobInterrupted(run.reason or "stop")
-            outcome = {"state": "succeeded", "finished_utc": _now(), "eta_s": 0.0, "step": "done",
-                       "result": {**(self.index.get_job(row.id).result or {}), **(result or {})}}  # type: ignore[union-attr]
-        except Exception as exc:
-            if isinstance(exc, JobInterrupted) or run.stop.is_set():
-                outcome = self._interrupted_outcome(run)
-                ctx.log(f"stopped ({run.reason or 'stop'})")
-            else:
-                log.exception("job %s (%s) failed", row.id, row.kind)
-                outcome = {"state": "failed", "finished_utc": _now(), "error": f"{type(exc).__name__}: {exc}",
-                           "eta_s": None, "step": "failed"}
-                ctx.log("FAILED: " + "".join(traceback.format_exception_only(exc)).strip())
-        try:
-            final = self.index.transition_job(row.id, {"running"}, **outcome)
-            if final is None:  # already paused/cancelled by a command: keep that state
-                final = self.index.update_job(row.id, eta_s=None)
-            self.publish_job(final)
+            self._write_outcome(row.id, outcome)
+        except Exception as exc:  # typically JobStoreError: keep the outcome, the dispatcher writes it later
+            log.error("job %s ended %s but that cannot be recorded yet (%s); retrying until the index takes it",
+                      row.id, outcome["state"], exc)
+            with self._lock:
+                self._unfinished[row.id] = outcome
+            self.store_problem = str(exc)
         finally:  # only now may the dispatcher start this job again (e.g. paused and resumed meanwhile)
             with self._lock:
                 self._running.pop(row.id, None)
             self._wake.set()
 
+    def _execute(self, run: _Running, row: JobRow) -> dict[str, Any]:
+        """Run the job's handler; returns the fields of its final state (a failure is an outcome, not an error)."""
+        ctx = JobContext(self, row, run)
+        try:
+            ctx.log("resumed" if row.progress_done or (row.result or {}) else "started")
+            result = self.handler(row.kind).run(ctx)
+            if run.stop.is_set():
+                raise JobInterrupted(run.reason or "stop")
+            saved = self.queue.get_job(row.id)
+            partial = (saved.result if saved is not None else None) or {}
+            return {"state": JobState.SUCCEEDED, "finished_utc": _now(), "eta_s": 0.0, "step": "done",
+                    "result": {**partial, **(result or {})}}
+        except Exception as exc:
+            if isinstance(exc, JobInterrupted) or run.stop.is_set():
+                self._log_quietly(row.id, f"stopped ({run.reason or 'stop'})")
+                return self._interrupted_outcome(run)
+            log.exception("job %s (%s) failed", row.id, row.kind)
+            self._log_quietly(row.id, "FAILED: " + "".join(traceback.format_exception_only(exc)).strip())
+            return {"state": JobState.FAILED, "finished_utc": _now(), "error": f"{type(exc).__name__}: {exc}",
+                    "eta_s": None, "step": "failed"}
+
+    def _log_quietly(self, job_id: int, line: str) -> None:
+        """Append to the job's log; a database that refuses it must not stop the job from ending."""
+        try:
+            self.queue.append_job_log(job_id, line)
+        except JobStoreError as exc:
+            log.warning("job %s: log line not stored (%s): %s", job_id, exc, line)
+
+    def _write_outcome(self, job_id: int, outcome: dict[str, Any]) -> None:
+        final = self.queue.transition_job(job_id, {JobState.RUNNING}, **outcome)
+        if final is None:  # already paused/cancelled by a command: keep that state
+            final = self.queue.update_job(job_id, eta_s=None)
+        self.publish_job(final)
+
+    def _retry_unfinished_quietly(self) -> None:
+        """At stop: a last try to record job ends; jobs still unrecorded stay ``running`` in the index, so the next
+        start queues them again and they resume from their files (the retry the index could not take now)."""
+        try:
+            self._retry_unfinished()
+        except JobStoreError as exc:
+            log.error("job(s) %s: end not recorded at stop (%s); they resume at the next start",
+                      ", ".join(map(str, self.unfinished())), exc)
+        with self._lock:
+            self._unfinished.clear()
+
+    def _retry_unfinished(self) -> None:
+        """Write the outcomes that could not be recorded when their jobs ended (oldest first)."""
+        with self._lock:
+            pending = sorted(self._unfinished.items())
+        for job_id, outcome in pending:
+            try:
+                self._write_outcome(job_id, outcome)
+            except JobNotFound:
+                log.warning("job %s disappeared before its end (%s) could be recorded", job_id, outcome["state"])
+            with self._lock:
+                self._unfinished.pop(job_id, None)
+            log.info("job %s: its end (%s) is recorded now", job_id, outcome["state"])
+
     @staticmethod
     def _interrupted_outcome(run: _Running) -> dict[str, Any]:
         reason = run.reason or "shutdown"
         if reason == "cancel":
-            return {"state": "cancelled", "finished_utc": _now(), "step": "cancelled", "eta_s": None}
+            return {"state": JobState.CANCELLED, "finished_utc": _now(), "step": "cancelled", "eta_s": None}
         if reason in ("pause", "window"):
             step = "paused (start window ended)" if reason == "window" else "paused"
-            return {"state": "paused", "step": step, "eta_s": None}
-        return {"state": "queued", "step": "interrupted by daemon stop; will resume", "eta_s": None}
+            return {"state": JobState.PAUSED, "step": step, "eta_s": None}
+        return {"state": JobState.QUEUED, "step": "interrupted by daemon stop; will resume", "eta_s": None}

@@ -1,8 +1,14 @@
-"""Errors of the job engine (the REST layer maps them: ``JobNotFound`` → 404, ``JobConflict`` → 409)."""
+"""Errors of the job model, one class per condition. The REST layer maps them: :class:`JobNotFound` → 404,
+:class:`JobConflict` → 409, :class:`JobStoreError` → 503; ``darkd jobs`` to exit codes 1, 1 and 2.
+
+This module imports nothing from darkd (the queue at the bottom of the job layers raises these).
+"""
 
 from __future__ import annotations
 
-from daemon.library.index import JobNotFoundError
+
+class JobNotFound(LookupError):
+    """No job with that id."""
 
 
 class JobConflict(RuntimeError):
@@ -10,8 +16,8 @@ class JobConflict(RuntimeError):
     state that does not allow the operation (e.g. pausing a finished job). The message says which."""
 
 
-class JobNotFound(JobNotFoundError):
-    """No job with that id."""
+class JobStoreError(RuntimeError):
+    """The job queue's database cannot be read or written (read-only, malformed or full); the message says why."""
 
 
 class JobInterrupted(Exception):

@@ -7,8 +7,8 @@ with ``BEGIN IMMEDIATE`` writes is shared safely with the daemon), integrates th
 writes the master atomically to ``<entry>/master.fits`` and records it with :meth:`LibraryIndex.set_master`, which
 marks the entry ``ready`` and reviews it against the previous master of the same key.
 
-Params of the ``integrate`` job: ``entry_id`` (int, required); optional ``combine``, ``rejection``, ``sigma_low``,
-``sigma_high`` (passed to ``IntegrationParams``).
+Params of the ``integrate`` job (:class:`IntegrateParams`): ``entry_id`` (required); optional ``combine``,
+``rejection``, ``sigma_low``, ``sigma_high``, ``memory_budget_bytes``, ``workers`` (passed to ``IntegrationParams``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.library.index import LibraryIndex
+from pydantic import Field
+
+from daemon.jobs.params import Id, JobParams
+from daemon.jobs.states import CAPTURE_KINDS, JobKind
+from daemon.library.catalog import LibraryIndex
 from daemon.settings import LibrarySettings, Settings
 
 if TYPE_CHECKING:
@@ -26,8 +30,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KIND = "integrate"
+KIND = JobKind.INTEGRATE
+USES_CAMERA = KIND in CAPTURE_KINDS
 INTEGRATION_OPTIONS = ("combine", "rejection", "sigma_low", "sigma_high", "memory_budget_bytes", "workers")
+
+
+class IntegrateParams(JobParams):
+    """Params of an ``integrate`` job; the options default to ``calib.integration.IntegrationParams``'s."""
+
+    entry_id: Id = Field(description="the library entry whose master to rebuild")
+    combine: str | None = Field(default=None, max_length=40, description="e.g. mean, median")
+    rejection: str | None = Field(default=None, max_length=40, description="e.g. winsorized, sigma, none")
+    sigma_low: float | None = Field(default=None, gt=0, le=100)
+    sigma_high: float | None = Field(default=None, gt=0, le=100)
+    memory_budget_bytes: int | None = Field(default=None, ge=1 << 20, le=1 << 40)
+    workers: int | None = Field(default=None, ge=1, le=256)
+
+
+Params = IntegrateParams
 
 
 def build_entry_master(library: dict[str, Any], entry_id: int, *, job_id: int | None = None,
@@ -79,19 +99,21 @@ def build_entry_master(library: dict[str, Any], entry_id: int, *, job_id: int | 
 
 
 def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) -> tuple[dict[str, Any], str | None]:
-    """Check the params of an ``integrate`` job; returns (params, camera=None): it does not use the camera."""
-    try:
-        entry_id = int(params["entry_id"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError("integrate: params.entry_id (an integer) is required") from exc
+    """Check typed params (:class:`IntegrateParams`) against the library; returns (params, camera=None): it does not
+    use the camera."""
+    from calib.integration import IntegrationParams
+
+    entry_id = int(params["entry_id"])
     entry = index.get(entry_id)
     if entry is None:
         raise ValueError(f"integrate: no library entry with id {entry_id}")
     if entry.frames == 0:
         raise ValueError(f"integrate: entry {entry_id} has no accepted frames")
-    unknown = sorted(set(params) - {"entry_id", "not_before", "not_after", *INTEGRATION_OPTIONS})
-    if unknown:
-        raise ValueError(f"integrate: unknown param(s) {', '.join(unknown)}")
+    options = {k: params[k] for k in INTEGRATION_OPTIONS if params.get(k) is not None}
+    try:
+        IntegrationParams(**options)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"integrate: {exc}") from exc
     return {**params, "entry_id": entry_id}, None
 
 

@@ -1,9 +1,9 @@
 """The ``measure`` job: dark current (the paper's pair method, which cannot go negative) from darks and biases, in
 the engine's worker process (:func:`calib.measure.dark_current.measure_dark_current`).
 
-Params: ``darks`` and ``biases`` (lists of FITS paths) or ``dark_entry_id``/``bias_entry_id`` (the accepted frames
-of library entries); ``gain_e_per_adu`` (required, e⁻ per ADU of the FITS data); optional ``read_noise_e``,
-``region`` (IRAF section), ``output`` (path of a JSON report to write). The result holds the report.
+Params (:class:`MeasureParams`): ``darks``, ``biases`` (lists of FITS paths) or ``dark_entry_id``/``bias_entry_id``
+(the accepted frames of library entries); ``gain_e_per_adu`` (required, e⁻ per ADU of the FITS data); optional
+``read_noise_e``, ``region`` (IRAF section), ``output`` (path of a JSON report to write). The result holds the report.
 """
 
 from __future__ import annotations
@@ -13,16 +13,36 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from calib.frames import atomic_write_bytes
-from daemon.library.index import LibraryIndex
+from daemon.jobs.params import MAX_PATHS, Id, JobParams
+from daemon.jobs.params import Path as PathParam
+from daemon.jobs.states import CAPTURE_KINDS, JobKind
+from daemon.library.catalog import LibraryIndex
 from daemon.settings import Settings
 
 if TYPE_CHECKING:
     from daemon.jobs.engine import JobContext
 
-KIND = "measure"
-PARAMS = ("darks", "biases", "dark_entry_id", "bias_entry_id", "gain_e_per_adu", "read_noise_e", "region", "output",
-          "not_before", "not_after")
+KIND = JobKind.MEASURE
+USES_CAMERA = KIND in CAPTURE_KINDS
+
+
+class MeasureParams(JobParams):
+    """Params of a ``measure`` job: frames as paths or as library entries, and the camera's gain."""
+
+    darks: list[PathParam] | None = Field(default=None, max_length=MAX_PATHS)
+    biases: list[PathParam] | None = Field(default=None, max_length=MAX_PATHS)
+    dark_entry_id: Id | None = Field(default=None, description="use the accepted frames of this library entry")
+    bias_entry_id: Id | None = Field(default=None, description="use the accepted frames of this library entry")
+    gain_e_per_adu: float = Field(gt=0, le=1000, description="e- per ADU of the FITS data")
+    read_noise_e: float | None = Field(default=None, ge=0, le=1000)
+    region: str | None = Field(default=None, max_length=100, description="IRAF section, e.g. [1:100,1:100]")
+    output: PathParam | None = Field(default=None, description="JSON report to write")
+
+
+Params = MeasureParams
 
 
 def _frames(params: dict[str, Any], index: LibraryIndex, what: str) -> list[str]:
@@ -35,16 +55,9 @@ def _frames(params: dict[str, Any], index: LibraryIndex, what: str) -> list[str]
 
 
 def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) -> tuple[dict[str, Any], str | None]:
+    """Check typed params (:class:`MeasureParams`) against the library and files; returns (params, camera=None)."""
     importlib.import_module("calib.measure.dark_current")
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise ValueError(f"measure: unknown param(s) {', '.join(unknown)}")
-    try:
-        gain = float(params["gain_e_per_adu"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError("measure: params.gain_e_per_adu (e-/ADU, > 0) is required") from exc
-    if not gain > 0:
-        raise ValueError("measure: gain_e_per_adu must be > 0")
+    gain = float(params["gain_e_per_adu"])
     darks, biases = _frames(params, index, "dark"), _frames(params, index, "bias")
     if len(darks) < 2 or len(biases) < 2:
         raise ValueError(f"measure: needs at least 2 darks and 2 biases (got {len(darks)} and {len(biases)})")

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from daemon.library.integrity import sha256_file
 from daemon.library.keys import KEY_FIELDS, KEY_SPECS, LibraryKey
 from daemon.library.layout import Layout
-from daemon.library.models import Entry, Frame, Job, JobLog, key_column
+from daemon.library.models import Entry, Frame, key_column
 from daemon.settings import LibrarySettings
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,6 @@ log = logging.getLogger(__name__)
 EntryStatus = Literal["planned", "capturing", "integrating", "ready", "stale", "bad"]
 STATUSES: tuple[str, ...] = typing.get_args(EntryStatus)
 IN_PROGRESS = ("planned", "capturing", "integrating")
-JOB_STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
-JOB_FIELDS = ("state", "progress_done", "progress_total", "step", "eta_s", "warnings", "error", "started_utc",
-              "finished_utc", "result", "params", "camera")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: ``entries()`` filters besides the key fields
@@ -72,14 +69,11 @@ class EntryNotFound(LookupError):
     """No library entry with that id."""
 
 
-class JobNotFoundError(LookupError):
-    """No job with that id."""
+__all__ = ["EntryNotFound", "EntryView", "FrameView", "LibraryStore", "sha256_file"]
 
 
-__all__ = ["EntryNotFound", "EntryView", "FrameView", "JobNotFoundError", "JobRow", "LibraryStore", "sha256_file"]
-
-
-def _iso(value: datetime | None) -> str | None:
+def iso_utc(value: datetime | None) -> str | None:
+    """ISO 8601 with a ``Z`` suffix (``None`` stays ``None``)."""
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
@@ -101,7 +95,7 @@ class FrameView:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["created_utc"] = _iso(self.created_utc)
+        data["created_utc"] = iso_utc(self.created_utc)
         return data
 
 
@@ -145,36 +139,8 @@ class EntryView(LibraryKey):
         """JSON-safe dict (times as ISO 8601 UTC strings)."""
         data = asdict(self)
         for name in ("created_utc", "updated_utc", "master_created_utc", "valid_until_utc"):
-            data[name] = _iso(getattr(self, name))
+            data[name] = iso_utc(getattr(self, name))
         data["slug"] = self.slug
-        return data
-
-
-@dataclass(frozen=True)
-class JobRow:
-    """A job of the persistent queue, as stored."""
-
-    id: int
-    kind: str
-    params: dict[str, Any]
-    state: str
-    camera: str | None
-    progress_done: int
-    progress_total: int
-    step: str | None
-    eta_s: float | None
-    warnings: list[str]
-    error: str | None
-    result: dict[str, Any] | None
-    created_utc: datetime
-    started_utc: datetime | None
-    finished_utc: datetime | None
-    updated_utc: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name in ("created_utc", "started_utc", "finished_utc", "updated_utc"):
-            data[name] = _iso(getattr(self, name))
         return data
 
 
@@ -536,7 +502,7 @@ class LibraryStore:
             row = self._entry(s, entry_id)
             row.master_path = self.layout.to_stored(Path(path))
             row.master_sha256 = sha256
-            row.master_stats = {k: _jsonable(v) for k, v in dict(stats).items()}
+            row.master_stats = {k: jsonable(v) for k, v in dict(stats).items()}
             row.master_created_utc = created
             row.valid_until_utc = valid_until
             row.status = "ready"
@@ -560,7 +526,7 @@ class LibraryStore:
         """Add ``extra`` to the entry's master statistics (e.g. the comparison with the previous master)."""
         with self._write() as s:
             row = self._entry(s, entry_id)
-            row.master_stats = {**(row.master_stats or {}), **_jsonable(dict(extra))}
+            row.master_stats = {**(row.master_stats or {}), **jsonable(dict(extra))}
         return self._get_required(entry_id)
 
     def accept_review(self, entry_id: int) -> EntryView:
@@ -577,103 +543,18 @@ class LibraryStore:
                                                  Entry.valid_until_utc < now)).all()
             for row in rows:
                 row.status = "stale"
-                row.note = f"validity ended {_iso(row.valid_until_utc)}"
+                row.note = f"validity ended {iso_utc(row.valid_until_utc)}"
             return [row.id for row in rows]
 
-    # --- jobs --------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _job_row(j: Job) -> JobRow:
-        return JobRow(id=j.id, kind=j.kind, params=dict(j.params or {}), state=j.state, camera=j.camera,
-                      progress_done=j.progress_done, progress_total=j.progress_total, step=j.step, eta_s=j.eta_s,
-                      warnings=list(j.warnings or []), error=j.error, result=dict(j.result) if j.result else None,
-                      created_utc=j.created_utc, started_utc=j.started_utc, finished_utc=j.finished_utc,
-                      updated_utc=j.updated_utc)
 
-    def add_job(self, kind: str, params: Mapping[str, Any], *, camera: str | None = None,
-                state: str = "queued") -> JobRow:
-        if state not in JOB_STATES:
-            raise ValueError(f"job state {state!r} is not one of {', '.join(JOB_STATES)}")
-        with self._write() as s:
-            job = Job(kind=kind, params=_jsonable(dict(params)), state=state, camera=camera, progress_done=0,
-                      progress_total=0, warnings=[])
-            s.add(job)
-            s.flush()
-            return self._job_row(job)
-
-    def update_job(self, job_id: int, **fields: Any) -> JobRow:
-        """Update any of: state, progress_done, progress_total, step, eta_s, warnings, error, started_utc,
-        finished_utc, result, params, camera. Unknown names raise ``ValueError``."""
-        row = self._update_job(job_id, None, fields)
-        assert row is not None
-        return row
-
-    def transition_job(self, job_id: int, from_states: Iterable[str], **fields: Any) -> JobRow | None:
-        """Compare-and-set in one write transaction: apply ``fields`` only if the job's state is in ``from_states``.
-
-        Returns the updated row, or ``None`` when the job was in another state (two workers claiming the same queued
-        job: exactly one gets it, across processes too). Raises :class:`JobNotFoundError` for an unknown id.
-        """
-        return self._update_job(job_id, set(from_states), fields)
-
-    def _update_job(self, job_id: int, from_states: set[str] | None, fields: Mapping[str, Any]) -> JobRow | None:
-        unknown = sorted(set(fields) - set(JOB_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown job field(s): {', '.join(unknown)}")
-        if "state" in fields and fields["state"] not in JOB_STATES:
-            raise ValueError(f"job state {fields['state']!r} is not one of {', '.join(JOB_STATES)}")
-        with self._write() as s:
-            job = s.get(Job, int(job_id))
-            if job is None:
-                raise JobNotFoundError(f"no job with id {job_id}")
-            if from_states is not None and job.state not in from_states:
-                return None
-            for name, value in fields.items():
-                setattr(job, name, _jsonable(value) if name in ("warnings", "result", "params") else value)
-            s.flush()
-            return self._job_row(job)
-
-    def append_job_warning(self, job_id: int, warning: str) -> JobRow:
-        """Add one warning to the job's list (atomically; concurrent appends are not lost)."""
-        with self._write() as s:
-            job = s.get(Job, int(job_id))
-            if job is None:
-                raise JobNotFoundError(f"no job with id {job_id}")
-            job.warnings = [*(job.warnings or []), str(warning)]
-            s.flush()
-            return self._job_row(job)
-
-    def get_job(self, job_id: int) -> JobRow | None:
-        with self._read() as s:
-            job = s.get(Job, int(job_id))
-            return self._job_row(job) if job is not None else None
-
-    def jobs(self, state: str | Iterable[str] | None = None) -> list[JobRow]:
-        query = select(Job).order_by(Job.id)
-        if state is not None:
-            query = query.where(Job.state.in_([state] if isinstance(state, str) else list(state)))
-        with self._read() as s:
-            return [self._job_row(j) for j in s.scalars(query).all()]
-
-    def append_job_log(self, job_id: int, line: str) -> None:
-        with self._write() as s:
-            if s.get(Job, int(job_id)) is None:
-                raise JobNotFoundError(f"no job with id {job_id}")
-            s.add(JobLog(job_id=int(job_id), line=str(line)))
-
-    def job_log(self, job_id: int) -> list[tuple[datetime, str]]:
-        with self._read() as s:
-            rows = s.scalars(select(JobLog).where(JobLog.job_id == int(job_id)).order_by(JobLog.id)).all()
-            return [(r.time_utc, r.line) for r in rows]
-
-
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Convert NumPy scalars, Paths and datetimes to JSON-storable values (recursively)."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, datetime):
-        return _iso(value)
+        return iso_utc(value)
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item") and callable(value.item):  # NumPy scalar

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from daemon.jobs.queue import JobQueue
 from tests.conftest import SIM_DEVICE
 from tests.indi_server import IndiServer, free_port
 
@@ -121,7 +122,8 @@ def metric(text: str, name: str) -> float:
 def test_server_on_the_simulated_camera(sim_server: IndiServer, tmp_path: Path) -> None:
     with darkd_serve(tmp_path, sim_server.port) as base:
         ready = wait_ready(base)
-        assert ready["checks"] == {"indi": True, "database": True, "library_writable": True, "job_engine": True}
+        assert ready["checks"] == {"indi": True, "database": True, "index_writable": True, "library_writable": True,
+                                   "job_engine": True}
 
         assert httpx.get(f"{base}/api/v1/camera").status_code == 401
         cam = httpx.get(f"{base}/api/v1/camera", headers=auth(READ)).json()
@@ -205,7 +207,7 @@ def test_capture_job_through_the_api(sim_server: IndiServer, tmp_path: Path) -> 
 def test_sigterm_keeps_the_job_and_warms_the_camera(sim_server: IndiServer, tmp_path: Path) -> None:
     """SIGTERM mid-capture: exit 0, the exposure aborted, no partial file, the job persisted as queued (it resumes at
     the next start) and, with warm_up_at_end, the camera handed a gentle warm-up (the driver's ramp) to 15 °C."""
-    from daemon.library.index import LibraryIndex
+    from daemon.library.catalog import LibraryIndex
     from daemon.library.verify import partial_files
     from daemon.settings import LibrarySettings
     from drivers.factory import open_indi_camera
@@ -224,7 +226,7 @@ def test_sigterm_keeps_the_job_and_warms_the_camera(sim_server: IndiServer, tmp_
     root = tmp_path / "library"
     assert partial_files(root) == []
     with LibraryIndex.open(LibrarySettings(root=root)) as index:
-        job = index.get_job(job_id)
+        job = JobQueue(index).get_job(job_id)
         assert job is not None and job.state == "queued"
     camera = open_indi_camera("127.0.0.1", sim_server.port, reconnect=False)
     camera.connect(timeout_s=20)

@@ -37,7 +37,8 @@ import pytest
 
 from calib.frames import read_frame, read_header
 from daemon.indiserver import LocalIndiServer
-from daemon.library.index import LibraryIndex
+from daemon.jobs.queue import JobQueue
+from daemon.library.catalog import LibraryIndex
 from daemon.library.verify import partial_files
 from tests.conftest import SIM_DEVICE
 from tests.integration.test_jobs_sim import (
@@ -150,7 +151,7 @@ def inode(path: Path) -> int | None:
 
 def check_library(rig: Rig) -> None:
     """The end state every crash must lead to: exact frames, no partials, NCOMBINE, verify --strict."""
-    (job,) = rig.index.jobs()
+    (job,) = JobQueue(rig.index).jobs()
     assert job.state == "succeeded", job.error
     entries = rig.index.entries()
     assert entries
@@ -329,9 +330,9 @@ def test_kill_after_the_master_rename_and_after_the_index_update(server: LocalIn
 
         # (4b) the worker recorded the master (entry ready), the daemon has not yet ended the job
         rig.start()
-        job_id = rig.index.jobs()[0].id
+        job_id = JobQueue(rig.index).jobs()[0].id
         caught = kill_when(rig, lambda: rig.entry().status == "ready")
-        still_running = caught and rig.index.get_job(job_id).state == "running"
+        still_running = caught and JobQueue(rig.index).get_job(job_id).state == "running"
         log.info("after-index kill: caught=%s, job still running=%s", caught, still_running)
         recorded = rig.entry().master_sha256
         if still_running:

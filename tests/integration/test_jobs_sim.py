@@ -26,9 +26,11 @@ import pytest
 from calib.frames import read_frame, read_header
 from daemon.events import EventBus
 from daemon.indiserver import LocalIndiServer
-from daemon.jobs.engine import FINAL_STATES, JobEngine
+from daemon.jobs.engine import JobEngine
 from daemon.jobs.errors import JobConflict
-from daemon.library.index import LibraryIndex
+from daemon.jobs.queue import JobQueue
+from daemon.jobs.states import FINAL_STATES
+from daemon.library.catalog import LibraryIndex
 from daemon.library.verify import partial_files, verify_library
 from daemon.planning import Plan, plan_from_keys
 from daemon.settings import CoolingSettings, IndiSettings, LibrarySettings, Settings
@@ -226,10 +228,10 @@ def daemon_main(cfg: dict[str, Any]) -> int:
     index = LibraryIndex.open(settings.library)
     camera = open_camera(int(cfg["port"]))
     engine = JobEngine(settings, index, lambda: camera, EventBus(), poll_s=0.1).start()
-    if cfg.get("plan") and not index.jobs():
+    if cfg.get("plan") and not JobQueue(index).jobs():
         engine.submit("build-library", {"plan": cfg["plan"]})
     deadline = time.monotonic() + 150
-    while time.monotonic() < deadline and any(j.state not in FINAL_STATES for j in index.jobs()):
+    while time.monotonic() < deadline and any(j.state not in FINAL_STATES for j in JobQueue(index).jobs()):
         time.sleep(0.1)
     engine.stop(timeout_s=30)
     camera.disconnect()
@@ -259,14 +261,14 @@ def test_daemon_killed_mid_series_resumes_without_loss_or_duplicates(server: Loc
         os.killpg(first.pid, signal.SIGKILL)  # the daemon and its integration worker, mid-series
         first.wait(timeout=10)
         assert first.returncode == -signal.SIGKILL
-        (job,) = index.jobs()
+        (job,) = JobQueue(index).jobs()
         assert job.state == "running" and 3 <= dark_frames() < 8
 
         second = start_daemon({**cfg, "plan": None}, tmp_path / "daemon2.log")
         assert second.wait(timeout=180) == 0, (tmp_path / "daemon2.log").read_text()[-3000:]
-        job = index.get_job(job.id)  # type: ignore[assignment]
+        job = JobQueue(index).get_job(job.id)  # type: ignore[assignment]
         assert job.state == "succeeded", job.error
-        assert any("daemon restarted" in line for _, line in index.job_log(job.id))
+        assert any("daemon restarted" in line for _, line in JobQueue(index).job_log(job.id))
         for entry in index.entries():
             names = frame_names(index, entry.id)
             assert names == [f"{entry.kind}_{i:04d}.fits" for i in range(1, entry.frames_target + 1)]
@@ -303,7 +305,7 @@ def test_daemon_killed_while_integrating_rebuilds_the_master_on_restart(server: 
 
         second = start_daemon({**cfg, "plan": None}, tmp_path / "daemon2.log")
         assert second.wait(timeout=120) == 0, (tmp_path / "daemon2.log").read_text()[-3000:]
-        (job,) = index.jobs()
+        (job,) = JobQueue(index).jobs()
         assert job.state == "succeeded", job.error
         ready = index.get(entry.id)
         assert ready is not None and ready.status == "ready" and ready.master is not None

@@ -16,6 +16,7 @@ import pytest
 from astropy.io import fits
 
 from calib.frames import write_frame
+from daemon.jobs.queue import JobQueue
 from daemon.library.catalog import LibraryIndex
 from daemon.library.integrity import sha256_file
 from daemon.library.keys import LibraryKey
@@ -183,6 +184,7 @@ def test_concurrent_writer_processes_share_the_index(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
+        from daemon.jobs.queue import JobQueue
         from daemon.library.catalog import LibraryIndex
         from daemon.library.keys import LibraryKey
         from daemon.settings import LibrarySettings
@@ -190,11 +192,12 @@ def test_concurrent_writer_processes_share_the_index(tmp_path: Path) -> None:
         index = LibraryIndex.open(LibrarySettings(root=Path({str(root)!r})))
         key = LibraryKey(camera="cam", kind="dark", exposure_s=n, set_point_c=-10, gain=0, offset=0)
         entry = index.upsert_entry(key, 40)
-        job = index.add_job("build-library", {{"n": n}})
+        queue = JobQueue(index)
+        job = queue.add_job("build-library", {{"n": n}})
         for i in range(40):
             index.record_frame(entry.id, Path(entry.frames_dir) / f"dark_{{i:04d}}.fits", "0" * 64, i, -10, -10)
-            index.update_job(job.id, progress_done=i + 1, progress_total=40)
-            index.append_job_log(job.id, f"frame {{i}}")
+            queue.update_job(job.id, progress_done=i + 1, progress_total=40)
+            queue.append_job_log(job.id, f"frame {{i}}")
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script, str(n)], stderr=subprocess.PIPE, text=True)
              for n in (1, 2, 3)]
@@ -202,4 +205,4 @@ def test_concurrent_writer_processes_share_the_index(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     with LibraryIndex(LibrarySettings(root=root)) as index:
         assert sorted(e.frames for e in index.entries()) == [40, 40, 40]
-        assert [j.progress_done for j in index.jobs()] == [40, 40, 40]
+        assert [j.progress_done for j in JobQueue(index).jobs()] == [40, 40, 40]

@@ -51,9 +51,9 @@ def seed(runtime: Runtime) -> None:
         index.set_master(entry.id, master, {"mean_adu": 1000.0}, review=False)
     index.set_status(index.upsert_entry(key("dark", 120), frames_target=20).id, "capturing")
     runtime.last_plan = plan_from_keys([key("dark", k) for k in (60, 120, 300)], index, runtime.settings)
-    job = index.add_job("build-library", {}, camera=CAMERA, state="running")
-    index.update_job(job.id, progress_done=7, progress_total=20, step="dark 120 s: frame 8/20", eta_s=1500.0,
-                     started_utc=datetime.now(UTC) - timedelta(minutes=30))
+    job = runtime.queue.add_job("build-library", {}, camera=CAMERA, state="running")
+    runtime.queue.update_job(job.id, progress_done=7, progress_total=20, step="dark 120 s: frame 8/20", eta_s=1500.0,
+                             started_utc=datetime.now(UTC) - timedelta(minutes=30))
     rng = np.random.default_rng(3)
     start = datetime.now(UTC) - timedelta(hours=3)
     for i in range(0, 3 * 3600, 30):

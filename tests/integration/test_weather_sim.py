@@ -18,8 +18,9 @@ import pytest
 
 from daemon.events import EventBus
 from daemon.jobs.build_library import SKY_CLEAR_STEP
-from daemon.jobs.engine import FINAL_STATES, JobEngine
-from daemon.library.index import LibraryIndex
+from daemon.jobs.engine import JobEngine
+from daemon.jobs.states import FINAL_STATES
+from daemon.library.catalog import LibraryIndex
 from daemon.library.verify import verify_library
 from drivers.indi.client import IndiClient
 from tests.conftest import SIM_DRIVER, sim_env

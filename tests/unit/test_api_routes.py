@@ -184,33 +184,48 @@ def test_unknown_job_is_404(client: TestClient, method: str, path: str) -> None:
     assert r.json()["error"]["code"] == "job_not_found"
 
 
-@pytest.mark.parametrize("body,code", [
-    ({"kind": "nonsense"}, "invalid_request"),
-    ({"kind": "integrate", "params": {"entry_id": 999}}, "invalid_job"),
-    ({"kind": "integrate", "params": {"entry_id": "abc"}}, "invalid_job"),
-    ({"kind": "integrate", "params": {"entry_id": 1e300}}, "invalid_job"),
-    ({"kind": "build-library", "params": {}}, "invalid_job"),
-    ({"kind": "build-library", "params": {"plan": {"items": "x"}}}, "invalid_job"),
-    ({"kind": "integrate", "extra": 1}, "invalid_request"),
+@pytest.mark.parametrize("body,code,field", [
+    ({"kind": "nonsense"}, "invalid_request", "kind"),
+    ({"kind": "integrate", "params": {"entry_id": 999}}, "invalid_job", "no library entry with id 999"),
+    ({"kind": "integrate", "params": {"entry_id": "abc"}}, "invalid_request", "params.entry_id"),
+    ({"kind": "integrate", "params": {"entry_id": 1e300}}, "invalid_request", "params.entry_id"),
+    ({"kind": "integrate", "params": {"entry_id": 1, "sigma_low": -1}}, "invalid_request", "params.sigma_low"),
+    ({"kind": "build-library", "params": {}}, "invalid_request", "params.plan"),
+    ({"kind": "build-library", "params": {"plan": {"items": "x"}}}, "invalid_request", "params.plan.items"),
+    ({"kind": "integrate", "extra": 1}, "invalid_request", "extra"),
+    ({"kind": "measure", "params": {"darks": ["a"], "biases": ["b"], "gain_e_per_adu": 0}}, "invalid_request",
+     "params.gain_e_per_adu"),
 ])
-def test_invalid_job_is_422(client: TestClient, body: dict[str, Any], code: str) -> None:
+def test_invalid_job_is_422_naming_the_field(client: TestClient, body: dict[str, Any], code: str, field: str) -> None:
     r = client.post("/api/v1/jobs", json=body)
     assert r.status_code == 422, r.text
-    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["code"] == code and field in r.json()["error"]["message"]
 
 
 def test_infinite_number_in_job_params_is_422(client: TestClient) -> None:
     raw = b'{"kind": "integrate", "params": {"entry_id": 1e400}}'
     r = client.post("/api/v1/jobs", content=raw, headers={"Content-Type": "application/json"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_job"
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
 
 
-@pytest.mark.parametrize("params", [{"lights_dir": "/etc"}, {"output_dir": "../../x"}, {"paths": ["/tmp/a", "b"]},
-                                    {"lights_dir": 5}])
-def test_job_paths_outside_roots_are_refused(client: TestClient, params: dict[str, Any]) -> None:
-    r = client.post("/api/v1/jobs", json={"kind": "calibrate", "params": params})
+@pytest.mark.parametrize("params", [{"lights_dir": "/etc"}, {"output_dir": "../../x", "lights_dir": "DATA/l"},
+                                    {"lights": ["/tmp/a", "b"]}, {"darks": ["/etc/x.fits"]}])
+def test_job_paths_outside_roots_are_refused(client: TestClient, runtime: Runtime, params: dict[str, Any]) -> None:
+    data = runtime.settings.api.allowed_roots[0]
+    params = {k: (v.replace("DATA", str(data)) if isinstance(v, str) else v) for k, v in params.items()}
+    kind = "measure" if "darks" in params else "calibrate"
+    params = {"output_dir": f"{data}/out", **params} if kind == "calibrate" else \
+        {"biases": [f"{data}/b.fits"], "gain_e_per_adu": 1.0, **params}
+    r = client.post("/api/v1/jobs", json={"kind": kind, "params": params})
     assert r.status_code in (403, 422), r.text
     assert r.json()["error"]["code"] in ("path_not_allowed", "invalid_path")
+
+
+@pytest.mark.parametrize("params", [{"lights_dir": 5}, {"paths": ["/tmp/a"]}])
+def test_job_params_of_the_wrong_shape_are_refused_before_any_path_check(client: TestClient,
+                                                                         params: dict[str, Any]) -> None:
+    r = client.post("/api/v1/jobs", json={"kind": "calibrate", "params": {"output_dir": "x", **params}})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
 
 
 # ------------------------------------------------------------------------------------------------ events
@@ -319,8 +334,8 @@ def test_library_list_cache_follows_events_and_expires(client: TestClient, runti
 
 def test_metrics_job_duration(client: TestClient, runtime: Runtime) -> None:
     started = datetime.now(UTC) - timedelta(seconds=90)
-    job = runtime.index.add_job("integrate", {"entry_id": 1}, state="running")
-    runtime.index.update_job(job.id, state="succeeded", started_utc=started,
+    job = runtime.queue.add_job("integrate", {"entry_id": 1}, state="running")
+    runtime.queue.update_job(job.id, state="succeeded", started_utc=started,
                              finished_utc=started + timedelta(seconds=75))
     for _ in range(2):  # a repeated final event is counted once
         runtime.bus.publish("job", {"job_id": job.id, "state": "succeeded"})

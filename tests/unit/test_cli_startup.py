@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import LazyChoices, build_parser
-from daemon.library.index import LibraryIndex
+from daemon.library.catalog import LibraryIndex
 from daemon.settings import load_settings
 from drivers.camera import FrameType, OverscanMode
 

@@ -16,18 +16,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import Field
 
 from daemon.events import EventBus
 from daemon.jobs.engine import JobContext, JobEngine
 from daemon.jobs.errors import JobConflict, JobNotFound
-from daemon.library.index import LibraryIndex
+from daemon.jobs.params import JobParams
+from daemon.jobs.queue import JobQueue
+from daemon.library.catalog import LibraryIndex
 from daemon.settings import LibrarySettings, Settings
+
+
+class StepParams(JobParams):
+    steps: int = Field(le=1000)
+    step_s: float = Field(default=0.01, ge=0, le=10)
+    fail_at: int | None = None
+    camera: str | None = None
 
 
 class StepJob:
     """``steps`` steps of ``step_s`` seconds each; progress after each; optional failure at step ``fail_at``."""
 
     USES_CAMERA = False
+    Params = StepParams
 
     def __init__(self) -> None:
         self.runs: list[dict[str, Any]] = []
@@ -102,7 +113,7 @@ def test_job_runs_to_success_with_progress_events_and_log(index: LibraryIndex) -
     assert states[0] == "queued" and states[1] == "running" and states[-1] == "succeeded"
     assert [e["progress_done"] for e in events if e["type"] == "job" and e["state"] == "running"][-1] == 4
     assert {"job_id", "state", "progress_done", "progress_total", "step", "eta_s"} <= set(events[-1])
-    lines = [line for _, line in index.job_log(row.id)]
+    lines = [line for _, line in JobQueue(index).job_log(row.id)]
     assert lines[0] == "submitted (steps)" and "started" in lines
 
 
@@ -114,7 +125,7 @@ def test_bad_kind_and_bad_params_are_refused(index: LibraryIndex) -> None:
         engine.submit("steps", {"steps": 0})
     with pytest.raises(ValueError, match="not_before"):
         engine.submit("steps", {"steps": 1, "not_before": "tomorrow"})
-    assert index.jobs() == []
+    assert JobQueue(index).jobs() == []
     with pytest.raises(JobNotFound):
         engine.get(12345)
     with pytest.raises(JobNotFound):
@@ -175,13 +186,13 @@ def test_a_failing_job_is_failed_with_its_error(index: LibraryIndex) -> None:
         wait_for(state_is(engine, row.id, "failed"))
         failed = engine.get(row.id)
     assert failed.error == "RuntimeError: step 2 broke" and failed.progress_done == 2
-    assert any(line.startswith("FAILED") for _, line in index.job_log(row.id))
+    assert any(line.startswith("FAILED") for _, line in JobQueue(index).job_log(row.id))
 
 
 def test_crash_recovery_requeues_running_jobs_and_removes_partial_files(index: LibraryIndex) -> None:
     # What a daemon killed with SIGKILL leaves behind: a job still marked running, half a frame being written.
-    orphan = index.add_job("steps", {"steps": 6}, state="running")
-    index.update_job(orphan.id, progress_done=2, progress_total=6, started_utc=datetime.now(UTC))
+    orphan = JobQueue(index).add_job("steps", {"steps": 6}, state="running")
+    JobQueue(index).update_job(orphan.id, progress_done=2, progress_total=6, started_utc=datetime.now(UTC))
     partial = index.layout.root / "cam" / "dark" / "x" / "frames" / ".dark_0003.fits.abc.part"
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"SIMPLE  = half a frame")
@@ -191,7 +202,7 @@ def test_crash_recovery_requeues_running_jobs_and_removes_partial_files(index: L
     assert not partial.exists()
     assert engine.kinds["steps"].runs[0]["start"] == 2
     assert engine.get(orphan.id).result == {"steps": 6, "resumed_from": 2}
-    assert "daemon restarted" in " ".join(line for _, line in index.job_log(orphan.id))
+    assert "daemon restarted" in " ".join(line for _, line in JobQueue(index).job_log(orphan.id))
 
 
 def test_stop_puts_running_jobs_back_in_the_queue_and_the_next_engine_resumes_them(index: LibraryIndex) -> None:
@@ -199,7 +210,7 @@ def test_stop_puts_running_jobs_back_in_the_queue_and_the_next_engine_resumes_th
     row = first.submit("steps", {"steps": 30, "step_s": 0.05})
     wait_for(lambda: first.get(row.id).progress_done >= 2)
     first.stop(timeout_s=5)
-    stopped = index.get_job(row.id)
+    stopped = JobQueue(index).get_job(row.id)
     assert stopped is not None and stopped.state == "queued" and 2 <= stopped.progress_done < 30
     second = make_engine(index)
     with second:
@@ -212,10 +223,10 @@ def test_commands_written_to_the_index_by_another_process_reach_the_running_job(
         row = engine.submit("steps", {"steps": 1000, "step_s": 0.05})
         wait_for(state_is(engine, row.id, "running"))
         # e.g. `darkd jobs pause` from a shell: it only changes the index
-        assert index.transition_job(row.id, {"running"}, state="paused") is not None
+        assert JobQueue(index).transition_job(row.id, {"running"}, state="paused") is not None
         wait_for(lambda: row.id not in engine._running)
         assert engine.get(row.id).state == "paused"
-        index.transition_job(row.id, {"paused"}, state="queued")
+        JobQueue(index).transition_job(row.id, {"paused"}, state="queued")
         wait_for(state_is(engine, row.id, "running"))
         engine.cancel(row.id)
         wait_for(lambda: row.id not in engine._running)
@@ -249,7 +260,7 @@ def test_build_library_and_integrate_params_are_validated(index: LibraryIndex) -
     plan = plan_from_keys([key], index, settings, ambient_c=20.0).to_dict()
     cases = [
         ({}, "params.plan"),
-        ({"plan": plan, "bogus": 1}, "unknown param"),
+        ({"plan": plan, "bogus": 1}, "params.bogus: Extra inputs are not permitted"),
         ({"plan": plan_from_keys([{**key, "kind": "flat"}], index, settings).to_dict()}, "needs a light source"),
         ({"plan": plan_from_keys([key, {**key, "camera": "cam-B"}], index, settings).to_dict()}, "one camera"),
         ({"plan": plan_from_keys([{**key, "set_point_c": -40}], index, settings, ambient_c=20.0).to_dict()},
@@ -263,7 +274,7 @@ def test_build_library_and_integrate_params_are_validated(index: LibraryIndex) -
         engine.submit("integrate", {})
     with pytest.raises(ValueError, match="no library entry"):
         engine.submit("integrate", {"entry_id": 99})
-    assert index.jobs() == []
+    assert JobQueue(index).jobs() == []
     row = engine.submit("build-library", {"plan": plan})
     assert (row.state, row.camera, row.kind) == ("queued", "cam-A", "build-library")
     with pytest.raises(JobConflict):
@@ -308,3 +319,36 @@ def test_jobs_cli_controls_a_running_engine_through_the_index(index: LibraryInde
     assert run_cli("jobs", "show", str(row.id), "--config", str(config)) == 0
     shown = capsys.readouterr().out
     assert '"state": "cancelled"' in shown and "pause requested (darkd jobs)" in shown
+
+
+def test_a_job_slow_to_stop_after_cancel_is_reported(index: LibraryIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that does not reach a stop check (as capture's scan of a huge series did) keeps its slot: the engine says
+    so once instead of staying silent, and the job ends cancelled when it finally stops."""
+    from daemon.jobs import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "STOP_GRACE_S", 0.2)
+    release = threading.Event()
+
+    class Deaf(StepJob):
+        def run(self, ctx: JobContext) -> dict[str, Any]:
+            release.wait(10)  # ignores ctx.stop until released
+            ctx.check()
+            return {}
+
+    bus = EventBus()
+    engine = JobEngine(Settings(library=index.settings), index, no_camera, bus, poll_s=0.05, kinds={"deaf": Deaf()})
+    with bus.subscribe() as sub, engine:
+        row = engine.submit("deaf", {"steps": 1})
+        wait_for(state_is(engine, row.id, "running"))
+        assert engine.cancel(row.id).state == "cancelled"
+        warnings = []
+        deadline = time.monotonic() + 5
+        while not warnings and time.monotonic() < deadline:
+            event = sub.get(timeout_s=0.1)
+            if event is not None and event["type"] == "warning":
+                warnings.append(event["message"])
+        assert warnings and "asked to stop (cancel)" in warnings[0] and "still running" in warnings[0]
+        assert row.id in engine._running
+        release.set()
+        wait_for(lambda: row.id not in engine._running)
+        assert engine.get(row.id).state == "cancelled"

@@ -1,4 +1,5 @@
-"""LibraryIndex against a real SQLite file: migrations from empty, entries, frames, masters, jobs, thread safety."""
+"""LibraryIndex against a real SQLite file: migrations from empty, entries, frames, masters, thread safety (the job
+queue in the same database: tests/unit/test_job_queue.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
+from daemon.jobs.queue import JobQueue
 from daemon.library.catalog import LibraryIndex
 from daemon.library.integrity import sha256_file
 from daemon.library.keys import InvalidKey, LibraryKey
 from daemon.library.models import Base
-from daemon.library.store import EntryNotFound, JobNotFoundError
+from daemon.library.store import EntryNotFound
 from daemon.settings import LibrarySettings
 
 KEY = LibraryKey(camera="QHY CCD QHY163M-Sim", kind="dark", exposure_s=300, set_point_c=-10, gain=120, offset=30,
@@ -166,61 +168,17 @@ def test_mark_stale_after_validity(index: LibraryIndex) -> None:
     assert index.get(e.id).status == "stale"  # type: ignore[union-attr]
 
 
-def test_job_queue(index: LibraryIndex) -> None:
-    job = index.add_job("build-library", {"plan": {"items": []}})
-    assert job.state == "queued" and job.params == {"plan": {"items": []}}
-    started = datetime.now(UTC)
-    updated = index.update_job(job.id, state="running", progress_total=10, progress_done=3, step="dark 300 s",
-                               eta_s=42.0, warnings=["cooling slow"], started_utc=started)
-    assert (updated.state, updated.progress_done, updated.warnings) == ("running", 3, ["cooling slow"])
-    assert updated.started_utc == started
-    assert index.append_job_warning(job.id, "frame 3 retaken").warnings == ["cooling slow", "frame 3 retaken"]
-    index.append_job_log(job.id, "cooling to -10 °C")
-    index.append_job_log(job.id, "frame 1/10")
-    assert [line for _, line in index.job_log(job.id)] == ["cooling to -10 °C", "frame 1/10"]
-    assert [j.id for j in index.jobs("running")] == [job.id] and index.jobs("queued") == []
-    with pytest.raises(ValueError, match="unknown job field"):
-        index.update_job(job.id, colour="red")
-    with pytest.raises(ValueError, match="state"):
-        index.update_job(job.id, state="sleeping")
-    with pytest.raises(JobNotFoundError):
-        index.append_job_log(12345, "x")
-    assert index.get_job(12345) is None
-    assert index.transition_job(job.id, ["queued"], state="running") is None  # it is running already
-    done = index.transition_job(job.id, ["running", "paused"], state="succeeded", progress_done=10)
-    assert done is not None and done.state == "succeeded"
-    with pytest.raises(JobNotFoundError):
-        index.transition_job(12345, ["queued"], state="running")
-
-
-def test_only_one_thread_claims_a_queued_job(index: LibraryIndex) -> None:
-    job = index.add_job("integrate", {})
-    wins: list[int] = []
-    barrier = threading.Barrier(6)
-
-    def claim(n: int) -> None:
-        barrier.wait()
-        if index.transition_job(job.id, ["queued"], state="running", step=f"worker {n}") is not None:
-            wins.append(n)
-
-    threads = [threading.Thread(target=claim, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wins) == 1 and index.get_job(job.id).step == f"worker {wins[0]}"  # type: ignore[union-attr]
-
-
 def test_concurrent_writers_from_threads(index: LibraryIndex) -> None:
     entries = [index.upsert_entry(KEY.with_kind("dark", exposure_s=float(n)), 30) for n in (10, 20, 30, 40)]
-    job = index.add_job("build-library", {})
+    queue = JobQueue(index)  # the job queue shares the library's database: its writes interleave with the index's
+    job = queue.add_job("build-library", {})
     errors: list[BaseException] = []
 
     def worker(entry_id: int, frames_dir: str) -> None:
         try:
             for i in range(15):
                 index.record_frame(entry_id, Path(frames_dir) / f"dark_{i:04d}.fits", "0" * 64, i, -10, -10, True, [])
-                index.append_job_log(job.id, f"{entry_id}:{i}")
+                queue.append_job_log(job.id, f"{entry_id}:{i}")
                 index.entries()
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
@@ -232,4 +190,4 @@ def test_concurrent_writers_from_threads(index: LibraryIndex) -> None:
         t.join()
     assert errors == []
     assert [index.get(e.id).frames for e in entries] == [15, 15, 15, 15]  # type: ignore[union-attr]
-    assert len(index.job_log(job.id)) == 60
+    assert len(queue.job_log(job.id)) == 60

@@ -1,4 +1,5 @@
-"""``GET /health`` (the process answers) and ``GET /ready`` (INDI connected, database reachable, library writable).
+"""``GET /health`` (the process answers) and ``GET /ready`` (INDI connected, database reachable, the index and the
+library writable: a read-only, malformed or full index makes the daemon not ready, with the reason in ``details``).
 
 Both are open (no token): they reveal no data, and supervisors/load balancers probe them without credentials.
 ``/ready`` answers 503 with the same body while a check fails.
@@ -29,7 +30,7 @@ async def health(runtime: RuntimeDep) -> HealthOut:
     return HealthOut(version=VERSION, uptime_s=round(time.monotonic() - runtime.started_monotonic, 3))
 
 
-@router.get("/ready", response_model=ReadyOut, summary="Ready to work: INDI connected, database and library usable",
+@router.get("/ready", response_model=ReadyOut, summary="Ready to work: INDI connected, index and library writable",
             responses={503: {"model": ReadyOut, "description": "a check failed; see details"}})
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     result = await run_in_threadpool(runtime.readiness)

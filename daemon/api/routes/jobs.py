@@ -1,9 +1,14 @@
 """Job routes: queue (``POST /jobs``), list, one job, cancel/pause/resume.
 
+The body of ``POST /jobs`` is typed per kind (:data:`daemon.jobs.requests.JobRequest`): a field out of its bounds, of
+the wrong type or unknown is a 422 ``invalid_request`` naming the field, before anything else happens.
+
 Mapping of engine errors: ``JobNotFound`` → 404 ``job_not_found``; ``JobConflict`` (a capture job already holds the
-camera, or the job's state does not allow the command) → 409 ``job_conflict``; invalid params → 422 ``invalid_job``.
-Paths inside ``params`` (keys such as ``lights_dir``, ``output_dir``, ``paths``) must resolve under
-``[api] allowed_roots`` and are replaced by their resolved form before the engine sees them.
+camera, or the job's state does not allow the command) → 409 ``job_conflict``; params that the library or the file
+system refuses (no such entry, no lights) → 422 ``invalid_job``; a library index that cannot be read or written
+(read-only, malformed, full disk) → 503 ``index_unavailable`` with the reason. Paths inside ``params`` (keys such as
+``lights_dir``, ``output_dir``, ``darks``) must resolve under ``[api] allowed_roots`` and are replaced by their resolved
+form before the engine sees them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from daemon.api.auth import require
@@ -19,7 +25,8 @@ from daemon.api.errors import ApiError
 from daemon.api.models import ErrorOut, JobIn, JobOut, JobState
 from daemon.api.paths import resolve_allowed
 from daemon.api.routes import RuntimeDep
-from daemon.jobs.errors import JobConflict, JobNotFound
+from daemon.jobs.errors import JobConflict, JobNotFound, JobStoreError
+from daemon.jobs.queue import describe_db_error
 from daemon.runtime import Runtime
 
 PATH_KEYS = frozenset({"path", "paths", "dir", "output", "lights", "darks", "biases", "flats", "files", "frames"})
@@ -59,6 +66,13 @@ def _engine(runtime: Runtime) -> Any:
     return runtime.engine
 
 
+def index_unavailable(exc: Exception) -> ApiError:
+    """503 for a library index that refuses a read or write, with the reason (not a generic 500)."""
+    reason = (f"the library index cannot be used: {describe_db_error(exc)}" if isinstance(exc, SQLAlchemyError)
+              else str(exc))
+    return ApiError(503, "index_unavailable", reason, headers={"Retry-After": "10"})
+
+
 async def _call(runtime: Runtime, fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
     try:
         row = await run_in_threadpool(fn, *args)
@@ -66,22 +80,24 @@ async def _call(runtime: Runtime, fn: Callable[..., Any], *args: Any) -> dict[st
         raise ApiError(404, "job_not_found", str(exc)) from exc
     except JobConflict as exc:
         raise ApiError(409, "job_conflict", str(exc)) from exc
+    except (JobStoreError, SQLAlchemyError) as exc:
+        raise index_unavailable(exc) from exc
     return row.to_dict()
 
 
 @router.post("", response_model=JobOut, status_code=201, dependencies=[Depends(require("control"))],
-             summary="Queue a job: build-library, integrate, calibrate or measure")
+             summary="Queue a job: build-library, integrate, calibrate or measure (params typed per kind)")
 async def submit(body: JobIn, runtime: RuntimeDep) -> dict[str, Any]:
     engine = _engine(runtime)
 
     def work() -> Any:
-        params = check_paths(body.params, runtime)
+        params = check_paths(body.params.model_dump(mode="json", exclude_unset=True), runtime)
         try:
             return engine.submit(body.kind, params)
         except ModuleNotFoundError as exc:
             raise ApiError(422, "job_kind_unavailable", f"job kind {body.kind!r} is not available in this "
                            "version of the daemon") from exc
-        except JobConflict:
+        except (JobConflict, JobStoreError, SQLAlchemyError):
             raise
         except INVALID_PARAMS as exc:
             raise ApiError(422, "invalid_job", str(exc) or type(exc).__name__) from exc
@@ -92,7 +108,10 @@ async def submit(body: JobIn, runtime: RuntimeDep) -> dict[str, Any]:
 @router.get("", response_model=list[JobOut], dependencies=[Depends(require("read"))], summary="Jobs, newest last")
 async def list_jobs(runtime: RuntimeDep, state: JobState | None = None,
                     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict[str, Any]]:
-    rows = await run_in_threadpool(runtime.index.jobs, state)
+    try:
+        rows = await run_in_threadpool(runtime.queue.jobs, state)
+    except JobStoreError as exc:
+        raise index_unavailable(exc) from exc
     return [r.to_dict() for r in rows[-limit:]]
 
 
@@ -105,7 +124,10 @@ def _job_id(job_id: int) -> int:
 @router.get("/{job_id}", response_model=JobOut, dependencies=[Depends(require("read"))], summary="One job")
 async def get_job(job_id: int, runtime: RuntimeDep) -> dict[str, Any]:
     job_id = _job_id(job_id)
-    row = await run_in_threadpool(runtime.index.get_job, job_id)
+    try:
+        row = await run_in_threadpool(runtime.queue.get_job, job_id)
+    except JobStoreError as exc:
+        raise index_unavailable(exc) from exc
     if row is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id}")
     return row.to_dict()

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from daemon.api.auth import require
 from daemon.api.models import ErrorOut, StatusOut
 from daemon.api.routes import RuntimeDep
+from daemon.jobs.states import JobState
 from daemon.runtime import Runtime
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -47,8 +48,8 @@ def downsample(samples: list[dict[str, Any]], since: datetime, max_points: int =
 
 
 def _current_job(runtime: Runtime) -> dict[str, Any] | None:
-    for state in ("running", "paused", "queued"):
-        jobs = runtime.index.jobs(state=state)
+    for state in (JobState.RUNNING, JobState.PAUSED, JobState.QUEUED):
+        jobs = runtime.queue.jobs(state=state)
         if jobs:
             return jobs[0].to_dict()
     return None

@@ -1,0 +1,227 @@
+"""The persistent job queue: the ``jobs`` and ``job_log`` tables of the library database, read and written in short
+sessions over the library's SQLAlchemy engine.
+
+The queue has no policy of its own beyond the state machine of :mod:`daemon.jobs.states` (a state outside it is
+refused) and compare-and-set transitions (:meth:`JobQueue.transition_job`), which make two workers — threads or
+processes — claiming the same queued job safe. It returns plain :class:`JobRow` dataclasses, never ORM objects.
+
+Write sessions set ``conn.info["darkd_write"]``, which the library engine (``daemon.library.store.make_engine``) turns
+into SQLite's ``BEGIN IMMEDIATE``. A database error (read-only or malformed file, disk full, lock timeout) becomes
+:class:`daemon.jobs.errors.JobStoreError`, so callers see one exception with a plain message instead of SQLAlchemy's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from daemon.jobs.errors import JobConflict, JobNotFound, JobStoreError
+from daemon.jobs.states import JOB_STATES, JobState, can_transition
+from daemon.library.models import Job, JobLog
+from daemon.library.store import iso_utc, jsonable
+
+log = logging.getLogger(__name__)
+
+#: Columns of a job that :meth:`JobQueue.update_job` may change.
+JOB_FIELDS = ("state", "progress_done", "progress_total", "step", "eta_s", "warnings", "error", "started_utc",
+              "finished_utc", "result", "params", "camera")
+JSON_FIELDS = ("warnings", "result", "params")
+
+
+class EngineSource(Protocol):
+    """Anything that hands out the library's SQLAlchemy engine (the library index does, creating it on first use)."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job of the persistent queue, as stored."""
+
+    id: int
+    kind: str
+    params: dict[str, Any]
+    state: str
+    camera: str | None
+    progress_done: int
+    progress_total: int
+    step: str | None
+    eta_s: float | None
+    warnings: list[str]
+    error: str | None
+    result: dict[str, Any] | None
+    created_utc: datetime
+    started_utc: datetime | None
+    finished_utc: datetime | None
+    updated_utc: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("created_utc", "started_utc", "finished_utc", "updated_utc"):
+            data[name] = iso_utc(getattr(self, name))
+        return data
+
+
+def _row(j: Job) -> JobRow:
+    return JobRow(id=j.id, kind=j.kind, params=dict(j.params or {}), state=j.state, camera=j.camera,
+                  progress_done=j.progress_done, progress_total=j.progress_total, step=j.step, eta_s=j.eta_s,
+                  warnings=list(j.warnings or []), error=j.error, result=dict(j.result) if j.result else None,
+                  created_utc=j.created_utc, started_utc=j.started_utc, finished_utc=j.finished_utc,
+                  updated_utc=j.updated_utc)
+
+
+def _check_state(state: str) -> None:
+    if state not in JOB_STATES:
+        raise ValueError(f"job state {state!r} is not one of {', '.join(JOB_STATES)}")
+
+
+class JobQueue:
+    """The job queue of one library database (see the module docstring). Safe to share between threads."""
+
+    def __init__(self, source: EngineSource) -> None:
+        self._source = source
+        self._write_lock = threading.RLock()  # one writer per process at a time; other processes wait on SQLite
+
+    # --- sessions ----------------------------------------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        try:
+            with Session(self._source.engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise JobStoreError(f"the job queue cannot be read: {describe_db_error(exc)}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        try:
+            with self._write_lock, self._source.engine.connect() as conn:
+                conn.info["darkd_write"] = True
+                try:
+                    with Session(bind=conn, expire_on_commit=False) as session, session.begin():
+                        yield session
+                    conn.commit()
+                finally:
+                    conn.info.pop("darkd_write", None)
+        except SQLAlchemyError as exc:
+            raise JobStoreError(f"the job queue cannot be written: {describe_db_error(exc)}") from exc
+
+    def writable_problem(self) -> str | None:
+        """``None`` when a job can be written now, else why not. Writes a job row and rolls it back (for ``/ready``)."""
+        try:
+            with self._write_lock, self._source.engine.connect() as conn:
+                conn.info["darkd_write"] = True
+                try:
+                    with Session(bind=conn) as session, session.begin() as tx:
+                        session.add(Job(kind="probe", params={}, state=JobState.CANCELLED.value, progress_done=0,
+                                        progress_total=0, warnings=[]))
+                        session.flush()
+                        tx.rollback()
+                finally:
+                    conn.info.pop("darkd_write", None)
+        except SQLAlchemyError as exc:
+            return f"the library index cannot be written: {describe_db_error(exc)}"
+        return None
+
+    # --- writes ------------------------------------------------------------------------------------------------------
+    def add_job(self, kind: str, params: Mapping[str, Any], *, camera: str | None = None,
+                state: str = JobState.QUEUED) -> JobRow:
+        _check_state(state)
+        with self._write() as s:
+            job = Job(kind=kind, params=jsonable(dict(params)), state=state, camera=camera, progress_done=0,
+                      progress_total=0, warnings=[])
+            s.add(job)
+            s.flush()
+            return _row(job)
+
+    def update_job(self, job_id: int, **fields: Any) -> JobRow:
+        """Update any of :data:`JOB_FIELDS`. Unknown names raise ``ValueError``, an unknown id :class:`JobNotFound`, a
+        state change that :data:`daemon.jobs.states.TRANSITIONS` does not allow :class:`JobConflict`."""
+        row = self._update_job(job_id, None, fields)
+        assert row is not None
+        return row
+
+    def transition_job(self, job_id: int, from_states: Iterable[str], **fields: Any) -> JobRow | None:
+        """Compare-and-set in one write transaction: apply ``fields`` only if the job's state is in ``from_states``.
+
+        Returns the updated row, or ``None`` when the job was in another state (two workers claiming the same queued
+        job: exactly one gets it, across processes too). Raises :class:`JobNotFound` for an unknown id.
+        """
+        sources = {str(s) for s in from_states}
+        if "state" in fields:
+            _check_state(fields["state"])
+            illegal = sorted(s for s in sources if not can_transition(s, fields["state"]))
+            if illegal:
+                raise ValueError(f"a job cannot go from {', '.join(illegal)} to {fields['state']}")
+        return self._update_job(job_id, sources, fields)
+
+    def _update_job(self, job_id: int, from_states: set[str] | None, fields: Mapping[str, Any]) -> JobRow | None:
+        unknown = sorted(set(fields) - set(JOB_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown job field(s): {', '.join(unknown)}")
+        if "state" in fields:
+            _check_state(fields["state"])
+        with self._write() as s:
+            job = self._job(s, job_id)
+            if from_states is not None and job.state not in from_states:
+                return None
+            if "state" in fields and not can_transition(job.state, fields["state"]):
+                raise JobConflict(f"job {job_id} cannot go from {job.state} to {fields['state']}")
+            for name, value in fields.items():
+                setattr(job, name, jsonable(value) if name in JSON_FIELDS else
+                        str(value) if name == "state" else value)
+            s.flush()
+            return _row(job)
+
+    def append_job_warning(self, job_id: int, warning: str) -> JobRow:
+        """Add one warning to the job's list (atomically; concurrent appends are not lost)."""
+        with self._write() as s:
+            job = self._job(s, job_id)
+            job.warnings = [*(job.warnings or []), str(warning)]
+            s.flush()
+            return _row(job)
+
+    def append_job_log(self, job_id: int, line: str) -> None:
+        with self._write() as s:
+            self._job(s, job_id)
+            s.add(JobLog(job_id=int(job_id), line=str(line)))
+
+    @staticmethod
+    def _job(s: Session, job_id: int) -> Job:
+        job = s.get(Job, int(job_id))
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return job
+
+    # --- reads -------------------------------------------------------------------------------------------------------
+    def get_job(self, job_id: int) -> JobRow | None:
+        with self._read() as s:
+            job = s.get(Job, int(job_id))
+            return _row(job) if job is not None else None
+
+    def jobs(self, state: str | Iterable[str] | None = None) -> list[JobRow]:
+        """Jobs ordered by id, all or those in ``state`` (a name or several)."""
+        query = select(Job).order_by(Job.id)
+        if state is not None:
+            query = query.where(Job.state.in_([str(state)] if isinstance(state, str) else [str(s) for s in state]))
+        with self._read() as s:
+            return [_row(j) for j in s.scalars(query).all()]
+
+    def job_log(self, job_id: int) -> list[tuple[datetime, str]]:
+        with self._read() as s:
+            rows = s.scalars(select(JobLog).where(JobLog.job_id == int(job_id)).order_by(JobLog.id)).all()
+            return [(r.time_utc, r.line) for r in rows]
+
+
+def describe_db_error(exc: SQLAlchemyError) -> str:
+    """The driver's message without SQLAlchemy's statement dump (e.g. ``attempt to write a readonly database``)."""
+    return str(exc.orig) if isinstance(exc, DBAPIError) else str(exc).split("\n", 1)[0]
