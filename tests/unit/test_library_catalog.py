@@ -23,6 +23,7 @@ from calib.frames import write_frame
 from daemon.api.app import create_app
 from daemon.api.models import EntryOut, KeyIn
 from daemon.cli.library import key_columns
+from daemon.jobs.queue import JobQueue
 from daemon.library.catalog import LibraryIndex
 from daemon.library.keys import KEY_FIELDS, InvalidKey, LibraryKey, calib_kind
 from daemon.library.layout import Layout
@@ -124,7 +125,7 @@ def test_migration_0002_keeps_every_row_of_a_0001_library(tmp_path: Path) -> Non
         assert entry.slug == "dark_60s_m10C_g120_o30_bin1_rm0_usb30_glow-auto_os-ignore_64x48"  # slug unchanged
         assert entry.temperature_mean_c == pytest.approx(-10.0) and entry.read_mode == 0 and entry.overscan == "ignore"
         assert index.frames_of(entry.id)[0].sha256 == "a" * 64
-        assert [j.kind for j in index.jobs()] == ["build-library"]
+        assert [j.kind for j in JobQueue(index).jobs()] == ["build-library"]
         assert index.upsert_entry(entry.key, 20).id == entry.id  # the old entry is still found by its key
 
 
