@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import io
 import logging
 import re
@@ -59,6 +58,7 @@ log = logging.getLogger(__name__)
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MAX_RECONNECTS_PER_FRAME = 5
 MIN_FRAMES_FOR_SELF_EXPECTATION = 3
+DEFAULT_SATURATION_ADU = 65520.0  # a camera without a profile: the QHY 12-bit ADC scaled to 16 bit
 
 
 class SeriesFailed(CameraError):
@@ -144,14 +144,10 @@ def cool_and_wait(camera: Camera, set_point_c: float, cooling: CoolingSettings,
     :class:`drivers.camera.CameraTimeout` after ``cooling.timeout_s``.
     """
     camera.set_temperature(set_point_c, cooling.ramp_c_per_min)
-    kwargs: dict[str, Any] = {"tolerance_c": cooling.tolerance_c, "hold_s": cooling.hold_s,
-                              "timeout_s": cooling.timeout_s, "on_sample": on_sample}
-    params = inspect.signature(camera.wait_until_stable).parameters
-    if "unreachable_window_s" in params:
-        kwargs["unreachable_window_s"] = cooling.unreachable_window_s
-    if "unreachable_power_pct" in params:
-        kwargs["unreachable_power_pct"] = cooling.unreachable_power_pct
-    return camera.wait_until_stable(set_point_c, **kwargs)
+    return camera.wait_until_stable(set_point_c, tolerance_c=cooling.tolerance_c, hold_s=cooling.hold_s,
+                                    timeout_s=cooling.timeout_s, on_sample=on_sample,
+                                    unreachable_window_s=cooling.unreachable_window_s,
+                                    unreachable_power_pct=cooling.unreachable_power_pct)
 
 
 # ---------------------------------------------------------------------------------------------------- headers
@@ -298,10 +294,10 @@ def capture_series(camera: Camera, request: SeriesRequest, out_dir: Path, *, coo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame_type = FrameType(request.frame_type)
+    profile = camera.profile
     thresholds = request.quality or QualityThresholds(
         temperature_tolerance_c=max(0.5, cooling.tolerance_c),
-        saturation_adu=float(getattr(getattr(camera, "profile", None), "saturation_adu", 65520)))
-    profile: CameraProfile | None = getattr(camera, "profile", None)
+        saturation_adu=float(profile.saturation_adu if profile is not None else DEFAULT_SATURATION_ADU))
     result = SeriesResult()
     existing: dict[int, FrameRecord] = {}
     for index in range(1, request.count + 1):
