@@ -318,24 +318,15 @@ def capture_series(camera: Camera, request: SeriesRequest, out_dir: Path, *, coo
         log.info("settings applied: %s", applied)
 
     def recover(reason: str) -> None:
-        """Reconnect (bounded by ``cooling.reconnect_timeout_s``), restore settings and cooling."""
+        """Reconnect (the camera retries within its own bound, ``cooling.reconnect_timeout_s`` for the daemon's
+        cameras), then restore settings and cooling."""
         result.reconnects += 1
         log.warning("camera lost (%s); reconnecting", reason)
-        deadline_event = threading.Event()
-        waited_s = 0.0
-        delay_s = 0.5
-        while True:
-            try:
-                camera.connect(timeout_s=min(30.0, max(1.0, cooling.reconnect_timeout_s - waited_s)))
-                prepare()
-                return
-            except (CameraDisconnected, CameraTimeout) as exc:
-                if waited_s >= cooling.reconnect_timeout_s:
-                    raise SeriesFailed(f"camera did not come back within {cooling.reconnect_timeout_s:.0f} s: {exc}",
-                                       result) from exc
-                deadline_event.wait(delay_s)
-                waited_s += delay_s
-                delay_s = min(5.0, delay_s * 2)
+        try:
+            camera.reconnect_now()
+            prepare()
+        except (CameraDisconnected, CameraTimeout) as exc:
+            raise SeriesFailed(f"camera did not come back: {exc}", result) from exc
 
     prepare()
     for index in range(1, request.count + 1):

@@ -12,7 +12,8 @@ the INDI driver) and the same observation keys (:mod:`drivers.observation`, shar
 Faults (:class:`SimFaults`, counters consumed one exposure or one connect at a time): an exposure that ends in an
 Alert (:class:`ExposureFailed`), an image that never arrives (:class:`CameraTimeout` after the download timeout), a
 link that drops mid-exposure (:class:`CameraDisconnected`; the camera then reports ``connected=False`` until it is
-connected again), connects that fail while the "server" is away, and light leaking onto the next dark/bias frames.
+connected again), connects that fail while the "server" is away, light leaking onto the next dark/bias frames and a
+sensor that starts an exposure warmer than the set point (rejected by the temperature check).
 :meth:`SimCamera.drop_connection` drops the link at once (INDI ``SIM_FAULTS.DISCONNECT``); ``light_leak_e_per_s``
 leaks on every frame (``SIM_SETTINGS.LIGHT_LEAK``); an unreachable set point comes from the physics (``ambient_c``,
 ``max_delta_c``). Units: seconds are *simulated* seconds throughout.
@@ -141,6 +142,8 @@ class SimFaults:
     refuse_connects: int = 0  # connect() calls that fail while the "server" is away → CameraDisconnected
     leak_frames: int = 0  # dark/bias frames that see ``leak_e_per_s`` of light
     leak_e_per_s: float = 50.0
+    jolt_exposures: int = 0  # exposures that start with the sensor ``jolt_c`` warmer (a draught, the dew heater)
+    jolt_c: float = 2.0
 
     def take(self, name: str) -> bool:
         """Consume one count of fault ``name``; whether it was pending."""
@@ -173,6 +176,7 @@ class SimCamera:
         self.readout_s = readout_s if readout_s is not None else (profile.readout_s if profile else 1.0)
         self.reconnects = 0  # transparent reconnections so far (see reconnect_now)
         self.exposures = 0  # exposures started (failed, aborted and dropped ones included)
+        self.aborted = 0  # exposures ended by abort()
         self.cooler = TecCooler(ambient_c=ambient_c, temperature_c=ambient_c, max_delta_c=max_delta_c)
         self._drift = AdcDrift()
         self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, 2]))
@@ -475,6 +479,7 @@ class SimCamera:
         if self.clock.wait(self._abort, seconds):
             if not self._connected:
                 raise CameraDisconnected(f"lost the connection to {self.device} during the exposure")
+            self.aborted += 1
             raise ExposureAborted(f"{self.device}: exposure aborted")
 
     def _exposure(self, frame_type: FrameType, exposure_s: float, sim_exposure_s: float, start_s: float,
@@ -484,6 +489,10 @@ class SimCamera:
             leak += self.faults.leak_e_per_s
         request = self._request(frame_type, sim_exposure_s, leak)
         drop_link = self.faults.take("disconnect_exposures")
+        if self.faults.take("jolt_exposures"):
+            with self._lock:
+                self._advance()
+                self.cooler.temperature_c += self.faults.jolt_c
         temp_start, power_start = self._reading()
         true_start_c = self.cooler.temperature_c
         seen_c = [temp_start]
