@@ -71,6 +71,7 @@ MAX_BINNING = 4
 AMP_GLOW_MODES = ("auto", "on", "off")
 FAILED_EXPOSURE_S = 0.2  # the INDI simulator's Alert arrives after min(0.2 s, exposure)
 WARM_UP_MARGIN_C = 0.5
+TIME_EPSILON_S = 1e-6  # remaining times below this are rounding (a float clock of hours cannot add 1e-13 s)
 
 
 # ------------------------------------------------------------------------------------------------------------ clocks
@@ -496,7 +497,7 @@ class SimCamera:
         temp_start, power_start = self._reading()
         true_start_c = self.cooler.temperature_c
         seen_c = [temp_start]
-        while (remaining_s := sim_exposure_s - (self.clock.monotonic() - start_s)) > 0:
+        while (remaining_s := sim_exposure_s - (self.clock.monotonic() - start_s)) > TIME_EPSILON_S:
             if drop_link and remaining_s <= sim_exposure_s / 2:
                 self.drop_connection()
             self._wait_or_abort(min(self.sample_interval_s, remaining_s))
