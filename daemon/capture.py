@@ -184,6 +184,12 @@ def stamp_header(header: fits.Header, frame: CapturedFrame, request: SeriesReque
         header[str(key).upper()[:8]] = value
 
 
+def fits_text(text: str) -> str:
+    """``text`` as a FITS string value (printable ASCII): ``°C`` → ``C``, ``±`` → ``+/-``, anything else → ``?``."""
+    text = text.replace("°", "").replace("±", "+/-").replace("σ", "sigma").replace("⁻", "-")
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
 def encode_frame(data: np.ndarray, header: fits.Header) -> bytes:
     """Serialise to FITS bytes (uint16 as ``BITPIX=16``/``BZERO=32768``, else float32)."""
     buf = io.BytesIO()
@@ -226,7 +232,7 @@ def process_frame(frame: CapturedFrame, request: SeriesRequest, profile: CameraP
     header["QUALOK"] = (verdict.ok, "darkd per-frame quality check passed")
     header["QCMEAN"] = (round(verdict.metrics["corrected_mean_adu"], 3), "[adu] mean(DATASEC) - mean(BIASSEC)")
     if verdict.reasons:
-        header["QCREASON"] = ("; ".join(verdict.reasons))[:68]
+        header["QCREASON"] = fits_text("; ".join(verdict.reasons))[:68]
     return ProcessedFrame(encode_frame(frame.data, header), verdict, ovs.mean_adu if ovs else None,
                           ovs.std_adu if ovs else None)
 

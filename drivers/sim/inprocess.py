@@ -142,7 +142,7 @@ class SimFaults:
     disconnect_exposures: int = 0  # exposures during which the link drops (half-way) → CameraDisconnected
     refuse_connects: int = 0  # connect() calls that fail while the "server" is away → CameraDisconnected
     leak_frames: int = 0  # dark/bias frames that see ``leak_e_per_s`` of light
-    leak_e_per_s: float = 50.0
+    leak_e_per_s: float = 2.0
     jolt_exposures: int = 0  # exposures that start with the sensor ``jolt_c`` warmer (a draught, the dew heater)
     jolt_c: float = 2.0
 
