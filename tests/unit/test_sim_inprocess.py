@@ -231,3 +231,29 @@ def test_same_header_keys_and_levels_as_the_indi_twin() -> None:
     same = np.corrcoef(pattern(frames["indi"][1]), pattern(frames["sim"][1]))[0, 1]
     different = np.corrcoef(pattern(frames["indi"][1]), pattern(frames["other"][0]))[0, 1]
     assert same > different + 0.2, (same, different)  # the same seed: the same fixed pattern (DSNU, hot pixels)
+
+
+def test_the_daemon_runtime_runs_on_the_in_process_camera(tmp_path: typing.Any) -> None:
+    """``Runtime(camera_factory=open_sim_camera)``: the monitor connects, ``GET /camera`` reads the protocol's
+    ``reconnects``, and the warm-up at shutdown is handed to the driver's ramp (``capabilities.has_temp_ramp``)."""
+    from daemon.runtime import Runtime
+    from daemon.settings import LibrarySettings, Settings
+    from drivers.sim.factory import open_sim_camera
+
+    camera = open_sim_camera(time_scale=None)
+    settings = Settings(camera_profile="qhy163m-sim-small", library=LibrarySettings(root=tmp_path / "library"))
+    runtime = Runtime(settings, camera_factory=lambda: camera, start_engine=False, monitor_interval_s=0.02,
+                      warm_on_shutdown=True).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not runtime.camera_state()[0].connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        camera.set_temperature(-10.0)
+        while not runtime.camera_state()[0].cooler_on and time.monotonic() < deadline:
+            time.sleep(0.02)
+        snapshot = runtime.camera_snapshot()
+        assert snapshot["connected"] and snapshot["device"] == SIM_DEVICE and snapshot["reconnects"] == 0
+    finally:
+        runtime.stop()
+    state = camera.state()
+    assert not state.connected and state.set_point_c == settings.cooling.warm_up_target_c  # ramp handed over
