@@ -179,6 +179,17 @@ def test_cancel_aborts_the_running_exposure(rig_factory: Callable[..., Rig]) -> 
     assert partial_files(rig.index.layout.root) == []
 
 
+def test_cancel_interrupts_the_cooling_wait(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory(clock=ScaledClock(time_scale=20.0))  # cooling to −10 °C: about a minute of wall time
+    job_id = rig.submit([{"kind": "dark", "exposure_s": 60}])
+    wait_for(lambda: (rig.engine.get(job_id).step or "").startswith("cooling to -10 °C:"), 20, "the cooling wait")
+    started = time.monotonic()
+    rig.engine.cancel(job_id)
+    wait_for(lambda: job_id not in rig.engine._running, 10, "the job thread to end")
+    assert time.monotonic() - started < 1.0 and rig.engine.get(job_id).state == "cancelled"
+    assert rig.camera.exposures == 0 and rig.camera.state().temperature_c > -5.0
+
+
 def test_pause_and_resume_continue_the_same_series(rig_factory: Callable[..., Rig]) -> None:
     rig = rig_factory(clock=ScaledClock(time_scale=1000.0))  # a 300 s dark: 0.3 s of wall time
     job_id = rig.submit([{"kind": "dark", "exposure_s": 300, "frames": 5}])
