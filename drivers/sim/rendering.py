@@ -45,7 +45,8 @@ def bin_frame(data: np.ndarray, binning: int) -> np.ndarray:
         return data
     h, w = (data.shape[0] // binning) * binning, (data.shape[1] // binning) * binning
     blocks = data[:h, :w].reshape(h // binning, binning, w // binning, binning)
-    return np.rint(blocks.mean(axis=(1, 3), dtype=np.float32)).astype(np.uint16)
+    binned: np.ndarray = np.rint(blocks.mean(axis=(1, 3), dtype=np.float32)).astype(np.uint16)
+    return binned
 
 
 def driver_cards(request: ExposureRequest, reported_temperature_c: float, instrument: str) -> list[Card]:
