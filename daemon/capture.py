@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import io
 import logging
 import re
@@ -59,6 +58,7 @@ log = logging.getLogger(__name__)
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 MAX_RECONNECTS_PER_FRAME = 5
 MIN_FRAMES_FOR_SELF_EXPECTATION = 3
+DEFAULT_SATURATION_ADU = 65520.0  # a camera without a profile: the QHY 12-bit ADC scaled to 16 bit
 
 
 class SeriesFailed(CameraError):
@@ -144,14 +144,10 @@ def cool_and_wait(camera: Camera, set_point_c: float, cooling: CoolingSettings,
     :class:`drivers.camera.CameraTimeout` after ``cooling.timeout_s``.
     """
     camera.set_temperature(set_point_c, cooling.ramp_c_per_min)
-    kwargs: dict[str, Any] = {"tolerance_c": cooling.tolerance_c, "hold_s": cooling.hold_s,
-                              "timeout_s": cooling.timeout_s, "on_sample": on_sample}
-    params = inspect.signature(camera.wait_until_stable).parameters
-    if "unreachable_window_s" in params:
-        kwargs["unreachable_window_s"] = cooling.unreachable_window_s
-    if "unreachable_power_pct" in params:
-        kwargs["unreachable_power_pct"] = cooling.unreachable_power_pct
-    return camera.wait_until_stable(set_point_c, **kwargs)
+    return camera.wait_until_stable(set_point_c, tolerance_c=cooling.tolerance_c, hold_s=cooling.hold_s,
+                                    timeout_s=cooling.timeout_s, on_sample=on_sample,
+                                    unreachable_window_s=cooling.unreachable_window_s,
+                                    unreachable_power_pct=cooling.unreachable_power_pct)
 
 
 # ---------------------------------------------------------------------------------------------------- headers
@@ -186,6 +182,12 @@ def stamp_header(header: fits.Header, frame: CapturedFrame, request: SeriesReque
         header[key] = (value, "IRAF section, 1-based inclusive, x first")
     for key, value in request.extra_headers.items():
         header[str(key).upper()[:8]] = value
+
+
+def fits_text(text: str) -> str:
+    """``text`` as a FITS string value (printable ASCII): ``°C`` → ``C``, ``±`` → ``+/-``, anything else → ``?``."""
+    text = text.replace("°", "").replace("±", "+/-").replace("σ", "sigma").replace("⁻", "-")
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
 
 
 def encode_frame(data: np.ndarray, header: fits.Header) -> bytes:
@@ -230,7 +232,7 @@ def process_frame(frame: CapturedFrame, request: SeriesRequest, profile: CameraP
     header["QUALOK"] = (verdict.ok, "darkd per-frame quality check passed")
     header["QCMEAN"] = (round(verdict.metrics["corrected_mean_adu"], 3), "[adu] mean(DATASEC) - mean(BIASSEC)")
     if verdict.reasons:
-        header["QCREASON"] = ("; ".join(verdict.reasons))[:68]
+        header["QCREASON"] = fits_text("; ".join(verdict.reasons))[:68]
     return ProcessedFrame(encode_frame(frame.data, header), verdict, ovs.mean_adu if ovs else None,
                           ovs.std_adu if ovs else None)
 
@@ -298,10 +300,10 @@ def capture_series(camera: Camera, request: SeriesRequest, out_dir: Path, *, coo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame_type = FrameType(request.frame_type)
+    profile = camera.profile
     thresholds = request.quality or QualityThresholds(
         temperature_tolerance_c=max(0.5, cooling.tolerance_c),
-        saturation_adu=float(getattr(getattr(camera, "profile", None), "saturation_adu", 65520)))
-    profile: CameraProfile | None = getattr(camera, "profile", None)
+        saturation_adu=float(profile.saturation_adu if profile is not None else DEFAULT_SATURATION_ADU))
     result = SeriesResult()
     existing: dict[int, FrameRecord] = {}
     for index in range(1, request.count + 1):
@@ -322,24 +324,15 @@ def capture_series(camera: Camera, request: SeriesRequest, out_dir: Path, *, coo
         log.info("settings applied: %s", applied)
 
     def recover(reason: str) -> None:
-        """Reconnect (bounded by ``cooling.reconnect_timeout_s``), restore settings and cooling."""
+        """Reconnect (the camera retries within its own bound, ``cooling.reconnect_timeout_s`` for the daemon's
+        cameras), then restore settings and cooling."""
         result.reconnects += 1
         log.warning("camera lost (%s); reconnecting", reason)
-        deadline_event = threading.Event()
-        waited_s = 0.0
-        delay_s = 0.5
-        while True:
-            try:
-                camera.connect(timeout_s=min(30.0, max(1.0, cooling.reconnect_timeout_s - waited_s)))
-                prepare()
-                return
-            except (CameraDisconnected, CameraTimeout) as exc:
-                if waited_s >= cooling.reconnect_timeout_s:
-                    raise SeriesFailed(f"camera did not come back within {cooling.reconnect_timeout_s:.0f} s: {exc}",
-                                       result) from exc
-                deadline_event.wait(delay_s)
-                waited_s += delay_s
-                delay_s = min(5.0, delay_s * 2)
+        try:
+            camera.reconnect_now()
+            prepare()
+        except (CameraDisconnected, CameraTimeout) as exc:
+            raise SeriesFailed(f"camera did not come back: {exc}", result) from exc
 
     prepare()
     for index in range(1, request.count + 1):

@@ -154,7 +154,7 @@ class Runtime:
         data["updated_utc"] = when.isoformat().replace("+00:00", "Z") if when else None
         data["age_s"] = round((datetime.now(UTC) - when).total_seconds(), 3) if when else None
         cam = self._camera
-        data["reconnects"] = int(getattr(cam, "reconnects", 0) or 0) if cam is not None else 0
+        data["reconnects"] = cam.reconnects if cam is not None else 0
         data["last_error"] = self.camera_error
         return data
 
@@ -213,7 +213,7 @@ class Runtime:
             return
         cooling = self.settings.cooling
         try:
-            if getattr(cam.capabilities, "has_temp_ramp", False):
+            if cam.capabilities.has_temp_ramp:
                 cam.set_temperature(cooling.warm_up_target_c, cooling.warm_up_rate_c_per_min)
                 log.info("warm-up to %.1f °C at %.1f °C/min handed to the driver", cooling.warm_up_target_c,
                          cooling.warm_up_rate_c_per_min)

@@ -1,7 +1,10 @@
 """The camera interface the daemon drives: settings, state, captured frames, and the :class:`Camera` protocol.
 
-Implementations: :class:`drivers.indi.camera.IndiCamera` (any INDI CCD, through ``pyindi-client``). The simulated
-QHY163M is an INDI driver, so it is reached through the same class — there is no separate fake in production code.
+Implementations (peer backends, as in ophyd-async): :class:`drivers.indi.camera.IndiCamera` (any INDI CCD, through
+``pyindi-client``; the simulated QHY163M INDI driver is reached through it) and
+:class:`drivers.sim.inprocess.SimCamera` (the same simulated QHY163M in process, on an injectable clock, for fast
+tests).
+Callers use only the members of :class:`Camera`; they never probe an implementation.
 
 Units: seconds (``_s``), degrees Celsius (``_c``), percent (``_pct``), ADU for pixel values. All methods block; callers
 on an asyncio loop use ``asyncio.to_thread``.
@@ -13,10 +16,13 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from astropy.io import fits
+
+if TYPE_CHECKING:  # drivers.profiles imports this module
+    from drivers.profiles import CameraProfile
 
 
 class FrameType(enum.StrEnum):
@@ -195,18 +201,37 @@ class CapturedFrame:
 
 @runtime_checkable
 class Camera(Protocol):
-    """A cooled camera. Every call blocks with a timeout and raises :class:`CameraError` subclasses, never hangs."""
+    """A cooled camera. Every call blocks with a timeout and raises :class:`CameraError` subclasses, never hangs.
 
-    def connect(self, timeout_s: float = 30.0) -> CameraCapabilities: ...
+    ``profile`` is the camera's geometry and limits (``None``: unknown camera, the whole frame is data);
+    ``reconnects`` counts the transparent reconnections the camera made on its own (shown by ``GET /camera``).
+    """
+
+    profile: CameraProfile | None
+    reconnects: int
+
+    def connect(self, timeout_s: float = 30.0) -> CameraCapabilities:
+        """Connect (again) and return what the device offers."""
+        ...
 
     def disconnect(self) -> None: ...
 
+    def reconnect_now(self) -> CameraCapabilities:
+        """Reconnect within the camera's own bound, restoring the set point and the last applied settings."""
+        ...
+
     @property
-    def capabilities(self) -> CameraCapabilities: ...
+    def capabilities(self) -> CameraCapabilities:
+        """What the device offers (raises :class:`CameraDisconnected` before the first :meth:`connect`)."""
+        ...
 
-    def state(self) -> CameraState: ...
+    def state(self) -> CameraState:
+        """A snapshot from cached readings; never waits on the device."""
+        ...
 
-    def set_temperature(self, set_point_c: float, ramp_c_per_min: float | None = None) -> None: ...
+    def set_temperature(self, set_point_c: float, ramp_c_per_min: float | None = None) -> None:
+        """Cooler on, new set point (with the driver's ramp when given and supported)."""
+        ...
 
     def wait_until_stable(
         self,
@@ -216,12 +241,25 @@ class Camera(Protocol):
         hold_s: float = 60.0,
         timeout_s: float = 1800.0,
         on_sample: Callable[[TemperatureSample], None] | None = None,
-    ) -> TemperatureSample: ...
+        unreachable_window_s: float = 120.0,
+        unreachable_power_pct: float = 95.0,
+    ) -> TemperatureSample:
+        """Block until stable (:mod:`drivers.cooling`); :class:`SetPointUnreachable` or :class:`CameraTimeout`."""
+        ...
 
-    def warm_up(self, target_c: float, rate_c_per_min: float = 5.0, timeout_s: float = 3600.0) -> None: ...
+    def warm_up(self, target_c: float, rate_c_per_min: float = 5.0, timeout_s: float = 3600.0) -> None:
+        """Warm gently to ``target_c``, then switch the cooler off."""
+        ...
 
-    def apply_settings(self, settings: CaptureSettings) -> CaptureSettings: ...
+    def apply_settings(self, settings: CaptureSettings) -> CaptureSettings:
+        """Apply and read back each given setting; returns them as the device reports them."""
+        ...
 
-    def expose(self, frame_type: FrameType, exposure_s: float, timeout_s: float | None = None) -> CapturedFrame: ...
+    def expose(self, frame_type: FrameType, exposure_s: float, timeout_s: float | None = None) -> CapturedFrame:
+        """One exposure with our observation keys stamped (``SET-TEMP``, ``CCDTEMP1``/``2``, ``COOLPWR*``, ...)."""
+        ...
 
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        """Abort a running exposure (safe from another thread); the blocked :meth:`expose` raises
+        :class:`ExposureAborted`."""
+        ...

@@ -1,7 +1,12 @@
-"""Shared fixtures: a real indiserver running the simulated QHY163M (reduced sensor, fast time scale)."""
+"""Shared fixtures and markers: a real indiserver running the simulated QHY163M (reduced sensor, fast time scale), and
+the skip markers of the tests that need INDI programs (one definition instead of a ``skipif`` per file).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +16,25 @@ from tests.indi_server import IndiServer, running_indiserver
 
 SIM_DRIVER = "indi_darkd_sim_ccd"
 SIM_DEVICE = "QHY CCD QHY163M-Sim"
+VENV_BIN = Path(sys.executable).parent  # console scripts of the project (indi_darkd_sim_ccd, darkd)
+
+
+def missing_programs(*names: str) -> list[str]:
+    """The programs among ``names`` found neither in the project's venv nor on ``PATH``."""
+    search = os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")])
+    return [name for name in names if shutil.which(name, path=search) is None]
+
+
+def requires(*programs: str) -> pytest.MarkDecorator:
+    """Skip unless every program is installed (the skip reason names the missing ones)."""
+    missing = missing_programs(*programs)
+    return pytest.mark.skipif(bool(missing), reason=f"not installed: {', '.join(missing)} (make venv; Debian indi-bin)")
+
+
+#: the real indiserver with our simulated QHY163M driver
+requires_sim_driver = requires("indiserver", SIM_DRIVER)
+#: the real indiserver with Debian's stock ``CCD Simulator`` (indi-bin)
+requires_indi = requires("indiserver", "indi_simulator_ccd")
 
 
 def sim_env(**overrides: str | float | int) -> dict[str, str]:

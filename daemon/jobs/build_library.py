@@ -438,8 +438,7 @@ class _Builder:
     # --- the run -----------------------------------------------------------------------------------------------------
     def build(self) -> None:
         camera = self.ctx.camera()
-        profile = getattr(camera, "profile", None)
-        self.eta = _Eta(self.items, float(getattr(profile, "readout_s", DEFAULT_READOUT_S) or DEFAULT_READOUT_S))
+        self.eta = _Eta(self.items, camera.profile.readout_s if camera.profile is not None else DEFAULT_READOUT_S)
         self.report(f"building {len(self.items)} key(s), {self.total} frames")
         skipped_c: set[float] = set()
         try:

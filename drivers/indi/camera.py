@@ -51,6 +51,7 @@ from drivers.camera import (
 from drivers.cooling import StabilityTracker, UnreachableDetector, warm_up_plan
 from drivers.indi.client import IndiClient, PropertyAlert, PropertyMissing, PropertySnapshot
 from drivers.indi.vendors import Control, VendorAdapter, Vocabulary, adapter_for
+from drivers.observation import stamp_observation
 from drivers.profiles import CameraProfile, ProfileMatch, detect_profile, match_score
 
 log = logging.getLogger(__name__)
@@ -814,17 +815,14 @@ class IndiCamera:
             seen_c.append(temp_end)
         data, header = decode_fits(blob.payload, blob.fmt)
         self._check_header(header, device)
-        overscan = self.state().overscan
-        self._stamp(header, frame_type, exposure_s, temp_start, temp_end, power_start, power_end, started, overscan)
-        if seen_c:
-            header["CCDTMIN"] = (round(min(seen_c), 3), "[C] lowest sensor temperature during exposure")
-            header["CCDTMAX"] = (round(max(seen_c), 3), "[C] highest sensor temperature during exposure")
-        return CapturedFrame(
+        frame = CapturedFrame(
             data=data, header=header, frame_type=frame_type, exposure_s=exposure_s, set_point_c=self._set_point_c,
             temperature_start_c=temp_start, temperature_end_c=temp_end, cooler_power_start_pct=power_start,
-            cooler_power_end_pct=power_end, started_utc=started, finished_utc=finished, overscan=overscan,
-            settings=self._applied, temperature_min_c=min(seen_c) if seen_c else None,
-            temperature_max_c=max(seen_c) if seen_c else None)
+            cooler_power_end_pct=power_end, started_utc=started, finished_utc=finished,
+            overscan=self.state().overscan, settings=self._applied,
+            temperature_min_c=min(seen_c) if seen_c else None, temperature_max_c=max(seen_c) if seen_c else None)
+        stamp_observation(frame, self.device)
+        return frame
 
     def _wait_image(self, client: IndiClient, device: str, before: int, timeout: float, epoch: int,
                     exposure_s: float, started: datetime) -> Any:
@@ -846,27 +844,6 @@ class IndiCamera:
         except CameraTimeout as exc:
             raise CameraTimeout(f"{device}: no image {timeout:.1f} s after starting a {exposure_s} s exposure "
                                 f"(download lost?)") from exc
-
-    def _stamp(self, header: fits.Header, frame_type: FrameType, exposure_s: float, temp_start: float | None,
-               temp_end: float | None, power_start: float | None, power_end: float | None, started: datetime,
-               overscan: OverscanMode | None) -> None:
-        """Our observation keys; the driver's own keys (EXPTIME, CCD-TEMP, GAIN, ...) are kept."""
-        header.setdefault("EXPTIME", exposure_s)
-        header.setdefault("DATE-OBS", started.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3])
-        header["FRAMETYP"] = (frame_type.value, "darkd frame type")
-        if self._set_point_c is not None:
-            header["SET-TEMP"] = (round(self._set_point_c, 3), "[C] cooler set point")
-        for key, value, comment in (("CCDTEMP1", temp_start, "[C] sensor temperature at exposure start"),
-                                    ("CCDTEMP2", temp_end, "[C] sensor temperature at exposure end"),
-                                    ("COOLPWR1", power_start, "[%] cooler power at exposure start"),
-                                    ("COOLPWR2", power_end, "[%] cooler power at exposure end")):
-            if value is not None:
-                header[key] = (round(value, 3), comment)
-        if power_start is not None and power_end is not None:
-            header["COOLPWR"] = (round((power_start + power_end) / 2, 2), "[%] mean cooler power")
-        if overscan is not None:
-            header["OVSCMODE"] = (overscan.value, "OVERSCAN_MODE include|ignore")
-        header["CAMERA"] = (self.device or "", "INDI device")
 
     def abort(self) -> None:
         """Abort a running exposure (safe from another thread); the blocked :meth:`expose` raises ExposureAborted."""

@@ -17,7 +17,6 @@ import os
 import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from xml.sax.saxutils import quoteattr
 
@@ -27,8 +26,9 @@ from indipydriver.ipydriver import _makestart
 
 from drivers.sim.cooler import TecCooler
 from drivers.sim.electronics import AdcDrift
-from drivers.sim.fits_image import fits_bytes
 from drivers.sim.physics import GEOMETRIES, SensorGeometry, SensorModel
+from drivers.sim.rendering import ExposureRequest, render_fits
+from drivers.sim.rendering import bin_frame as bin_frame  # re-exported (tests import it from here)
 from drivers.sim.vocabulary import (
     ALWAYS_DEFINED,
     AMP_GLOW,
@@ -46,8 +46,6 @@ log = logging.getLogger("drivers.sim.driver")
 POLL_S = 0.5  # wall seconds between temperature / cooler-power updates
 COUNTDOWN_S = 1.0  # wall seconds between CCD_EXPOSURE countdown updates
 BLOB_CHUNK = 1 << 20
-IMAGETYP = {"light": "Light Frame", "bias": "Bias Frame", "dark": "Dark Frame", "flat": "Flat Frame"}
-FRAME_KEY = {"light": "Light", "bias": "Bias", "dark": "Dark", "flat": "Flat Field"}
 
 
 def defaults_from_env(env: dict[str, str] | None = None) -> SimDefaults:
@@ -77,34 +75,6 @@ def defaults_from_env(env: dict[str, str] | None = None) -> SimDefaults:
         raise ValueError(f"DARKD_SIM_LIGHT_LEAK must be >= 0, got {leak}")
     return SimDefaults(ambient_c=num("AMBIENT_C", 20.0), time_scale=scale, light_leak_e_per_s=leak,
                        seed=int(num("SEED", 0)), sensor=sensor)
-
-
-@dataclass
-class ExposureRequest:
-    """Everything a frame depends on, frozen at exposure start."""
-
-    frame_type: str
-    exposure_s: float
-    gain: float
-    offset: float
-    read_mode: int
-    usb_traffic: int
-    amp_glow: str
-    overscan_include: bool
-    binning: int
-    roi: tuple[int, int, int, int]
-    light_leak_e_per_s: float
-    start_utc: datetime
-    extra_cards: list[tuple[str, object, str]] = field(default_factory=list)
-
-
-def bin_frame(data: np.ndarray, binning: int) -> np.ndarray:
-    """Software binning (block mean, rounded, keeps the 16-bit scale); partial blocks at the edges are dropped."""
-    if binning <= 1:
-        return data
-    h, w = (data.shape[0] // binning) * binning, (data.shape[1] // binning) * binning
-    blocks = data[:h, :w].reshape(h // binning, binning, w // binning, binning)
-    return np.rint(blocks.mean(axis=(1, 3), dtype=np.float32)).astype(np.uint16)
 
 
 async def _say(vector, state: str, message: str = "") -> None:  # type: ignore[no-untyped-def]
@@ -439,36 +409,7 @@ class SimQhyDriver(IPyDriver):
     def _render(model: SensorModel, request: ExposureRequest, temperature_c: float, drift_adu: float,
                 reported_temperature_c: float, rng: np.random.Generator) -> bytes:
         """Sensor model → crop to CCD_FRAME → bin → FITS bytes (runs in a worker thread)."""
-        data = model.expose(request.frame_type, request.exposure_s, temperature_c, request.gain, request.offset,
-                            amp_glow=request.amp_glow, overscan_include=request.overscan_include,
-                            light_leak_e_per_s=request.light_leak_e_per_s, adc_drift_adu=drift_adu, rng=rng)
-        x, y, w, h = request.roi
-        if (x, y, w, h) != (0, 0, data.shape[1], data.shape[0]):
-            data = data[y:y + h, x:x + w]
-        data = bin_frame(data, request.binning)
-        cards: list[tuple[str, object, str]] = [
-            ("ROWORDER", "TOP-DOWN", "Order of the rows in image array"),
-            ("INSTRUME", DEVICE_NAME, "CCD Name"),
-            ("EXPTIME", float(request.exposure_s), "Total Exposure Time (s)"),
-            ("DARKTIME", float(request.exposure_s), "Total Dark Exposure Time (s)"),
-            ("CCD-TEMP", round(reported_temperature_c, 2), "CCD Temperature (Celsius)"),
-            ("PIXSIZE1", 3.8 * request.binning, "Pixel Size 1 (microns)"),
-            ("PIXSIZE2", 3.8 * request.binning, "Pixel Size 2 (microns)"),
-            ("XBINNING", request.binning, "Binning factor in width"),
-            ("YBINNING", request.binning, "Binning factor in height"),
-            ("XPIXSZ", 3.8 * request.binning, "X binned pixel size in microns"),
-            ("YPIXSZ", 3.8 * request.binning, "Y binned pixel size in microns"),
-            ("FRAME", FRAME_KEY[request.frame_type], "Frame Type"),
-            ("IMAGETYP", IMAGETYP[request.frame_type], "Frame Type"),
-            ("GAIN", int(request.gain), "Gain"),
-            ("OFFSET", int(request.offset), "Offset"),
-            ("READMODE", request.read_mode, "Read mode"),
-            ("USBTRAF", request.usb_traffic, "USB traffic"),
-            ("AMPGLOW", request.amp_glow, "Amp glow control (auto|on|off)"),
-            ("DATE-OBS", request.start_utc.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3], "UTC start date of observation"),
-            *request.extra_cards,
-        ]
-        return fits_bytes(np.ascontiguousarray(data), cards)
+        return render_fits(model, request, temperature_c, drift_adu, reported_temperature_c, rng, DEVICE_NAME)
 
     async def _on_ccd_abort_exposure(self, event) -> None:  # type: ignore[no-untyped-def]
         aborted = await self._cancel_exposure()

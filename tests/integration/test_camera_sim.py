@@ -8,7 +8,6 @@ indiserver on the machine.
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 import sys
 import threading
@@ -34,12 +33,11 @@ from drivers.camera import (
     SettingNotApplied,
 )
 from drivers.profiles import load_profile
-from tests.conftest import SIM_DEVICE, SIM_DRIVER, sim_env
+from tests.conftest import SIM_DEVICE, SIM_DRIVER, requires_sim_driver, sim_env
 from tests.indi_server import IndiServer
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which(SIM_DRIVER, path=str(Path(sys.executable).parent)) is None,
-                                 reason="simulated driver not installed")]
+              requires_sim_driver]
 
 PROFILE = load_profile("qhy163m-sim-small")
 TIME_SCALE = 300  # the cooler's 120 s time constant takes 0.4 s of wall time; a 100 s dark 0.33 s

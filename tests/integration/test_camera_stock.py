@@ -6,7 +6,6 @@ the capabilities must say so, the absent settings must fail clearly, and capture
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +21,11 @@ from drivers.camera import (
     SettingNotApplied,
     SettingUnsupported,
 )
+from tests.conftest import requires_indi
 from tests.indi_server import IndiServer, free_port
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which("indi_simulator_ccd") is None, reason="indi-bin not installed")]
+              requires_indi]
 
 STOCK = "CCD Simulator"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -13,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SIM_DRIVER
+from tests.conftest import requires_sim_driver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which(SIM_DRIVER, path=str(Path(sys.executable).parent)) is None
-                                 or shutil.which("indiserver") is None, reason="indiserver/simulated driver missing")]
+              requires_sim_driver]
 
 DARKD = Path(sys.executable).parent / "darkd"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,11 +37,10 @@ from drivers.camera import Camera
 from drivers.factory import open_indi_camera
 from drivers.profiles import load_profile
 from drivers.sim import physics
-from tests.conftest import SIM_DEVICE, SIM_DRIVER, sim_env
+from tests.conftest import SIM_DEVICE, requires_sim_driver, sim_env
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which(SIM_DRIVER, path=str(Path(sys.executable).parent)) is None
-                                 or shutil.which("indiserver") is None, reason="indiserver/simulated driver missing")]
+              requires_sim_driver]
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "qhy163m-sim-small"

@@ -7,8 +7,6 @@ The masters here are plain per-pixel medians (the CALIB engine's masters are exe
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,12 +22,11 @@ from daemon.planning import plan_from_lights
 from daemon.settings import CoolingSettings, LibrarySettings, Settings
 from drivers.camera import CaptureSettings, FrameType, OverscanMode
 from drivers.profiles import load_profile
-from tests.conftest import SIM_DEVICE, SIM_DRIVER, sim_env
+from tests.conftest import SIM_DEVICE, SIM_DRIVER, requires_sim_driver, sim_env
 from tests.indi_server import IndiServer
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which(SIM_DRIVER, path=str(Path(sys.executable).parent)) is None,
-                                 reason="simulated driver not installed")]
+              requires_sim_driver]
 
 PROFILE = load_profile("qhy163m-sim-small")
 COOLING = CoolingSettings(tolerance_c=0.2, hold_s=1.0, timeout_s=60.0, unreachable_window_s=2.0,

@@ -10,7 +10,6 @@ sensor area and an RTS/quantisation bias of ~1 %), gain and read noise 5 %.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +23,11 @@ from daemon.settings import CoolingSettings
 from drivers.camera import CaptureSettings, FrameType, OverscanMode
 from drivers.profiles import load_profile
 from drivers.sim import physics
-from tests.conftest import SIM_DRIVER, sim_env
+from tests.conftest import SIM_DRIVER, requires_sim_driver, sim_env
 from tests.indi_server import IndiServer
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which(SIM_DRIVER, path=str(Path(sys.executable).parent)) is None,
-                                 reason="simulated driver not installed")]
+              requires_sim_driver]
 
 DARKD = str(Path(sys.executable).parent / "darkd")
 SET_POINT_C = -20.0

@@ -7,8 +7,6 @@ limits, and each injected fault. SMALL sensor and a fast time scale keep it shor
 
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,13 +17,12 @@ import pytest
 from drivers.sim.cooler import MAX_DELTA_C
 from drivers.sim.physics import DOUBLING_C, SMALL_GEOMETRY, dark_current_e_per_s, gain_e_per_adu
 from drivers.sim.vocabulary import ALWAYS_DEFINED, MIN_EXPOSURE_S
-from tests.conftest import SIM_DEVICE, SIM_DRIVER, sim_env
+from tests.conftest import SIM_DEVICE, SIM_DRIVER, requires_sim_driver, sim_env
 from tests.indi_server import IndiServer
 from tests.integration.indi_client_helper import SimClient
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which(SIM_DRIVER, path=str(Path(sys.executable).parent)) is None
-                                 or shutil.which("indiserver") is None, reason="indiserver or driver missing")]
+              requires_sim_driver]
 
 GEO = SMALL_GEOMETRY
 OB, EW = GEO.ob_rows, GEO.effective_width

@@ -8,8 +8,6 @@ while the sky stays clear; rain again → it resumes and ends with exactly the p
 
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from daemon.jobs.states import FINAL_STATES
 from daemon.library.catalog import LibraryIndex
 from daemon.library.verify import verify_library
 from drivers.indi.client import IndiClient
-from tests.conftest import SIM_DRIVER, sim_env
+from tests.conftest import SIM_DRIVER, requires, requires_sim_driver, sim_env
 from tests.indi_server import IndiServer
 from tests.integration.test_jobs_sim import (
     TIME_SCALE,
@@ -40,9 +38,7 @@ FRAMES = 8
 EXPOSURE_S = 240  # 0.8 s wall at time scale 300
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which(SIM_DRIVER, path=str(Path(sys.executable).parent)) is None
-                                 or shutil.which("indiserver") is None or shutil.which(WEATHER_DRIVER) is None,
-                                 reason="indiserver, simulated camera or indi_simulator_weather missing")]
+              requires_sim_driver, requires(WEATHER_DRIVER)]
 
 
 class Weather:
