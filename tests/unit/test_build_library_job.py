@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon.library.index import LibraryIndex
 
 from daemon.events import EventBus
-from daemon.jobs.engine import FINAL_STATES, JobEngine
+from daemon.jobs.engine import JobEngine
+from daemon.jobs.states import FINAL_STATES
+from daemon.library.catalog import LibraryIndex
 from daemon.library.verify import partial_files, verify_library
 from daemon.planning import Plan, plan_from_keys
 from daemon.settings import CoolingSettings, LibrarySettings, Settings
@@ -162,7 +163,7 @@ def test_an_unreachable_set_point_is_skipped_and_the_rest_is_built(rig_factory: 
     assert job.state == "failed" and "1 key(s) not built" in (job.error or "")
     assert job.result["unreachable_c"] == [-15.0]
     assert any("set point -15 °C skipped" in w and "unreachable" in w for w in job.warnings)
-    by_set_point = {e.temperature_c: e for e in rig.index.entries()}
+    by_set_point = {e.set_point_c: e for e in rig.index.entries()}
     assert by_set_point[-5.0].status == "ready" and by_set_point[-15.0].frames == 0
 
 

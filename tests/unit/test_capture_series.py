@@ -215,7 +215,7 @@ def test_a_failed_write_leaves_no_file_and_the_rerun_completes(tmp_path: Path,
         real_fsync(fd)
 
     monkeypatch.setattr(calib.frames.os, "fsync", failing_fsync)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(calib.frames.DiskFullError, match="no space left on device; nothing was written"):
         capture_series(camera, request(count=3), tmp_path, cooling=COOLING)
     assert names(tmp_path) == ["dark_0001.fits"]
     assert_no_partial_files(tmp_path)
