@@ -171,6 +171,7 @@ class SimCameraDriver(IPyDriver):
         self.rng = np.random.default_rng(np.random.SeedSequence([defaults.seed, 2]))
         self.fits_records: dict[str, FitsRecord] = {}
         self.saved_config: dict[str, dict[str, object]] = {}
+        self.requested_set_point_c: float | None = None  # last CCD_TEMPERATURE request
         self._ever_connected = False
         self._model: SensorModel | None = None
         self._exposure: asyncio.Task[None] | None = None
@@ -178,6 +179,7 @@ class SimCameraDriver(IPyDriver):
         self._last_readout_sim_s = 0.0
         self._sim_clock_s = 0.0
         self._tx_lock = asyncio.Lock()
+        self._connection_lock = asyncio.Lock()  # indipydriver runs events concurrently: one (dis)connect at a time
 
     # ------------------------------------------------------------------ helpers
     def vec(self, name: str):  # type: ignore[no-untyped-def]
@@ -427,12 +429,13 @@ class SimCameraDriver(IPyDriver):
 
     async def _on_connection(self, event) -> None:  # type: ignore[no-untyped-def]
         want = event.get("CONNECT") == "On" or (event.get("DISCONNECT") == "Off" and "CONNECT" not in event)
-        if want and not self.connected:
-            await self.connect()
-        elif not want and self.connected:
-            await self.disconnect()
-        else:
-            await self.device["CONNECTION"].send_setVector(state="Ok")
+        async with self._connection_lock:
+            if want and not self.connected:
+                await self.connect()
+            elif not want and self.connected:
+                await self.disconnect()
+            else:
+                await self.device["CONNECTION"].send_setVector(state="Ok")
 
     async def _on_sim_settings(self, event) -> None:  # type: ignore[no-untyped-def]
         vector = self.device["SIM_SETTINGS"]
@@ -466,9 +469,10 @@ class SimCameraDriver(IPyDriver):
         if vector["DISCONNECT"] == "On":
             vector["DISCONNECT"] = "Off"
             await vector.send_setVector(state="Ok")
-            if self.connected:
-                log.warning("simulated fault: the camera drops its connection")
-                await self.disconnect(message="simulated fault: camera disconnected", state="Alert")
+            async with self._connection_lock:
+                if self.connected:
+                    log.warning("simulated fault: the camera drops its connection")
+                    await self.disconnect(message="simulated fault: camera disconnected", state="Alert")
 
     async def _consume_fault(self, fault: str) -> bool:
         vector = self.device["SIM_FAULTS"]
@@ -633,6 +637,7 @@ class SimCameraDriver(IPyDriver):
         if not lo <= set_point_c <= hi:  # CCD::ISNewNumber (indiccd.cpp)
             raise ValueError(f"Error: Bad temperature value! Range is [{lo:.1f}, {hi:.1f}] (C).")
         current_c = self.number("CCD_TEMPERATURE", "CCD_TEMPERATURE_VALUE")
+        self.requested_set_point_c = set_point_c
         self.cooler.set_point(set_point_c)
         if self.spec.key == "qhy":  # QHYCCD::SetTemperature: setCoolerEnabled(request <= current), automatic mode
             self._show_cooler(set_point_c <= current_c)
@@ -658,9 +663,10 @@ class SimCameraDriver(IPyDriver):
     async def _on_ccd_cooler(self, event) -> None:  # type: ignore[no-untyped-def]
         self._check_writable("CCD_COOLER")
         on = event.get("COOLER_ON") == "On" or event.get("COOLER_OFF") == "Off"
-        current_c = self.cooler.temperature_c
-        if on and self.spec.cooler_on_needs_lower_target and not self.cooler.set_point_c < current_c:
-            raise ValueError(f"Cannot turn on the cooler: the target temperature ({self.cooler.set_point_c:.2f} C) "
+        current_c = self.number("CCD_TEMPERATURE", "CCD_TEMPERATURE_VALUE")
+        target_c = current_c if self.requested_set_point_c is None else self.requested_set_point_c
+        if on and self.spec.cooler_on_needs_lower_target and not target_c < current_c:
+            raise ValueError(f"Cannot turn on the cooler: the target temperature ({target_c:.2f} C) "
                              f"must be below the current temperature ({current_c:.2f} C)")
         if on and self.spec.key == "qhy":  # QHYCCD::ISNewSwitch: explicit ON regulates to min(current, 0 °C)
             self.cooler.set_point(min(self.number("CCD_TEMPERATURE", "CCD_TEMPERATURE_VALUE"), 0.0))
