@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
-from indipydriver import Device, IPyDriver, NumberVector, SwitchVector
+from indipydriver import Device, IPyDriver, NumberVector, SwitchVector, TextVector
 from indipydriver.ipydriver import _makestart
 
 from drivers.sim.cooler import TecCooler
@@ -508,7 +508,9 @@ class SimCameraDriver(IPyDriver):
         if where is None:
             return None
         name, element = where
-        if decimals is None:  # the on-switch's label (QHY AMPGLOW)
+        if decimals is None and isinstance(self.device[name], TextVector):  # ToupTek SN, FIRMVER, ...
+            return FitsRecord(key, str(self.device[name][element]), comment)
+        if decimals is None:  # the on-switch's label (QHY AMPGLOW, ToupTek LOWNOISE)
             on = self.switch_on(name)
             return FitsRecord(key, self.device[name].data[on].label if on else "", comment)
         return FitsRecord(key, self.number(name, element), comment, decimals)

@@ -59,7 +59,7 @@ VectorDef = NumberDef | SwitchDef | TextDef
 @dataclass(frozen=True)
 class FitsKey:
     """A keyword the driver's ``addFITSKeywords`` writes: value of ``role`` (see VendorSpec.roles), CFITSIO decimals
-    (``None``: the on-switch's label as a string)."""
+    (``None``: a string — the on-switch's label, or the text element's text)."""
 
     key: str
     role: str
@@ -236,15 +236,34 @@ TOUPCAM = VendorSpec(
            ("FAN_SPEED1", "1", True), ("FAN_SPEED2", "2", False), ("FAN_SPEED3", "3", False)),
         _s("TC_HEAT_CONTROL", "Heat", CONTROLS, "rw", "OneOfMany", ("INDI_DISABLED", "OFF", False),
            ("HEAT1", "1", True), ("HEAT2", "2", False), ("HEAT3", "3", False)),
+        TextDef("CAMERA", "Camera", INFO, "ro", (
+            ("MODEL", "Model", "ATR3CMOS26000KMA"), ("PRODUCTIONDATE", "Production Date", "20230412"),
+            ("SN", "SN", "TP2304120001"), ("FIRMWAREVERSION", "Firmware Version", "3.1.5"),
+            ("HARDWAREVERSION", "Hardware Version", "3.1"), ("FPGAVERSION", "FPGA Version", "1.8"),
+            ("REVISION", "Revision", "4"))),
+        TextDef("SDK", "SDK", INFO, "ro", (("VERSION", "Version", "57.25163.20240324"),)),
         _n("ADC_DEPTH", "ADC Depth", "Image Info", "ro", ("BITS", "Bits", "%2.0f", 0, 32, 1, 16)),
     ),
     roles={"gain": ("CCD_CONTROLS", "Gain"), "offset": ("CCD_OFFSET", "OFFSET"),
            "cooler_power": ("CCD_COOLER_POWER", "COOLER_POWER"), "speed": ("CCD_CONTROLS", "Speed"),
            "conversion_gain": ("TC_CONVERSION_GAIN", ""), "heater": ("TC_HEAT_CONTROL", ""),
-           "fan": ("TC_FAN_SPEED", "")},
+           "fan": ("TC_FAN_SPEED", ""), "low_noise": ("TC_LOW_NOISE", ""), "high_fullwell": ("TC_HIGHFULLWELL", ""),
+           "serial": ("CAMERA", "SN"), "production_date": ("CAMERA", "PRODUCTIONDATE"),
+           "firmware": ("CAMERA", "FIRMWAREVERSION"), "hardware": ("CAMERA", "HARDWAREVERSION"),
+           "fpga": ("CAMERA", "FPGAVERSION")},
     cooler_switch="wo", cooler_starts_on=True,
-    fits_keys=(FitsKey("GAIN", "gain", 3, "Gain"), FitsKey("OFFSET", "offset", 3, "Offset")),
-    restored_from_config=("TC_HEAT_CONTROL", "TC_FAN_SPEED"), fixed_gain=120.0,
+    # ToupBase::addFITSKeywords (read in the source)
+    fits_keys=(FitsKey("GAIN", "gain", 3, "Gain"), FitsKey("OFFSET", "offset", 3, "Offset"),
+               FitsKey("LOWNOISE", "low_noise", None, "Low Noise"),
+               FitsKey("FULLWELL", "high_fullwell", None, "High Fullwell"),
+               FitsKey("SN", "serial", None, "Serial Number"), FitsKey("PRODATE", "production_date", None,
+                                                                      "Production Date"),
+               FitsKey("FIRMVER", "firmware", None, "Firmware Version"),
+               FitsKey("HARDVER", "hardware", None, "Hardware Version"),
+               FitsKey("FPGAVER", "fpga", None, "FPGA Version")),
+    # ToupBase::saveConfigItems saves these; the INDI config is loaded again on connect
+    restored_from_config=("TC_HEAT_CONTROL", "TC_FAN_SPEED", "TC_CONVERSION_GAIN", "TC_LOW_NOISE",
+                          "TC_HIGHFULLWELL", "CCD_OFFSET", "CCD_CONTROLS"), fixed_gain=120.0,
 )
 
 # ------------------------------------------------------------------------------------------------------------ SVBony
@@ -269,26 +288,37 @@ SVBONY = VendorSpec(
 )
 
 # -------------------------------------------------------------------------------------------------------------- Atik
-# indi-atik/atik_ccd.cpp: device = Artemis name, CCD_COOLER IP_WO, CCD_COOLER_POWER IP_RO 0..1, CCD_CONTROLS with
-# CONTROL_GAIN ("Gain") / CONTROL_OFFSET ("Offset") usable with CCD_CONTROL_PRESETS = PRESET_CUSTOM, CCD_FAST_MODE,
-# CCD_PAD_DATA; cooler-on refused unless the target is below the current temperature.
+# indi-atik/atik_ccd.cpp (read in the source): device = Artemis name, capture format INDI_RAW, CCD_COOLER IP_WO,
+# CCD_COOLER_POWER IP_RO 0..1, VERSION (VERSION_API, VERSION_FIRMWARE); Horizon: CCD_CONTROL_PRESETS "GO Presets"
+# (PRESET_CUSTOM/LOW/MEDIUM/HIGH, current GO mode read from the SDK on connect), CCD_CONTROLS "GO Controls"
+# (CONTROL_GAIN "Gain" 0..60 step 5, CONTROL_OFFSET "Offset" 0..511 step 10; config values loaded only with
+# PRESET_CUSTOM), CCD_PAD_DATA and CCD_EVEN_ILLUMINATION IP_WO, CCD_FAST_MODE (CONTROL_POWERSAVE, CONTROL_NORMAL).
+# From issue 13 (not located in the source): cooler-on refused unless the target is below the current temperature,
+# gain/offset writable only with PRESET_CUSTOM.
 ATIK = VendorSpec(
     key="atik", source="indi-atik/atik_ccd.cpp", model="Atik Horizon", device_name="Atik Horizon",
     driver_name="Atik", driver_exec="indi_atik_ccd", driver_version="1.32",
-    capture_formats=MONO16,
+    capture_formats=(("INDI_RAW", "RAW", True),),
     vectors=(
         _n("CCD_COOLER_POWER", "Cooling Power", MAIN, "ro",
            ("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", 0, 1, 0.2, 0)),
+        TextDef("VERSION", "Version", INFO, "ro", (("VERSION_API", "API", "20240828"),
+                                                   ("VERSION_FIRMWARE", "Firmware", "1.8"))),
         _s("CCD_CONTROL_PRESETS", "GO Presets", CONTROLS, "rw", "OneOfMany",
            ("PRESET_CUSTOM", "Custom", False), ("PRESET_LOW", "Low", True), ("PRESET_MEDIUM", "Medium", False),
            ("PRESET_HIGH", "High", False)),
         _n("CCD_CONTROLS", "GO Controls", CONTROLS, "rw",
-           ("CONTROL_GAIN", "Gain", "%.f", 0, 60, 1, 0), ("CONTROL_OFFSET", "Offset", "%.f", 0, 511, 1, 0)),
-        _onoff("CCD_FAST_MODE", "Fast Mode"),
-        _onoff("CCD_PAD_DATA", "Pad Data"),
+           ("CONTROL_GAIN", "Gain", "%.f", 0, 60, 5, 30), ("CONTROL_OFFSET", "Offset", "%.f", 0, 511, 10, 0)),
+        _s("CCD_PAD_DATA", "Pad Data", CONTROLS, "wo", "OneOfMany",
+           ("CONTROL_PAD_DATA_OFF", "OFF", True), ("CONTROL_PAD_DATA_ON", "ON", False)),
+        _s("CCD_EVEN_ILLUMINATION", "Even Illumination", CONTROLS, "wo", "OneOfMany",
+           ("CONTROL_EVEN_ILLUMINATION_OFF", "OFF", True), ("CONTROL_EVEN_ILLUMINATION_ON", "ON", False)),
+        _s("CCD_FAST_MODE", "Fast Mode", CONTROLS, "rw", "OneOfMany",
+           ("CONTROL_POWERSAVE", "Powersave / Low noise", False), ("CONTROL_NORMAL", "Normal", True)),
     ),
     roles={"gain": ("CCD_CONTROLS", "CONTROL_GAIN"), "offset": ("CCD_CONTROLS", "CONTROL_OFFSET"),
-           "cooler_power": ("CCD_COOLER_POWER", "CCD_COOLER_VALUE"), "preset": ("CCD_CONTROL_PRESETS", "")},
+           "cooler_power": ("CCD_COOLER_POWER", "CCD_COOLER_VALUE"), "preset": ("CCD_CONTROL_PRESETS", ""),
+           "mode": ("CCD_FAST_MODE", ""), "pad_data": ("CCD_PAD_DATA", "")},
     cooler_switch="wo", cooler_on_needs_lower_target=True, controls_need_custom_preset=True,
 )
 

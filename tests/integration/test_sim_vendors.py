@@ -105,21 +105,26 @@ VENDOR_TABLES: dict[str, dict[str, object]] = {
         "CCD_OFFSET": ("rw", {"OFFSET"}), "TC_CONVERSION_GAIN": ("rw", {"GAIN_LOW", "GAIN_HIGH", "GAIN_HDR"}),
         "TC_LOW_NOISE": ("rw", ON_OFF), "TC_HIGHFULLWELL": ("rw", ON_OFF),
         "TC_FAN_SPEED": ("rw", {"INDI_DISABLED", "FAN_SPEED1", "FAN_SPEED2", "FAN_SPEED3"}),
-        "TC_HEAT_CONTROL": ("rw", {"INDI_DISABLED", "HEAT1", "HEAT2", "HEAT3"}), "ADC_DEPTH": ("ro", {"BITS"})},
+        "TC_HEAT_CONTROL": ("rw", {"INDI_DISABLED", "HEAT1", "HEAT2", "HEAT3"}), "ADC_DEPTH": ("ro", {"BITS"}),
+        "CAMERA": ("ro", {"MODEL", "PRODUCTIONDATE", "SN", "FIRMWAREVERSION", "HARDWAREVERSION", "FPGAVERSION",
+                          "REVISION"}), "SDK": ("ro", {"VERSION"})},
         "gain": ("CCD_CONTROLS", "Gain", 100, 5000), "offset": ("CCD_OFFSET", "OFFSET", 0, 255),
-        "fits": {"GAIN", "OFFSET"}},
+        "fits": {"GAIN", "OFFSET", "LOWNOISE", "FULLWELL", "SN", "PRODATE", "FIRMVER", "HARDVER", "FPGAVER"}},
     # indi-svbony/svbony_ccd.cpp, svbony_base.cpp
     "svbony": {"device": "SVBONY CCD SV605MM", "exec": "indi_svbony_ccd", "extra": {
         "CCD_CAPTURE_FORMAT": ("rw", {"SVB_IMG_RAW8", "SVB_IMG_RAW16"}), "CCD_COOLER": ("wo", COOLER),
         "CCD_COOLER_POWER": ("ro", POWER), "CCD_CONTROLS": ("rw", {"Gain", "Offset", "FrameSpeed"})},
         "gain": ("CCD_CONTROLS", "Gain", 0, 720), "offset": ("CCD_CONTROLS", "Offset", 0, 255),
         "fits": {"GAIN", "OFFSET"}},
-    # indi-atik/atik_ccd.cpp
+    # indi-atik/atik_ccd.cpp (Horizon: GO presets and controls, pad data, even illumination, fast mode)
     "atik": {"device": "Atik Horizon", "exec": "indi_atik_ccd", "extra": {
-        "CCD_CAPTURE_FORMAT": ("rw", {"INDI_MONO"}), "CCD_COOLER": ("wo", COOLER), "CCD_COOLER_POWER": ("ro", POWER),
+        "CCD_CAPTURE_FORMAT": ("rw", {"INDI_RAW"}), "CCD_COOLER": ("wo", COOLER), "CCD_COOLER_POWER": ("ro", POWER),
+        "VERSION": ("ro", {"VERSION_API", "VERSION_FIRMWARE"}),
         "CCD_CONTROL_PRESETS": ("rw", {"PRESET_CUSTOM", "PRESET_LOW", "PRESET_MEDIUM", "PRESET_HIGH"}),
-        "CCD_CONTROLS": ("rw", {"CONTROL_GAIN", "CONTROL_OFFSET"}), "CCD_FAST_MODE": ("rw", ON_OFF),
-        "CCD_PAD_DATA": ("rw", ON_OFF)},
+        "CCD_CONTROLS": ("rw", {"CONTROL_GAIN", "CONTROL_OFFSET"}),
+        "CCD_PAD_DATA": ("wo", {"CONTROL_PAD_DATA_OFF", "CONTROL_PAD_DATA_ON"}),
+        "CCD_EVEN_ILLUMINATION": ("wo", {"CONTROL_EVEN_ILLUMINATION_OFF", "CONTROL_EVEN_ILLUMINATION_ON"}),
+        "CCD_FAST_MODE": ("rw", {"CONTROL_POWERSAVE", "CONTROL_NORMAL"})},
         "gain": ("CCD_CONTROLS", "CONTROL_GAIN", 0, 60), "offset": ("CCD_CONTROLS", "CONTROL_OFFSET", 0, 511),
         "fits": set()},
     # indi-mi/mi_ccd.cpp (read in the source: CCD_TEMP_RAMP.TEMP_RAMP IP_WO, CCD_FAN/CCD_WINDOW_HEATING IP_WO,
@@ -234,7 +239,9 @@ def test_property_dump_matches_driver_source(vendor: str, twin) -> None:  # type
 
     # the frame carries the base-class keywords and exactly the driver's own additions, CFITSIO-formatted
     data, header = client.expose(0.5, "FRAME_DARK")
-    added = {"GAIN", "OFFSET", "AMPGLOW", "READMODE", "USBTRAF", "USBTRAFF"} & set(header)
+    candidates = {"GAIN", "OFFSET", "AMPGLOW", "READMODE", "USBTRAF", "USBTRAFF", "LOWNOISE", "FULLWELL", "SN",
+                  "PRODATE", "FIRMVER", "HARDVER", "FPGAVER"}
+    added = candidates & set(header)
     assert added == table["fits"], vendor
     assert header["INSTRUME"] == device and header["EXPTIME"] == 0.5 and header["DARKTIME"] == 0.5
     assert header["FRAME"] == "Dark" and header["ROWORDER"] == "TOP-DOWN" and data.shape == (360, 480)
