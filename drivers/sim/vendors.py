@@ -154,15 +154,19 @@ QHY = VendorSpec(
 )
 
 # --------------------------------------------------------------------------------------------------------------- ZWO
-# indi-asi/asi_ccd.cpp + asi_base.cpp: "ZWO CCD %s" (SDK name without "ZWO "), CCD_COOLER IP_WO, CCD_COOLER_POWER
-# IP_RO 0..1 ("%+06.2f"), CCD_CONTROLS elements named after the SDK controls, CCD_CAPTURE_FORMAT ASI_IMG_*.
+# indi-asi/asi_ccd.cpp ("ZWO CCD %s", SDK name without "ZWO ") + indi-asi/asi_base.cpp (read in the source):
+# CCD_COOLER IP_WO; CCD_COOLER_POWER IP_RO whose min/max setupParams() copies from the ASI_TARGET_TEMP caps;
+# CCD_CONTROLS "Controls" (one element per SDK control, named after it), CCD_CONTROLS_MODE "Set Auto" (AnyOfMany),
+# FLIP, CCD_VIDEO_FORMAT, BLINK, ADC_DEPTH, SDK, "Serial Number", NICKNAME; Connect() writes BANDWIDTHOVERLOAD = 40;
+# addFITSKeywords: GAIN and OFFSET with 3 decimals. The SDK control list of the ASI1600MM Pro is not in the source:
+# the elements below are a plausible subset.
 ASI = VendorSpec(
     key="asi", source="indi-asi/asi_ccd.cpp, indi-asi/asi_base.cpp", model="ASI1600MM Pro",
     device_name="ZWO CCD ASI1600MM Pro", driver_name="ZWO CCD", driver_exec="indi_asi_ccd", driver_version="2.5",
     capture_formats=(("ASI_IMG_RAW8", "Raw 8 bit", False), ("ASI_IMG_RAW16", "Raw 16 bit", True)),
     vectors=(
         _n("CCD_COOLER_POWER", "Cooling Power", MAIN, "ro",
-           ("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", 0, 1, 0.2, 0)),
+           ("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", -40, 30, 0.2, 0)),
         _n("CCD_CONTROLS", "Controls", CONTROLS, "rw",
            ("Gain", "Gain", "%g", 0, 300, 1, 139), ("Offset", "Offset", "%g", 0, 240, 1, 21),
            ("BandWidth", "BandWidth", "%g", 40, 100, 1, 50), ("Flip", "Flip", "%g", 0, 3, 1, 0),
@@ -172,15 +176,21 @@ ASI = VendorSpec(
            ("AUTO_Gain", "Gain", False), ("AUTO_BandWidth", "BandWidth", False)),
         _s("FLIP", "Flip", CONTROLS, "rw", "AnyOfMany", ("FLIP_HORIZONTAL", "Horizontal", False),
            ("FLIP_VERTICAL", "Vertical", False)),
-        TextDef("ASI_INFO", "ASI Info", "Image Info", "ro", (("ASI_SDK", "SDK", "1.34"),
-                                                             ("ASI_SERIAL", "Serial", "0123456789abcdef"))),
+        _s("CCD_VIDEO_FORMAT", "Format", CONTROLS, "rw", "OneOfMany",
+           ("ASI_IMG_RAW8", "Raw 8 bit", False), ("ASI_IMG_RAW16", "Raw 16 bit", True)),
+        _n("BLINK", "Blink", CONTROLS, "rw", ("BLINK_COUNT", "Blinks before exposure", "%2.0f", 0, 100, 1, 0),
+           ("BLINK_DURATION", "Blink duration", "%2.3f", 0, 60, 0.001, 0)),
+        _n("ADC_DEPTH", "ADC Depth", "Image Info", "ro", ("BITS", "Bits", "%2.0f", 0, 32, 1, 12)),
+        TextDef("SDK", "SDK", INFO, "ro", (("VERSION", "Version", "1, 37, 0, 0"),)),
+        TextDef("Serial Number", "Serial Number", INFO, "ro", (("SN#", "SN#", "1a2b3c4d5e6f7081"),)),
+        TextDef("NICKNAME", "Nickname", INFO, "rw", (("nickname", "nickname", ""),)),
     ),
     roles={"gain": ("CCD_CONTROLS", "Gain"), "offset": ("CCD_CONTROLS", "Offset"),
            "cooler_power": ("CCD_COOLER_POWER", "CCD_COOLER_VALUE"), "bandwidth": ("CCD_CONTROLS", "BandWidth"),
-           "heater": ("CCD_CONTROLS", "AntiDewHeater")},
+           "heater": ("CCD_CONTROLS", "AntiDewHeater"), "adc_bits": ("ADC_DEPTH", "BITS")},
     cooler_switch="wo",
     fits_keys=(FitsKey("GAIN", "gain", 3, "Gain"), FitsKey("OFFSET", "offset", 3, "Offset")),
-    bins=(1, 2, 3, 4), reset_on_connect={"CCD_CONTROLS": {"BandWidth": 50}},
+    bins=(1, 2, 3, 4), reset_on_connect={"CCD_CONTROLS": {"BandWidth": 40}},
 )
 
 # --------------------------------------------------------------------------------------------------------- Player One
