@@ -34,11 +34,10 @@ from drivers.sim.fits_image import FitsRecord, indi_fits_bytes
 from drivers.sim.physics import GEOMETRIES, PIXEL_SIZE_UM, SensorGeometry, SensorModel
 from drivers.sim.vendors import VENDORS, VendorSpec, vendor_spec
 from drivers.sim.vocabulary import (
-    ALWAYS_DEFINED,
     AMP_GLOW,
     FRAME_TYPES,
-    MIN_EXPOSURE_S,
     SimDefaults,
+    always_defined,
     build_vectors,
     ccd_info_members,
 )
@@ -163,8 +162,9 @@ class SimCameraDriver(IPyDriver):
         vectors = build_vectors(defaults, GEOMETRIES[defaults.sensor], self.spec)
         self.device = Device(self.device_name, vectors)
         super().__init__(self.device)
+        self.always_defined = always_defined(self.spec)
         for name, vector in self.device.items():
-            vector.enable = name in ALWAYS_DEFINED
+            vector.enable = name in self.always_defined
         self.connected = False
         self.cooler = TecCooler(ambient_c=defaults.ambient_c, temperature_c=defaults.ambient_c)
         self.drift = AdcDrift()
@@ -301,7 +301,7 @@ class SimCameraDriver(IPyDriver):
         self._refresh_geometry_values()
         self._apply_connect_quirks()
         for name, vector in self.device.items():
-            if name not in ALWAYS_DEFINED:
+            if name not in self.always_defined:
                 vector.enable = True
                 await vector.send_defVector()
         self._ever_connected = True
@@ -328,7 +328,7 @@ class SimCameraDriver(IPyDriver):
         for name in self.spec.restored_from_config:
             self.saved_config[name] = {k: self.device[name][k] for k in self.device[name].data}
         for name, vector in self.device.items():
-            if name not in ALWAYS_DEFINED and vector.enable:
+            if name not in self.always_defined and vector.enable:
                 await vector.send_delProperty()
         await self._set_switches("CONNECTION", ["DISCONNECT"], state=state,
                                  message=message or f"{self.spec.model} disconnected")
@@ -517,7 +517,10 @@ class SimCameraDriver(IPyDriver):
 
     def _request(self, requested_s: float) -> ExposureRequest:
         frame_type = FRAME_TYPES[self.switch_on("CCD_FRAME_TYPE") or "FRAME_LIGHT"]
-        exposure_s = MIN_EXPOSURE_S if frame_type == "bias" else requested_s  # BIAS forces the minimum exposure
+        # BIAS: the base class forces the minimum exposure; FLICCD::StartExposure uses 0 s
+        exposure_s = self.spec.min_exposure_s if frame_type == "bias" else requested_s
+        if frame_type == "bias" and self.spec.key == "fli":
+            exposure_s = 0.0
         frame = self.device["CCD_FRAME"]
         roi = tuple(int(float(frame[k])) for k in ("X", "Y", "WIDTH", "HEIGHT"))
         glow = self.role("amp_glow")

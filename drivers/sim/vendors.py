@@ -103,6 +103,10 @@ class VendorSpec:
     fixed_offset: float = 30.0
     #: QHY: CCD_COOLER_POWER writable (manual PWM), CCD_COOLER_MODE read-only
     manual_cooler_power: bool = False
+    #: vectors the driver defines before CONNECT (ISGetProperties), besides the base class ones
+    before_connect: tuple[VectorDef, ...] = ()
+    #: CCD_EXPOSURE minimum the driver sets (PrimaryCCD.setMinMaxStep)
+    min_exposure_s: float = 0.0001
 
 
 def _n(name: str, label: str, group: str, perm: str, *elements: NumEl) -> NumberDef:
@@ -361,20 +365,29 @@ MI = VendorSpec(
 )
 
 # --------------------------------------------------------------------------------------------------------------- FLI
-# indi-fli/fli_ccd.cpp: "FLI CCD", no gain/offset, CAMERA_MODES switch, no CCD_COOLER switch (cooling through
-# CCD_TEMPERATURE only), CCD_COOLER_POWER IP_RO.
+# indi-fli/fli_ccd.cpp (read in the source): "FLI CCD", PORTS (IP_WO) defined before CONNECT, "Model" texts,
+# CCD_COOLER_POWER IP_RO 0..100, CCD_FLUSH_COUNT, CCD_BACKGROUND_FLUSH, CAMERA_MODES (Options tab; element names
+# and labels are the SDK's mode strings, not in the source), no CCD_COOLER switch and no gain/offset: cooling is
+# CCD_TEMPERATURE alone; exposures 0.04..3600 s.
 FLI = VendorSpec(
     key="fli", source="indi-fli/fli_ccd.cpp", model="FLI CCD", device_name="FLI CCD", driver_name="FLI CCD",
-    driver_exec="indi_fli_ccd", driver_version="1.9",
+    driver_exec="indi_fli_ccd", driver_version="2.0",
     capture_formats=MONO16,
+    before_connect=(_s("PORTS", "Port", MAIN, "wo", "OneOfMany", ("USB", "USB", True), ("SERIAL", "Serial", False),
+                       ("PARALLEL", "Parallel", False), ("INET", "INet", False)),),
     vectors=(
+        TextDef("Model", "", "Image Info", "ro", (("Model", "Model", "MicroLine ML16200"), ("HW Rev", "HW Rev", "1"),
+                                                  ("FW Rev", "FW Rev", "1"))),
         _n("CCD_COOLER_POWER", "Cooling Power", MAIN, "ro",
-           ("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", 0, 100, 1, 0)),
-        _s("CAMERA_MODES", "Modes", MAIN, "rw", "OneOfMany",
-           ("MODE_0", "2.0 MHz", True), ("MODE_1", "8.0 MHz", False)),
+           ("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", 0, 100, 0.2, 0)),
+        _n("CCD_FLUSH_COUNT", "N Flush", OPTIONS, "rw", ("FLUSH_COUNT", "Count", "%.f", 0, 16, 1, 0)),
+        _s("CCD_BACKGROUND_FLUSH", "BKG. Flush", OPTIONS, "rw", "OneOfMany", ("ENABLED", "Enabled", True),
+           ("DISABLED", "Disabled", False)),
+        _s("CAMERA_MODES", "Modes", OPTIONS, "rw", "OneOfMany",
+           ("2.0 MHz", "2.0 MHz", True), ("8.0 MHz", "8.0 MHz", False)),
     ),
     roles={"cooler_power": ("CCD_COOLER_POWER", "CCD_COOLER_VALUE"), "mode": ("CAMERA_MODES", "")},
-    cooler_switch=None,
+    cooler_switch=None, min_exposure_s=0.04,
 )
 
 VENDORS: dict[str, VendorSpec] = {v.key: v for v in (QHY, ASI, PLAYERONE, TOUPCAM, SVBONY, ATIK, MI, FLI)}

@@ -125,7 +125,13 @@ def _always(defaults: SimDefaults, vendor: VendorSpec) -> list:  # type: ignore[
         _switch("SIM_FAULTS", "Faults", SIMULATION, "AnyOfMany",
                 [("FAIL_NEXT_EXPOSURE", "Fail next exposure"), ("DROP_NEXT_DOWNLOAD", "Drop next download"),
                  ("DISCONNECT", "Disconnect")], None),
+        *(from_def(v) for v in vendor.before_connect),
     ]
+
+
+def always_defined(vendor: VendorSpec) -> tuple[str, ...]:
+    """Names of the vectors defined before CONNECT for this vendor."""
+    return (*ALWAYS_DEFINED, *(v.name for v in vendor.before_connect))
 
 
 def _ccd_base(geometry: SensorGeometry, vendor: VendorSpec) -> list:  # type: ignore[type-arg]
@@ -137,7 +143,7 @@ def _ccd_base(geometry: SensorGeometry, vendor: VendorSpec) -> list:  # type: ig
                                                                 0.1, 0.2)]))
     return [
         _number("CCD_EXPOSURE", "Expose", MAIN, [
-            ("CCD_EXPOSURE_VALUE", "Duration (s)", "%5.2f", MIN_EXPOSURE_S, MAX_EXPOSURE_S, 1, 1.0)]),
+            ("CCD_EXPOSURE_VALUE", "Duration (s)", "%5.2f", vendor.min_exposure_s, MAX_EXPOSURE_S, 1, 1.0)]),
         _switch("CCD_ABORT_EXPOSURE", "Abort", MAIN, "AtMostOne", [("ABORT", "Abort")], None),
         _number("CCD_FRAME", "Frame", IMAGE, [
             ("X", "Left ", "%4.0f", 0, width - 1, 1, 0), ("Y", "Top", "%4.0f", 0, height - 1, 1, 0),

@@ -139,16 +139,22 @@ VENDOR_TABLES: dict[str, dict[str, object]] = {
         "CCD_READ_MODE": ("rw", {"READ_MODE_1", "READ_MODE_2"})},
         "gain": ("CCD_GAIN", "GAIN", 0, 4030), "offset": None, "fits": set()},
     # indi-fli/fli_ccd.cpp (no CCD_COOLER switch, no gain/offset)
-    "fli": {"device": "FLI CCD", "exec": "indi_fli_ccd", "extra": {
+    "fli": {"device": "FLI CCD", "exec": "indi_fli_ccd", "before": {"PORTS": ("wo", {"USB", "SERIAL", "PARALLEL",
+                                                                                   "INET"})}, "extra": {
         "CCD_CAPTURE_FORMAT": ("rw", {"INDI_MONO"}), "CCD_COOLER_POWER": ("ro", POWER),
-        "CAMERA_MODES": ("rw", {"MODE_0", "MODE_1"})},
+        "Model": ("ro", {"Model", "HW Rev", "FW Rev"}), "CCD_FLUSH_COUNT": ("rw", {"FLUSH_COUNT"}),
+        "CCD_BACKGROUND_FLUSH": ("rw", {"ENABLED", "DISABLED"}), "CAMERA_MODES": ("rw", {"2.0 MHz", "8.0 MHz"})},
         "gain": None, "offset": None, "fits": set()},
 }
 SIM_ONLY = {"SIM_SETTINGS", "SIM_SENSOR", "SIM_FAULTS"}
 
 
+def before_connect(vendor: str) -> Table:
+    return {**BEFORE_CONNECT, **VENDOR_TABLES[vendor].get("before", {})}  # type: ignore[dict-item]
+
+
 def expected(vendor: str) -> Table:
-    table = dict(BEFORE_CONNECT)
+    table = before_connect(vendor)
     table.update(CCD_BASE)
     table.update(VENDOR_TABLES[vendor]["extra"])  # type: ignore[arg-type]
     return table
@@ -217,7 +223,7 @@ def test_property_dump_matches_driver_source(vendor: str, twin) -> None:  # type
     server, client = twin(vendor, connect=False)
     device = str(table["device"])
     before = {k: v for k, v in dump(server.port, device).items() if k not in SIM_ONLY}
-    assert before == BEFORE_CONNECT
+    assert before == before_connect(vendor)
     assert getprop(server.port, f"{device}.DRIVER_INFO.DRIVER_EXEC")[(device, "DRIVER_INFO", "DRIVER_EXEC")] == \
         table["exec"]
     client.connect_device()
