@@ -198,8 +198,11 @@ ASI = VendorSpec(
 )
 
 # --------------------------------------------------------------------------------------------------------- Player One
-# indi-playerone/playerone_ccd.cpp + playerone_base.cpp: "PlayerOne CCD %s", SDK-named CCD_CONTROLS (Gain, Offset,
-# USB bandwidth limit, heater %, fan), SENSOR_MODE switch (not written to the FITS).
+# indi-playerone/playerone_ccd.cpp ("PlayerOne CCD %s") + playerone_base.cpp (read in the source): the same layout
+# as ASIBase — CCD_COOLER IP_WO, CCD_COOLER_POWER IP_RO (min/max from POA_TARGET_TEMP), CCD_CONTROLS named after the
+# SDK configs, CCD_CONTROLS_MODE, FLIP, CCD_VIDEO_FORMAT (POA_RAW8/POA_RAW16), BLINK, ADC_DEPTH, SDK, Serial Number,
+# NICKNAME; Connect() writes POA_USB_BANDWIDTH_LIMIT = 40; GAIN/OFFSET in the FITS. SENSOR_MODE (issue 13's table) and
+# the SDK config names are not in this source: element names below are plausible.
 PLAYERONE = VendorSpec(
     key="playerone", source="indi-playerone/playerone_ccd.cpp, indi-playerone/playerone_base.cpp",
     model="Poseidon-M", device_name="PlayerOne CCD Poseidon-M", driver_name="PlayerOne CCD",
@@ -207,20 +210,32 @@ PLAYERONE = VendorSpec(
     capture_formats=(("POA_RAW8", "Raw 8 bit", False), ("POA_RAW16", "Raw 16 bit", True)),
     vectors=(
         _n("CCD_COOLER_POWER", "Cooling Power", MAIN, "ro",
-           ("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", 0, 100, 1, 0)),
+           ("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", -50, 50, 0.2, 0)),
         _n("CCD_CONTROLS", "Controls", CONTROLS, "rw",
            ("Gain", "Gain", "%g", 0, 500, 1, 120), ("Offset", "Offset", "%g", 0, 100, 1, 12),
            ("USBBandwidthLimit", "USB Bandwidth Limit", "%g", 35, 100, 1, 100),
            ("HeaterPower", "Heater Power", "%g", 0, 100, 1, 0), ("FanPower", "Fan Power", "%g", 0, 100, 1, 100)),
+        _s("CCD_CONTROLS_MODE", "Set Auto", CONTROLS, "rw", "AnyOfMany", ("AUTO_Gain", "Gain", False)),
+        _s("FLIP", "Flip", CONTROLS, "rw", "AnyOfMany", ("FLIP_HORIZONTAL", "Horizontal", False),
+           ("FLIP_VERTICAL", "Vertical", False)),
+        _s("CCD_VIDEO_FORMAT", "Format", CONTROLS, "rw", "OneOfMany",
+           ("POA_RAW8", "Raw 8 bit", False), ("POA_RAW16", "Raw 16 bit", True)),
+        _n("BLINK", "Blink", CONTROLS, "rw", ("BLINK_COUNT", "Blinks before exposure", "%2.0f", 0, 100, 1, 0),
+           ("BLINK_DURATION", "Blink duration", "%2.3f", 0, 60, 0.001, 0)),
+        _n("ADC_DEPTH", "ADC Depth", "Image Info", "ro", ("BITS", "Bits", "%2.0f", 0, 32, 1, 12)),
+        TextDef("SDK", "SDK", INFO, "ro", (("VERSION", "Version", "3.6.2"),)),
+        TextDef("Serial Number", "Serial Number", INFO, "ro", (("SN#", "SN#", "P0A1B2C3D4"),)),
+        TextDef("NICKNAME", "Nickname", INFO, "rw", (("nickname", "nickname", ""),)),
         _s("SENSOR_MODE", "Sensor Mode", CONTROLS, "rw", "OneOfMany",
            ("SENSOR_MODE_0", "Normal", True), ("SENSOR_MODE_1", "LowNoise", False)),
     ),
     roles={"gain": ("CCD_CONTROLS", "Gain"), "offset": ("CCD_CONTROLS", "Offset"),
            "cooler_power": ("CCD_COOLER_POWER", "CCD_COOLER_VALUE"),
            "bandwidth": ("CCD_CONTROLS", "USBBandwidthLimit"), "heater": ("CCD_CONTROLS", "HeaterPower"),
-           "fan": ("CCD_CONTROLS", "FanPower"), "mode": ("SENSOR_MODE", "")},
+           "fan": ("CCD_CONTROLS", "FanPower"), "mode": ("SENSOR_MODE", ""), "adc_bits": ("ADC_DEPTH", "BITS")},
     cooler_switch="wo",
     fits_keys=(FitsKey("GAIN", "gain", 3, "Gain"), FitsKey("OFFSET", "offset", 3, "Offset")),
+    reset_on_connect={"CCD_CONTROLS": {"USBBandwidthLimit": 40}},
 )
 
 # ------------------------------------------------------------------------------------------------- ToupTek family
@@ -281,7 +296,11 @@ TOUPCAM = VendorSpec(
 )
 
 # ------------------------------------------------------------------------------------------------------------ SVBony
-# indi-svbony/svbony_ccd.cpp + svbony_base.cpp: "SVBONY CCD %s", SDK-named CCD_CONTROLS, SDK defaults on connect.
+# indi-svbony/svbony_ccd.cpp + svbony_base.cpp (read in the source): "SVBONY CCD" default name, the ASIBase layout
+# without BLINK (CCD_COOLER IP_WO, CCD_COOLER_POWER IP_RO with min/max from SVB_TARGET_TEMPERATURE, CCD_CONTROLS,
+# CCD_CONTROLS_MODE, FLIP, CCD_VIDEO_FORMAT, ADC_DEPTH, SDK, Serial Number, NICKNAME); Connect() calls
+# SVBRestoreDefaultParam and SVBSetAutoSaveParam(false) on every connect; GAIN/OFFSET in the FITS. The SDK control
+# names/ranges below are plausible, not in the source.
 SVBONY = VendorSpec(
     key="svbony", source="indi-svbony/svbony_ccd.cpp, indi-svbony/svbony_base.cpp", model="SV605MM",
     device_name="SVBONY CCD SV605MM", driver_name="SVBONY CCD", driver_exec="indi_svbony_ccd",
@@ -289,13 +308,23 @@ SVBONY = VendorSpec(
     capture_formats=(("SVB_IMG_RAW8", "Raw 8 bit", False), ("SVB_IMG_RAW16", "Raw 16 bit", True)),
     vectors=(
         _n("CCD_COOLER_POWER", "Cooling Power", MAIN, "ro",
-           ("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", 0, 100, 1, 0)),
+           ("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", -35, 30, 0.2, 0)),
         _n("CCD_CONTROLS", "Controls", CONTROLS, "rw",
            ("Gain", "Gain", "%g", 0, 720, 1, 10), ("Offset", "Offset", "%g", 0, 255, 1, 0),
            ("FrameSpeed", "Frame speed", "%g", 0, 2, 1, 1)),
+        _s("CCD_CONTROLS_MODE", "Set Auto", CONTROLS, "rw", "AnyOfMany", ("AUTO_Gain", "Gain", False)),
+        _s("FLIP", "Flip", CONTROLS, "rw", "AnyOfMany", ("FLIP_HORIZONTAL", "Horizontal", False),
+           ("FLIP_VERTICAL", "Vertical", False)),
+        _s("CCD_VIDEO_FORMAT", "Format", CONTROLS, "rw", "OneOfMany",
+           ("SVB_IMG_RAW8", "Raw 8 bit", False), ("SVB_IMG_RAW16", "Raw 16 bit", True)),
+        _n("ADC_DEPTH", "ADC Depth", "Image Info", "ro", ("BITS", "Bits", "%2.0f", 0, 32, 1, 16)),
+        TextDef("SDK", "SDK", INFO, "ro", (("VERSION", "Version", "1.12.6"),)),
+        TextDef("Serial Number", "Serial Number", INFO, "ro", (("SN#", "SN#", "SV605MM0001"),)),
+        TextDef("NICKNAME", "Nickname", INFO, "rw", (("nickname", "nickname", ""),)),
     ),
     roles={"gain": ("CCD_CONTROLS", "Gain"), "offset": ("CCD_CONTROLS", "Offset"),
-           "cooler_power": ("CCD_COOLER_POWER", "CCD_COOLER_VALUE"), "speed": ("CCD_CONTROLS", "FrameSpeed")},
+           "cooler_power": ("CCD_COOLER_POWER", "CCD_COOLER_VALUE"), "speed": ("CCD_CONTROLS", "FrameSpeed"),
+           "adc_bits": ("ADC_DEPTH", "BITS")},
     cooler_switch="wo",
     fits_keys=(FitsKey("GAIN", "gain", 3, "Gain"), FitsKey("OFFSET", "offset", 3, "Offset")),
     reset_on_connect={"CCD_CONTROLS": {"Gain": 10, "Offset": 0, "FrameSpeed": 1}},

@@ -96,7 +96,10 @@ VENDOR_TABLES: dict[str, dict[str, object]] = {
         "CCD_CAPTURE_FORMAT": ("rw", {"POA_RAW8", "POA_RAW16"}), "CCD_COOLER": ("wo", COOLER),
         "CCD_COOLER_POWER": ("ro", POWER),
         "CCD_CONTROLS": ("rw", {"Gain", "Offset", "USBBandwidthLimit", "HeaterPower", "FanPower"}),
-        "SENSOR_MODE": ("rw", {"SENSOR_MODE_0", "SENSOR_MODE_1"})},
+        "CCD_CONTROLS_MODE": ("rw", {"AUTO_Gain"}), "FLIP": ("rw", {"FLIP_HORIZONTAL", "FLIP_VERTICAL"}),
+        "CCD_VIDEO_FORMAT": ("rw", {"POA_RAW8", "POA_RAW16"}), "BLINK": ("rw", {"BLINK_COUNT", "BLINK_DURATION"}),
+        "ADC_DEPTH": ("ro", {"BITS"}), "SDK": ("ro", {"VERSION"}), "Serial Number": ("ro", {"SN#"}),
+        "NICKNAME": ("rw", {"nickname"}), "SENSOR_MODE": ("rw", {"SENSOR_MODE_0", "SENSOR_MODE_1"})},
         "gain": ("CCD_CONTROLS", "Gain", 0, 500), "offset": ("CCD_CONTROLS", "Offset", 0, 100),
         "fits": {"GAIN", "OFFSET"}},
     # indi-toupbase/indi_toupbase.cpp (mono, FLAG_TEC_ONOFF, FLAG_FAN, FLAG_CGHDR, heater)
@@ -116,7 +119,10 @@ VENDOR_TABLES: dict[str, dict[str, object]] = {
     # indi-svbony/svbony_ccd.cpp, svbony_base.cpp
     "svbony": {"device": "SVBONY CCD SV605MM", "exec": "indi_svbony_ccd", "extra": {
         "CCD_CAPTURE_FORMAT": ("rw", {"SVB_IMG_RAW8", "SVB_IMG_RAW16"}), "CCD_COOLER": ("wo", COOLER),
-        "CCD_COOLER_POWER": ("ro", POWER), "CCD_CONTROLS": ("rw", {"Gain", "Offset", "FrameSpeed"})},
+        "CCD_COOLER_POWER": ("ro", POWER), "CCD_CONTROLS": ("rw", {"Gain", "Offset", "FrameSpeed"}),
+        "CCD_CONTROLS_MODE": ("rw", {"AUTO_Gain"}), "FLIP": ("rw", {"FLIP_HORIZONTAL", "FLIP_VERTICAL"}),
+        "CCD_VIDEO_FORMAT": ("rw", {"SVB_IMG_RAW8", "SVB_IMG_RAW16"}), "ADC_DEPTH": ("ro", {"BITS"}),
+        "SDK": ("ro", {"VERSION"}), "Serial Number": ("ro", {"SN#"}), "NICKNAME": ("rw", {"nickname"})},
         "gain": ("CCD_CONTROLS", "Gain", 0, 720), "offset": ("CCD_CONTROLS", "Offset", 0, 255),
         "fits": {"GAIN", "OFFSET"}},
     # indi-atik/atik_ccd.cpp (Horizon: GO presets and controls, pad data, even illumination, fast mode)
