@@ -301,6 +301,10 @@ def test_asi_write_only_cooler_and_bandwidth_reset(twin) -> None:  # type: ignor
     client.number("CCD_TEMPERATURE", {"CCD_TEMPERATURE_VALUE": -5}, wait=False)
     client.wait_for(lambda: client.props["CCD_COOLER_POWER"].values["CCD_COOLER_VALUE"] > 0, 10, "cooler power")
     client.number("CCD_CONTROLS", {"BandWidth": 80, "Gain": 200})
+    before = client.seq()
+    client.number("CCD_CONTROLS", {"Gain": 301}, wait=False)  # ControlNP.update → IUUpdateNumber refuses
+    _alert(client, "CCD_CONTROLS", before, "Invalid range for Gain (Gain). Valid range is from 0 to 300.")
+    assert client.value("CCD_CONTROLS", "Gain") == 200
     _reconnect(client)
     # ASIBase::Connect writes BANDWIDTHOVERLOAD = 40 on every connect; the gain survives
     assert client.value("CCD_CONTROLS", "BandWidth") == 40 and client.value("CCD_CONTROLS", "Gain") == 200
@@ -327,8 +331,9 @@ def test_cooler_starts_on_and_heater_restored(vendor: str, heater: tuple[str, st
         assert client.value(name, element) is True  # restored from the driver's config, not reset to HEAT1
     else:
         client.number(name, {element: 2})
+        client.number("CCD_TEMP_RAMP", {"TEMP_RAMP": 5})  # Moravian's write-only ramp, element TEMP_RAMP
         _reconnect(client)
-        assert client.value(name, element) == 2
+        assert client.value(name, element) == 2 and client.value("CCD_TEMP_RAMP", "TEMP_RAMP") == 5
 
 
 def test_atik_cooler_and_preset_rules(twin) -> None:  # type: ignore[no-untyped-def]
