@@ -89,3 +89,42 @@ def running_indiserver(drivers: list[str], env: dict[str, str] | None = None,
         yield server
     finally:
         server.stop()
+
+
+def raw_definitions(port: int, device: str, wait_s: float = 2.0) -> dict[str, dict[str, object]]:
+    """Every ``def*Vector`` of ``device`` as the server sends it on ``getProperties``, parsed from the raw XML.
+
+    ``{name: {"kind", "perm", "rule", "label", "group", "elements": {name: {"label", "min", "max", "step",
+    "format", "value"}}}}`` — what ``indi_getprop`` cannot show (ranges, formats, switch rules, labels).
+    """
+    import xml.etree.ElementTree as ET
+
+    chunks: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as sock:
+        sock.sendall(f'<getProperties version="1.7" device="{device}"/>\n'.encode())
+        deadline = time.monotonic() + wait_s
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data = sock.recv(1 << 16)
+            except TimeoutError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    root = ET.fromstring(b"<root>" + b"".join(chunks) + b"</root>")
+    result: dict[str, dict[str, object]] = {}
+    for vec in root:
+        if not vec.tag.startswith("def") or vec.get("device") != device:
+            continue
+        elements: dict[str, dict[str, object]] = {}
+        for el in vec:
+            info: dict[str, object] = {"label": el.get("label"), "value": (el.text or "").strip()}
+            for attr in ("min", "max", "step", "format"):
+                if el.get(attr) is not None:
+                    info[attr] = el.get(attr)
+            elements[str(el.get("name"))] = info
+        result[str(vec.get("name"))] = {"kind": vec.tag[3:-6].lower(), "perm": vec.get("perm", "ro"),
+                                        "rule": vec.get("rule"), "label": vec.get("label"),
+                                        "group": vec.get("group"), "elements": elements}
+    return result

@@ -53,8 +53,10 @@ from drivers.observation import stamp_observation
 from drivers.profiles import CameraProfile
 from drivers.sim.cooler import MAX_DELTA_C, TecCooler
 from drivers.sim.electronics import AdcDrift
+from drivers.sim.fits_image import FitsRecord
 from drivers.sim.physics import PIXEL_SIZE_UM, SMALL_GEOMETRY, SensorGeometry, SensorModel
 from drivers.sim.rendering import ExposureRequest, render_frame
+from drivers.sim.vendors import vendor_spec
 
 log = logging.getLogger(__name__)
 
@@ -447,10 +449,16 @@ class SimCamera:
         full_h, full_w = self.geometry.shape(self._overscan is OverscanMode.INCLUDE)
         return ExposureRequest(
             frame_type=frame_type.value, exposure_s=exposure_s, gain=self._numbers["gain"],
-            offset=self._numbers["offset"], read_mode=self._numbers["read_mode"],
-            usb_traffic=self._numbers["usb_traffic"], amp_glow=self._amp_glow,
+            offset=self._numbers["offset"], amp_glow=self._amp_glow,
             overscan_include=self._overscan is OverscanMode.INCLUDE, binning=self._binning,
-            roi=self._roi or (0, 0, full_w, full_h), light_leak_e_per_s=leak_e_per_s, start_utc=self.clock.utcnow())
+            roi=self._roi or (0, 0, full_w, full_h), light_leak_e_per_s=leak_e_per_s, start_utc=self.clock.utcnow(),
+            vendor_records=self._vendor_records(), device_name=self.device, has_cooler=True)
+
+    def _vendor_records(self) -> list[FitsRecord]:
+        """The QHY driver's own keywords (:data:`drivers.sim.vendors` QHY ``fits_keys``) with this camera's values."""
+        values: dict[str, str | int | float] = {**self._numbers, "amp_glow": self._amp_glow.capitalize()}  # label
+        return [FitsRecord(k.key, values[k.role], k.comment, k.decimals)
+                for k in vendor_spec("qhy").fits_keys if k.role in values]
 
     def expose(self, frame_type: FrameType, exposure_s: float, timeout_s: float | None = None) -> CapturedFrame:
         """One exposure in simulated time; faults as configured in :attr:`faults` (module docstring)."""
@@ -514,8 +522,11 @@ class SimCamera:
             raise CameraTimeout(f"{self.device}: no image {timeout:.1f} s after starting a {exposure_s} s exposure "
                                 f"(download lost?)")
         header = fits.Header()
-        for key, value, comment in cards:
-            header[key] = (value, comment)
+        for record in cards:
+            if record.key == "COMMENT":
+                header.add_comment(record.comment)
+            else:
+                header[record.key] = (record.value, record.comment)
         frame = CapturedFrame(
             data=data, header=header, frame_type=frame_type, exposure_s=exposure_s, set_point_c=self._set_point_c,
             temperature_start_c=temp_start, temperature_end_c=temp_end, cooler_power_start_pct=power_start,
@@ -526,15 +537,14 @@ class SimCamera:
         return frame
 
     def _render(self, request: ExposureRequest, temperature_c: float,
-                reported_temperature_c: float) -> tuple[np.ndarray, list[tuple[str, object, str]]]:
+                reported_temperature_c: float) -> tuple[np.ndarray, list[FitsRecord]]:
         with self._lock:
             now_s = self.clock.monotonic()
             self._drift.idle(now_s - self._last_readout_s)
             self._last_readout_s = now_s
             drift_adu = self._drift.readout()
             noise_rng = np.random.default_rng(self._rng.integers(0, 2**63))
-        return render_frame(self._model_for(), request, temperature_c, drift_adu, reported_temperature_c, noise_rng,
-                            self.device)
+        return render_frame(self._model_for(), request, temperature_c, drift_adu, reported_temperature_c, noise_rng)
 
     def abort(self) -> None:
         """Abort a running exposure (safe from another thread): the blocked :meth:`expose` raises ExposureAborted."""

@@ -114,7 +114,7 @@ def test_vocabulary_geometry_and_headers(start_client: Callable[..., SimClient])
     assert header["BITPIX"] == 16 and header["BZERO"] == 32768
     assert header["EXPTIME"] == 2.5 and header["DARKTIME"] == 2.5
     assert (header["IMAGETYP"], header["FRAME"], header["GAIN"], header["OFFSET"]) == ("Dark Frame", "Dark", 100, 30)
-    assert (header["XBINNING"], header["YBINNING"], header["READMODE"], header["AMPGLOW"]) == (1, 1, 0, "auto")
+    assert (header["XBINNING"], header["YBINNING"], header["READMODE"], header["AMPGLOW"]) == (1, 1, 0, "Auto")
     assert header["INSTRUME"] == SIM_DEVICE and header["OBSERVER"] == "darkd" and "DATE-OBS" in header
     assert abs(header["CCD-TEMP"] - 20.0) < 1.0
     assert np.all(data % 16 == 0)
