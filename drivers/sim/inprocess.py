@@ -524,7 +524,7 @@ class SimCamera:
         header = fits.Header()
         for record in cards:
             if record.key == "COMMENT":
-                header.add_comment(record.comment)
+                header.append(("COMMENT", record.comment))  # in the driver's order, not moved to the end
             else:
                 header[record.key] = (record.value, record.comment)
         frame = CapturedFrame(
