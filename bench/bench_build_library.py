@@ -29,7 +29,8 @@ from typing import Any
 
 from daemon.events import EventBus
 from daemon.indiserver import LocalIndiServer, sim_environment
-from daemon.jobs.engine import FINAL_STATES, JobEngine
+from daemon.jobs.engine import JobEngine
+from daemon.jobs.states import FINAL_STATES
 from daemon.library.catalog import LibraryIndex
 from daemon.planning import plan_from_keys
 from daemon.settings import CoolingSettings, IndiSettings, LibrarySettings, Settings

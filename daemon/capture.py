@@ -37,6 +37,7 @@ from calib.quality import (
     check_frame,
     overscan_stats,
 )
+from daemon.library.keys import MAX_FRAMES_PER_KEY
 from daemon.settings import CoolingSettings
 from drivers.camera import (
     Camera,
@@ -90,8 +91,8 @@ class SeriesRequest:
 
     def validate(self) -> None:
         FrameType(self.frame_type)
-        if self.count < 1:
-            raise ValueError(f"count must be >= 1, got {self.count}")
+        if not 1 <= self.count <= MAX_FRAMES_PER_KEY:
+            raise ValueError(f"count must be 1..{MAX_FRAMES_PER_KEY}, got {self.count}")
         if not self.exposure_s >= 0:
             raise ValueError(f"exposure_s must be >= 0, got {self.exposure_s}")
         if self.max_retakes < 0:
@@ -237,6 +238,18 @@ def process_frame(frame: CapturedFrame, request: SeriesRequest, profile: CameraP
                           ovs.std_adu if ovs else None)
 
 
+def _existing_frames(out_dir: Path, request: SeriesRequest) -> list[tuple[int, Path]]:
+    """The series' frames already on disk, ``(index, path)`` in index order, from one listing of ``out_dir``."""
+    pattern = re.compile(rf"{re.escape(request.name_prefix)}_(\d{{4,}})\.fits")
+    found = []
+    for path in out_dir.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and 1 <= (index := int(match.group(1))) <= request.count and path.is_file() \
+                and path == request.frame_path(out_dir, index):
+            found.append((index, path))
+    return sorted(found)
+
+
 def _record_from_file(path: Path, index: int) -> FrameRecord | None:
     """A record for an already-written frame, or None when the file is not a usable FITS frame."""
     try:
@@ -306,9 +319,11 @@ def capture_series(camera: Camera, request: SeriesRequest, out_dir: Path, *, coo
         saturation_adu=float(profile.saturation_adu if profile is not None else DEFAULT_SATURATION_ADU))
     result = SeriesResult()
     existing: dict[int, FrameRecord] = {}
-    for index in range(1, request.count + 1):
-        path = request.frame_path(out_dir, index)
-        if path.is_file() and (rec := _record_from_file(path, index)) is not None:
+    for index, path in _existing_frames(out_dir, request):
+        if stop is not None and stop.is_set():
+            result.stopped = True
+            return result
+        if (rec := _record_from_file(path, index)) is not None:
             existing[index] = rec
     result.frames.extend(existing.values())
     if len(existing) == request.count:
@@ -316,6 +331,7 @@ def capture_series(camera: Camera, request: SeriesRequest, out_dir: Path, *, coo
     if stop is not None and stop.is_set():
         result.stopped = True
         return result
+    camera.check_settings(request.settings, request.exposure_s, request.set_point_c)  # refused before cooling
 
     def prepare() -> None:
         if request.set_point_c is not None and camera.capabilities.has_cooler:

@@ -251,6 +251,13 @@ class Camera(Protocol):
         """Warm gently to ``target_c``, then switch the cooler off."""
         ...
 
+    def check_settings(self, settings: CaptureSettings, exposure_s: float | None = None,
+                       set_point_c: float | None = None) -> None:
+        """Refuse, before anything is sent, a request the device cannot honour: a setting it lacks
+        (:class:`SettingUnsupported`) or a value outside the range it advertises (:class:`SettingNotApplied`, naming
+        the range) — gain, offset, modes, binning, exposure, set point."""
+        ...
+
     def apply_settings(self, settings: CaptureSettings) -> CaptureSettings:
         """Apply and read back each given setting; returns them as the device reports them."""
         ...

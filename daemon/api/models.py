@@ -13,7 +13,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from daemon.jobs.requests import JobRequest
 from daemon.jobs.states import JobKind, JobState
-from daemon.library.keys import KEY_FIELDS, Kind, LibraryKey
+from daemon.library.keys import KEY_FIELDS, MAX_FRAMES_PER_KEY, Kind, LibraryKey
 from daemon.library.store import EntryStatus as EntryStatus
 from daemon.library.store import EntryView
 
@@ -86,7 +86,7 @@ class KeyIn(LibraryKey):
     """A library key (its fields and bounds are :class:`daemon.library.keys.LibraryKey`'s); ``frames`` overrides the
     per-kind frame count."""
 
-    frames: int | None = Field(default=None, ge=1, le=10_000)
+    frames: int | None = Field(default=None, ge=1, le=MAX_FRAMES_PER_KEY)
 
     def plan_key(self) -> dict[str, Any]:
         """The key fields that were given (``None`` ones left out) plus ``frames``, as ``plan_from_keys`` takes them."""

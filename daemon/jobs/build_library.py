@@ -8,13 +8,13 @@ reviewed against the previous master of the same key (``ready``, or held for rev
 up (``cooling.warm_up_at_end``; param ``warm_up`` overrides).
 
 Params (:class:`BuildLibraryParams`, with the bounds ``POST /library/plan`` applies to keys and at most
-:data:`MAX_FRAMES_PER_KEY` frames per key): ``plan`` (``Plan.to_dict()``, required), ``max_retakes`` (default
-``library.max_retakes``), ``warm_up`` (bool), ``library_expectation`` (bool, default true: a rebuilt key's frames
-are checked for light leaks against the previous entry's frames), ``not_before``/``not_after`` (ISO 8601 start
+:data:`daemon.library.keys.MAX_FRAMES_PER_KEY` frames per key): ``plan`` (``Plan.to_dict()``, required), ``max_retakes``
+(default ``library.max_retakes``), ``warm_up`` (bool), ``library_expectation`` (bool, default true: a rebuilt key's
+frames are checked for light leaks against the previous entry's frames), ``not_before``/``not_after`` (ISO 8601 start
 window), ``weather`` (optional ``{"device", "host", "port", "hold_s", "poll_s"}``: capture only while that INDI
 weather/safety device says imaging is impossible, yield the camera between frames while the sky is clear — see
-:mod:`daemon.jobs.weather_gate`). The job's ``result`` maps each key slug to its entry (``entries``), so a resumed
-run continues the same entries instead of starting new ones.
+:mod:`daemon.jobs.weather_gate`). The job's ``result`` maps each key slug to its entry (``entries``), so a resumed run
+continues the same entries instead of starting new ones.
 
 A set point that turns out unreachable skips its items (warning); a series that fails its retakes leaves its entry
 ``capturing`` for a later run; either makes the job end ``failed`` after the other keys were built.
@@ -43,7 +43,7 @@ from daemon.jobs.states import CAPTURE_KINDS, JobKind
 from daemon.jobs.weather_gate import WeatherGate, validate_weather
 from daemon.library.catalog import LibraryIndex
 from daemon.library.integrity import sha256_file
-from daemon.library.keys import LibraryKey
+from daemon.library.keys import MAX_FRAMES_PER_KEY, LibraryKey
 from daemon.library.layout import Layout
 from daemon.library.store import EntryView
 from daemon.planning import Plan, PlanItem, library_status
@@ -72,7 +72,6 @@ DEFAULT_READOUT_S = 2.0
 TEMPERATURE_REPORT_S = 2.0
 EXPECTATION_FRAMES = 10
 #: At most this many frames per key (a bigger target would tie the camera up for months; capture scans the series).
-MAX_FRAMES_PER_KEY = 10_000
 MAX_PLAN_ITEMS = 1000
 MAX_RETAKES = 100
 

@@ -32,6 +32,8 @@ Kind = Literal["bias", "dark", "flatdark", "flat"]
 AmpGlow = Literal["auto", "on", "off"]
 Overscan = Literal["include", "ignore"]
 KINDS: tuple[str, ...] = typing.get_args(Kind)
+#: the most frames one library entry (one series) may ask for: plans, jobs, the API and capture all refuse more
+MAX_FRAMES_PER_KEY = 10_000
 AMP_GLOW_MODES: tuple[str, ...] = typing.get_args(AmpGlow)
 OVERSCAN_MODES: tuple[str, ...] = typing.get_args(Overscan)
 #: daemon kind → the name :mod:`calib.masters` uses for it (the one mapping between the two vocabularies)

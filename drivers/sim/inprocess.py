@@ -56,20 +56,36 @@ from drivers.sim.electronics import AdcDrift
 from drivers.sim.fits_image import FitsRecord
 from drivers.sim.physics import PIXEL_SIZE_UM, SMALL_GEOMETRY, SensorGeometry, SensorModel
 from drivers.sim.rendering import ExposureRequest, render_frame
-from drivers.sim.vendors import vendor_spec
+from drivers.sim.vendors import NumberDef, vendor_spec
 
 log = logging.getLogger(__name__)
 
-# The INDI driver's vocabulary limits (drivers/sim/vocabulary.py, which cannot be imported without indipydriver).
-DEVICE_NAME = "QHY CCD QHY163M-Sim"
-MIN_EXPOSURE_S = 0.0001
+QHY = vendor_spec("qhy")  # the QHY driver's vocabulary, shared with the INDI twin (drivers/sim/vendors.py)
+
+
+def _role_element(role: str) -> tuple[float, float, float]:
+    """``(min, max, default)`` of the QHY number element that holds ``role`` (gain, offset, read_mode, usb_traffic)."""
+    name, element = QHY.roles[role]
+    for vector in QHY.vectors:
+        if isinstance(vector, NumberDef) and vector.name == name:
+            for el in vector.elements:
+                if el[0] == element:
+                    return float(el[3]), float(el[4]), float(el[6])
+    raise KeyError(f"the QHY vocabulary has no {name}.{element}")
+
+
+DEVICE_NAME = QHY.device_name
+# INDI::CCD base class limits (libs/indibase/indiccd.cpp), as drivers/sim/vocabulary.py declares them for the twin
+MIN_EXPOSURE_S = QHY.min_exposure_s
 MAX_EXPOSURE_S = 3600.0
 SET_POINT_RANGE_C = (-50.0, 50.0)
 RAMP_RANGE_C_PER_MIN = (0.0, 30.0)
-NUMBER_RANGES: dict[str, tuple[int, int]] = {"gain": (0, 580), "offset": (0, 255), "read_mode": (0, 0),
-                                             "usb_traffic": (0, 255)}
-DEFAULT_NUMBERS: dict[str, int] = {"gain": 120, "offset": 30, "read_mode": 0, "usb_traffic": 30}
-MAX_BINNING = 4
+NUMBER_RANGES: dict[str, tuple[int, int]] = {
+    role: (int(_role_element(role)[0]), int(_role_element(role)[1])) for role in ("gain", "offset", "read_mode",
+                                                                                  "usb_traffic")}
+DEFAULT_NUMBERS: dict[str, int] = {role: int(_role_element(role)[2]) for role in NUMBER_RANGES}
+BINS = QHY.bins
+MAX_BINNING = max(BINS)
 AMP_GLOW_MODES = ("auto", "on", "off")
 FAILED_EXPOSURE_S = 0.2  # the INDI simulator's Alert arrives after min(0.2 s, exposure)
 WARM_UP_MARGIN_C = 0.5
@@ -415,15 +431,39 @@ class SimCamera:
                 self._amp_glow = glow
                 result["amp_glow"] = glow
             binning = int(settings.binning or 1)
-            if not 1 <= binning <= MAX_BINNING:
-                raise SettingNotApplied(f"{self.device}: binning {binning} outside 1..{MAX_BINNING}",
-                                        setting="binning", requested=binning, actual=self._binning)
+            self._check_binning(binning)
             self._binning = binning
             result["binning"] = binning
             result["subframe"] = self._apply_roi(settings.subframe)
         applied = replace(CaptureSettings(), **result)
         self._applied = replace(applied, subframe=settings.subframe)
         return applied
+
+    def _check_binning(self, binning: int) -> None:
+        if binning not in BINS:  # qhy_ccd.cpp UpdateCCDBin: only the bins the camera supports, symmetric
+            raise SettingNotApplied(f"{self.device}: {binning}x{binning} binning is not supported (supported: "
+                                    f"{', '.join(map(str, BINS))})", setting="binning", requested=binning,
+                                    actual=self._binning)
+
+    def check_settings(self, settings: CaptureSettings, exposure_s: float | None = None,
+                       set_point_c: float | None = None) -> None:
+        """Refuse a request outside the driver's ranges before anything changes (see :class:`drivers.camera.Camera`)."""
+        self._ensure()
+        for name, (low, high) in NUMBER_RANGES.items():
+            value = getattr(settings, name)
+            if value is not None and not low <= float(value) <= high:
+                raise SettingNotApplied(f"{self.device}: {name.replace('_', ' ')} {value:g} is outside the driver's "
+                                        f"range {low}..{high}", setting=name, requested=value, actual=None)
+        if settings.amp_glow is not None and str(settings.amp_glow).lower() not in AMP_GLOW_MODES:
+            raise ValueError(f"amp_glow must be one of {sorted(AMP_GLOW_MODES)}, got {settings.amp_glow!r}")
+        self._check_binning(int(settings.binning or 1))
+        if exposure_s is not None and not 0 <= exposure_s <= MAX_EXPOSURE_S:
+            raise SettingNotApplied(f"{self.device}: exposure {exposure_s:g} s is outside the driver's range "
+                                    f"0..{MAX_EXPOSURE_S:g} s", setting="exposure_s", requested=exposure_s, actual=None)
+        low_c, high_c = SET_POINT_RANGE_C
+        if set_point_c is not None and not low_c <= set_point_c <= high_c:
+            raise SettingNotApplied(f"set point {set_point_c} °C is outside the driver's range {low_c}..{high_c} °C",
+                                    setting="set_point_c", requested=set_point_c, actual=None)
 
     def _apply_roi(self, subframe: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
         """The driver clamps ``CCD_FRAME`` into the sensor; a clamped request is refused, as ``IndiCamera`` does."""

@@ -17,7 +17,8 @@ from calib.frames import read_header
 from daemon.api.models import KeyIn
 from daemon.events import EventBus
 from daemon.indiserver import LocalIndiServer
-from daemon.jobs.engine import FINAL_STATES, JobEngine
+from daemon.jobs.engine import JobEngine
+from daemon.jobs.states import FINAL_STATES
 from daemon.library.catalog import LibraryIndex
 from daemon.light_headers import light_info_from_file
 from daemon.planning import plan_from_keys

@@ -222,3 +222,42 @@ def test_a_failed_write_leaves_no_file_and_the_rerun_completes(tmp_path: Path,
     monkeypatch.setattr(calib.frames.os, "fsync", real_fsync)
     result = capture_series(camera, request(count=3), tmp_path, cooling=COOLING)
     assert [(r.index, r.resumed) for r in result.frames] == [(1, True), (2, False), (3, False)]
+
+
+def test_a_request_outside_the_drivers_ranges_is_refused_before_cooling(tmp_path: Path) -> None:
+    from drivers.camera import SettingNotApplied
+
+    camera = make_camera()
+    warm_c = camera.state().temperature_c
+    refused = ((request(settings=CaptureSettings(gain=9999)), r"gain 9999 is outside the driver's range 0\.\.580"),
+               (request(settings=CaptureSettings(binning=3)), "3x3 binning is not supported"),
+               (request(set_point_c=-80.0), r"set point -80\.0 °C is outside the driver's range"))
+    for bad, match in refused:
+        with pytest.raises(SettingNotApplied, match=match):
+            capture_series(camera, bad, tmp_path, cooling=COOLING)
+    assert camera.exposures == 0 and camera.state().set_point_c is None  # never cooled, never exposed
+    assert camera.state().temperature_c == pytest.approx(warm_c, abs=0.5)
+    assert names(tmp_path) == []
+
+
+def test_a_series_larger_than_a_library_entry_may_hold_is_refused_at_once(tmp_path: Path) -> None:
+    from daemon.library.keys import MAX_FRAMES_PER_KEY
+
+    camera = make_camera()
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=f"count must be 1..{MAX_FRAMES_PER_KEY}"):
+        capture_series(camera, request(count=10**7), tmp_path, cooling=COOLING)
+    assert time.perf_counter() - started < 1.0 and camera.exposures == 0
+
+
+def test_resume_reads_the_folder_once_and_a_stop_ends_it(tmp_path: Path) -> None:
+    camera = make_camera()
+    capture_series(camera, request(count=2), tmp_path, cooling=COOLING)
+    (tmp_path / "dark_0099.fits").write_bytes(b"not part of a 2-frame series")  # outside the series: ignored
+    (tmp_path / "other_0001.fits").write_bytes(b"another series")
+    again = capture_series(camera, request(count=3), tmp_path, cooling=COOLING)
+    assert [(r.index, r.resumed) for r in again.frames] == [(1, True), (2, True), (3, False)]
+    stop = threading.Event()
+    stop.set()
+    stopped = capture_series(camera, request(count=5), tmp_path, cooling=COOLING, stop=stop)
+    assert stopped.stopped and camera.exposures == 3
