@@ -24,7 +24,9 @@ time              DATE-OBS (UTC), DATE_OBS
 The set point of the key is ``SET-TEMP`` when present and sensible; otherwise the measured ``CCD-TEMP`` rounded to the
 nearest whole degree (cooled cameras are normally set to whole degrees). N.I.N.A. once wrote ``-1.79769e308`` or NaN
 for an unset set point: such values count as absent. Geometry is the image size as stored (``NAXIS1`` × ``NAXIS2``,
-after binning). Missing required keys raise :class:`HeaderKeyError` naming the file and the keywords looked for.
+after binning). A light without ``GAIN``/``OFFSET`` (and no default for them) comes from a camera without that
+control — FLI cameras have neither, Moravian no offset — so its key says ``None`` there. Missing required keys raise
+:class:`HeaderKeyError` naming the file and the keywords looked for.
 """
 
 from __future__ import annotations
@@ -178,14 +180,12 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
         set_point_c = float(round(measured_c))
 
     values: dict[str, Any] = {}
-    for attribute, what in (("gain", "gain"), ("offset", "offset")):
+    for attribute in ("gain", "offset"):
         found = _find(header, attribute)
         if found is not None:
             values[attribute] = _integer(src, attribute, found)
-        elif attribute in dflt:
-            values[attribute] = dflt[attribute]
-        else:
-            raise _missing(src, attribute, what)
+        else:  # not stated: the given default, else "no such control" (FLI: no gain or offset; Moravian: no offset)
+            values[attribute] = dflt.get(attribute)
 
     found = _find(header, "binning")
     binning = _integer(src, "binning", found) if found is not None else int(dflt.get("binning", 1))

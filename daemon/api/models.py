@@ -13,7 +13,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from daemon.jobs.requests import JobRequest
 from daemon.jobs.states import JobKind, JobState
-from daemon.library.keys import KEY_FIELDS, MAX_FRAMES_PER_KEY, Kind, LibraryKey
+from daemon.library.keys import KEY_FIELDS, MAX_FRAMES_PER_KEY, REQUIRED_FIELDS, Kind, LibraryKey
 from daemon.library.store import EntryStatus as EntryStatus
 from daemon.library.store import EntryView
 
@@ -91,7 +91,7 @@ class KeyIn(LibraryKey):
     def plan_key(self) -> dict[str, Any]:
         """The key fields that were given (``None`` ones left out) plus ``frames``, as ``plan_from_keys`` takes them."""
         data = {name: getattr(self, name) for name in (*KEY_FIELDS, "frames")}
-        return {name: value for name, value in data.items() if value is not None}
+        return {name: value for name, value in data.items() if value is not None or name in REQUIRED_FIELDS}
 
 
 class PlanIn(Strict):

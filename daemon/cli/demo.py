@@ -148,7 +148,7 @@ def _measure(engine: JobEngine, index: LibraryIndex, sub: Subscription, started:
         return
     dark = max(darks, key=lambda e: e.exposure_s)
     job = engine.submit("measure", {"dark_entry_id": dark.id, "bias_entry_id": biases[-1].id,
-                                    "gain_e_per_adu": physics.gain_e_per_adu(dark.gain)})
+                                    "gain_e_per_adu": physics.gain_e_per_adu(dark.gain or 0)})
     final = follow(engine, sub, job.id, started)
     report = (final.result or {}).get("report") or {}
     measured = report.get("dark_current_e_per_s")

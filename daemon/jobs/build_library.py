@@ -29,9 +29,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from calib.frames import FrameError, read_header
 from calib.quality import FrameExpectation
@@ -76,25 +77,9 @@ MAX_PLAN_ITEMS = 1000
 MAX_RETAKES = 100
 
 
-class PlanKeyParams(BaseModel):
-    """The key of a plan item (:class:`daemon.library.keys.LibraryKey`) with the bounds of ``POST /library/plan``.
-    Key fields this model does not know pass through to ``LibraryKey``, which checks them."""
-
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-
-    camera: str = Field(min_length=1, max_length=200)
-    kind: str = Field(min_length=1, max_length=20, description="bias, dark, flatdark or flat")
-    exposure_s: float = Field(ge=0, le=86_400)
-    set_point_c: float = Field(ge=-100, le=60)
-    gain: int = Field(ge=0, le=100_000)
-    offset: int = Field(ge=0, le=100_000)
-    binning: int = Field(default=1, ge=1, le=16)
-    read_mode: int | None = Field(default=None, ge=0, le=1000)
-    usb_traffic: int | None = Field(default=None, ge=0, le=1000)
-    amp_glow: Literal["auto", "on", "off"] | None = None
-    overscan: Literal["include", "ignore"] | None = None
-    width_px: int = Field(default=0, ge=0, le=100_000)
-    height_px: int = Field(default=0, ge=0, le=100_000)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+class PlanKeyParams(LibraryKey):
+    """The key of a plan item: :class:`daemon.library.keys.LibraryKey`'s fields and bounds, validated by pydantic."""
 
 
 class PlanItemParams(BaseModel):

@@ -95,8 +95,9 @@ class LibraryKey:
         metadata=_spec(slug=lambda v: f"{_fmt_number(v)}s", column="exposure", tolerance=10.0 ** -EXPOSURE_DECIMALS))
     set_point_c: Annotated[float, Ge(-100), Le(60)] = field(
         metadata=_spec(slug=_fmt_set_point, column="set point"))
-    gain: Annotated[int, Ge(0), Le(100_000)] = field(metadata=_spec(slug=lambda v: f"g{v}", column="gain"))
-    offset: Annotated[int, Ge(0), Le(100_000)] = field(metadata=_spec(slug=lambda v: f"o{v}", column="offset"))
+    #: ``None``: the camera has no such control (FLI has neither, Moravian no offset); required, so never just unknown
+    gain: Annotated[int, Ge(0), Le(100_000)] | None = field(metadata=_spec(slug=lambda v: f"g{v}", column="gain"))
+    offset: Annotated[int, Ge(0), Le(100_000)] | None = field(metadata=_spec(slug=lambda v: f"o{v}", column="offset"))
     binning: Annotated[int, Ge(1), Le(16)] = field(default=1, metadata=_spec(slug=lambda v: f"bin{v}", column="bin"))
     read_mode: Annotated[int, Ge(0), Le(1000)] | None = field(default=None, metadata=_spec(slug=lambda v: f"rm{v}"))
     usb_traffic: Annotated[int, Ge(0), Le(1000)] | None = field(default=None, metadata=_spec(slug=lambda v: f"usb{v}"))
@@ -129,9 +130,9 @@ class LibraryKey:
             exposure_s = 0.0  # a bias is the shortest exposure the camera makes, whatever its header says
         fix("exposure_s", exposure_s)
         fix("set_point_c", set_point_c)
-        for name in ("gain", "offset", "binning", "width_px", "height_px"):
+        for name in ("binning", "width_px", "height_px"):
             fix(name, _as_int(name, getattr(self, name)))
-        for name in ("read_mode", "usb_traffic", "bit_depth"):
+        for name in ("gain", "offset", "read_mode", "usb_traffic", "bit_depth"):
             value = getattr(self, name)
             fix(name, None if value is None else _as_int(name, value))
         if self.binning < 1:

@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol, Self
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.orm import Session
 
 from daemon.library.integrity import sha256_file
@@ -155,14 +155,32 @@ def alembic_config(url: str) -> Config:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the schema of ``engine``'s database to ``revision`` (creates it from empty)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
         conn.info["darkd_write"] = True  # SQLite: BEGIN IMMEDIATE, so processes opening a new index migrate in turn
+        if sqlite:
+            # A column change rebuilds the table on SQLite (alembic batch mode: copy, drop, rename); with foreign keys
+            # on, dropping ``entries`` would cascade-delete every frame row. Off for the migration (only possible
+            # outside a transaction), checked before the commit, on again afterwards.
+            _sqlite_pragma(conn, "foreign_keys=OFF")
         try:
             with conn.begin():
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
+                if sqlite and (broken := conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+                    raise RuntimeError(f"migration to {revision} left {len(broken)} rows without their parent: "
+                                       f"{broken[:5]}")
         finally:
             conn.info.pop("darkd_write", None)
+            if sqlite:
+                _sqlite_pragma(conn, "foreign_keys=ON")
+
+
+def _sqlite_pragma(conn: Connection, pragma: str) -> None:
+    """Run a PRAGMA on the DBAPI connection itself (autocommit mode), outside any transaction, where it takes effect."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    dbapi.execute(f"PRAGMA {pragma}")
 
 
 def make_engine(url: str) -> Engine:

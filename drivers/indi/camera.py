@@ -411,13 +411,12 @@ class IndiCamera:
         """Turn the cooler on and set the set point (with ``CCD_TEMP_RAMP`` when given and supported)."""
         client, device = self._ensure()
         self._check_set_point(client, device, set_point_c)
-        ramp = client.get(device, "CCD_TEMP_RAMP")
-        if ramp_c_per_min is not None and ramp is not None:
-            ramp_c_per_min = clamp_to_range(ramp_c_per_min, ramp.limits.get("RAMP_SLOPE"),
-                                            f"{device}: CCD_TEMP_RAMP.RAMP_SLOPE (°C/min)")
-            if ramp.values.get("RAMP_SLOPE") != ramp_c_per_min:
-                before = client.send_number(device, "CCD_TEMP_RAMP", {"RAMP_SLOPE": ramp_c_per_min})
-                self._await_setting(client, device, "CCD_TEMP_RAMP", before)
+        ramp = self.vocabulary.get("temp_ramp")  # CCD_TEMP_RAMP.RAMP_SLOPE; Moravian: .TEMP_RAMP, write-only
+        if ramp_c_per_min is not None and ramp is not None and ramp.writable and ramp.element is not None:
+            ramp_c_per_min = clamp_to_range(ramp_c_per_min, ramp.limits, f"{device}: {ramp.where} (°C/min)")
+            if not ramp.readable or self._control_value(ramp) != ramp_c_per_min:
+                before = client.send_number(device, ramp.prop, {ramp.element: ramp_c_per_min})
+                self._await_setting(client, device, ramp.prop, before)
         current_c = self.temperature_c()
         if self.adapter.cooler_on_needs_colder_target:
             # Atik: the set point first; the cooler switch only when cooling down (it refuses cooler-on otherwise)
@@ -524,7 +523,7 @@ class IndiCamera:
         if current is None:
             return
         deadline = time.monotonic() + timeout_s
-        if client.get(device, "CCD_TEMP_RAMP") is not None:
+        if (ramp := self.vocabulary.get("temp_ramp")) is not None and ramp.writable:
             self.set_temperature(target_c, rate_c_per_min)
             client.wait_for(lambda: (v := client._props.get((device, "CCD_TEMPERATURE"))) is not None
                             and v.values.get("CCD_TEMPERATURE_VALUE", -1e9) >= target_c - 0.5,

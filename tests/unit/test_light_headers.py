@@ -80,8 +80,6 @@ def test_pixinsight_header_uses_set_temp_underscore_and_modes() -> None:
 @pytest.mark.parametrize(("drop", "attribute", "message"), [
     (("EXPTIME", "DARKTIME"), "exposure_s", "no exposure keyword (looked for EXPTIME, EXPOSURE"),
     (("CCD-TEMP",), "set_point_c", "no sensor temperature keyword"),
-    (("GAIN",), "gain", "no gain keyword (looked for GAIN)"),
-    (("OFFSET",), "offset", "no offset keyword (looked for OFFSET, BLKLEVEL"),
     (("INSTRUME",), "camera", "no camera name keyword (looked for INSTRUME, CAMERA)"),
 ])
 def test_missing_keys_name_the_file_and_keyword(drop: tuple[str, ...], attribute: str, message: str) -> None:
@@ -90,6 +88,14 @@ def test_missing_keys_name_the_file_and_keyword(drop: tuple[str, ...], attribute
         key_from_header(header, source="/lights/M31_0001.fits")
     assert info.value.attribute == attribute
     assert str(info.value).startswith("/lights/M31_0001.fits: ")
+
+
+def test_a_light_without_gain_or_offset_comes_from_a_camera_without_those_controls() -> None:
+    """FLI cameras have no gain or offset control, Moravian no offset: their lights state neither, the key says None."""
+    key = key_from_header({k: v for k, v in EKOS.items() if k not in ("GAIN", "OFFSET")})
+    assert (key.gain, key.offset) == (None, None)
+    assert "_g" not in key.slug and "_o" not in key.slug
+    assert key_from_header({k: v for k, v in EKOS.items() if k != "OFFSET"}, defaults={"offset": 7}).offset == 7
 
 
 @pytest.mark.parametrize(("changes", "message"), [
