@@ -1,5 +1,6 @@
-"""The job engine on the real simulated camera: build-library end to end, cancel/pause/resume mid-series, and a daemon
-killed with SIGKILL mid-series then restarted.
+"""The job engine on the real simulated camera: build-library end to end, cancel mid-series, and a daemon killed with
+SIGKILL mid-series then restarted. Pause/resume, retakes and an unreachable set point run on the in-process camera
+(``tests/unit/test_build_library_job.py``): what is left here is what needs the INDI path itself.
 
 Real parts: indiserver running ``indi_darkd_sim_ccd`` (SMALL sensor, time scale 300; started by
 :mod:`daemon.indiserver`), IndiCamera, capture_series, the spawn worker process with calib.masters, SQLite index.
@@ -191,29 +192,6 @@ def test_cancel_interrupts_cooling_and_aborts_the_running_exposure(rig: tuple[Jo
     assert verify_library(index).ok
 
 
-def test_pause_and_resume_mid_series(rig: tuple[JobEngine, LibraryIndex, EventBus]) -> None:
-    engine, index, _ = rig
-    plan = make_plan(engine.settings, [{"kind": "dark", "exposure_s": 60, "frames": 6}])
-    row = engine.submit("build-library", {"plan": plan.to_dict()})
-    wait_for(lambda: engine.get(row.id).progress_done >= 2, 60, "two frames")
-    engine.pause(row.id)
-    wait_for(lambda: row.id not in engine._running, 10, "the job to stop")
-    paused = engine.get(row.id)
-    (entry,) = index.entries()
-    on_disk = frame_names(index, entry.id)
-    assert paused.state == "paused" and 2 <= len(on_disk) < 6
-    time.sleep(1.0)
-    assert frame_names(index, entry.id) == on_disk  # nothing captured while paused
-    engine.resume(row.id)
-    wait_for(lambda: engine.get(row.id).state in FINAL_STATES, 90, "the job to end")
-    job = engine.get(row.id)
-    assert job.state == "succeeded", job.error
-    assert frame_names(index, entry.id) == [f"dark_{i:04d}.fits" for i in range(1, 7)]
-    ready = index.get(entry.id)
-    assert ready is not None and ready.status == "ready" and ready.frames == 6
-    assert verify_library(index).ok
-
-
 # ---------------------------------------------------------------------------------------------------- kill -9
 DAEMON = ("import json, sys; sys.path.insert(0, {repo!r}); "
           "from tests.integration.test_jobs_sim import daemon_main; sys.exit(daemon_main(json.loads(sys.argv[1])))")
@@ -359,21 +337,3 @@ def test_stale_key_rebuilt_under_a_light_leak_is_refused_with_reasons(tmp_path: 
         assert report.ok, report.to_text()
     finally:
         index.close()
-
-
-def test_unreachable_set_point_is_skipped_and_the_rest_is_built(rig: tuple[JobEngine, LibraryIndex,
-                                                                            EventBus]) -> None:
-    engine, index, _ = rig
-    keys = [{"kind": "dark", "exposure_s": 30, "frames": 3, "set_point_c": -30.0},  # 50 °C below the ambient
-            {"kind": "dark", "exposure_s": 30, "frames": 3}]
-    plan = plan_from_keys([{**KEY, **k} for k in keys], None, engine.settings, ambient_c=None, readout_s=1.0)
-    assert [i.key.set_point_c for i in plan.work()] == [-30.0, -10.0]  # ambient unknown: planned, coldest first
-    row = engine.submit("build-library", {"plan": plan.to_dict()})
-    wait_for(lambda: engine.get(row.id).state in FINAL_STATES, 120, "the job to end")
-    job = engine.get(row.id)
-    assert job.state == "failed" and "1 key(s) not built" in (job.error or "")
-    assert job.result is not None and job.result["unreachable_c"] == [-30.0]
-    assert any("set point -30 °C skipped" in w for w in job.warnings)
-    by_set_point = {e.set_point_c: e for e in index.entries()}
-    assert by_set_point[-10.0].status == "ready" and by_set_point[-10.0].frames == 3
-    assert by_set_point[-30.0].frames == 0 and by_set_point[-30.0].master is None
