@@ -197,7 +197,9 @@ class JobQueue:
 
     @staticmethod
     def _job(s: Session, job_id: int) -> Job:
-        job = s.get(Job, int(job_id))
+        """The job's row, locked until the write commits (``SELECT … FOR UPDATE``: on PostgreSQL a second claimer
+        waits and then sees the new state; SQLite serialises writers with ``BEGIN IMMEDIATE`` instead)."""
+        job = s.get(Job, int(job_id), with_for_update=True)
         if job is None:
             raise JobNotFound(f"no job with id {job_id}")
         return job

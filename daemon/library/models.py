@@ -11,7 +11,19 @@ from datetime import UTC, datetime
 from types import UnionType
 from typing import Annotated, Any, Literal, Union
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Mapped, MappedColumn, mapped_column, relationship
 from sqlalchemy.types import TypeEngine
@@ -114,7 +126,9 @@ class Entry(KeyColumns, Base):
     frames: Mapped[list[Frame]] = relationship(back_populates="entry", cascade="all, delete-orphan",
                                                order_by="Frame.index")
 
-    __table_args__ = (Index("ix_entries_slug", "camera", "slug"), Index("ix_entries_status", "status"))
+    # one entry per directory: two hosts planning the same key at once cannot both create it (the loser retries)
+    __table_args__ = (Index("ix_entries_slug", "camera", "slug"), Index("ix_entries_status", "status"),
+                      UniqueConstraint("directory", name="uq_entries_directory"))
 
 
 def key_column(name: str) -> InstrumentedAttribute[Any]:

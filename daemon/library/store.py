@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol, Self
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from daemon.library.integrity import sha256_file
@@ -423,6 +424,13 @@ class LibraryStore:
         """
         if frames_target < 0:
             raise ValueError(f"frames_target must be >= 0, got {frames_target}")
+        try:
+            return self._upsert_entry(key, frames_target)
+        except IntegrityError:  # another host created this key's entry at the same moment: use theirs
+            log.info("library: %s was created concurrently; using that entry", key.describe())
+            return self._upsert_entry(key, frames_target)
+
+    def _upsert_entry(self, key: LibraryKey, frames_target: int) -> EntryView:
         with self._write() as s:
             rows = s.scalars(select(Entry).where(key_column("camera") == key.camera, Entry.slug == key.slug)
                              .order_by(Entry.id)).all()
