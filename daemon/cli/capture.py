@@ -288,7 +288,7 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="darkd TOML config (default config/darkd.toml or $DARKD_CONFIG)")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     cap = subparsers.add_parser("capture", help="cool, wait for stability and capture a series of frames")
     cap.add_argument("--type", required=True, choices=LazyChoices("drivers.camera", "FrameType"), metavar="TYPE",
                      help="frame type: %(choices)s")

@@ -283,7 +283,7 @@ def _summary(outcome: DemoOutcome, workdir: Path, config: Path, elapsed_s: float
     return 0 if ok else 1
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="build a dark library on the simulated camera, end to end")
     demo.add_argument("--full", action="store_true", help="full-size sensor (4720x3540) instead of the SMALL one")
     demo.add_argument("--time-scale", type=float, default=300.0,

@@ -132,7 +132,7 @@ def cmd_control(args: argparse.Namespace, queue: JobQueue) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     jobs = subparsers.add_parser("jobs", help="the job queue: list, show, cancel, pause, resume")
     jobs.add_argument("--config", type=Path, default=None, help="TOML configuration (default: config/darkd.toml)")
     sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")

@@ -240,7 +240,7 @@ def _config(parser: argparse.ArgumentParser, *, nested: bool = False) -> None:
                         help="TOML configuration (default: config/darkd.toml)")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     plan = subparsers.add_parser("plan", help="plan the darks and biases that lights (or a key list) need")
     source = plan.add_mutually_exclusive_group(required=True)
     source.add_argument("--lights", type=Path, help="folder of light frames (FITS headers are read, not pixels)")

@@ -114,7 +114,7 @@ def _common(p: argparse.ArgumentParser, *, gain_required: bool = False,
     p.set_defaults(func=run_measure)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     m = subparsers.add_parser("measure", help="camera characterisation: read noise, gain, dark current, glow")
     sub = m.add_subparsers(dest="measure_command", required=True, metavar="MEASUREMENT")
     rn = sub.add_parser("read-noise", help="read noise from >= 2 biases (σ(B1−B2)/√2, alternating sum)")

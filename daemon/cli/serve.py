@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="run the daemon: job engine, camera monitor and HTTP API")
     serve.add_argument("--config", type=Path, help="TOML configuration (default: $DARKD_CONFIG or config/darkd.toml)")
     serve.add_argument("--host", help="bind address (overrides [api] host)")

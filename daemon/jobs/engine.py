@@ -298,10 +298,9 @@ class JobEngine:
         """The worker processes for CPU-heavy steps (``spawn``: no inherited threads, locks or DB connections)."""
         with self._lock:
             if self._pool is None:
-                nice = (os.nice, (self.worker_niceness,)) if self.worker_niceness > 0 else (None, ())
                 self._pool = ProcessPoolExecutor(max_workers=self.integration_workers,
                                                  mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=nice[0], initargs=nice[1])
+                                                 initializer=_lower_priority, initargs=(self.worker_niceness,))
             return self._pool
 
     def publish_job(self, row: JobRow) -> None:
@@ -569,3 +568,9 @@ class JobEngine:
             step = "paused (start window ended)" if reason == "window" else "paused"
             return {"state": JobState.PAUSED, "step": step, "eta_s": None}
         return {"state": JobState.QUEUED, "step": "interrupted by daemon stop; will resume", "eta_s": None}
+
+
+def _lower_priority(niceness: int) -> None:
+    """Worker-process initializer: run CPU-heavy steps ``niceness`` steps below the daemon (capture keeps its pace)."""
+    if niceness > 0:
+        os.nice(niceness)

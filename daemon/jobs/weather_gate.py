@@ -46,17 +46,19 @@ def validate_weather(params: Any) -> dict[str, Any]:
     if not isinstance(device, str) or not device.strip():
         raise ValueError("weather.device (the INDI device name of the weather/safety station) is required")
     try:
-        clean = {"device": device, "host": str(params.get("host", "127.0.0.1")), "port": int(params.get("port", 7624)),
-                 "hold_s": float(params.get("hold_s", DEFAULT_HOLD_S)),
-                 "poll_s": float(params.get("poll_s", DEFAULT_POLL_S)),
-                 "connect_timeout_s": float(params.get("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S))}
+        host = str(params.get("host", "127.0.0.1"))
+        port = int(params.get("port", 7624))
+        hold_s = float(params.get("hold_s", DEFAULT_HOLD_S))
+        poll_s = float(params.get("poll_s", DEFAULT_POLL_S))
+        connect_timeout_s = float(params.get("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"weather: {exc}") from exc
-    if not 0 < clean["port"] < 65536:
-        raise ValueError(f"weather.port {clean['port']} is not a TCP port")
-    if clean["hold_s"] < 0 or clean["poll_s"] <= 0 or clean["connect_timeout_s"] <= 0:
+    if not 0 < port < 65536:
+        raise ValueError(f"weather.port {port} is not a TCP port")
+    if hold_s < 0 or poll_s <= 0 or connect_timeout_s <= 0:
         raise ValueError("weather: hold_s must be >= 0, poll_s and connect_timeout_s > 0")
-    return clean
+    return {"device": device, "host": host, "port": port, "hold_s": hold_s, "poll_s": poll_s,
+            "connect_timeout_s": connect_timeout_s}
 
 
 class WeatherGate:

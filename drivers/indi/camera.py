@@ -766,7 +766,7 @@ class IndiCamera:
         if current != wanted:
             raise SettingNotApplied(f"{device}: frame requested {wanted}, driver reports {current}",
                                     setting="subframe", requested=wanted, actual=current)
-        return None if subframe is None else current  # type: ignore[return-value]
+        return None if subframe is None else current
 
     # ------------------------------------------------------------------ capture
     def download_timeout_s(self, exposure_s: float) -> float:

@@ -93,7 +93,7 @@ class BlobData:
     received_utc: datetime
 
 
-class IndiClient(PyIndi.BaseClient):  # type: ignore[misc]
+class IndiClient(PyIndi.BaseClient):
     """One connection to an ``indiserver``. Thread-safe; all waits take ``timeout_s``.
 
     ``epoch(device)`` increases whenever the device is removed or its ``CONNECTION`` drops, so a caller can tell that

@@ -94,7 +94,7 @@ def ccd_info_members(geometry: SensorGeometry, overscan_include: bool) -> dict[s
             "CCD_PIXEL_SIZE_X": PIXEL_SIZE_UM, "CCD_PIXEL_SIZE_Y": PIXEL_SIZE_UM, "CCD_BITSPERPIXEL": 16}
 
 
-def _always(defaults: SimDefaults, vendor: VendorSpec) -> list:  # type: ignore[type-arg]
+def _always(defaults: SimDefaults, vendor: VendorSpec) -> list:
     """DefaultDevice + CCD::ISGetProperties vectors and the simulator's own settings."""
     return [
         _switch("CONNECTION", "Connection", MAIN, "OneOfMany", [("CONNECT", "Connect"), ("DISCONNECT", "Disconnect")],
@@ -134,7 +134,7 @@ def always_defined(vendor: VendorSpec) -> tuple[str, ...]:
     return (*ALWAYS_DEFINED, *(v.name for v in vendor.before_connect))
 
 
-def _ccd_base(geometry: SensorGeometry, vendor: VendorSpec) -> list:  # type: ignore[type-arg]
+def _ccd_base(geometry: SensorGeometry, vendor: VendorSpec) -> list:
     """CCD::updateProperties vectors (connected), in its definition order; cooler ones with HasCooler."""
     height, width = geometry.shape(False)
     info = ccd_info_members(geometry, False)
@@ -189,7 +189,7 @@ def _ccd_base(geometry: SensorGeometry, vendor: VendorSpec) -> list:  # type: ig
     ]
 
 
-def _cooler_switch(vendor: VendorSpec) -> list:  # type: ignore[type-arg]
+def _cooler_switch(vendor: VendorSpec) -> list:
     if vendor.cooler_switch is None:
         return []
     on, off = vendor.cooler_labels
@@ -197,7 +197,7 @@ def _cooler_switch(vendor: VendorSpec) -> list:  # type: ignore[type-arg]
                     "COOLER_ON" if vendor.cooler_starts_on else "COOLER_OFF", perm=vendor.cooler_switch)]
 
 
-def build_vectors(defaults: SimDefaults, geometry: SensorGeometry, vendor: VendorSpec = QHY) -> list:  # type: ignore[type-arg]
+def build_vectors(defaults: SimDefaults, geometry: SensorGeometry, vendor: VendorSpec = QHY) -> list:
     """All vectors of the device, in definition order."""
     return [*_always(defaults, vendor), *_ccd_base(geometry, vendor), *_cooler_switch(vendor),
             *(from_def(v) for v in vendor.vectors)]
