@@ -67,7 +67,7 @@ class ApiSettings(BaseModel):
 class Settings(BaseModel):
     """Everything the daemon reads from its configuration."""
 
-    camera_profile: str = "qhy163m"
+    camera_profile: str = "auto"  # detected from the driver, model and sensor size; or a config/cameras/<name>.toml
     indi: IndiSettings = Field(default_factory=IndiSettings)
     cooling: CoolingSettings = Field(default_factory=CoolingSettings)
     library: LibrarySettings = Field(default_factory=LibrarySettings)
