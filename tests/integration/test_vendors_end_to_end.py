@@ -9,6 +9,10 @@ range its driver advertises (clamped, never refused).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,3 +155,26 @@ def test_stock_ccd_simulator_builds_with_a_ramp_outside_its_range(tmp_path: Path
             camera.disconnect()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("twin_server", [TWINS[1]], ids=["asi"], indirect=True)
+def test_darkd_capture_on_a_twin_without_naming_a_profile(twin_server: tuple[Twin, LocalIndiServer],
+                                                          tmp_path: Path) -> None:
+    """A newcomer's first command on a ZWO camera: no --profile, no config; the adapter and profile are detected."""
+    _twin, server = twin_server
+    darkd = str(Path(sys.executable).parent / "darkd")
+    env = {**os.environ, "DARKD_CONFIG": str(tmp_path / "absent.toml")}
+    status = subprocess.run([darkd, "camera", "status", "--json", "--port", str(server.port)], capture_output=True,
+                            text=True, timeout=60, check=False, env=env)
+    assert status.returncode == 0, status.stderr
+    caps = json.loads(status.stdout)["capabilities"]
+    assert caps["driver_exec"] == "indi_asi_ccd" and caps["adapter"] == "asi"
+    assert caps["profile"]  # the twin is an ASI1600MM Pro with a small sensor: no shipped profile fits, generic one
+    out = tmp_path / "darks"
+    run = subprocess.run([darkd, "capture", "--type", "dark", "--exposure", "10", "--count", "2", "--temperature", "-5",
+                          "--gain", "139", "--offset", "21", "--out", str(out), "--hold", "1", "--no-warm-up",
+                          "--port", str(server.port)], capture_output=True, text=True, timeout=120, check=False,
+                         env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1].startswith("2/2 frames")
+    assert len(list(out.glob("*.fits"))) == 2
