@@ -1,26 +1,25 @@
-"""The persistent job queue: the ``jobs`` and ``job_log`` tables of the library database, read and written in short
-sessions over the library's SQLAlchemy engine.
+"""The persistent job queue: the ``jobs`` and ``job_log`` tables of the library database, read and written in the
+library store's short sessions (:meth:`daemon.library.store.LibraryStore.write_session`: one writer per process).
 
 The queue has no policy of its own beyond the state machine of :mod:`daemon.jobs.states` (a state outside it is
 refused) and compare-and-set transitions (:meth:`JobQueue.transition_job`), which make two workers — threads or
 processes — claiming the same queued job safe. It returns plain :class:`JobRow` dataclasses, never ORM objects.
 
-Write sessions set ``conn.info["darkd_write"]``, which the library engine (``daemon.library.store.make_engine``) turns
-into SQLite's ``BEGIN IMMEDIATE``. A database error (read-only or malformed file, disk full, lock timeout) becomes
+Writes go through the store's write session (SQLite: ``BEGIN IMMEDIATE``; a claim also locks the job's row, which
+matters on PostgreSQL). A database error (read-only or malformed file, disk full, lock timeout) becomes
 :class:`daemon.jobs.errors.JobStoreError`, so callers see one exception with a plain message instead of SQLAlchemy's.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -37,11 +36,17 @@ JOB_FIELDS = ("state", "progress_done", "progress_total", "step", "eta_s", "warn
 JSON_FIELDS = ("warnings", "result", "params")
 
 
-class EngineSource(Protocol):
-    """Anything that hands out the library's SQLAlchemy engine (the library index does, creating it on first use)."""
+class SessionSource(Protocol):
+    """The library database's sessions (:class:`daemon.library.store.LibraryStore`): the queue writes through the
+    same one-writer-at-a-time discipline as the entries and frames."""
 
-    @property
-    def engine(self) -> Engine: ...
+    def read_session(self) -> AbstractContextManager[Session]: ...
+
+    def write_session(self) -> AbstractContextManager[Session]: ...
+
+
+class _Probe(Exception):
+    """Raised inside a write to roll the probe row back."""
 
 
 @dataclass(frozen=True)
@@ -88,15 +93,14 @@ def _check_state(state: str) -> None:
 class JobQueue:
     """The job queue of one library database (see the module docstring). Safe to share between threads."""
 
-    def __init__(self, source: EngineSource) -> None:
+    def __init__(self, source: SessionSource) -> None:
         self._source = source
-        self._write_lock = threading.RLock()  # one writer per process at a time; other processes wait on SQLite
 
     # --- sessions ----------------------------------------------------------------------------------------------------
     @contextmanager
     def _read(self) -> Iterator[Session]:
         try:
-            with Session(self._source.engine, expire_on_commit=False) as session, session.begin():
+            with self._source.read_session() as session:
                 yield session
         except SQLAlchemyError as exc:
             raise JobStoreError(f"the job queue cannot be read: {describe_db_error(exc)}") from exc
@@ -104,33 +108,23 @@ class JobQueue:
     @contextmanager
     def _write(self) -> Iterator[Session]:
         try:
-            with self._write_lock, self._source.engine.connect() as conn:
-                conn.info["darkd_write"] = True
-                try:
-                    with Session(bind=conn, expire_on_commit=False) as session, session.begin():
-                        yield session
-                    conn.commit()
-                finally:
-                    conn.info.pop("darkd_write", None)
+            with self._source.write_session() as session:
+                yield session
         except SQLAlchemyError as exc:
             raise JobStoreError(f"the job queue cannot be written: {describe_db_error(exc)}") from exc
 
     def writable_problem(self) -> str | None:
         """``None`` when a job can be written now, else why not. Writes a job row and rolls it back (for ``/ready``)."""
         try:
-            with self._write_lock, self._source.engine.connect() as conn:
-                conn.info["darkd_write"] = True
-                try:
-                    with Session(bind=conn) as session, session.begin() as tx:
-                        session.add(Job(kind="probe", params={}, state=JobState.CANCELLED.value, progress_done=0,
-                                        progress_total=0, warnings=[]))
-                        session.flush()
-                        tx.rollback()
-                finally:
-                    conn.info.pop("darkd_write", None)
+            with self._source.write_session() as session:
+                session.add(Job(kind="probe", params={}, state=JobState.CANCELLED.value, progress_done=0,
+                                progress_total=0, warnings=[]))
+                session.flush()
+                raise _Probe  # rolls the write back
+        except _Probe:
+            return None
         except SQLAlchemyError as exc:
             return f"the library index cannot be written: {describe_db_error(exc)}"
-        return None
 
     # --- writes ------------------------------------------------------------------------------------------------------
     def add_job(self, kind: str, params: Mapping[str, Any], *, camera: str | None = None,

@@ -266,12 +266,16 @@ class LibraryStore:
         return self._engine
 
     @contextmanager
-    def _read(self) -> Iterator[Session]:
+    def read_session(self) -> Iterator[Session]:
+        """A short read transaction on the library database."""
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
+    def write_session(self) -> Iterator[Session]:
+        """A write transaction, one at a time in this process (SQLite: ``BEGIN IMMEDIATE``, so writers of other
+        processes queue on the busy timeout). Everything the library database holds is written through this: entries,
+        frames and the job queue (:mod:`daemon.jobs.queue`). An exception rolls the transaction back."""
         with self._write_lock, self.engine.connect() as conn:
             conn.info["darkd_write"] = True
             try:
@@ -284,7 +288,7 @@ class LibraryStore:
     def ping(self) -> bool:
         """True when the database answers (for readiness checks); never raises."""
         try:
-            with self._read() as s:
+            with self.read_session() as s:
                 s.execute(select(1))
             return True
         except Exception:  # any failure means "not ready"
@@ -295,13 +299,13 @@ class LibraryStore:
         """SQLite ``PRAGMA integrity_check`` result when it is not ``ok`` (``None`` = fine or not SQLite)."""
         if not self.url.startswith("sqlite"):
             return None
-        with self._read() as s:
+        with self.read_session() as s:
             rows = [str(r[0]) for r in s.execute(text("PRAGMA integrity_check")).all()]
         return None if rows == ["ok"] else "; ".join(rows[:5])
 
     def count_by_status(self) -> dict[str, int]:
         """Number of entries per status (every status present, zero included), e.g. for metrics."""
-        with self._read() as s:
+        with self.read_session() as s:
             rows = s.execute(select(Entry.status, func.count()).group_by(Entry.status)).all()
         counts = dict.fromkeys(STATUSES, 0)
         counts.update({status: int(n) for status, n in rows})
@@ -393,17 +397,17 @@ class LibraryStore:
                 query = query.where(column >= low, column <= high)
             else:
                 query = query.where(column == value)
-        with self._read() as s:
+        with self.read_session() as s:
             return self._views(s, list(s.scalars(query).all()))
 
     def get(self, entry_id: int) -> EntryView | None:
-        with self._read() as s:
+        with self.read_session() as s:
             row = s.get(Entry, int(entry_id))
             return self._views(s, [row])[0] if row is not None else None
 
     def frames_of(self, entry_id: int, *, accepted_only: bool = False) -> list[FrameView]:
         """Frames of an entry ordered by index (rejected ones too unless ``accepted_only``)."""
-        with self._read() as s:
+        with self.read_session() as s:
             query = select(Frame).where(Frame.entry_id == int(entry_id)).order_by(Frame.index, Frame.id)
             if accepted_only:
                 query = query.where(Frame.quality_ok.is_(True))
@@ -431,7 +435,7 @@ class LibraryStore:
             return self._upsert_entry(key, frames_target)
 
     def _upsert_entry(self, key: LibraryKey, frames_target: int) -> EntryView:
-        with self._write() as s:
+        with self.write_session() as s:
             rows = s.scalars(select(Entry).where(key_column("camera") == key.camera, Entry.slug == key.slug)
                              .order_by(Entry.id)).all()
             current = next((r for r in rows if r.status in IN_PROGRESS), None)  # the slug encodes every key field
@@ -464,7 +468,7 @@ class LibraryStore:
     def set_status(self, entry_id: int, status: str, note: str | None = None) -> EntryView:
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        with self._write() as s:
+        with self.write_session() as s:
             row = self._entry(s, entry_id)
             row.status = status
             if note is not None:
@@ -484,7 +488,7 @@ class LibraryStore:
         p = Path(path)
         size = p.stat().st_size if p.exists() else None
         stored = self.layout.to_stored(p)
-        with self._write() as s:
+        with self.write_session() as s:
             self._entry(s, entry_id)
             row = s.scalars(select(Frame).where(Frame.path == stored)).one_or_none()
             if row is None:
@@ -512,7 +516,7 @@ class LibraryStore:
 
         Returns whether a record was removed."""
         stored = self.layout.to_stored(Path(path))
-        with self._write() as s:
+        with self.write_session() as s:
             row = s.scalars(select(Frame).where(Frame.path == stored)).one_or_none()
             if row is None:
                 return False
@@ -524,7 +528,7 @@ class LibraryStore:
         """Record the entry's master and make it ``ready`` in one write transaction, already judged: with a
         ``review_reason`` it is held for review from the first moment it is ready (no policy here: the catalog decides).
         """
-        with self._write() as s:
+        with self.write_session() as s:
             row = self._entry(s, entry_id)
             row.master_path = self.layout.to_stored(Path(path))
             row.master_sha256 = sha256
@@ -542,7 +546,7 @@ class LibraryStore:
 
     def flag_review(self, entry_id: int, reason: str) -> EntryView:
         """Hold a new master for review: it stays ``ready`` but selection skips it until :meth:`accept_review`."""
-        with self._write() as s:
+        with self.write_session() as s:
             row = self._entry(s, entry_id)
             row.review = True
             row.review_reason = reason
@@ -550,13 +554,13 @@ class LibraryStore:
 
     def merge_master_stats(self, entry_id: int, extra: Mapping[str, Any]) -> EntryView:
         """Add ``extra`` to the entry's master statistics (e.g. the comparison with the previous master)."""
-        with self._write() as s:
+        with self.write_session() as s:
             row = self._entry(s, entry_id)
             row.master_stats = {**(row.master_stats or {}), **jsonable(dict(extra))}
         return self._get_required(entry_id)
 
     def accept_review(self, entry_id: int) -> EntryView:
-        with self._write() as s:
+        with self.write_session() as s:
             row = self._entry(s, entry_id)
             row.review = False
         return self._get_required(entry_id)
@@ -564,7 +568,7 @@ class LibraryStore:
     def mark_stale(self, now: datetime | None = None) -> list[int]:
         """Ready entries whose validity has ended become ``stale``; returns their ids (see ``ageing``)."""
         now = now or datetime.now(UTC)
-        with self._write() as s:
+        with self.write_session() as s:
             rows = s.scalars(select(Entry).where(Entry.status == "ready", Entry.valid_until_utc.is_not(None),
                                                  Entry.valid_until_utc < now)).all()
             for row in rows:
