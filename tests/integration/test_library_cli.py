@@ -75,7 +75,7 @@ def darkd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def library(tmp_path: Path) -> tuple[Path, LibraryIndex, int]:
     root = tmp_path / "lib"
     config = tmp_path / "darkd.toml"
-    config.write_text(f'[library]\nroot = "{root}"\nframes_dark = 4\nframes_bias = 6\n')
+    config.write_text(f'camera_profile = "qhy163m"\n[library]\nroot = "{root}"\nframes_dark = 4\nframes_bias = 6\n')
     index = LibraryIndex.open(LibrarySettings(root=root))
     dark_id = build_entry(index, KEY, 4, seed=1)
     build_entry(index, KEY.with_kind("bias"), 3, seed=2)
