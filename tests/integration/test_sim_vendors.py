@@ -178,14 +178,15 @@ def getprop(port: int, *queries: str) -> dict[tuple[str, str, str], str]:
     return result
 
 
-def dump(port: int, device: str) -> Table:
-    """Property → (perm, elements) of ``device`` as indi_getprop shows them."""
-    values = getprop(port, f"{device}.*.*")
-    perms = getprop(port, f"{device}.*._PERM")
+def dump(port: int, device: str) -> tuple[Table, dict[tuple[str, str, str], str]]:
+    """Property → (perm, elements) of ``device`` as indi_getprop shows them, and the raw values (one getprop call:
+    each call waits its whole ``-t`` timeout)."""
+    values = getprop(port, f"{device}.*.*", f"{device}.*._PERM")
     table: Table = {}
     for (_, prop, element) in values:
-        table.setdefault(prop, (perms.get((device, prop, "_PERM"), "?"), set()))[1].add(element)
-    return table
+        if element != "_PERM":
+            table.setdefault(prop, (values.get((device, prop, "_PERM"), "?"), set()))[1].add(element)
+    return table, values
 
 
 @pytest.fixture
@@ -228,13 +229,13 @@ def test_property_dump_matches_driver_source(vendor: str, twin) -> None:  # type
     table = VENDOR_TABLES[vendor]
     server, client = twin(vendor, connect=False)
     device = str(table["device"])
-    before = {k: v for k, v in dump(server.port, device).items() if k not in SIM_ONLY}
+    listed, values = dump(server.port, device)
+    before = {k: v for k, v in listed.items() if k not in SIM_ONLY}
     assert before == before_connect(vendor)
-    assert getprop(server.port, f"{device}.DRIVER_INFO.DRIVER_EXEC")[(device, "DRIVER_INFO", "DRIVER_EXEC")] == \
-        table["exec"]
+    assert values[(device, "DRIVER_INFO", "DRIVER_EXEC")] == table["exec"]
     client.connect_device()
     time.sleep(0.3)
-    after = {k: v for k, v in dump(server.port, device).items() if k not in SIM_ONLY}
+    after = {k: v for k, v in dump(server.port, device)[0].items() if k not in SIM_ONLY}
     want = expected(vendor)
     assert sorted(after) == sorted(want), f"{vendor}: property names differ"
     for name, (perm, elements) in want.items():
