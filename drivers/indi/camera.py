@@ -19,6 +19,7 @@ Every wait is bounded. The download timeout of an exposure is ``exposure_s / tim
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 CCD_INTERFACE = 2  # INDI::BaseDevice::CCD_INTERFACE bit in DRIVER_INFO.DRIVER_INTERFACE
 SETTING_TIMEOUT_S = 10.0
+GEOMETRY_SETTLE_S = 3.0  # how long a new sensor size may follow an overscan switch
 FRAME_TYPE_SWITCH = {FrameType.LIGHT: "FRAME_LIGHT", FrameType.BIAS: "FRAME_BIAS", FrameType.DARK: "FRAME_DARK",
                      FrameType.FLAT: "FRAME_FLAT"}
 AMP_GLOW_SWITCH = {"auto": "AMP_AUTO", "on": "AMP_ON", "off": "AMP_OFF"}
@@ -674,7 +676,14 @@ class IndiCamera:
             mode = OverscanMode(settings.overscan)
             control = self.vocabulary.get("overscan")
             if control is not None:
+                info = client.get(device, "CCD_INFO")
+                changing = not (client.require(device, control.prop).values.get(OVERSCAN_SWITCH[mode]))
                 self._set_switch(client, device, control.prop, OVERSCAN_SWITCH[mode], "overscan")
+                if changing and info is not None:
+                    # The QHY driver answers the switch first and sends the new sensor size (CCD_INFO) after it:
+                    # wait for that size, or CCD_FRAME below would be set from the old one.
+                    with contextlib.suppress(CameraTimeout):
+                        client.wait_update(device, "CCD_INFO", info.version, GEOMETRY_SETTLE_S, epoch=self._epoch)
             result["overscan"] = mode
         for setting in NUMBER_SETTINGS:
             value = getattr(settings, setting)
