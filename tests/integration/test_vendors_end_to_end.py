@@ -64,9 +64,9 @@ TWINS = [
 ]
 
 
-def settings_for(root: Path, port: int) -> Settings:
+def settings_for(root: Path, port: int, warm_up_target_c: float = 10.0) -> Settings:
     cooling = CoolingSettings(tolerance_c=0.3, hold_s=1.0, timeout_s=120.0, unreachable_window_s=5.0,
-                              reconnect_timeout_s=30.0, warm_up_at_end=True, warm_up_target_c=10.0,
+                              reconnect_timeout_s=30.0, warm_up_at_end=True, warm_up_target_c=warm_up_target_c,
                               warm_up_rate_c_per_min=60.0)
     return Settings(camera_profile="auto", indi=IndiSettings(port=port, connect_timeout_s=20.0), cooling=cooling,
                     library=LibrarySettings(root=root, frames_bias=3, frames_dark=3))
@@ -131,7 +131,8 @@ def test_stock_ccd_simulator_builds_with_a_ramp_outside_its_range(tmp_path: Path
     """Debian's stock CCD Simulator advertises RAMP_SLOPE 0..30 °C/min: a 60 °C/min warm-up is clamped, not refused."""
     server = IndiServer(["indi_simulator_ccd"], log_path=tmp_path / "indiserver.log").start()
     try:
-        settings = settings_for(tmp_path / "library", server.port)
+        # the stock simulator warms in real time at the clamped 30 °C/min: a short warm-up keeps the test short
+        settings = settings_for(tmp_path / "library", server.port, warm_up_target_c=2.0)
         camera = open_indi_camera("127.0.0.1", server.port, profile=None, reconnect_timeout_s=20.0)
         camera.connect(15.0)
         twin = Twin("stock", CaptureSettings(gain=40), "indi_simulator_ccd")
@@ -149,10 +150,17 @@ def test_stock_ccd_simulator_builds_with_a_ramp_outside_its_range(tmp_path: Path
             job = engine.get(row.id)
             assert job.state == "succeeded", job.error
             assert select_for_light(index, light.path).require().status == "ready"
+            assert not [w for w in (job.warnings or []) if "warm-up" in w], job.warnings  # not refused: clamped
         finally:
             engine.stop(timeout_s=30)
             index.close()
-            camera.disconnect()
+        state = camera.state()
+        camera.disconnect()
+        assert state.temperature_c is not None and state.temperature_c >= 1.5  # warmed up to 2 °C at the end
+        ramp = subprocess.run(["indi_getprop", "-p", str(server.port), "-t", "2",
+                               "CCD Simulator.CCD_TEMP_RAMP.RAMP_SLOPE"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        assert ramp.endswith("=30"), ramp  # 60 °C/min asked, clamped to the driver's maximum (it ignores 60)
     finally:
         server.stop()
 
