@@ -168,7 +168,7 @@ def expected(vendor: str) -> Table:
 
 def getprop(port: int, *queries: str) -> dict[tuple[str, str, str], str]:
     """``indi_getprop -w`` → {(device, property, element): value}."""
-    out = subprocess.run(["indi_getprop", "-p", str(port), "-t", "3", "-w", *queries], capture_output=True,
+    out = subprocess.run(["indi_getprop", "-p", str(port), "-t", "2", "-w", *queries], capture_output=True,
                          text=True, timeout=30).stdout
     result = {}
     for line in out.splitlines():

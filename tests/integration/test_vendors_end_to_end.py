@@ -3,7 +3,8 @@
 
 For each twin: a light is captured (as a light with the vendor's own header keywords), ``plan_from_lights`` plans its
 dark, a ``build-library`` job cools, captures and integrates it, the usable-master rule selects it for the light, and
-the light is calibrated with it. Plus Debian's stock ``indi_simulator_ccd`` with a warm-up ramp request outside the
+the light is calibrated with it (master integration in a thread: the worker process is tested in ``test_jobs_sim``).
+Plus Debian's stock ``indi_simulator_ccd`` with a warm-up ramp request outside the
 range its driver advertises (clamped, never refused).
 """
 
@@ -25,7 +26,6 @@ from calib.frames import read_frame
 from daemon.capture import SeriesRequest, capture_series
 from daemon.events import EventBus
 from daemon.indiserver import LocalIndiServer
-from daemon.jobs.engine import JobEngine
 from daemon.jobs.states import FINAL_STATES
 from daemon.library.catalog import LibraryIndex
 from daemon.library.selection import select_for_light
@@ -34,6 +34,7 @@ from daemon.settings import CoolingSettings, IndiSettings, LibrarySettings, Sett
 from drivers.camera import Camera, CaptureSettings, FrameType
 from drivers.factory import open_indi_camera
 from tests.conftest import requires_indi, requires_sim_driver, sim_env
+from tests.engines import InThreadEngine
 from tests.indi_server import IndiServer
 from tests.integration.test_jobs_sim import wait_for
 
@@ -100,7 +101,7 @@ def test_build_select_and_calibrate_on_every_vendor_vocabulary(twin_server: tupl
     light = take_light(camera, twin, tmp_path / "lights")
 
     index = LibraryIndex.open(settings.library)
-    engine = JobEngine(settings, index, lambda: camera, EventBus(), poll_s=0.1).start()
+    engine = InThreadEngine(settings, index, lambda: camera, EventBus(), poll_s=0.1).start()
     try:
         plan = plan_from_lights(tmp_path / "lights", index, settings, include_bias=False, ambient_c=20.0,
                                 readout_s=1.0)
@@ -140,7 +141,7 @@ def test_stock_ccd_simulator_builds_with_a_ramp_outside_its_range(tmp_path: Path
         cooling = CoolingSettings(tolerance_c=0.3, hold_s=0.5, timeout_s=60.0, unreachable_window_s=5.0)
         (light,) = capture_series(camera, request, tmp_path / "lights", cooling=cooling).frames
         index = LibraryIndex.open(settings.library)
-        engine = JobEngine(settings, index, lambda: camera, EventBus(), poll_s=0.1).start()
+        engine = InThreadEngine(settings, index, lambda: camera, EventBus(), poll_s=0.1).start()
         try:
             plan = plan_from_lights(tmp_path / "lights", index, settings, include_bias=False, ambient_c=20.0,
                                     readout_s=1.0)

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from daemon.events import EventBus
-from daemon.jobs.engine import JobEngine
 from daemon.jobs.states import FINAL_STATES
 from daemon.library.catalog import LibraryIndex
 from daemon.library.verify import partial_files, verify_library
@@ -26,22 +24,12 @@ from daemon.settings import CoolingSettings, LibrarySettings, Settings
 from drivers.profiles import load_profile
 from drivers.sim.inprocess import Clock, ManualClock, ScaledClock, SimCamera, SimFaults
 from tests.conftest import SIM_DEVICE
+from tests.engines import InThreadEngine
 
 PROFILE = "qhy163m-sim-small"
 SET_POINT_C = -10.0
 KEY = {"camera": SIM_DEVICE, "set_point_c": SET_POINT_C, "gain": 120, "offset": 30, "binning": 1, "read_mode": 0,
        "usb_traffic": 30, "amp_glow": "auto", "overscan": "include", "width_px": 496, "height_px": 368}
-
-
-class InThreadEngine(JobEngine):
-    """The real engine, with master integration in a worker thread: a spawned process costs ~2 s per test."""
-
-    @property
-    def pool(self) -> Any:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1)  # type: ignore[assignment]
-            return self._pool
 
 
 def make_settings(root: Path) -> Settings:
