@@ -12,6 +12,7 @@ Rule (INDI weather interface): the light vector ``WEATHER_STATUS`` has one light
 
 from __future__ import annotations
 
+import collections
 import importlib
 import logging
 from collections.abc import Mapping
@@ -72,6 +73,7 @@ class IndiWeatherMonitor:
         self.host = host
         self.port = port
         self._client: Any = None
+        self._retired: collections.deque[Any] = collections.deque(maxlen=4)  # see IndiCamera._retire
 
     def connect(self, timeout_s: float = 10.0) -> None:
         """Open the client, switch ``CONNECTION`` on when it is off, wait for a status property (up to ``timeout_s``).
@@ -106,6 +108,7 @@ class IndiWeatherMonitor:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+            self._retired.append(client)  # never the last reference while its INDI thread may still run a callback
 
 
 def open_weather_monitor(params: Mapping[str, Any]) -> WeatherMonitor:

@@ -19,6 +19,7 @@ Every wait is bounded. The download timeout of an exposure is ``exposure_s / tim
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 CCD_INTERFACE = 2  # INDI::BaseDevice::CCD_INTERFACE bit in DRIVER_INFO.DRIVER_INTERFACE
 SETTING_TIMEOUT_S = 10.0
 GEOMETRY_SETTLE_S = 3.0  # how long a new sensor size may follow an overscan switch
+RETIRED_CLIENTS = 8  # closed INDI clients kept alive per camera (see IndiCamera._retire)
 FRAME_TYPE_SWITCH = {FrameType.LIGHT: "FRAME_LIGHT", FrameType.BIAS: "FRAME_BIAS", FrameType.DARK: "FRAME_DARK",
                      FrameType.FLAT: "FRAME_FLAT"}
 AMP_GLOW_SWITCH = {"auto": "AMP_AUTO", "on": "AMP_ON", "off": "AMP_OFF"}
@@ -95,6 +97,7 @@ class IndiCamera:
         self._caps: CameraCapabilities | None = None
         self._epoch = 0
         self._lock = threading.RLock()
+        self._retired: collections.deque[IndiClient] = collections.deque(maxlen=RETIRED_CLIENTS)
         self._abort = threading.Event()
         self._set_point_c: float | None = None
         self._ramp_c_per_min: float | None = None
@@ -120,12 +123,12 @@ class IndiCamera:
             self._ready.clear()
             old, self.client, self._caps = self.client, None, None
             if old is not None:
-                old.close()
+                self._retire(old)
             client = IndiClient(self.host, self.port)
             try:
                 caps = self._open(client, timeout_s)
             except BaseException:
-                client.close()
+                self._retire(client)
                 raise
             self.client = client
             self._caps = caps
@@ -272,8 +275,20 @@ class IndiCamera:
             self._ready.clear()
             self._connect_called = False
             if self.client is not None:
-                self.client.close()
+                self._retire(self.client)
             self.client = None
+
+    def _retire(self, client: IndiClient) -> None:
+        """Close ``client`` and keep a reference to it for a while.
+
+        ``libindiclient`` runs our callbacks on its own thread. If the last Python reference to a client went away
+        while that thread was inside a callback, the C++ destructor would run on that very thread and join it —
+        ``std::terminate``, the process aborts (seen once in a fresh-clone test run, right after a server stop).
+        Closed clients are therefore released only after :data:`RETIRED_CLIENTS` later ones, long after their thread
+        has ended.
+        """
+        client.close()
+        self._retired.append(client)
 
     def _ensure(self) -> tuple[IndiClient, str]:
         """The live client and device; reconnects (bounded by ``reconnect_timeout_s``) when the link was lost.
