@@ -93,6 +93,10 @@ class BlobData:
     received_utc: datetime
 
 
+CLOSE_TIMEOUT_S = 5.0  # how long close() waits for libindiclient to report the disconnection
+CLOSE_LINGER_S = 0.1  # then this long for its thread to return from its last callback
+
+
 class IndiClient(PyIndi.BaseClient):
     """One connection to an ``indiserver``. Thread-safe; all waits take ``timeout_s``.
 
@@ -128,16 +132,27 @@ class IndiClient(PyIndi.BaseClient):
             self._server_lost_code = None
             self._cond.notify_all()
 
-    def close(self) -> None:
-        """Disconnect from the server (idempotent)."""
+    def close(self, linger_s: float = CLOSE_LINGER_S) -> None:
+        """Disconnect from the server (idempotent) and wait until the client's thread has let go of it.
+
+        ``disconnectServer`` only asks libindiclient's listener thread to close the socket; the thread then delivers
+        its last callbacks and ends, and the client's destructor joins it. Were the last Python reference dropped while
+        that thread still ran a callback, the destructor would run on the thread itself and the join would abort the
+        process (``std::system_error``). So: wait for the disconnection (bounded), then ``linger_s`` more for the
+        last callback to return. Callers also keep closed clients referenced for a while (``IndiCamera._retire``).
+        """
         try:
             if self.isServerConnected():
                 self.disconnectServer()
+            deadline = time.monotonic() + CLOSE_TIMEOUT_S
+            while self.isServerConnected() and time.monotonic() < deadline:
+                time.sleep(0.01)
         except Exception:
             log.debug("disconnectServer failed", exc_info=True)
         with self._cond:
             self._server_up = False
             self._cond.notify_all()
+        time.sleep(linger_s)
 
     @property
     def server_up(self) -> bool:

@@ -30,6 +30,10 @@ class Snapshot:
     seq: int
 
 
+#: stopped clients stay referenced for the rest of the run (never destroyed on their own listener thread)
+_STOPPED: list[SimClient] = []
+
+
 class SimClient(PyIndi.BaseClient):  # type: ignore[misc]
     """Records every definition/update of one device; BLOBs go to a deque as (bytes, format)."""
 
@@ -101,8 +105,15 @@ class SimClient(PyIndi.BaseClient):  # type: ignore[misc]
         return self
 
     def stop(self) -> None:
+        """Disconnect, wait for libindiclient's thread to let go, and keep this client referenced (see
+        ``drivers.indi.client.IndiClient.close``: a destructor run on that thread would abort the test run)."""
         if self.isServerConnected():
             self.disconnectServer()
+        deadline = time.monotonic() + 5.0
+        while self.isServerConnected() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        _STOPPED.append(self)
 
     def seq(self) -> int:
         with self._cond:
