@@ -1,25 +1,40 @@
 """Read a light's library key from its FITS header, whichever acquisition program wrote it.
 
-Spellings differ between programs; each attribute is looked up under its aliases, first found wins:
+Spellings differ between programs; each attribute is looked up under its aliases (:data:`ALIASES`), first found wins.
+The program column names who writes the spelling, as read in its source or in headers it wrote (sources, and a
+fixture header per program: ``tests/fixtures/headers/``; per-program list: ``docs/lights.md``):
 
-================  =====================================================================================
+================  =====================================================================================================
 attribute         keywords (program that writes it)
-================  =====================================================================================
-exposure_s        EXPTIME (INDI/Ekos, N.I.N.A., SGP, PixInsight), EXPOSURE (N.I.N.A., SGP, MaxIm), EXP_TIME
-set point         SET-TEMP (N.I.N.A., SGP, MaxIm), SET_TEMP / SETTEMP (PixInsight scripts, others), TEMP_SET
-measured temp.    CCD-TEMP (all), CCD_TEMP, CCDTEMP, TEMPERAT
-gain              GAIN (INDI/Ekos, N.I.N.A. ≥ 1.10, SGP); EGAIN is e⁻/ADU, *not* the gain setting: never used
-offset            OFFSET (INDI/Ekos, N.I.N.A., SGP), BLKLEVEL (SGP/ASCOM "black level"), BLACKLEV
-binning           XBINNING (all), BINNING, XBIN, BINX; YBINNING must agree when present
-read mode         READMODE (INDI), READOUTM (N.I.N.A., SGP, MaxIm; may be a name), READ_MODE, READOUT
-USB traffic       USBTRAF (darkd), USBTRAFF, USB_TRAF, USBLIMIT (N.I.N.A.)
-amp glow          AMPGLOW (darkd), AMP_GLOW
+================  =====================================================================================================
+exposure_s        EXPTIME (INDI/Ekos, N.I.N.A., MaxIm DL, SharpCap, ASIAIR, APT, PixInsight, POCS),
+                  EXPOSURE (SGP — its only one —, N.I.N.A., MaxIm DL, ASIAIR), EXP_TIME
+set point         SET-TEMP (N.I.N.A., SGP, MaxIm DL, SharpCap, ASIAIR, APT, POCS; INDI/Ekos never), SET_TEMP, SETTEMP,
+                  TEMP_SET
+measured temp.    CCD-TEMP (INDI/Ekos, N.I.N.A., SGP, MaxIm DL, SharpCap, ASIAIR, POCS), TEMPERAT (SGP's documented
+                  older spelling), CCD_TEMP, CCDTEMP
+gain              GAIN (INDI/Ekos drivers, N.I.N.A., SGP, SharpCap, ASIAIR, APT), CAM-GAIN (POCS/Huntsman, ZWO: the
+                  SDK's gain in internal units, no GAIN written). Never EGAIN: that is e⁻/ADU (N.I.N.A., SGP, MaxIm DL,
+                  SharpCap, ASIAIR, APT, PixInsight, POCS write it), not the gain setting
+offset            OFFSET (INDI/Ekos drivers, N.I.N.A., SGP, SharpCap, ASIAIR), BLKLEVEL (SharpCap, beside OFFSET),
+                  BLACKLEV
+binning           XBINNING (all but POCS, which writes none: 1), CCDXBIN (SGP, ASIAIR), BINNING (also ``'2x2'``),
+                  XBIN, BINX; the Y spelling (YBINNING, CCDYBIN, YBIN, BINY) must agree when present
+read mode         READMODE (INDI QHY driver: the mode index), READOUTM (N.I.N.A., MaxIm DL: the mode *name*, e.g.
+                  'Standard', 'Monochrome'), READ_MODE, READOUT. A name is mapped with ``read_mode_names``; the text is
+                  kept in :attr:`LightInfo.read_mode_name` (and :func:`read_mode_text`) for the rule that maps names
+USB traffic       USBTRAF (darkd), USBLIMIT (N.I.N.A.), USBTRAFF, USB_TRAF
+amp glow          AMPGLOW (darkd; INDI QHY driver: the switch label 'Auto'/'On'/'Off'), AMP_GLOW
 overscan          OVSCMODE (darkd), OVERSCAN when it holds a mode name (darkd uses a numeric OVERSCAN for the
                   overscan mean, which is ignored here)
-camera            INSTRUME (all), CAMERA (darkd: the INDI device)
-frame type        IMAGETYP ("Light Frame", "LIGHT"), FRAME (INDI "Light"), FRAMETYP
-time              DATE-OBS (UTC), DATE_OBS
-================  =====================================================================================
+camera            INSTRUME (all; POCS writes the camera's serial number there), CAMERA (darkd: the INDI device)
+frame type        IMAGETYP ('Light Frame': INDI, MaxIm DL, APT, POCS; 'LIGHT': N.I.N.A., SGP; 'Light': ASIAIR;
+                  SharpCap writes none: light), FRAME (INDI 'Light'), FRAMETYP
+time              DATE-OBS (UTC; SGP and SharpCap with 7 fractional digits), DATE_OBS
+================  =====================================================================================================
+
+Not read, on purpose: EGAIN/EGAINSAV (e⁻/ADU), ISO/ISOSPEED (DSLRs), CAMID/CAMERAID/CAM-ID (serial numbers, not the
+camera name darkd keys on), BITDEPTH/ADCBITS (bit depth is not read from lights yet).
 
 The set point of the key is ``SET-TEMP`` when present and sensible; otherwise the measured ``CCD-TEMP`` rounded to the
 nearest whole degree (cooled cameras are normally set to whole degrees). N.I.N.A. once wrote ``-1.79769e308`` or NaN
@@ -47,13 +62,13 @@ from daemon.library.keys import InvalidKey, Kind, LibraryKey
 ALIASES: dict[str, tuple[str, ...]] = {
     "exposure_s": ("EXPTIME", "EXPOSURE", "EXP_TIME"),
     "set_point_c": ("SET-TEMP", "SET_TEMP", "SETTEMP", "TEMP_SET"),
-    "temperature_c": ("CCD-TEMP", "CCD_TEMP", "CCDTEMP", "TEMPERAT"),
-    "gain": ("GAIN",),
+    "temperature_c": ("CCD-TEMP", "TEMPERAT", "CCD_TEMP", "CCDTEMP"),
+    "gain": ("GAIN", "CAM-GAIN"),
     "offset": ("OFFSET", "BLKLEVEL", "BLACKLEV"),
-    "binning": ("XBINNING", "BINNING", "XBIN", "BINX"),
-    "ybinning": ("YBINNING", "YBIN", "BINY"),
+    "binning": ("XBINNING", "CCDXBIN", "BINNING", "XBIN", "BINX"),
+    "ybinning": ("YBINNING", "CCDYBIN", "YBIN", "BINY"),
     "read_mode": ("READMODE", "READOUTM", "READ_MODE", "READOUT"),
-    "usb_traffic": ("USBTRAF", "USBTRAFF", "USB_TRAF", "USBLIMIT"),
+    "usb_traffic": ("USBTRAF", "USBLIMIT", "USBTRAFF", "USB_TRAF"),
     "amp_glow": ("AMPGLOW", "AMP_GLOW"),
     "overscan": ("OVSCMODE", "OVERSCAN"),
     "camera": ("INSTRUME", "CAMERA"),
@@ -71,10 +86,13 @@ _OVERSCAN = {"include": "include", "ignore": "ignore", "1": "include", "0": "ign
 class HeaderKeyError(ValueError):
     """A light's header lacks (or has an unusable value for) an attribute of the library key."""
 
-    def __init__(self, source: str, attribute: str, message: str) -> None:
+    def __init__(self, source: str, attribute: str, message: str, *, keyword: str | None = None,
+                 value: object = None) -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
         self.attribute = attribute
+        self.keyword = keyword  # the header keyword whose value was refused, when one was
+        self.value = value  # that value as the header states it (e.g. a read-mode name to map)
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,7 @@ class LightInfo:
     image_type: str
     path: Path | None = None
     program: str | None = None
+    read_mode_name: str | None = None  # the header's read mode as text (N.I.N.A./MaxIm READOUTM), when it is a name
 
 
 def _find(header: Mapping[str, Any] | fits.Header, attribute: str) -> tuple[str, Any] | None:
@@ -119,8 +138,45 @@ def _temperature(source: str, header: Any, attribute: str) -> float | None:
 def _integer(source: str, attribute: str, found: tuple[str, Any]) -> int:
     value = _number(source, attribute, found)
     if not math.isfinite(value) or value != round(value):
-        raise HeaderKeyError(source, attribute, f"{found[0]} = {found[1]!r} is not a whole number")
+        hint = " (a fractional GAIN is e⁻/ADU, written by some programs in place of EGAIN: state the gain setting " \
+               "with a default)" if attribute == "gain" else ""
+        raise HeaderKeyError(source, attribute, f"{found[0]} = {found[1]!r} is not a whole number{hint}",
+                             keyword=found[0], value=found[1])
     return round(value)
+
+
+def _binning(source: str, attribute: str, found: tuple[str, Any]) -> int:
+    """A binning factor: a number, or a ``'2x2'``/``'2*2'``/``'2 x 2'`` string (symmetric only)."""
+    name, value = found
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.lower().replace("*", "x").split("x")]
+        if len(parts) == 2 and all(p.isdigit() for p in parts):
+            if parts[0] != parts[1]:
+                raise HeaderKeyError(source, attribute, f"asymmetric binning {name} = {value!r} is not supported",
+                                     keyword=name, value=value)
+            return int(parts[0])
+    return _integer(source, attribute, found)
+
+
+def _mode_name(text: object) -> str:
+    """A read-mode name compared case- and spacing-blind: ``'High  Gain Mode '`` → ``'high gain mode'``."""
+    return " ".join(str(text).lower().split())
+
+
+def read_mode_text(header: Mapping[str, Any] | fits.Header) -> tuple[str, str] | None:
+    """``(keyword, name)`` when the header states its read mode as a name (N.I.N.A. and MaxIm DL write
+    ``READOUTM = 'Standard'``), else ``None`` (no read mode, or a mode index such as INDI's ``READMODE = 0.0``).
+
+    The name is returned as written, stripped, for the rule that maps names to the driver's mode indices."""
+    found = _find(header, "read_mode")
+    if found is None:
+        return None
+    name, value = found
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return name, str(value).strip()
+    return None
 
 
 def _missing(source: str, attribute: str, what: str) -> HeaderKeyError:
@@ -188,23 +244,23 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
             values[attribute] = dflt.get(attribute)
 
     found = _find(header, "binning")
-    binning = _integer(src, "binning", found) if found is not None else int(dflt.get("binning", 1))
+    binning = _binning(src, "binning", found) if found is not None else int(dflt.get("binning", 1))
     found_y = _find(header, "ybinning")
-    if found_y is not None and _integer(src, "binning", found_y) != binning:
+    if found_y is not None and _binning(src, "binning", found_y) != binning:
         raise HeaderKeyError(src, "binning", f"asymmetric binning {binning}x{found_y[1]} is not supported")
 
     read_mode: int | None = dflt.get("read_mode")
+    mode_text = read_mode_text(header)  # a name (READOUTM = 'Standard'), passed on as text for the mapping rule
     found = _find(header, "read_mode")
-    if found is not None:
-        try:
-            read_mode = _integer(src, "read_mode", found)
-        except HeaderKeyError:
-            names = {str(k).strip().lower(): int(v) for k, v in (read_mode_names or {}).items()}
-            text = str(found[1]).strip().lower()
-            if text not in names:
-                raise HeaderKeyError(src, "read_mode", f"{found[0]} = {found[1]!r} is not a known read mode "
-                                     f"(known: {', '.join(sorted(names)) or 'none configured'})") from None
-            read_mode = names[text]
+    if found is not None and mode_text is None:
+        read_mode = _integer(src, "read_mode", found)
+    elif mode_text is not None:
+        names = {_mode_name(k): int(v) for k, v in (read_mode_names or {}).items()}
+        if _mode_name(mode_text[1]) not in names:
+            raise HeaderKeyError(src, "read_mode", f"{mode_text[0]} = {mode_text[1]!r} is not a known read mode "
+                                 f"(known: {', '.join(sorted(names)) or 'none configured'})",
+                                 keyword=mode_text[0], value=mode_text[1])
+        read_mode = names[_mode_name(mode_text[1])]
 
     usb_traffic: int | None = dflt.get("usb_traffic")
     found = _find(header, "usb_traffic")
@@ -253,7 +309,8 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
     except InvalidKey as exc:
         raise HeaderKeyError(src, "key", str(exc)) from exc
     return LightInfo(key=key, temperature_c=measured_c, time_utc=time_utc, image_type=image_type,
-                     path=Path(source) if source is not None else None, program=detect_program(header))
+                     path=Path(source) if source is not None else None, program=detect_program(header),
+                     read_mode_name=mode_text[1] if mode_text is not None else None)
 
 
 def key_from_header(header: Mapping[str, Any] | fits.Header, camera: str | None = None, *, kind: str = "dark",
