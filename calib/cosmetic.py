@@ -67,7 +67,7 @@ def apply_cosmetic(data: np.ndarray, cosmetic: CosmeticMap, header: fits.Header,
         raise ValueError(f"light {data.shape} and defect map {cosmetic.mask.shape} differ in shape")
     out, replaced = replace_defects(data, cosmetic.mask, flags)
     names = " ".join(f.name for f in Defect if f & flags and f.name is not None)
-    header["COSMETIC"] = (replaced, "pixels replaced by the median of good neighbours")
+    header["COSMETIC"] = (replaced, "pixels replaced by their good neighbours median")
     header["COSMFLAG"] = (names, "defect flags corrected")
     header["COSMMAPS"] = (" ".join(cosmetic.sources)[-68:], "masters whose MASK was used")
     add_history(header, f"darkd cosmetic: {replaced} pixels flagged {names.replace(' ', '|')} replaced by the "

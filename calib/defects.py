@@ -384,8 +384,8 @@ def defect_hdu(defects: DefectMap) -> fits.ImageHDU:
     for flag in Defect:
         header[f"N{flag.name}"] = (defects.count(flag), f"pixels flagged {flag.name}")
     header["NDEFECTS"] = (defects.n_defects, "pixels with any flag")
-    for key, value, comment in defects.cards:
-        header[key] = (value, comment)
+    for key, card_value, comment in defects.cards:
+        header[key] = (card_value, comment)
     return fits.ImageHDU(data=defects.mask.astype(np.uint8), header=header)
 
 

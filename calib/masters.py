@@ -30,6 +30,7 @@ above ``median + 5·noise_adu``; ``rejected_fraction`` = fraction of input value
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -47,6 +48,8 @@ from calib.integration import IntegrationParams, integrate, write_integration
 from calib.normalization import MAD_TO_SIGMA
 from calib.provenance import add_history, file_sha256
 from calib.sections import Section, data_region
+
+log = logging.getLogger(__name__)
 
 KINDS = ("bias", "dark", "flat", "flat-dark")
 IMAGETYP = {"bias": "Master Bias", "dark": "Master Dark", "flat": "Master Flat", "flat-dark": "Master Flat Dark"}
@@ -181,7 +184,11 @@ def master_defects_hdu(kind: str, data: np.ndarray, header: fits.Header, paths: 
     reference = None
     if bias is not None and kind in ("dark", "flat-dark"):
         reference, _, _ = _load_master(bias, "master bias")
-    cards = [("DFNSPRD", n_spread, "frames sampled for the RTS spread (0: no test)")]
+        if reference.shape != data.shape:
+            log.warning("master bias %s is %s, the %s %s: defect map without D - B", bias, reference.shape, kind,
+                        data.shape)
+            reference, bias = None, None
+    cards: list[tuple[str, object, str]] = [("DFNSPRD", n_spread, "frames sampled for the RTS spread (0: no test)")]
     if bias is not None and not isinstance(bias, np.ndarray):
         cards.append(("DFBIAS", Path(bias).name[-68:], "master bias of the HOT test"))
     found = master_defect_map(kind, data, header, bias=reference, spread_adu=spread, thresholds=thresholds,
