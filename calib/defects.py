@@ -192,7 +192,9 @@ def stack_spread_adu(paths: Sequence[str | os.PathLike[str]], *, max_frames: int
 
     ``n_used`` ≤ ``max_frames`` frames evenly spaced through ``paths`` (≥ 3 needed), read ``band_rows`` rows at a
     time (memory ``n_used · band_rows · width`` float32). With the ``m = n_used − 1`` values kept per pixel,
-    ``σ_t = sqrt((Σx² − m·x̄²) / (m − 1))``, accumulated in float64 around the first frame's value.
+    ``σ_t = sqrt((Σx² − m·x̄²) / (m − 1))``, accumulated in float64 around the first frame's value. Dropping the
+    highest value biases ``σ_t`` low for a Gaussian pixel (≈ 0.80 σ for 8 frames, 0.85 σ for 12), the same for every
+    pixel, so the local RTS test is not affected.
     """
     if len(paths) < 3:
         raise ValueError(f"the stack's spread needs at least 3 frames, got {len(paths)}")

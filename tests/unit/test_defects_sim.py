@@ -16,6 +16,11 @@ from astropy.io import fits
 
 from calib.defects import Defect, DefectMap, hot_pixel_drift, read_master_defects
 from calib.masters import build_master
+from calib.provenance import file_sha256
+from daemon.jobs.integrate_job import build_entry_master
+from daemon.library.catalog import LibraryIndex
+from daemon.library.keys import LibraryKey
+from daemon.settings import LibrarySettings
 from drivers.sim.physics import SMALL_GEOMETRY, SensorModel
 from drivers.sim.rendering import ExposureRequest, render_fits
 
@@ -111,3 +116,35 @@ def test_a_camera_whose_hot_pixels_multiply_raises_the_drift_warning(tmp_path: P
     assert steady.warning is None and abs(steady.after - steady.before) <= 3
     assert aged.warning is not None and "rebuild" in aged.warning
     assert aged.appeared >= 25 and aged.change_fraction > 0.3  # measured: 62 -> 85 (+37 %); steady 62 -> 60
+
+
+def test_the_integrate_job_maps_against_the_keys_bias_and_warns_of_drift(tmp_path: Path) -> None:
+    """build_entry_master (the worker function of the integrate and build-library jobs), twice on one entry."""
+    settings = LibrarySettings(root=tmp_path / "lib")
+    index = LibraryIndex.open(settings)
+    key = LibraryKey(camera="sim", kind="dark", exposure_s=EXPOSURE_S, set_point_c=TEMPERATURE_C, gain=120,
+                     offset=30, width_px=G.effective_width, height_px=G.effective_height)
+
+    def record(entry_id: int, paths: list[Path]) -> None:
+        for i, path in enumerate(paths):
+            index.record_frame(entry_id, path, file_sha256(path), i)
+
+    model = SensorModel(G, seed=SEED)
+    bias = index.upsert_entry(key.with_kind("bias"), 6)
+    record(bias.id, write_frames(model, "bias", 0.0, 6, Path(bias.master_target).parent / "frames", 20))
+    build_entry_master(settings.model_dump(mode="json"), bias.id)
+    dark = index.upsert_entry(key, 6)
+    first_frames = write_frames(model, "dark", EXPOSURE_S, 6, Path(dark.master_target).parent / "frames", 21)
+    record(dark.id, first_frames)
+    first = build_entry_master(settings.model_dump(mode="json"), dark.id)
+    assert first["defect_drift"] is None and first["stats"]["defects_hot"] >= 51
+    with fits.open(first["master"]) as hdul:
+        assert hdul["MASK"].header["DFREF"] == "master bias" and hdul["MASK"].header["DFBIAS"] == "master.fits"
+
+    for path in first_frames:  # months later the camera has 25 more hot pixels; the entry is rebuilt
+        index.remove_frame(path)
+    aged = SensorModel(G, seed=SEED, added_hot_pixels=25)
+    record(dark.id, write_frames(aged, "dark", EXPOSURE_S, 6, Path(dark.master_target).parent / "aged", 22))
+    second = build_entry_master(settings.model_dump(mode="json"), dark.id)
+    assert second["defect_drift"] is not None and "hot pixels rose" in second["defect_drift"]
+    index.close()
