@@ -131,8 +131,8 @@ class DefectMap:
 
 
 def _local_outliers(values: np.ndarray, k_sigma: float) -> np.ndarray:
-    """``r = x − med₈(x) > k_sigma · σ_b(r)`` (see the module docstring), on float64."""
-    x = np.asarray(values, dtype=np.float64)
+    """``r = x − med₈(x) > k_sigma · σ_b(r)`` (see the module docstring), on float32 (a full-size map in memory)."""
+    x = np.asarray(values, dtype=np.float32)
     residual = x - neighbour_median(x)
     sigma = block_sigma(residual)
     outliers: np.ndarray = residual > k_sigma * np.maximum(sigma, 1e-12)
@@ -286,7 +286,7 @@ def master_defect_map(kind: str, master: np.ndarray, header: Mapping[str, object
     Which tests run for which kind: see the module docstring. ``bias`` (ADU): the master bias for ``D − B``;
     ``spread_adu``: :func:`stack_spread_adu` of the master's frames (no ``RTS`` test without it).
     """
-    data = np.asarray(master, dtype=np.float64)
+    data = np.asarray(master, dtype=np.float32)
     ys, xs = _region(data.shape, header)
     region = data[ys, xs]
     shape = (region.shape[0], region.shape[1])
@@ -296,7 +296,7 @@ def master_defect_map(kind: str, master: np.ndarray, header: Mapping[str, object
         if bias is not None:
             if np.shape(bias) != data.shape:
                 raise ValueError(f"master bias {np.shape(bias)} and the {kind} {data.shape} differ in shape")
-            region = region - np.asarray(bias, dtype=np.float64)[ys, xs]
+            region = region - np.asarray(bias, dtype=np.float32)[ys, xs]
             reference = "master bias"
         found = build_defect_map(shape, dark_minus_bias=region, temporal_std_adu=spread, thresholds=thresholds)
     elif kind == "bias":
