@@ -148,3 +148,14 @@ def test_the_integrate_job_maps_against_the_keys_bias_and_warns_of_drift(tmp_pat
     second = build_entry_master(settings.model_dump(mode="json"), dark.id)
     assert second["defect_drift"] is not None and "hot pixels rose" in second["defect_drift"]
     index.close()
+
+
+def test_ageing_the_simulated_sensor_adds_hot_pixels_and_changes_nothing_else() -> None:
+    young, old = SensorModel(G, seed=SEED), SensorModel(G, seed=SEED, added_hot_pixels=10)
+    changed = young._fixed.dark_rel != old._fixed.dark_rel
+    assert int(changed.sum()) == 10 and bool((old._fixed.dark_rel[changed] >= 20.0).all())
+    assert len(old.hot_pixels()[0]) == len(young.hot_pixels()[0]) + 10
+    assert np.array_equal(young.rts_pixels()[0], old.rts_pixels()[0])
+    assert not changed[:G.ob_rows].any() and not changed[:, G.effective_width:].any()  # effective area only
+    with pytest.raises(ValueError, match="added_hot_pixels"):
+        SensorModel(G, seed=SEED, added_hot_pixels=-1)
