@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from calib.cosmetic import apply_cosmetic, load_cosmetic_map
 from calib.frames import Frame, read_frame, read_header, write_frame
 from calib.geometry import Preprocessing, prepare_frame, requested_treatment, treatment_of
 from calib.normalization import MAD_TO_SIGMA
@@ -171,7 +172,7 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
                     bias: str | os.PathLike[str] | None = None, pedestal_adu: float = 0.0, scale_dark: bool = False,
                     temperature_tolerance_c: float = 0.5, suffix: str = "_cal", overscan: str = "none",
                     trim: bool = False, biassec: str | None = None, trimsec: str | None = None,
-                    overscan_fit_order: int = 0) -> list[Path]:
+                    overscan_fit_order: int = 0, cosmetic: bool = False) -> list[Path]:
     """Calibrate ``lights`` into float32 FITS files ``<output_dir>/<stem><suffix>.fits``; returns their paths.
 
     Every light is checked against the masters first (:func:`check_master_matches`: the dark on everything, the flat
@@ -182,7 +183,8 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
     the pedestal and HISTORY lines. ``overscan``/``trim`` (off by default; see the module docstring and
     :class:`calib.geometry.Preprocessing`) are applied to each light first; a master made with another overscan/trim
     treatment raises :class:`CalibrationMismatch`. The outputs record ``OVSCMETH``, ``OVSCSEC``, ``OVSCLEV``,
-    ``TRIMMED`` and HISTORY.
+    ``TRIMMED`` and HISTORY. ``cosmetic`` (optional last step): replace the pixels flagged in the masters' defect
+    maps by the median of their good neighbours (:mod:`calib.cosmetic`; records ``COSMETIC``, the count).
     """
     prep = Preprocessing(overscan, trim, biassec, trimsec, overscan_fit_order)
     if not lights:
@@ -216,6 +218,7 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
             problems += [f"{Path(light).name} vs master {label} {Path(str(frame.path)).name}: {d}" for d in diffs]
     if problems:
         raise CalibrationMismatch("master does not match the light: " + "; ".join(problems))
+    cosmetic_map = load_cosmetic_map([dark, flat, bias]) if cosmetic else None
     if scale_dark:
         log.warning(SCALING_WARNING)
     out_dir = Path(output_dir)
@@ -242,6 +245,8 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
         formula = ("Light - Bias - k(Dark - Bias)" if k is not None else "Light - Dark") + (
             " / (Flat - Bias) * mean(Flat - Bias)" if flat_f else "") + " + pedestal"
         add_history(header, f"darkd calibrate: {formula}")
+        if cosmetic_map is not None:
+            data = apply_cosmetic(data, cosmetic_map, header)
         out = out_dir / f"{Path(light).name.removesuffix('.fits').removesuffix('.fit')}{suffix}.fits"
         written.append(write_frame(out, data, header))
         log.info("calibrated %s -> %s", light, out)

@@ -400,8 +400,10 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
             s.close()
 
 
-def write_integration(result: IntegrationResult, path: str | os.PathLike[str]) -> Path:
-    """Write the master (float32 primary) with ``REJ_LOW``/``REJ_HIGH`` uint16 image extensions, atomically.
+def write_integration(result: IntegrationResult, path: str | os.PathLike[str],
+                      extra_hdus: Sequence[fits.ImageHDU] = ()) -> Path:
+    """Write the master (float32 primary) with ``REJ_LOW``/``REJ_HIGH`` uint16 image extensions (then
+    ``extra_hdus``, e.g. a defect map), atomically.
 
     Same guarantees as :func:`calib.frames.atomic_write_bytes` (temporary file in the target folder, fsync, rename,
     fsync of the folder) but streamed by astropy into the temporary file, so the output is not held twice in memory.
@@ -409,7 +411,7 @@ def write_integration(result: IntegrationResult, path: str | os.PathLike[str]) -
     extras = [fits.ImageHDU(result.rejected_low, name="REJ_LOW"), fits.ImageHDU(result.rejected_high, name="REJ_HIGH")]
     for hdu, side in zip(extras, ("low", "high"), strict=True):
         hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
-    hdul = to_hdulist(result.data, result.header, extra_hdus=extras)
+    hdul = to_hdulist(result.data, result.header, extra_hdus=[*extras, *extra_hdus])
     target = Path(path)
     with atomic_file(target) as fh:
         hdul.writeto(fh, output_verify="silentfix")

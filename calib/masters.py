@@ -17,6 +17,11 @@ overscan helps: ADC reference drift during fast bursts). The master's header rec
 ``TRIMMED`` and the per-frame levels subtracted (``OVSCLEV`` mean, ``OVSCLMIN``/``OVSCLMAX``/``OVSCLSD``, ADU);
 lights must later get the same treatment (``calibrate_files`` refuses otherwise).
 
+Every master carries a defect map (``defects=True``, the default): an image extension ``MASK`` of ``uint8`` bit
+flags with its thresholds and counts in its header (:mod:`calib.defects`; ``CCDData.read`` takes it as the mask). For
+a dark or flat-dark, ``defect_bias`` (a master bias, path or ADU array) makes the hot-pixel test run on ``D − B``; it
+is not subtracted from the master. The counts join the statistics (``defects_hot``, ``defects_rts``, …).
+
 Statistics of the master, over ``DATASEC`` when the header has one, else the whole image (ADU):
 ``mean_adu`` = mean; ``noise_adu`` = 1.4826·MAD (robust σ, includes fixed pattern); ``hot_pixels`` = number of pixels
 above ``median + 5·noise_adu``; ``rejected_fraction`` = fraction of input values rejected; ``n_frames``.
@@ -25,6 +30,7 @@ above ``median + 5·noise_adu``; ``rejected_fraction`` = fraction of input value
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -35,12 +41,15 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from calib.defects import DefectThresholds, defect_hdu, defect_stats, master_defect_map, stack_spread_adu
 from calib.frames import FrameError, read_frame, read_header, write_frame
 from calib.geometry import Preprocessing, prepare_frame, requested_treatment, treatment_of
 from calib.integration import IntegrationParams, integrate, write_integration
 from calib.normalization import MAD_TO_SIGMA
 from calib.provenance import add_history, file_sha256
 from calib.sections import Section, data_region
+
+log = logging.getLogger(__name__)
 
 KINDS = ("bias", "dark", "flat", "flat-dark")
 IMAGETYP = {"bias": "Master Bias", "dark": "Master Dark", "flat": "Master Flat", "flat-dark": "Master Flat Dark"}
@@ -159,12 +168,41 @@ def _record_treatment(header: fits.Header, prep: Preprocessing, first: fits.Head
                                if prep.overscan != "none" else "") + (f"; trimmed to {trimmed}" if trimmed else ""))
 
 
+def master_defects_hdu(kind: str, data: np.ndarray, header: fits.Header, paths: Sequence[str | os.PathLike[str]],
+                       bias: str | os.PathLike[str] | np.ndarray | None = None,
+                       thresholds: DefectThresholds | None = None) -> tuple[fits.ImageHDU, dict[str, int]]:
+    """The ``MASK`` extension of a new master and its counts (see the module docstring and :mod:`calib.defects`).
+
+    The stack's spread (RTS test) comes from a subsample of ``paths`` (bias, dark, flat-dark; at least 3 frames,
+    untrimmed).
+    """
+    spread, n_spread = None, 0
+    if kind != "flat" and len(paths) >= 3:
+        spread, n_spread = stack_spread_adu(paths)
+        if spread.shape != data.shape:  # trimmed inputs: the raw frames' spread does not map onto the master
+            spread, n_spread = None, 0
+    reference = None
+    if bias is not None and kind in ("dark", "flat-dark"):
+        reference, _, _ = _load_master(bias, "master bias")
+        if reference.shape != data.shape:
+            log.warning("master bias %s is %s, the %s %s: defect map without D - B", bias, reference.shape, kind,
+                        data.shape)
+            reference, bias = None, None
+    cards: list[tuple[str, object, str]] = [("DFNSPRD", n_spread, "frames sampled for the RTS spread (0: no test)")]
+    if bias is not None and not isinstance(bias, np.ndarray):
+        cards.append(("DFBIAS", Path(bias).name[-68:], "master bias of the HOT test"))
+    found = master_defect_map(kind, data, header, bias=reference, spread_adu=spread, thresholds=thresholds,
+                              cards=cards)
+    return defect_hdu(found), defect_stats(found)
+
+
 def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: str | os.PathLike[str],
                  bias: str | os.PathLike[str] | np.ndarray | None = None,
                  flat_dark: str | os.PathLike[str] | np.ndarray | None = None,
                  params: IntegrationParams | None = None, extra_header: Mapping[str, Any] | fits.Header | None = None,
                  temperature_tolerance_c: float = 1.0, overscan: str = "none", trim: bool = False,
-                 biassec: str | None = None, trimsec: str | None = None, overscan_fit_order: int = 0) -> MasterResult:
+                 biassec: str | None = None, trimsec: str | None = None, overscan_fit_order: int = 0,
+                 defects: bool = True, defect_bias: str | os.PathLike[str] | np.ndarray | None = None) -> MasterResult:
     """Integrate ``paths`` into a master of ``kind`` and write it atomically to ``output``.
 
     ``bias``/``flat_dark`` (path to a master, or an array in ADU) are used for flats only; darks are never
@@ -232,5 +270,11 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
     detail = f"subtracting {cal_cards[0][1]} from each flat, " if cal_cards else ""
     add_history(header, f"darkd master {kind}: {detail}{len(paths)} frames, params "
                         f"{dataclasses.asdict(params)}")
-    path = write_integration(result, output)
+    extra_hdus = []
+    if defects:
+        mask_hdu, counts = master_defects_hdu(kind, result.data, header, paths, defect_bias)
+        extra_hdus.append(mask_hdu)
+        stats.update(counts)
+        header["DEFECTS"] = (mask_hdu.header["NDEFECTS"], "flagged pixels in the MASK extension")
+    path = write_integration(result, output, extra_hdus)
     return MasterResult(path, header, stats, levels)

@@ -117,7 +117,8 @@ def _master(args: argparse.Namespace) -> int:
     kind = args.kind
     normalization = "multiplicative" if kind == "flat" else "none"
     res = build_master(kind, args.files, output=args.output, bias=args.bias, flat_dark=args.flat_dark,
-                       params=_params(args, normalization), **_prep_kwargs(args))  # type: ignore[arg-type]
+                       params=_params(args, normalization), defect_bias=args.defect_bias,
+                       **_prep_kwargs(args))  # type: ignore[arg-type]
     if args.json:
         _out(json.dumps({"output": str(res.path), **res.stats}))
     else:
@@ -134,7 +135,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     written = calibrate_files(args.lights, dark=args.dark, flat=args.flat, bias=args.bias,
                               output_dir=args.output_dir, pedestal_adu=args.pedestal, scale_dark=args.scale_dark,
-                              temperature_tolerance_c=args.temperature_tolerance,
+                              temperature_tolerance_c=args.temperature_tolerance, cosmetic=args.cosmetic,
                               **_prep_kwargs(args))  # type: ignore[arg-type]
     for path in written:
         _out(str(path))
@@ -158,6 +159,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, help="output FITS file")
     p.add_argument("--bias", type=Path, help="master bias subtracted from each flat (flats only)")
     p.add_argument("--flat-dark", type=Path, help="master flat-dark subtracted from each flat instead of the bias")
+    p.add_argument("--defect-bias", type=Path,
+                   help="master bias for the dark's defect map (hot pixels in D - B; not subtracted from the master)")
     _add_integration_options(p, normalization=None)
     _add_preprocessing_options(p)
     p.set_defaults(func=_master)
@@ -175,5 +178,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="use Light - Bias - k(Dark - Bias) with k by noise minimisation (invalid with OB clamping "
                         "or amp glow; warns)")
     p.add_argument("--temperature-tolerance", type=float, default=0.5, help="C (default 0.5)")
+    p.add_argument("--cosmetic", action="store_true",
+                   help="replace the pixels flagged in the masters' defect maps (MASK) by the median of their good "
+                        "neighbours; the header records how many (COSMETIC)")
     _add_preprocessing_options(p)
     p.set_defaults(func=_calibrate)

@@ -416,6 +416,8 @@ class _Builder:
             self.ctx.log(f"{slug}: master {out['master']} ({out['n_frames']} frames, {out['seconds']:.1f} s)")
             if out["review"]:
                 self.ctx.warn(f"{slug}: new master held for review: {out['review_reason']}")
+            if out.get("defect_drift"):
+                self.ctx.warn(f"{slug}: {out['defect_drift']}")
         self.pending = still
         self.ctx.save_result(self._result())
 

@@ -8,7 +8,8 @@ master is not calibrated (the refusal reason is a warning) and makes the job end
 Params (:class:`CalibrateParams`): ``lights`` (FITS paths) or ``lights_dir`` (every FITS file in it);
 ``output_dir`` (required); ``allow_scaled`` (bool, default false: a scaled dark only when asked, with the selection's
 warning); ``use_bias`` (bool, default false; a scaled dark always uses the matching bias); ``pedestal_adu`` (float,
-default 0).
+default 0); ``cosmetic`` (bool, default false: replace the pixels flagged in the masters' defect maps by the median
+of their good neighbours, :mod:`calib.cosmetic`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class CalibrateParams(JobParams):
     allow_scaled: bool = Field(default=False, description="use a dark of another exposure, scaled (with a warning)")
     use_bias: bool = Field(default=False, description="subtract the matching bias too")
     pedestal_adu: float = Field(default=0.0, ge=-MAX_PEDESTAL_ADU, le=MAX_PEDESTAL_ADU)
+    cosmetic: bool = Field(default=False, description="replace pixels flagged in the masters' defect maps")
 
     @model_validator(mode="after")
     def _some_lights(self) -> CalibrateParams:
@@ -104,7 +106,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         ctx.progress(step=f"calibrating {len(group)} light(s) with {Path(dark).parent.name}")
         future = ctx.pool.submit(calibrate_files, [str(p) for p in group], dark=dark, output_dir=output_dir,
                                  bias=bias, pedestal_adu=float(ctx.params.get("pedestal_adu", 0.0)),
-                                 scale_dark=scaled)
+                                 scale_dark=scaled, cosmetic=bool(ctx.params.get("cosmetic", False)))
         outputs += [str(p) for p in future.result()]
         ctx.progress(len(outputs) + len(refused), len(lights))
     result = {"outputs": outputs, "masters": masters, "refused": refused, "output_dir": str(output_dir)}

@@ -4,8 +4,11 @@ function that build-library also uses.
 ``build_entry_master`` runs in a spawned worker process: it opens its own :class:`LibraryIndex` (SQLite in WAL mode
 with ``BEGIN IMMEDIATE`` writes is shared safely with the daemon), integrates the entry's accepted frames with
 :func:`calib.masters.build_master` (Winsorized clipping, no normalisation, no bias subtraction — the CALIB defaults),
-writes the master atomically to ``<entry>/master.fits`` and records it with :meth:`LibraryIndex.set_master`, which
-marks the entry ``ready`` and reviews it against the previous master of the same key.
+writes the master atomically to ``<entry>/master.fits`` — with its defect map (``MASK`` extension; for a dark the
+hot-pixel test runs on ``D − B`` with the key's usable master bias when there is one) — and records it with
+:meth:`LibraryIndex.set_master`, which marks the entry ``ready`` and reviews it against the previous master of the
+same key. The new map's hot pixels are compared with that previous master's (:func:`calib.defects.hot_pixel_drift`);
+a rise beyond +20 % is a job warning (``defect_drift`` in the outcome).
 
 Params of the ``integrate`` job (:class:`IntegrateParams`): ``entry_id`` (required); optional ``combine``,
 ``rejection``, ``sigma_low``, ``sigma_high``, ``memory_budget_bytes``, ``workers`` (passed to ``IntegrationParams``).
@@ -23,9 +26,11 @@ from pydantic import Field
 from daemon.jobs.params import Id, JobParams
 from daemon.jobs.states import CAPTURE_KINDS, JobKind
 from daemon.library.catalog import LibraryIndex
+from daemon.library.store import EntryView
 from daemon.settings import LibrarySettings, Settings
 
 if TYPE_CHECKING:
+    from calib.defects import DefectMap
     from daemon.jobs.engine import JobContext
 
 log = logging.getLogger(__name__)
@@ -87,15 +92,54 @@ def build_entry_master(library: dict[str, Any], entry_id: int, *, job_id: int | 
             extra["CCDTMEAN"] = (round(sum(temps) / len(temps), 3), "[C] mean sensor temperature of the frames")
             extra["CCDTMIN"] = (round(min(temps), 3), "[C] lowest sensor temperature of the frames")
             extra["CCDTMAX"] = (round(max(temps), 3), "[C] highest sensor temperature of the frames")
+        previous = _previous_defects(index, entry)
         result = build_master(entry.calib_kind, paths, output=Path(entry.master_target), params=params,
-                              extra_header=extra)
+                              extra_header=extra, defect_bias=_defect_bias(index, entry))
         stats = dict(result.stats)
         view = index.set_master(entry_id, result.path, stats)
         return {"entry_id": entry_id, "master": str(result.path), "stats": view.master_stats or stats,
                 "review": view.review, "review_reason": view.review_reason, "n_frames": len(paths),
-                "seconds": round(time.monotonic() - started, 3)}
+                "seconds": round(time.monotonic() - started, 3),
+                "defect_drift": _defect_drift(previous, result.path)}
     finally:
         index.close()
+
+
+def _defect_bias(index: LibraryIndex, entry: EntryView) -> str | None:
+    """The usable master bias of a dark's key, for its defect map's ``D − B`` (``None``: the map uses ``D``)."""
+    if entry.kind not in ("dark", "flatdark"):
+        return None
+    bias = index.usable_master(entry.with_kind("bias"), expired_ok=True)
+    return bias.master if bias is not None and bias.master and Path(bias.master).is_file() else None
+
+
+def _previous_defects(index: LibraryIndex, entry: EntryView) -> DefectMap | None:
+    """The defect map of this key's previous master (this entry's, else the last usable one), or ``None``."""
+    from calib.defects import read_master_defects
+
+    previous = entry.master
+    if not previous:
+        other = index.usable_master(entry.key_only(), expired_ok=True, exclude_id=entry.id)
+        previous = other.master if other is not None else None
+    try:
+        return read_master_defects(previous) if previous and Path(previous).is_file() else None
+    except (OSError, ValueError) as exc:
+        log.warning("entry %s: previous master %s unreadable for the defect drift (%s)", entry.id, previous, exc)
+        return None
+
+
+def _defect_drift(previous: DefectMap | None, master: Path) -> str | None:
+    """:func:`calib.defects.hot_pixel_drift` of the new master against the previous one: the warning, or ``None``."""
+    from calib.defects import hot_pixel_drift, read_master_defects
+
+    current = read_master_defects(master)
+    if previous is None or current is None:
+        return None
+    try:
+        return hot_pixel_drift(previous, current).warning
+    except ValueError as exc:  # another frame size or thresholds: not comparable
+        log.info("defect drift not compared: %s", exc)
+        return None
 
 
 def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) -> tuple[dict[str, Any], str | None]:
@@ -126,5 +170,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     outcome = future.result()
     if outcome["review"]:
         ctx.warn(f"entry {entry_id}: new master held for review ({outcome['review_reason']})")
+    if outcome.get("defect_drift"):
+        ctx.warn(f"entry {entry_id}: {outcome['defect_drift']}")
     ctx.progress(1, 1, step=f"master written: {outcome['master']}")
     return outcome

@@ -27,7 +27,15 @@ Constants (source or assumption)
                                              the paper's pair-method measurement of the QHY163M.
     DOUBLING_C = 6.0                         dark current doubles every 6 °C (typical for CMOS; assumption).
     DSNU_SIGMA = 0.25                        lognormal per-pixel dark non-uniformity (assumption), mean 1.
-    HOT_PIXEL_FRACTION = 3e-4, HOT_PIXEL_FACTOR 20..2000 (log-uniform)   assumption.
+    HOT_PIXEL_FRACTION = 3e-4, HOT_PIXEL_FACTOR 20..2000 (log-uniform)   assumption. The hot pixels are drawn
+                                             from the model's fixed-pattern stream (``SeedSequence([seed, 163])``,
+                                             first child): round(3e-4 · full_height · effective_width) draws of a
+                                             position in the effective columns of every row (OB rows included), so
+                                             SMALL has 53 draws and FULL 4 944 (a repeated draw lands twice: at most
+                                             that many distinct pixels). :meth:`SensorModel.hot_pixels` lists them.
+    ADDED_HOT_PIXELS (``added_hot_pixels=``, default 0)  an ageing sensor: that many more hot pixels, drawn from
+                                             their own stream ``SeedSequence([seed, 163, 1])``, so the original
+                                             population and every other fixed pattern stay as they were.
     RTS_PIXEL_FRACTION = 5e-5, RTS amplitude 5..30 e⁻, 50 % high state     random telegraph pixels (assumption).
     COSMIC_RAYS_PER_CM2_PER_S = 0.02         ≈1.2 hits/cm²/min at sea level; 300–5000 e⁻ in 1–4 pixels (assumption).
     GLOW_CORNER_E = 400 at GLOW_REF_S = 600 s, GLOW_EXPONENT = 2.0
@@ -219,7 +227,9 @@ class SensorModel:
 
     def __init__(self, geometry: SensorGeometry = SMALL_GEOMETRY, seed: int = 0, *, ob_clamping: bool = True,
                  glow_exponent: float = GLOW_EXPONENT, glow_corner_e: float = GLOW_CORNER_E,
-                 cosmic_rays: bool = True) -> None:
+                 cosmic_rays: bool = True, added_hot_pixels: int = 0) -> None:
+        if added_hot_pixels < 0:
+            raise ValueError(f"added_hot_pixels must be >= 0, got {added_hot_pixels}")
         self.geometry = geometry
         self.seed = int(seed)
         self.ob_clamping = ob_clamping
@@ -230,6 +240,32 @@ class SensorModel:
         self._fixed_seq = fixed_seq
         self._rng = np.random.default_rng(noise_seq)
         self._fixed = self._make_fixed(np.random.default_rng(fixed_seq))
+        self.added_hot_pixels = int(added_hot_pixels)
+        if added_hot_pixels:
+            self._add_hot_pixels(np.random.default_rng(np.random.SeedSequence([self.seed, 163, 1])), added_hot_pixels)
+
+    def _add_hot_pixels(self, rng: np.random.Generator, n: int) -> None:
+        """``n`` more hot pixels (same factor law) in the effective area, on pixels that are not hot yet."""
+        g, dark_rel = self.geometry, self._fixed.dark_rel
+        rows = rng.integers(g.ob_rows, g.full_height, 4 * n)
+        cols = rng.integers(0, g.effective_width, 4 * n)
+        flat = np.unique(rows * g.full_width + cols)
+        flat = flat[dark_rel.ravel()[flat] < HOT_PIXEL_FACTOR_MIN]
+        chosen = rng.permutation(flat)[:n]
+        factors = np.exp(rng.uniform(math.log(HOT_PIXEL_FACTOR_MIN), math.log(HOT_PIXEL_FACTOR_MAX), chosen.size))
+        dark_rel.ravel()[chosen] = factors.astype(np.float32)
+
+    def hot_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The injected hot pixels as ``(rows, cols, factors)``: 0-based raw-frame coordinates (OB rows included,
+        so subtract ``geometry.ob_rows`` from the rows for an overscan-ignored frame) and the dark-current factor
+        (×20…×2000 the mean; the lognormal DSNU never reaches ×20)."""
+        rows, cols = np.nonzero(self._fixed.dark_rel >= HOT_PIXEL_FACTOR_MIN)
+        return rows, cols, self._fixed.dark_rel[rows, cols].astype(np.float64)
+
+    def rts_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The random-telegraph pixels as ``(rows, cols, amplitudes_e)`` (0-based raw-frame coordinates)."""
+        rows, cols = np.divmod(self._fixed.rts_index, self.geometry.full_width)
+        return rows, cols, self._fixed.rts_amp_e.astype(np.float64)
 
     # ---- fixed patterns -------------------------------------------------------------------------------------
     def _make_fixed(self, rng: np.random.Generator) -> _FixedPattern:

@@ -16,10 +16,14 @@ from calib.defects import (
     build_defect_map,
     dark_slope_adu_per_s,
     defect_hdu,
+    defect_stats,
     ekos_defect_map,
+    hot_pixel_drift,
+    master_defect_map,
     phd2_defect_map_text,
     read_defect_hdu,
     replace_defects,
+    stack_spread_adu,
     temporal_std,
 )
 
@@ -180,3 +184,53 @@ def test_bad_input_is_refused_with_the_reason() -> None:
         DefectThresholds(k_hot=0)
     with pytest.raises(ValueError, match="differ in shape"):
         replace_defects(np.zeros((3, 3)), np.zeros((4, 4), np.uint8))
+
+
+def test_the_stack_spread_ignores_a_cosmic_ray_but_not_a_telegraph_pixel(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    paths = []
+    for i in range(10):
+        frame = rng.normal(1000.0, READ_NOISE_ADU, SHAPE)
+        frame[40, 50] += 3000.0 if i == 4 else 0.0  # one cosmic ray
+        frame[60, 70] += 60.0 * (i % 2)  # a telegraph pixel, high in every other frame
+        path = tmp_path / f"f{i}.fits"
+        fits.PrimaryHDU(frame.astype(np.float32)).writeto(path)
+        paths.append(path)
+    spread, used = stack_spread_adu(paths, max_frames=8, band_rows=32)  # bands not dividing the 120 rows
+    assert used == 8
+    # dropping each pixel's highest of 8 Gaussian values leaves a spread ≈ 0.80 σ (the same for every pixel)
+    assert float(np.median(spread)) == pytest.approx(0.80 * READ_NOISE_ADU, rel=0.05)
+    assert spread[40, 50] < 3 * READ_NOISE_ADU and spread[60, 70] > 20.0
+    defects = build_defect_map(SHAPE, temporal_std_adu=spread)
+    assert {(int(y), int(x)) for x, y in defects.positions(Defect.RTS)} == {(60, 70)}
+    with pytest.raises(ValueError, match="at least 3 frames"):
+        stack_spread_adu(paths[:2])
+
+
+def test_a_master_flats_map_covers_datasec_only() -> None:
+    flat = np.ones((20, 30))
+    flat[5, 5] = 0.0  # dead, inside DATASEC [1:24,1:20]
+    flat[6, 27] = 0.0  # in the overscan columns: not tested
+    found = master_defect_map("flat", flat * 5000.0, {"DATASEC": "[1:24,1:20]"})
+    assert found.mask.shape == (20, 30) and found.tested == frozenset({Defect.COLD, Defect.DEAD})
+    assert found.positions().tolist() == [[5, 5]]
+    assert dict((k, v) for k, v, _ in found.cards)["DFREGION"] == "[1:24,1:20]"
+    assert defect_stats(found) == {"defects_cold": 0, "defects_dead": 1, "defects_total": 1}
+    with pytest.raises(ValueError, match="unknown master kind"):
+        master_defect_map("light", flat)
+
+
+def test_drift_needs_a_relative_and_an_absolute_rise() -> None:
+    def with_hot(n: int, k_hot: float = 5.0) -> DefectMap:
+        mask = np.zeros(SHAPE, np.uint8)
+        mask.ravel()[:n] = Defect.HOT
+        return DefectMap(mask=mask, thresholds=DefectThresholds(k_hot=k_hot))
+
+    assert hot_pixel_drift(with_hot(100), with_hot(120)).warning is None  # +20 % is the limit, not beyond it
+    rise = hot_pixel_drift(with_hot(100), with_hot(121))
+    assert rise.warning is not None and rise.appeared == 21 and rise.vanished == 0
+    assert hot_pixel_drift(with_hot(3), with_hot(7)).warning is None  # +133 % but only 4 pixels
+    assert hot_pixel_drift(with_hot(3), with_hot(8)).warning is not None
+    assert hot_pixel_drift(with_hot(10), with_hot(5)).change_fraction == -0.5
+    with pytest.raises(ValueError, match="different thresholds"):
+        hot_pixel_drift(with_hot(10), with_hot(10, k_hot=4.0))
