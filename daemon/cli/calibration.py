@@ -134,7 +134,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     written = calibrate_files(args.lights, dark=args.dark, flat=args.flat, bias=args.bias,
                               output_dir=args.output_dir, pedestal_adu=args.pedestal, scale_dark=args.scale_dark,
-                              temperature_tolerance_c=args.temperature_tolerance,
+                              temperature_tolerance_c=args.temperature_tolerance, full_frame=args.full_frame,
                               **_prep_kwargs(args))  # type: ignore[arg-type]
     for path in written:
         _out(str(path))
@@ -175,5 +175,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="use Light - Bias - k(Dark - Bias) with k by noise minimisation (invalid with OB clamping "
                         "or amp glow; warns)")
     p.add_argument("--temperature-tolerance", type=float, default=0.5, help="C (default 0.5)")
+    p.add_argument("--full-frame", action="store_true",
+                   help="keep the full frame (default: cut to DATASEC); pixels outside DATASEC = the pedestal")
     _add_preprocessing_options(p)
     p.set_defaults(func=_calibrate)
