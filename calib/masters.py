@@ -289,7 +289,8 @@ def normalise_flat(data: np.ndarray, header: fits.Header) -> float:
     without one); pixels outside ``DATASEC`` (overscan, optical-black rows: no illumination) are set to 1, so the
     whole-frame mean is 1 as well and a tool that normalises over the whole frame (ccdproc ``flat_correct``, Siril)
     gets the same result as darkd. Calibration with it is unchanged in ADU: ``(L − D)/flat' × mean(flat')`` =
-    ``(L − D)/(F − B) × mean(F − B)``. Header: ``FLATNORM`` (ADU), ``BUNIT = 'adu/adu'`` (dimensionless; astropy reads it), HISTORY.
+    ``(L − D)/(F − B) × mean(F − B)``. Header: ``FLATNORM`` (ADU), ``BUNIT = 'adu/adu'`` (dimensionless, a unit
+    astropy parses), HISTORY.
     """
     region = data_region(data, header)
     norm = float(region.mean(dtype=np.float64))
