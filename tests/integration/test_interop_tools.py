@@ -183,6 +183,7 @@ def test_flat_normalised_over_the_data_area_keeps_calibration_in_adu(products: d
     np.testing.assert_allclose(read_frame(products["calibrated"]).data, expected, rtol=2e-6, atol=2e-3)
 
 
+@pytest.mark.filterwarnings("ignore:'datfix' made the change")  # astropy.wcs derives MJD-OBS/MJD-END: harmless
 def test_ccdproc_reads_every_master_without_a_unit_and_agrees(products: dict[str, Path]) -> None:
     ccdproc = pytest.importorskip("ccdproc")
     import astropy.units as u
