@@ -26,6 +26,14 @@ overscan level helps when the ADC reference drifts between frames (fast bursts w
 The treatment is applied to each light before the formula, and **the masters must have been built with the same
 treatment** (their ``OVSCMETH``/``TRIMMED`` keys, written by :func:`calib.masters.build_master`; a master without them
 counts as ``none``/untrimmed); otherwise :class:`CalibrationMismatch` says which master and which treatment.
+
+Output area. ``calibrate_files`` writes only the data area by default (``full_frame=False``): outside ``DATASEC`` the
+overscan columns and optical-black rows hold no image (and a flat about zero there would blow them up), so each
+calibrated light is cut to ``DATASEC`` (:func:`trim_to_data`) and its header records it the IRAF way: ``TRIM`` = the
+section of the raw frame kept, ``DATASEC`` = the whole new frame, ``LTV1``/``LTV2`` = the physical-coordinate offsets,
+``BIASSEC``/``TRIMSEC`` (which described the raw frame) removed, and a HISTORY line. With ``full_frame=True``
+(``darkd calibrate --full-frame``) the frame keeps its size and every pixel outside ``DATASEC`` is set to the pedestal
+(the value a calibrated pixel with no signal has), recorded as ``NDFILL`` (ADU).
 """
 
 from __future__ import annotations
@@ -158,6 +166,54 @@ def calibrate_light(light: np.ndarray, dark: np.ndarray, *, flat: np.ndarray | N
     return calibrated
 
 
+def _data_section(data: np.ndarray, header: fits.Header) -> Section | None:
+    """``DATASEC`` when it is valid, inside the image and smaller than it; else ``None`` (nothing to cut)."""
+    text = header.get("DATASEC")
+    if not isinstance(text, str):
+        return None
+    try:
+        section = Section.parse(text)
+    except ValueError:
+        return None
+    if not section.fits_in(data.shape) or section.shape == data.shape:
+        return None
+    return section
+
+
+def trim_to_data(data: np.ndarray, header: fits.Header) -> tuple[np.ndarray, fits.Header]:
+    """Cut a calibrated frame to its ``DATASEC``; returns (data, updated header copy). See the module docstring.
+
+    IRAF convention: ``TRIM`` = kept section in raw-frame coordinates, ``DATASEC = [1:w,1:h]``,
+    ``LTV1 = −(x1 − 1)``, ``LTV2 = −(y1 − 1)``; ``BIASSEC``/``TRIMSEC`` removed. A frame without a ``DATASEC`` smaller
+    than itself is returned unchanged.
+    """
+    section = _data_section(data, header)
+    if section is None:
+        return data, header
+    header = header.copy()
+    out = np.ascontiguousarray(data[section.slices])
+    header["DATASEC"] = (Section(1, out.shape[1], 1, out.shape[0]).iraf, "data area (the whole frame)")
+    header["TRIM"] = (section.iraf, "section of the raw frame kept (its DATASEC)")
+    header["LTV1"] = (-(section.x1 - 1), "physical x = image x - LTV1")
+    header["LTV2"] = (-(section.y1 - 1), "physical y = image y - LTV2")
+    for key in ("BIASSEC", "TRIMSEC"):
+        header.remove(key, ignore_missing=True, remove_all=True)
+    add_history(header, f"darkd calibrate: trimmed to the data area {section.iraf}")
+    return out, header
+
+
+def fill_outside_data(data: np.ndarray, header: fits.Header, value_adu: float) -> int:
+    """Set every pixel outside ``DATASEC`` to ``value_adu`` in place; records ``NDFILL``; returns the pixels set."""
+    section = _data_section(data, header)
+    if section is None:
+        return 0
+    inside = np.zeros(data.shape, dtype=bool)
+    inside[section.slices] = True
+    data[~inside] = value_adu
+    header["NDFILL"] = (float(value_adu), "[adu] pedestal, set outside DATASEC")
+    return int(np.count_nonzero(~inside))
+
+
 def _master(path: str | os.PathLike[str] | None, what: str) -> tuple[Frame | None, str | None]:
     if path is None:
         return None, None
@@ -172,7 +228,7 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
                     bias: str | os.PathLike[str] | None = None, pedestal_adu: float = 0.0, scale_dark: bool = False,
                     temperature_tolerance_c: float = 0.5, suffix: str = "_cal", overscan: str = "none",
                     trim: bool = False, biassec: str | None = None, trimsec: str | None = None,
-                    overscan_fit_order: int = 0, cosmetic: bool = False) -> list[Path]:
+                    overscan_fit_order: int = 0, cosmetic: bool = False, full_frame: bool = False) -> list[Path]:
     """Calibrate ``lights`` into float32 FITS files ``<output_dir>/<stem><suffix>.fits``; returns their paths.
 
     Every light is checked against the masters first (:func:`check_master_matches`: the dark on everything, the flat
@@ -183,8 +239,11 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
     the pedestal and HISTORY lines. ``overscan``/``trim`` (off by default; see the module docstring and
     :class:`calib.geometry.Preprocessing`) are applied to each light first; a master made with another overscan/trim
     treatment raises :class:`CalibrationMismatch`. The outputs record ``OVSCMETH``, ``OVSCSEC``, ``OVSCLEV``,
-    ``TRIMMED`` and HISTORY. ``cosmetic`` (optional last step): replace the pixels flagged in the masters' defect
-    maps by the median of their good neighbours (:mod:`calib.cosmetic`; records ``COSMETIC``, the count).
+    ``TRIMMED`` and HISTORY. ``cosmetic`` (optional, after the arithmetic and before the cut): replace the pixels
+    flagged in the masters' defect maps by the median of their good neighbours (:mod:`calib.cosmetic`; records
+    ``COSMETIC``, the count). Each output is cut to ``DATASEC`` (:func:`trim_to_data`) unless ``full_frame``, which
+    keeps the size and sets the pixels outside ``DATASEC`` to the pedestal (:func:`fill_outside_data`). Outputs carry
+    ``BUNIT = 'adu'`` and ``CHECKSUM``/``DATASUM``.
     """
     prep = Preprocessing(overscan, trim, biassec, trimsec, overscan_fit_order)
     if not lights:
@@ -235,6 +294,7 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
                                bias=bias_f.data if bias_f else None, pedestal_adu=pedestal_adu, dark_scale=k,
                                flat_header=flat_f.header if flat_f else None, flat_is_calibrated=flat_done)
         header = frame.header.copy()
+        header["BUNIT"] = ("adu", "pixel values are ADU")
         for key, master, sha in (("CALDARK", dark, dark_sha), ("CALFLAT", flat, flat_sha), ("CALBIAS", bias, bias_sha)):
             if master is not None:
                 header[key] = (Path(master).name[-68:], "master used for calibration")
@@ -247,6 +307,10 @@ def calibrate_files(lights: Sequence[str | os.PathLike[str]], *, dark: str | os.
         add_history(header, f"darkd calibrate: {formula}")
         if cosmetic_map is not None:
             data = apply_cosmetic(data, cosmetic_map, header)
+        if full_frame:
+            fill_outside_data(data, header, pedestal_adu)
+        else:
+            data, header = trim_to_data(data, header)
         out = out_dir / f"{Path(light).name.removesuffix('.fits').removesuffix('.fit')}{suffix}.fits"
         written.append(write_frame(out, data, header))
         log.info("calibrated %s -> %s", light, out)

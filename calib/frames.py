@@ -2,14 +2,21 @@
 
 Pixel values are ADU. 16-bit camera frames are stored as ``BITPIX=16`` with ``BZERO=32768``; masters and calibrated
 frames as 32-bit float. Tile-compressed FITS (``CompImageHDU``) is read transparently.
+
+Every file darkd writes carries ``CHECKSUM``/``DATASUM`` in each HDU (the FITS checksum convention, astropy
+``checksum=True``; :func:`fits_checksum_problems` re-checks them), and a header with a string value longer than one
+card (continued on ``CONTINUE`` cards) gets ``LONGSTRN = 'OGIP 1.0'``, the keyword of the HEASARC long-string
+convention that fitsverify asks for.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,13 +172,50 @@ def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
     return Path(path)
 
 
+# A string value longer than this many characters does not fit on one card and is continued on CONTINUE cards.
+_CARD_STRING_CHARS = 68
+LONGSTRN = ("OGIP 1.0", "The HEASARC Long String Convention may be used")
+
+
+def mark_long_strings(header: fits.Header) -> None:
+    """Add ``LONGSTRN`` (the long-string convention keyword) when a string value needs ``CONTINUE`` cards."""
+    long_value = any(isinstance(value, str) and len(value.replace("'", "''")) > _CARD_STRING_CHARS
+                     for key, value in header.items() if key not in ("HISTORY", "COMMENT", ""))
+    if long_value and "LONGSTRN" not in header:
+        header.insert(0, ("LONGSTRN", *LONGSTRN))
+
+
+def fits_checksum_problems(path: str | os.PathLike[str]) -> list[str]:
+    """The FITS checksum warnings for ``path`` (``CHECKSUM``/``DATASUM`` that do not match the bytes); ``[]`` if all
+    HDUs that carry them match. HDUs without the keywords are not checked (see :func:`has_fits_checksums`)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with fits.open(path, checksum=True, memmap=False) as hdul:
+            for hdu in hdul:
+                _ = hdu.data  # the data checksum (DATASUM) is verified when the data are read
+    return [str(w.message) for w in caught if "checksum" in str(w.message).lower()
+            or "datasum" in str(w.message).lower()]
+
+
+def has_fits_checksums(path: str | os.PathLike[str]) -> bool:
+    """True when every HDU of ``path`` has ``CHECKSUM`` and ``DATASUM``."""
+    with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+        return all("CHECKSUM" in hdu.header and "DATASUM" in hdu.header for hdu in hdul)
+
+
 def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16: bool = False,
                extra_hdus: list[fits.ImageHDU] | None = None) -> fits.HDUList:
-    """Build an HDUList. ``bitpix16`` stores ADU as unsigned 16-bit (``BITPIX=16``, ``BZERO=32768``), else float32."""
+    """Build an HDUList. ``bitpix16`` stores ADU as unsigned 16-bit (``BITPIX=16``, ``BZERO=32768``), else float32.
+
+    Adds ``LONGSTRN`` when needed (:func:`mark_long_strings`). Write it with ``checksum=True`` (as
+    :func:`write_frame` and :func:`fits_bytes` do)."""
     hdr = header.copy() if header is not None else fits.Header()
-    for key in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BZERO", "BSCALE", "EXTEND", "SIMPLE"):
+    for key in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BZERO", "BSCALE", "EXTEND", "SIMPLE", "CHECKSUM", "DATASUM"):
         hdr.remove(key, ignore_missing=True, remove_all=True)
-    if bitpix16:
+    mark_long_strings(hdr)
+    if bitpix16 and data.dtype == np.uint16:
+        primary = fits.PrimaryHDU(data, header=hdr, uint=True)
+    elif bitpix16:
         arr = np.clip(np.rint(data), 0, 65535).astype(np.uint16)
         primary = fits.PrimaryHDU(arr, header=hdr, uint=True)
     else:
@@ -182,8 +226,13 @@ def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16:
 def write_frame(path: str | os.PathLike[str], data: np.ndarray, header: fits.Header | None = None, *,
                 bitpix16: bool = False, extra_hdus: list[fits.ImageHDU] | None = None) -> Path:
     """Write a frame atomically (see :func:`atomic_write_bytes`). Returns the final path."""
-    import io
+    return atomic_write_bytes(path, fits_bytes(data, header, bitpix16=bitpix16, extra_hdus=extra_hdus))
 
+
+def fits_bytes(data: np.ndarray, header: fits.Header | None = None, *, bitpix16: bool = False,
+               extra_hdus: list[fits.ImageHDU] | None = None) -> bytes:
+    """The FITS file :func:`write_frame` writes, as bytes (with ``CHECKSUM``/``DATASUM`` in every HDU)."""
     buf = io.BytesIO()
-    to_hdulist(data, header, bitpix16=bitpix16, extra_hdus=extra_hdus).writeto(buf, output_verify="silentfix")
-    return atomic_write_bytes(path, buf.getvalue())
+    to_hdulist(data, header, bitpix16=bitpix16, extra_hdus=extra_hdus).writeto(buf, output_verify="silentfix",
+                                                                              checksum=True)
+    return buf.getvalue()

@@ -414,5 +414,5 @@ def write_integration(result: IntegrationResult, path: str | os.PathLike[str],
     hdul = to_hdulist(result.data, result.header, extra_hdus=[*extras, *extra_hdus])
     target = Path(path)
     with atomic_file(target) as fh:
-        hdul.writeto(fh, output_verify="silentfix")
+        hdul.writeto(fh, output_verify="silentfix", checksum=True)  # CHECKSUM/DATASUM in every HDU
     return target

@@ -35,6 +35,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,12 @@ from calib.sections import Section, data_region
 log = logging.getLogger(__name__)
 
 KINDS = ("bias", "dark", "flat", "flat-dark")
-IMAGETYP = {"bias": "Master Bias", "dark": "Master Dark", "flat": "Master Flat", "flat-dark": "Master Flat Dark"}
+# IMAGETYP values PixInsight's WBPP takes as masters: it lower-cases the value, removes the first space and accepts
+# "masterbias", "masterdark", "masterflat" (BPP-Helper.js imageTypeFromKeyword / isMasterFromKeyword, WBPP 2.x-3.x).
+# "Master Flat Dark" would become "masterflat dark" (unknown), so a flat-dark is a "Master Dark" — WBPP matches darks
+# to flats by exposure — and DKMASTER keeps darkd's kind. Siril reads IMAGETYP as free text (src/io/fits_keywords.c)
+# and takes masters by path in `preprocess`, so these values suit it too.
+IMAGETYP = {"bias": "Master Bias", "dark": "Master Dark", "flat": "Master Flat", "flat-dark": "Master Dark"}
 HOT_SIGMA = 5.0
 # (label, header aliases) of the keys every input of a master must share.
 _SHARED_KEYS = (("exposure", ("EXPTIME", "EXPOSURE")), ("gain", ("GAIN",)), ("offset", ("OFFSET",)),
@@ -258,6 +264,7 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
         result = integrate(paths, params, subtract=subtract)
     header = result.header
     header["IMAGETYP"] = (IMAGETYP[kind], "darkd master frame")
+    header["DKMASTER"] = (kind, "darkd master kind: bias, dark, flat, flat-dark")
     for key, value, comment in cal_cards:
         header[key] = (value, comment)
     _record_treatment(header, prep, headers[0][1], levels)
@@ -270,11 +277,78 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
     detail = f"subtracting {cal_cards[0][1]} from each flat, " if cal_cards else ""
     add_history(header, f"darkd master {kind}: {detail}{len(paths)} frames, params "
                         f"{dataclasses.asdict(params)}")
+    record_interchange_keys(header, [h for _, h in headers])
     extra_hdus = []
     if defects:
         mask_hdu, counts = master_defects_hdu(kind, result.data, header, paths, defect_bias)
         extra_hdus.append(mask_hdu)
         stats.update(counts)
         header["DEFECTS"] = (mask_hdu.header["NDEFECTS"], "flagged pixels in the MASK extension")
+    if kind == "flat":
+        normalise_flat(result.data, header)
     path = write_integration(result, output, extra_hdus)
     return MasterResult(path, header, stats, levels)
+
+
+# ------------------------------------------------------------------ header keys other tools read (Siril, WBPP, ccdproc)
+def _parse_date(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.strip().removesuffix("Z"))
+    except ValueError:
+        return None
+
+
+def _fits_date(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+
+
+def record_interchange_keys(header: fits.Header, inputs: Sequence[fits.Header]) -> None:
+    """``BUNIT`` and the observation span of the inputs, for tools that read a master as their own.
+
+    ``DATE-OBS`` = earliest input ``DATE-OBS``; ``DATE-END`` = latest input end (its ``DATE-END``, else
+    ``DATE-OBS + EXPTIME``), both UTC ISO 8601. ``BUNIT = 'adu'`` (astropy ``CCDData.read`` needs a unit; the master
+    flat is rewritten to ``adu/adu`` by :func:`normalise_flat`).
+    """
+    header["BUNIT"] = ("adu", "pixel values are ADU")
+    starts, ends = [], []
+    for h in inputs:
+        start = _parse_date(h.get("DATE-OBS"))
+        if start is None:
+            continue
+        starts.append(start)
+        exposure = h.get("EXPTIME", h.get("EXPOSURE", 0.0))
+        end = _parse_date(h.get("DATE-END"))
+        ends.append(end or start + timedelta(seconds=float(exposure) if isinstance(exposure, int | float) else 0.0))
+    if starts:
+        header["DATE-OBS"] = (_fits_date(min(starts)), "[UTC] start of the first input frame")
+        header["DATE-END"] = (_fits_date(max(ends)), "[UTC] end of the last input frame")
+
+
+def normalise_flat(data: np.ndarray, header: fits.Header) -> float:
+    """Scale a master flat (``Flat − Bias``, ADU) in place to mean 1 over ``DATASEC``; returns the mean (ADU).
+
+    ``flat' = (Flat − Bias) / FLATNORM`` with ``FLATNORM = mean(Flat − Bias)`` over ``DATASEC`` (the whole image
+    without one); pixels outside ``DATASEC`` (overscan, optical-black rows: no illumination) are set to 1, so the
+    whole-frame mean is 1 as well and a tool that normalises over the whole frame (ccdproc ``flat_correct``, Siril)
+    gets the same result as darkd. Calibration with it is unchanged in ADU: ``(L − D)/flat' × mean(flat')`` =
+    ``(L − D)/(F − B) × mean(F − B)``. Header: ``FLATNORM`` (ADU), ``BUNIT = 'adu/adu'`` (dimensionless, a unit
+    astropy parses), HISTORY.
+    """
+    region = data_region(data, header)
+    norm = float(region.mean(dtype=np.float64))
+    if not np.isfinite(norm) or norm <= 0:
+        raise ValueError(f"the master flat's mean over DATASEC is {norm:g} ADU: cannot normalise it")
+    if region.shape != data.shape:  # data_region found a DATASEC smaller than the frame
+        inside = np.zeros(data.shape, dtype=bool)
+        inside[Section.parse(str(header["DATASEC"])).slices] = True
+        data[inside] /= np.float32(norm)
+        data[~inside] = 1.0
+    else:
+        data /= np.float32(norm)
+    header["FLATNORM"] = (round(norm, 6), "[adu] DATASEC mean of Flat-Bias, divided out")
+    header["BUNIT"] = ("adu/adu", "relative response: mean 1 over DATASEC")
+    add_history(header, f"darkd flat: divided by FLATNORM = {norm:.4f} ADU (mean over DATASEC); pixels outside "
+                        "DATASEC set to 1")
+    return norm

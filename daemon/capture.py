@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import re
 import threading
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from calib.frames import FrameError, atomic_write_bytes, read_header, to_hdulist
+from calib.frames import FrameError, atomic_write_bytes, fits_bytes, read_header
 from calib.quality import (
     FrameExpectation,
     QualityThresholds,
@@ -192,16 +191,11 @@ def fits_text(text: str) -> str:
 
 
 def encode_frame(data: np.ndarray, header: fits.Header) -> bytes:
-    """Serialise to FITS bytes (uint16 as ``BITPIX=16``/``BZERO=32768``, else float32)."""
-    buf = io.BytesIO()
-    if data.dtype == np.uint16:
-        hdr = header.copy()
-        for key in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BZERO", "BSCALE", "EXTEND", "SIMPLE"):
-            hdr.remove(key, ignore_missing=True, remove_all=True)
-        fits.HDUList([fits.PrimaryHDU(data, header=hdr, uint=True)]).writeto(buf, output_verify="silentfix")
-    else:
-        to_hdulist(data, header, bitpix16=True).writeto(buf, output_verify="silentfix")
-    return buf.getvalue()
+    """Serialise to FITS bytes as ADU (``BITPIX=16``/``BZERO=32768``, ``BUNIT``, ``CHECKSUM``/``DATASUM``)."""
+    header = header.copy()
+    if "BUNIT" not in header:
+        header["BUNIT"] = ("adu", "pixel values are ADU")
+    return fits_bytes(data, header, bitpix16=True)
 
 
 # ---------------------------------------------------------------------------------------------------- processing

@@ -136,6 +136,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     written = calibrate_files(args.lights, dark=args.dark, flat=args.flat, bias=args.bias,
                               output_dir=args.output_dir, pedestal_adu=args.pedestal, scale_dark=args.scale_dark,
                               temperature_tolerance_c=args.temperature_tolerance, cosmetic=args.cosmetic,
+                              full_frame=args.full_frame,
                               **_prep_kwargs(args))  # type: ignore[arg-type]
     for path in written:
         _out(str(path))
@@ -181,5 +182,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cosmetic", action="store_true",
                    help="replace the pixels flagged in the masters' defect maps (MASK) by the median of their good "
                         "neighbours; the header records how many (COSMETIC)")
+    p.add_argument("--full-frame", action="store_true",
+                   help="keep the full frame (default: cut to DATASEC); pixels outside DATASEC = the pedestal")
     _add_preprocessing_options(p)
     p.set_defaults(func=_calibrate)

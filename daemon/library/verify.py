@@ -3,7 +3,9 @@
 Checks, each reported as a :class:`Problem` with a stable ``code``:
 
 * ``missing-file``   a frame or master recorded in the index does not exist;
-* ``checksum``       a file's SHA-256 (or size) differs from the index (corrupted or replaced);
+* ``checksum``       a file's SHA-256 (or size) differs from the index (corrupted or replaced), or its FITS
+                     ``CHECKSUM``/``DATASUM`` do not match its bytes (astropy ``fits.open(checksum=True)`` warns); a
+                     file written before darkd wrote those keys only gets a warning that it has none;
 * ``header``         a frame's or master's header is unreadable or contradicts its entry's key (kind, exposure,
                      gain, offset, binning, geometry);
 * ``count``          a master's ``NCOMBINE`` differs from the accepted frames recorded, or a ready entry has no master;
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from calib.frames import FrameError, read_header
+from calib.frames import FrameError, fits_checksum_problems, has_fits_checksums, read_header
 from daemon.library.integrity import sha256_file
 from daemon.light_headers import normalise_image_type
 
@@ -91,6 +93,24 @@ def _check_file(report: VerifyReport, path: Path, sha256: str | None, size_bytes
         report.add("checksum", f"{what} {path} does not match its recorded SHA-256 (corrupted or replaced)", path,
                    entry_id)
         return False
+    if sha256 is not None:
+        return _check_fits_checksums(report, path, entry_id, what)
+    return True
+
+
+def _check_fits_checksums(report: VerifyReport, path: Path, entry_id: int, what: str) -> bool:
+    """The FITS ``CHECKSUM``/``DATASUM`` of every HDU against the file's bytes (only where the keywords exist)."""
+    try:
+        failures = fits_checksum_problems(path)
+        complete = has_fits_checksums(path)
+    except (OSError, ValueError, TypeError) as exc:
+        report.add("header", f"{what} {path}: not a readable FITS file ({exc})", path, entry_id)
+        return False
+    if failures:
+        report.add("checksum", f"{what} {path}: FITS checksum mismatch ({'; '.join(failures)})", path, entry_id)
+        return False
+    if not complete:
+        report.warnings.append(f"{what} {path} has no CHECKSUM/DATASUM (written before darkd recorded them)")
     return True
 
 

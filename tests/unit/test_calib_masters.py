@@ -83,10 +83,14 @@ def test_master_flat_subtracts_bias_and_normalizes(tmp_path: Path) -> None:
     master = read_frame(res.path).data
     assert res.header["IMAGETYP"] == "Master Flat" and res.header["NORMALIZ"] == "multiplicative"
     assert res.header["CALBIAS"] == "mb.fits" and len(res.header["BIASSHA"]) == 64
-    # bias removed: the shape is pure vignetting, at the first flat's level
-    shape = master / master.mean()
-    np.testing.assert_allclose(shape, vignetting / vignetting.mean(), atol=0.01)
-    assert float(np.median(master)) == pytest.approx(levels[0] * float(np.median(vignetting)), rel=0.01)
+    # bias removed: the shape is pure vignetting, normalised to mean 1 over DATASEC [1:60,1:48]; the level (the
+    # first flat's) is kept in FLATNORM (ADU); the overscan strip [61:64] carries no illumination and is set to 1
+    data, vig = master[:, :60], vignetting[:, :60]
+    assert float(data.mean(dtype=np.float64)) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(data, vig / vig.mean(), atol=0.01)
+    assert np.all(master[:, 60:] == 1.0)
+    assert res.header["FLATNORM"] == pytest.approx(levels[0] * float(vig.mean()), rel=0.01)
+    assert res.header["BUNIT"] == "adu/adu" and res.stats["mean_adu"] == pytest.approx(res.header["FLATNORM"])
     with pytest.raises(ValueError, match="master bias"):
         build_master("flat", flat_paths, output=tmp_path / "mf2.fits")
     flat_dark = np.full(SHAPE, BIAS_ADU, dtype=np.float32)

@@ -55,3 +55,24 @@ def test_duplicate_frames_and_partial_cleanup(tmp_path: Path) -> None:
         part.write_bytes(b"partial")
         assert "partial-file" in [p.code for p in verify_library(index).problems]
         assert remove_partial_files(index.layout.root) == [part] and not part.exists()
+
+
+def test_fits_checksums_are_verified_and_missing_ones_only_warn(tmp_path: Path) -> None:
+    with LibraryIndex(LibrarySettings(root=tmp_path / "lib")) as index:
+        entry = index.upsert_entry(KEY, 3)
+        good = frame(Path(entry.frames_dir) / "dark_0001.fits", 100)
+        damaged = frame(Path(entry.frames_dir) / "dark_0002.fits", 101)
+        payload = bytearray(damaged.read_bytes())
+        payload[-100] ^= 0x01  # a pixel changed after darkd wrote the file, before its SHA-256 was recorded
+        damaged.write_bytes(bytes(payload))
+        old = Path(entry.frames_dir) / "dark_0003.fits"  # written without CHECKSUM/DATASUM (older darkd)
+        header = fits.Header([(k, fits.getheader(good)[k]) for k in ("IMAGETYP", "EXPTIME", "GAIN", "OFFSET")])
+        fits.PrimaryHDU(np.full((6, 8), 102, dtype=np.int16), header=header).writeto(old)
+        assert "CHECKSUM" not in fits.getheader(old)
+        for number, path in enumerate((good, damaged, old), start=1):
+            index.record_frame(entry.id, path, sha256_file(path), number, -10, -10, True, [])
+        report = verify_library(index)
+        assert [(p.code, Path(str(p.path)).name) for p in report.problems] == [("checksum", "dark_0002.fits")]
+        assert "FITS checksum mismatch" in report.problems[0].message
+        assert [w for w in report.warnings if "dark_0003.fits has no CHECKSUM" in w]
+        assert not [w for w in report.warnings if "dark_0001" in w]
