@@ -30,9 +30,10 @@ from daemon.jobs.engine import JobEngine
 from daemon.jobs.queue import JobQueue
 from daemon.jobs.states import CAPTURE_KINDS, JobState
 from daemon.library.catalog import LibraryIndex
+from daemon.light_rule import record_driver_defaults
 from daemon.metrics import DaemonMetrics
 from daemon.settings import Settings
-from drivers.camera import Camera, CameraState
+from drivers.camera import Camera, CameraCapabilities, CameraState
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,10 @@ class Runtime:
                 self.camera_error = str(exc)
             if not state.connected and time.monotonic() >= next_connect and not self.capture_running():
                 try:
-                    cam.connect(timeout_s=self.settings.indi.connect_timeout_s)
+                    caps = cam.connect(timeout_s=self.settings.indi.connect_timeout_s)
                     state = cam.state()
+                    if isinstance(caps, CameraCapabilities):
+                        self._record_driver_defaults(caps, state)
                     self.camera_error = None
                     backoff_s = 1.0
                 except Exception as exc:
@@ -190,6 +193,14 @@ class Runtime:
                     backoff_s = min(backoff_s * 2, 30.0)
             self._record(state)
             self._stop.wait(self.monitor_interval_s)
+
+    def _record_driver_defaults(self, caps: CameraCapabilities, state: CameraState) -> None:
+        """The driver's state as darkd found it on connecting: what lights shot with the driver's defaults were taken
+        with (:mod:`daemon.light_rule`). Only when no capture runs (the monitor connects only then)."""
+        try:
+            record_driver_defaults(self.index, caps, state)
+        except Exception:  # a failed record only costs lights their driver defaults
+            log.exception("cannot record the driver's state of %s", caps.device)
 
     def _record(self, state: CameraState) -> None:
         now = datetime.now(UTC)
