@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from calib.frames import FrameError
 from daemon.library.keys import InvalidKey, LibraryKey
+from daemon.library.selection import nearest_difference
 from daemon.light_headers import HeaderKeyError, LightInfo
 from daemon.light_rule import LightRule
 from daemon.settings import Settings
@@ -152,6 +153,8 @@ class Plan:
             frames = f"{item.frames_needed}/{item.frames_target}"
             lines.append(f"{order:>3} {item.key.kind:8} {item.key.exposure_s:>8g}s {item.key.set_point_c:>7g}°C "
                          f"{status:12} {frames:>11} {item.lights:>6}  {item.key.slug}")
+            if item.reason and item.reachable:
+                lines.append(f"      why not ready: {item.reason}")
         est = self.estimate_s
         lines.append(f"set points (build order): {', '.join(f'{t:g} °C' for t in self.set_points_c) or 'none'}")
         if self.unreachable_c:
@@ -325,6 +328,8 @@ def _plan(counts: Mapping[LibraryKey, int], index: LibraryIndex | None, settings
             if status == "in-progress":
                 item.frames_target = max(target, entry.frames_target)
                 item.frames_have = entry.frames
+        if status == "missing" and index is not None:  # say what would make an existing master serve the lights
+            item.reason = nearest_difference(key, index.entries(camera=key.camera, kind=key.kind, status="ready"))
         if limit_c is not None and key.set_point_c < limit_c - 1e-9:
             item.reachable = False
             item.reason = (f"set point {key.set_point_c:g} °C is more than {max_cooling_delta_c:g} °C below the "

@@ -130,9 +130,6 @@ def key_difference(light_key: LibraryKey, master_key: LibraryKey, differing: Ite
                 hints.append(f"header {_HEADER_ONLY[name]} = {_fits_value(master_v)}")
         elif name in ALIASES and master_v is not None:
             hints.append(f"header {ALIASES[name][0]} = {_fits_value(master_v)}")
-        elif name == "set_point_c" or name == "exposure_s":
-            hints.append(f"header {ALIASES['set_point_c' if name == 'set_point_c' else 'exposure_s'][0]} = "
-                         f"{_fits_value(master_v)}")
         if name in CONFIGURABLE:
             if master_v is not None:
                 hints.append(f'config [lights."{light_key.camera}"] {name} = {_toml_value(master_v)} (used when the '
@@ -142,6 +139,21 @@ def key_difference(light_key: LibraryKey, master_key: LibraryKey, differing: Ite
         hint = f": would match with {' or '.join(hints)}" if hints else ""
         parts.append(f"{name} differs (light {light_v!r}, master {master_v!r}){hint}")
     return "; ".join(parts)
+
+
+def nearest_difference(light_key: LibraryKey, entries: Iterable[EntryView]) -> str | None:
+    """For a key no ready master serves: how it differs from the nearest ready entry of its camera and kind (fewest
+    differing fields, the set point included), as :func:`key_difference` words it; ``None`` without such entries."""
+    best: tuple[list[str], EntryView] | None = None
+    for entry in entries:
+        if entry.status != "ready" or entry.camera != light_key.camera or entry.kind != light_key.kind:
+            continue
+        differing = light_key.matches(entry.key, ignore=())
+        if differing and (best is None or len(differing) < len(best[0])):
+            best = (differing, entry)
+    if best is None:
+        return None
+    return f"nearest ready entry #{best[1].id}: {key_difference(light_key, best[1].key, best[0])}"
 
 
 def _fits_value(value: object) -> str:

@@ -4,17 +4,21 @@ the driver's recorded state (a real SQLite index, the in-process SimCamera), and
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from astropy.io import fits
 
+from calib.frames import write_frame
 from daemon.library.catalog import LibraryIndex
 from daemon.library.keys import LibraryKey
-from daemon.library.selection import key_difference
+from daemon.library.selection import key_difference, select_for_light
 from daemon.light_headers import HeaderKeyError
 from daemon.light_rule import LightRule, match_set_point, record_driver_defaults
+from daemon.planning import plan_from_lights
 from daemon.settings import LibrarySettings, LightCameraSettings, Settings
 from drivers.profiles import load_profile
 from drivers.sim.inprocess import SimCamera
@@ -154,3 +158,36 @@ def test_driver_state_recorded_from_the_simulated_camera(index: LibraryIndex) ->
     index.record_camera_defaults(caps.device, {**values, "read_mode": 3}, ["A", "B"])  # replaced, not added
     assert index.camera_defaults(caps.device) == ({**values, "read_mode": 3}, ["A", "B"])
     assert index.camera_defaults("another camera") is None
+
+
+def _ready_master(index: LibraryIndex, key: LibraryKey) -> int:
+    entry = index.upsert_entry(key, 1)
+    frame = write_frame(Path(entry.frames_dir) / "dark_0001.fits", np.zeros((4, 4)))
+    index.record_frame(entry.id, frame, "0" * 64, 1, key.set_point_c, key.set_point_c, True, [])
+    path = write_frame(entry.master_target, np.zeros((4, 4)))
+    return index.set_master(entry.id, path, {}, created=datetime.now(UTC), review=False).id
+
+
+def test_plan_and_selection_say_every_field_that_keeps_a_light_off_the_library(index: LibraryIndex,
+                                                                               tmp_path: Path) -> None:
+    key = LibraryKey(camera=CAMERA, kind="dark", exposure_s=60, set_point_c=-10, gain=120, offset=30, read_mode=0,
+                     usb_traffic=30, amp_glow="auto", overscan="include", width_px=496, height_px=368)
+    entry_id = _ready_master(index, key)
+    lights = tmp_path / "lights"
+    light = write_frame(lights / "ekos_0001.fits", np.zeros((368, 496)),
+                        header(GAIN=120, OFFSET=30, AMPGLOW="Auto", **{"DATE-OBS": datetime.now(UTC).isoformat()}),
+                        bitpix16=True)
+    plan = plan_from_lights(lights, index, settings(), include_bias=False)
+    (item,) = plan.items
+    assert item.status == "missing" and item.reason is not None
+    assert item.reason.startswith(f"nearest ready entry #{entry_id}: ")
+    for name in ("read_mode", "usb_traffic", "overscan"):
+        assert f"{name} differs (light None, master " in item.reason
+    assert "why not ready: nearest ready entry" in plan.to_text()
+    refused = select_for_light(index, light, rule=LightRule(settings(), index)).refused[entry_id]
+    assert refused.count("differs") == 3 and "header READMODE = 0" in refused
+
+    # one config table (or the driver's record) is all it takes
+    configured = settings(**{CAMERA: LightCameraSettings(read_mode=0, usb_traffic=30, overscan="include")})
+    assert plan_from_lights(lights, index, configured, include_bias=False).items[0].status == "ready"
+    assert select_for_light(index, light, rule=LightRule(configured, index)).require().id == entry_id
