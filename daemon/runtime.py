@@ -69,6 +69,7 @@ class Runtime:
         self._state_time: datetime | None = None
         self._state_lock = threading.Lock()
         self.camera_error: str | None = None
+        self._defaults_recorded = False  # the driver's state on the first connection is recorded (light rule)
         self.samples: deque[dict[str, Any]] = deque(maxlen=max(10, int(history_s / monitor_interval_s) + 1))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -182,7 +183,7 @@ class Runtime:
                 try:
                     caps = cam.connect(timeout_s=self.settings.indi.connect_timeout_s)
                     state = cam.state()
-                    if isinstance(caps, CameraCapabilities):
+                    if isinstance(caps, CameraCapabilities) and not self._defaults_recorded:
                         self._record_driver_defaults(caps, state)
                     self.camera_error = None
                     backoff_s = 1.0
@@ -195,8 +196,10 @@ class Runtime:
             self._stop.wait(self.monitor_interval_s)
 
     def _record_driver_defaults(self, caps: CameraCapabilities, state: CameraState) -> None:
-        """The driver's state as darkd found it on connecting: what lights shot with the driver's defaults were taken
-        with (:mod:`daemon.light_rule`). Only when no capture runs (the monitor connects only then)."""
+        """The driver's state as darkd found it on its first connection: what lights shot with the driver's defaults
+        were taken with (:mod:`daemon.light_rule`). Once per daemon run, before any job (the monitor connects only
+        when no capture runs); later reconnections may carry settings darkd applied, so they are not recorded."""
+        self._defaults_recorded = True
         try:
             record_driver_defaults(self.index, caps, state)
         except Exception:  # a failed record only costs lights their driver defaults
