@@ -20,6 +20,13 @@ acceptable when
 Among acceptable candidates the one nearest in time to the light wins (ties: the newest entry). A dark of another
 exposure is never substituted unless ``allow_scaled`` is set, and then the result carries the scaled-dark warning.
 The approach follows BANZAI's calibration database (explicit attributes, validity window, bad flag).
+
+The light's key is what its header states, completed by the one rule for unstated fields
+(:class:`daemon.light_rule.LightRule`; :func:`select_for_light` applies it). A refusal by rule 2 names **every**
+differing field with both values and what would make it match: the header keyword (first spelling of
+:data:`daemon.light_headers.ALIASES`) or the camera's config value ``[lights."<camera>"] <field>`` that the rule uses
+when the header does not state the field (:func:`key_difference`); a plan's missing key names the same for the
+nearest ready entry (:func:`nearest_difference`).
 """
 
 from __future__ import annotations
