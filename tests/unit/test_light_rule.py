@@ -191,3 +191,26 @@ def test_plan_and_selection_say_every_field_that_keeps_a_light_off_the_library(i
     configured = settings(**{CAMERA: LightCameraSettings(read_mode=0, usb_traffic=30, overscan="include")})
     assert plan_from_lights(lights, index, configured, include_bias=False).items[0].status == "ready"
     assert select_for_light(index, light, rule=LightRule(configured, index)).require().id == entry_id
+
+
+def test_rest_plan_from_lights_uses_the_rule(tmp_path: Path) -> None:
+    """``POST /library/plan`` with a lights folder: a N.I.N.A. light's ``READOUTM='Standard'`` maps through the config
+    table, its unstated USB traffic comes from the driver's record, its overscan from the frame size."""
+    from fastapi.testclient import TestClient
+
+    from daemon.api.app import create_app
+    from daemon.runtime import Runtime
+
+    lights = tmp_path / "data" / "lights"
+    write_frame(lights / "nina_0001.fits", np.zeros((368, 496)),
+                header(READOUTM="Standard", GAIN=120, OFFSET=30, **{"SET-TEMP": -10.0}), bitpix16=True)
+    cfg = Settings.model_validate({"library": {"root": str(tmp_path / "lib")}, "camera_profile": PROFILE,
+                                   "api": {"allowed_roots": [str(tmp_path / "data")]},
+                                   "lights": {CAMERA: {"read_modes": {"Standard": 0}}}})
+    runtime = Runtime(cfg, connect_camera=False, start_engine=False, warm_on_shutdown=False)
+    runtime.index.record_camera_defaults(CAMERA, {**DRIVER, "usb_traffic": 42}, [])
+    with TestClient(create_app(runtime), client=("127.0.0.1", 50000)) as client:
+        r = client.post("/api/v1/library/plan", json={"lights_dir": str(lights), "include_bias": False})
+    assert r.status_code == 200, r.text
+    (item,) = r.json()["items"]
+    assert (item["key"]["read_mode"], item["key"]["usb_traffic"], item["key"]["overscan"]) == (0, 42, "include")
