@@ -36,12 +36,15 @@ time              DATE-OBS (UTC; SGP and SharpCap with 7 fractional digits), DAT
 Not read, on purpose: EGAIN/EGAINSAV (e⁻/ADU), ISO/ISOSPEED (DSLRs), CAMID/CAMERAID/CAM-ID (serial numbers, not the
 camera name darkd keys on), BITDEPTH/ADCBITS (bit depth is not read from lights yet).
 
-The set point of the key is ``SET-TEMP`` when present and sensible; otherwise the measured ``CCD-TEMP`` rounded to the
-nearest whole degree (cooled cameras are normally set to whole degrees). N.I.N.A. once wrote ``-1.79769e308`` or NaN
-for an unset set point: such values count as absent. Geometry is the image size as stored (``NAXIS1`` × ``NAXIS2``,
-after binning). A light without ``GAIN``/``OFFSET`` (and no default for them) comes from a camera without that
-control — FLI cameras have neither, Moravian no offset — so its key says ``None`` there. Missing required keys raise
-:class:`HeaderKeyError` naming the file and the keywords looked for.
+The set point of the key is ``SET-TEMP`` when present and sensible; otherwise, here, the measured ``CCD-TEMP`` rounded
+to the nearest whole degree — a provisional value: :mod:`daemon.light_rule` replaces it with the nearest library set
+point within the tolerance (Ekos never writes ``SET-TEMP``), and keeps the rounding only when there is no library.
+N.I.N.A. once wrote ``-1.79769e308`` or NaN for an unset set point: such values count as absent. Geometry is the image
+size as stored (``NAXIS1`` × ``NAXIS2``, after binning). A light without ``GAIN``/``OFFSET`` (and no default for them)
+comes from a camera without that control — FLI cameras have neither, Moravian no offset — so its key says ``None``
+there. :attr:`LightInfo.stated` names the attributes the header itself gave; the rest are filled by the one rule in
+:mod:`daemon.light_rule`. Missing required keys raise :class:`HeaderKeyError` naming the file and the keywords looked
+for.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -106,6 +109,11 @@ class LightInfo:
     path: Path | None = None
     program: str | None = None
     read_mode_name: str | None = None  # the header's read mode as text (N.I.N.A./MaxIm READOUTM), when it is a name
+    #: attributes the header itself states (of set_point_c, gain, offset, binning, read_mode, usb_traffic, amp_glow,
+    #: overscan, camera); the others are unstated
+    stated: frozenset[str] = frozenset()
+    #: where each filled-in attribute came from (``daemon.light_rule``: "config", "frame", "driver", "--default"...)
+    sources: Mapping[str, str] = field(default_factory=dict)
 
 
 def _find(header: Mapping[str, Any] | fits.Header, attribute: str) -> tuple[str, Any] | None:
@@ -183,6 +191,12 @@ def _missing(source: str, attribute: str, what: str) -> HeaderKeyError:
     return HeaderKeyError(source, attribute, f"no {what} keyword (looked for {', '.join(ALIASES[attribute])})")
 
 
+def camera_from_header(header: Mapping[str, Any] | fits.Header) -> str | None:
+    """The camera name the header states (``INSTRUME``/``CAMERA``), or ``None``."""
+    found = _find(header, "camera")
+    return str(found[1]).strip() or None if found is not None else None
+
+
 def detect_program(header: Mapping[str, Any] | fits.Header) -> str | None:
     """The acquisition program named in ``SWCREATE``/``CREATOR``/``PROGRAM``, if any."""
     for name in ("SWCREATE", "CREATOR", "PROGRAM", "SOFTWARE"):
@@ -219,6 +233,7 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
     """
     src = str(source) if source is not None else "header"
     dflt = dict(defaults or {})
+    stated: set[str] = set()
 
     found = _find(header, "exposure_s")
     if found is None:
@@ -229,7 +244,9 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
 
     measured_c = _temperature(src, header, "temperature_c")
     set_point_c = _temperature(src, header, "set_point_c")
-    if set_point_c is None:
+    if set_point_c is not None:
+        stated.add("set_point_c")
+    else:
         if measured_c is None:
             raise HeaderKeyError(src, "set_point_c", "no sensor temperature keyword (looked for "
                                  f"{', '.join(ALIASES['set_point_c'] + ALIASES['temperature_c'])})")
@@ -240,11 +257,14 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
         found = _find(header, attribute)
         if found is not None:
             values[attribute] = _integer(src, attribute, found)
+            stated.add(attribute)
         else:  # not stated: the given default, else "no such control" (FLI: no gain or offset; Moravian: no offset)
             values[attribute] = dflt.get(attribute)
 
     found = _find(header, "binning")
     binning = _binning(src, "binning", found) if found is not None else int(dflt.get("binning", 1))
+    if found is not None:
+        stated.add("binning")
     found_y = _find(header, "ybinning")
     if found_y is not None and _binning(src, "binning", found_y) != binning:
         raise HeaderKeyError(src, "binning", f"asymmetric binning {binning}x{found_y[1]} is not supported")
@@ -252,6 +272,8 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
     read_mode: int | None = dflt.get("read_mode")
     mode_text = read_mode_text(header)  # a name (READOUTM = 'Standard'), passed on as text for the mapping rule
     found = _find(header, "read_mode")
+    if found is not None:
+        stated.add("read_mode")
     if found is not None and mode_text is None:
         read_mode = _integer(src, "read_mode", found)
     elif mode_text is not None:
@@ -266,6 +288,7 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
     found = _find(header, "usb_traffic")
     if found is not None:
         usb_traffic = _integer(src, "usb_traffic", found)
+        stated.add("usb_traffic")
 
     amp_glow = dflt.get("amp_glow")
     found = _find(header, "amp_glow")
@@ -274,6 +297,7 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
         if text not in _GLOW:
             raise HeaderKeyError(src, "amp_glow", f"{found[0]} = {found[1]!r} is not auto/on/off")
         amp_glow = _GLOW[text]
+        stated.add("amp_glow")
 
     overscan = dflt.get("overscan")
     found = _find(header, "overscan")
@@ -284,11 +308,14 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
         if text not in _OVERSCAN:
             raise HeaderKeyError(src, "overscan", f"{found[0]} = {found[1]!r} is not include/ignore")
         overscan = _OVERSCAN[text]
+        stated.add("overscan")
 
     cam = camera
     if cam is None:
         found = _find(header, "camera")
         cam = str(found[1]).strip() if found is not None else dflt.get("camera")
+        if found is not None:
+            stated.add("camera")
     if not cam:
         raise _missing(src, "camera", "camera name")
 
@@ -310,7 +337,8 @@ def light_info_from_header(header: Mapping[str, Any] | fits.Header, *, camera: s
         raise HeaderKeyError(src, "key", str(exc)) from exc
     return LightInfo(key=key, temperature_c=measured_c, time_utc=time_utc, image_type=image_type,
                      path=Path(source) if source is not None else None, program=detect_program(header),
-                     read_mode_name=mode_text[1] if mode_text is not None else None)
+                     read_mode_name=mode_text[1] if mode_text is not None else None,
+                     stated=frozenset(stated))
 
 
 def key_from_header(header: Mapping[str, Any] | fits.Header, camera: str | None = None, *, kind: str = "dark",

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from calib.frames import FrameError
 from daemon.library.keys import InvalidKey, LibraryKey
-from daemon.light_headers import HeaderKeyError, LightInfo, light_info_from_file
+from daemon.library.selection import nearest_difference
+from daemon.light_headers import HeaderKeyError, LightInfo
+from daemon.light_rule import LightRule
 from daemon.settings import Settings
 
 if TYPE_CHECKING:
@@ -151,6 +153,8 @@ class Plan:
             frames = f"{item.frames_needed}/{item.frames_target}"
             lines.append(f"{order:>3} {item.key.kind:8} {item.key.exposure_s:>8g}s {item.key.set_point_c:>7g}°C "
                          f"{status:12} {frames:>11} {item.lights:>6}  {item.key.slug}")
+            if item.reason and item.reachable:
+                lines.append(f"      why not ready: {item.reason}")
         est = self.estimate_s
         lines.append(f"set points (build order): {', '.join(f'{t:g} °C' for t in self.set_points_c) or 'none'}")
         if self.unreachable_c:
@@ -205,18 +209,28 @@ def find_lights(lights_dir: str | os.PathLike[str], *, recursive: bool = True) -
 
 
 def plan_from_lights(lights_dir: str | os.PathLike[str], index: LibraryIndex | None, settings: Settings, *,
-                     camera: str | None = None, defaults: Mapping[str, Any] | None = None,
-                     read_mode_names: Mapping[str, int] | None = None, include_bias: bool = True,
-                     ambient_c: float | None = None, max_cooling_delta_c: float = DEFAULT_MAX_COOLING_DELTA_C,
-                     readout_s: float = DEFAULT_READOUT_S, now: datetime | None = None) -> Plan:
-    """Plan the darks (and biases) the lights in ``lights_dir`` need. Unreadable lights are listed in ``errors``."""
+                     camera: str | None = None, overrides: Mapping[str, Any] | None = None,
+                     include_bias: bool = True, ambient_c: float | None = None,
+                     max_cooling_delta_c: float = DEFAULT_MAX_COOLING_DELTA_C, readout_s: float = DEFAULT_READOUT_S,
+                     now: datetime | None = None) -> Plan:
+    """Plan the darks (and biases) the lights in ``lights_dir`` need. Unreadable lights are listed in ``errors``.
+
+    The fields a light's header does not state are filled by the one rule, :class:`daemon.light_rule.LightRule`
+    (config ``[lights."<camera>"]``, the frame size, the driver state recorded in ``index``; a measured temperature
+    goes to the nearest library set point); ``overrides`` are explicit values of this command (``darkd plan
+    --default NAME=VALUE``), used when the header does not state the field.
+    """
+    try:
+        rule = LightRule(settings, index, overrides=overrides)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from exc
     infos: list[LightInfo] = []
     errors: list[dict[str, str]] = []
     skipped: dict[str, int] = {}
     paths = find_lights(lights_dir)
     for path in paths:
         try:
-            info = light_info_from_file(path, camera=camera, defaults=defaults, read_mode_names=read_mode_names)
+            info = rule.light_info(path, camera=camera)
         except (HeaderKeyError, FrameError) as exc:
             errors.append({"path": str(path), "error": str(exc).removeprefix(f"{path}: ")})
             continue
@@ -314,6 +328,8 @@ def _plan(counts: Mapping[LibraryKey, int], index: LibraryIndex | None, settings
             if status == "in-progress":
                 item.frames_target = max(target, entry.frames_target)
                 item.frames_have = entry.frames
+        if status == "missing" and index is not None:  # say what would make an existing master serve the lights
+            item.reason = nearest_difference(key, index.entries(camera=key.camera, kind=key.kind, status="ready"))
         if limit_c is not None and key.set_point_c < limit_c - 1e-9:
             item.reachable = False
             item.reason = (f"set point {key.set_point_c:g} °C is more than {max_cooling_delta_c:g} °C below the "

@@ -30,9 +30,10 @@ from daemon.jobs.engine import JobEngine
 from daemon.jobs.queue import JobQueue
 from daemon.jobs.states import CAPTURE_KINDS, JobState
 from daemon.library.catalog import LibraryIndex
+from daemon.light_rule import record_driver_defaults
 from daemon.metrics import DaemonMetrics
 from daemon.settings import Settings
-from drivers.camera import Camera, CameraState
+from drivers.camera import Camera, CameraCapabilities, CameraState
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Runtime:
         self._state_time: datetime | None = None
         self._state_lock = threading.Lock()
         self.camera_error: str | None = None
+        self._defaults_recorded = False  # the driver's state on the first connection is recorded (light rule)
         self.samples: deque[dict[str, Any]] = deque(maxlen=max(10, int(history_s / monitor_interval_s) + 1))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -179,8 +181,10 @@ class Runtime:
                 self.camera_error = str(exc)
             if not state.connected and time.monotonic() >= next_connect and not self.capture_running():
                 try:
-                    cam.connect(timeout_s=self.settings.indi.connect_timeout_s)
+                    caps = cam.connect(timeout_s=self.settings.indi.connect_timeout_s)
                     state = cam.state()
+                    if isinstance(caps, CameraCapabilities) and not self._defaults_recorded:
+                        self._record_driver_defaults(caps, state)
                     self.camera_error = None
                     backoff_s = 1.0
                 except Exception as exc:
@@ -190,6 +194,16 @@ class Runtime:
                     backoff_s = min(backoff_s * 2, 30.0)
             self._record(state)
             self._stop.wait(self.monitor_interval_s)
+
+    def _record_driver_defaults(self, caps: CameraCapabilities, state: CameraState) -> None:
+        """The driver's state as darkd found it on its first connection: what lights shot with the driver's defaults
+        were taken with (:mod:`daemon.light_rule`). Once per daemon run, before any job (the monitor connects only
+        when no capture runs); later reconnections may carry settings darkd applied, so they are not recorded."""
+        self._defaults_recorded = True
+        try:
+            record_driver_defaults(self.index, caps, state)
+        except Exception:  # a failed record only costs lights their driver defaults
+            log.exception("cannot record the driver's state of %s", caps.device)
 
     def _record(self, state: CameraState) -> None:
         now = datetime.now(UTC)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -64,6 +64,26 @@ class ApiSettings(BaseModel):
     max_sse_clients: int = Field(default=200, ge=1, le=100_000)
 
 
+class LightCameraSettings(BaseModel):
+    """``[lights."<camera>"]``: what this camera's lights do not state in their headers, set once per camera.
+
+    Used by the unstated-fields rule (:mod:`daemon.light_rule`) after the light's own header and before what the frame
+    shows and the driver's recorded state. ``read_modes`` maps read-mode names (N.I.N.A. ``READOUTM``, SGP) to the
+    driver's mode index. ``gain``/``offset`` apply only to lights that do not state them.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    gain: int | None = Field(default=None, ge=0)
+    offset: int | None = Field(default=None, ge=0)
+    read_mode: int | None = Field(default=None, ge=0)
+    usb_traffic: int | None = Field(default=None, ge=0)
+    amp_glow: Literal["auto", "on", "off"] | None = None
+    overscan: Literal["include", "ignore"] | None = None
+    bit_depth: int | None = Field(default=None, ge=1, le=32)
+    read_modes: dict[str, int] = Field(default_factory=dict)
+
+
 class Settings(BaseModel):
     """Everything the daemon reads from its configuration."""
 
@@ -72,6 +92,8 @@ class Settings(BaseModel):
     cooling: CoolingSettings = Field(default_factory=CoolingSettings)
     library: LibrarySettings = Field(default_factory=LibrarySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    #: per camera (the light's ``INSTRUME``, the INDI device name): values for fields its lights do not state
+    lights: dict[str, LightCameraSettings] = Field(default_factory=dict)
 
 
 def _apply_env(data: dict[str, Any], environ: dict[str, str], prefix: str = "DARKD_") -> dict[str, Any]:

@@ -140,6 +140,9 @@ class CameraCapabilities:
     bit_depth: int | None = None  # ADC bits when the driver or the profile says (ADC_DEPTH.BITS, profile adc_bits)
     profile: str | None = None  # the camera profile in use (detected or configured)
     profile_detected: bool = False
+    #: read-mode labels the driver offers, in mode-index order (a switch vector's element labels, e.g. Moravian
+    #: ``CCD_READ_MODE`` "Photo", "Fast"); empty when the driver names no modes (a number element such as QHY's)
+    read_mode_labels: tuple[str, ...] = ()
     settings: tuple[SettingAccess, ...] = ()  # the capability table, one row per setting
 
 

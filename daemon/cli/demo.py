@@ -165,10 +165,12 @@ def _after_build(engine: JobEngine, index: LibraryIndex, sub: Subscription, ligh
                  started: float, outcome: DemoOutcome) -> None:
     from daemon.library.selection import NoMatchingMaster, select_for_light
     from daemon.library.verify import verify_library
+    from daemon.light_rule import LightRule
 
+    rule = LightRule(engine.settings, index)
     for light in lights:
         try:
-            entry = select_for_light(index, light).require()
+            entry = select_for_light(index, light, rule=rule).require()
             master = Path(entry.master or "")
             shown = master.relative_to(workdir) if master.is_relative_to(workdir) else master
             outcome.selections[light.name] = f"entry {entry.id}: {shown}"

@@ -122,7 +122,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                   "readout_s": readout_s if args.readout_s is None else args.readout_s}
         if args.lights:
             plan = plan_from_lights(args.lights, index, settings, camera=args.camera,
-                                    defaults=_parse_defaults(args.default), include_bias=not args.no_bias, **common)
+                                    overrides=_parse_defaults(args.default), include_bias=not args.no_bias, **common)
         else:
             plan = plan_from_keys(load_keys_file(args.keys), index, settings, **common)
     except PlanError as exc:
@@ -255,7 +255,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument("--camera", default=None, help="camera name for the keys (default: the lights' INSTRUME)")
     plan.add_argument("--default", action="append", default=[], metavar="NAME=VALUE",
                       help="value for a key attribute the lights' headers lack (read_mode, usb_traffic, amp_glow, "
-                           "overscan, gain, offset); repeatable")
+                           "overscan, bit_depth, gain, offset, binning, camera); it comes before the config's "
+                           "[lights.\"<camera>\"] table in the rule of daemon/light_rule.py; repeatable")
     plan.add_argument("--no-bias", action="store_true", help="plan darks only")
     _config(plan)
     plan.set_defaults(func=_guard(cmd_plan))

@@ -1,7 +1,10 @@
 """The ``calibrate`` job: calibrate lights with their matched masters from the library.
 
-For each light the selection rule (:func:`daemon.library.selection.select_for_light`) picks the dark master (every
-key equal, temperature within tolerance, valid, not held for review); lights are grouped by master and each group is
+For each light the key fields its header does not state are filled by the one rule (:mod:`daemon.light_rule`: the
+config's ``[lights."<camera>"]``, the frame size, the driver's recorded state; the measured temperature matched to the
+nearest library set point), so lights from Ekos, N.I.N.A., SGP or the stock INDI tools need no flags; then the
+selection rule (:func:`daemon.library.selection.select_for_light`) picks the dark master (every key equal, temperature
+within tolerance, valid, not held for review); lights are grouped by master and each group is
 calibrated by :func:`calib.calibration.calibrate_files` in the engine's worker process. A light without a matching
 master is not calibrated (the refusal reason is a warning) and makes the job end ``failed`` after the others are done.
 
@@ -21,11 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
+from calib.frames import FrameError
 from daemon.jobs.params import MAX_PATHS, JobParams
 from daemon.jobs.params import Path as PathParam
 from daemon.jobs.states import CAPTURE_KINDS, JobKind
 from daemon.library.catalog import LibraryIndex
 from daemon.library.selection import select_for_light
+from daemon.light_headers import HeaderKeyError
+from daemon.light_rule import LightRule
 from daemon.planning import find_lights
 from daemon.settings import Settings
 
@@ -85,8 +91,15 @@ def run(ctx: JobContext) -> dict[str, Any]:
     masters: dict[str, str] = {}
     refused: dict[str, str] = {}
     ctx.progress(0, len(lights), step=f"selecting masters for {len(lights)} light(s)")
+    rule = LightRule(ctx.settings, ctx.index)
     for light in lights:
-        selection = select_for_light(ctx.index, light, allow_scaled=allow_scaled)
+        try:
+            info = rule.light_info(light)
+        except (HeaderKeyError, FrameError) as exc:
+            refused[light.name] = str(exc)
+            ctx.warn(f"{light.name}: not calibrated, its header gives no library key ({exc})")
+            continue
+        selection = select_for_light(ctx.index, info, allow_scaled=allow_scaled)
         if selection.entry is None or selection.entry.master is None:
             refused[light.name] = "; ".join(f"#{i}: {r}" for i, r in sorted(selection.refused.items())) or \
                 "no candidate master in the library"
@@ -96,7 +109,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
             ctx.warn(f"{light.name}: {warning}")
         bias = None
         if selection.scaled or use_bias:
-            bias_entry = select_for_light(ctx.index, light, kind="bias").require()
+            bias_entry = select_for_light(ctx.index, info, kind="bias").require()
             bias = bias_entry.master
         groups[(selection.entry.master, bias, selection.scaled)].append(light)
         masters[light.name] = selection.entry.master

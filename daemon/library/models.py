@@ -195,3 +195,18 @@ class JobLog(Base):
     line: Mapped[str] = mapped_column(Text, nullable=False)
 
     job: Mapped[Job] = relationship(back_populates="log")
+
+
+class CameraDefaults(Base):
+    """A camera's state as its driver reports it when darkd connects, before darkd changes anything (one row per
+    camera, replaced on each record): what a light shot with the driver's defaults was taken with. Read by the
+    unstated-fields rule (:mod:`daemon.light_rule`). ``values``: gain, offset, read_mode, usb_traffic, amp_glow,
+    overscan (``None`` = not reported), ``has_gain``/``has_offset``, ``profile``; ``read_mode_labels``: the mode
+    names the driver offers, in index order."""
+
+    __tablename__ = "camera_defaults"
+
+    camera: Mapped[str] = mapped_column(String(255), primary_key=True)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    read_mode_labels: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    recorded_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)

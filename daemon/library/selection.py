@@ -20,22 +20,30 @@ acceptable when
 Among acceptable candidates the one nearest in time to the light wins (ties: the newest entry). A dark of another
 exposure is never substituted unless ``allow_scaled`` is set, and then the result carries the scaled-dark warning.
 The approach follows BANZAI's calibration database (explicit attributes, validity window, bad flag).
+
+The light's key is what its header states, completed by the one rule for unstated fields
+(:class:`daemon.light_rule.LightRule`; :func:`select_for_light` applies it). A refusal by rule 2 names **every**
+differing field with both values and what would make it match: the header keyword (first spelling of
+:data:`daemon.light_headers.ALIASES`) or the camera's config value ``[lights."<camera>"] <field>`` that the rule uses
+when the header does not state the field (:func:`key_difference`); a plan's missing key names the same for the
+nearest ready entry (:func:`nearest_difference`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from daemon.library.keys import LibraryKey
 from daemon.library.store import EntryView
 
 if TYPE_CHECKING:  # light headers (astropy) are read by the callers that select for a light file
     from daemon.light_headers import LightInfo
+    from daemon.light_rule import LightRule
 
 DEFAULT_TOLERANCE_C = 0.5
 DEFAULT_VALIDITY_DAYS = 90.0
@@ -94,8 +102,7 @@ def refusal(light_key: LibraryKey, entry: EntryView, *, light_temperature_c: flo
     ignore = ("set_point_c", "exposure_s") if ignore_exposure else ("set_point_c",)
     differing = light_key.matches(entry.key, ignore=ignore)
     if differing:
-        name = differing[0]
-        return f"{name} differs (light {getattr(light_key, name)!r}, master {getattr(entry.key, name)!r})"
+        return key_difference(light_key, entry.key, differing)
     light_c = light_key.set_point_c if light_temperature_c is None else light_temperature_c
     master_c = entry.temperature_mean_c if entry.temperature_mean_c is not None else entry.set_point_c
     if abs(master_c - light_c) > tolerance_c + _EPS:
@@ -107,6 +114,61 @@ def refusal(light_key: LibraryKey, entry: EntryView, *, light_temperature_c: flo
         if entry.valid_until_utc is not None and light_time > entry.valid_until_utc:
             return f"validity ended {entry.valid_until_utc.isoformat()}"
     return file_problem(entry) if file_problem is not None else None
+
+
+#: key fields a camera's ``[lights."<camera>"]`` config table can set for lights that do not state them
+CONFIGURABLE = ("gain", "offset", "read_mode", "usb_traffic", "amp_glow", "overscan", "bit_depth")
+#: where the fields no config can set come from
+_HEADER_ONLY = {"camera": "INSTRUME (or the camera given to the command)", "kind": None,
+                "width_px": "NAXIS1 (the stored frame's width)", "height_px": "NAXIS2 (the stored frame's height)"}
+
+
+def key_difference(light_key: LibraryKey, master_key: LibraryKey, differing: Iterable[str]) -> str:
+    """Every differing field with both values and what would make it match: the header keyword the light could
+    carry, or the config value (``[lights."<camera>"]``) darkd uses when the header does not state the field."""
+    from daemon.light_headers import ALIASES  # the header keyword spellings have their one home there
+
+    parts = []
+    for name in differing:
+        light_v, master_v = getattr(light_key, name), getattr(master_key, name)
+        hints: list[str] = []
+        if name in _HEADER_ONLY:
+            if _HEADER_ONLY[name]:
+                hints.append(f"header {_HEADER_ONLY[name]} = {_fits_value(master_v)}")
+        elif name in ALIASES and master_v is not None:
+            hints.append(f"header {ALIASES[name][0]} = {_fits_value(master_v)}")
+        if name in CONFIGURABLE:
+            if master_v is not None:
+                hints.append(f'config [lights."{light_key.camera}"] {name} = {_toml_value(master_v)} (used when the '
+                             "header does not state it)")
+            else:
+                hints.append(f"a light key without {name} (the header, config and driver record all leave it unset)")
+        hint = f": would match with {' or '.join(hints)}" if hints else ""
+        parts.append(f"{name} differs (light {light_v!r}, master {master_v!r}){hint}")
+    return "; ".join(parts)
+
+
+def nearest_difference(light_key: LibraryKey, entries: Iterable[EntryView]) -> str | None:
+    """For a key no ready master serves: how it differs from the nearest ready entry of its camera and kind (fewest
+    differing fields, the set point included), as :func:`key_difference` words it; ``None`` without such entries."""
+    best: tuple[list[str], EntryView] | None = None
+    for entry in entries:
+        if entry.status != "ready" or entry.camera != light_key.camera or entry.kind != light_key.kind:
+            continue
+        differing = light_key.matches(entry.key, ignore=())
+        if differing and (best is None or len(differing) < len(best[0])):
+            best = (differing, entry)
+    if best is None:
+        return None
+    return f"nearest ready entry #{best[1].id}: {key_difference(light_key, best[1].key, best[0])}"
+
+
+def _fits_value(value: object) -> str:
+    return f"'{value}'" if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _toml_value(value: object) -> str:
+    return f'"{value}"' if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def select_master(light_key: LibraryKey, candidates: Iterable[EntryView], *,
@@ -169,16 +231,21 @@ class MasterSelector(Protocol):
 
 
 def select_for_light(index: MasterSelector, light: str | Path | LightInfo, *, kind: str = "dark",
-                     camera: str | None = None, defaults: Mapping[str, Any] | None = None,
-                     read_mode_names: Mapping[str, int] | None = None, allow_scaled: bool = False) -> Selection:
-    """Read a light's header (or take its :class:`LightInfo`) and select its master from ``index``.
+                     camera: str | None = None, rule: LightRule | None = None,
+                     allow_scaled: bool = False) -> Selection:
+    """Read a light's header (or take its :class:`LightInfo`, already resolved) and select its master from ``index``.
 
-    The light's measured ``CCD-TEMP`` and ``DATE-OBS`` are used for rules 3 and 4 when present.
+    The fields the header does not state are filled by ``rule`` (:class:`daemon.light_rule.LightRule`; default: the
+    rule with default settings over ``index``'s recorded driver states and set points). The light's measured
+    ``CCD-TEMP`` and ``DATE-OBS`` are used for rules 3 and 4 when present.
     """
-    from daemon.light_headers import LightInfo, light_info_from_file
+    from daemon.light_headers import LightInfo
+    from daemon.light_rule import LightRule
+    from daemon.settings import Settings
 
-    info = light if isinstance(light, LightInfo) else light_info_from_file(
-        light, camera=camera, kind=kind, defaults=defaults, read_mode_names=read_mode_names)
+    if rule is None:
+        rule = LightRule(Settings(), index if hasattr(index, "camera_defaults") else None)  # type: ignore[arg-type]
+    info = light if isinstance(light, LightInfo) else rule.light_info(light, camera=camera, kind=kind)
     key = info.key if info.key.kind == kind else info.key.with_kind(kind)
     return index.select_master(key, light_temperature_c=info.temperature_c, light_time=info.time_utc,
                                allow_scaled=allow_scaled)

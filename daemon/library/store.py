@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from daemon.library.integrity import sha256_file
 from daemon.library.keys import KEY_FIELDS, KEY_SPECS, LibraryKey
 from daemon.library.layout import Layout
-from daemon.library.models import Entry, Frame, key_column
+from daemon.library.models import CameraDefaults, Entry, Frame, key_column
 from daemon.settings import LibrarySettings
 
 log = logging.getLogger(__name__)
@@ -575,6 +575,24 @@ class LibraryStore:
                 row.status = "stale"
                 row.note = f"validity ended {iso_utc(row.valid_until_utc)}"
             return [row.id for row in rows]
+
+    # --- camera defaults (the driver's state at connect; policy in daemon/light_rule.py) -----------------------------
+    def record_camera_defaults(self, camera: str, values: Mapping[str, Any], read_mode_labels: Iterable[str]) -> None:
+        """Store (replace) ``camera``'s driver-reported state and read-mode labels."""
+        with self.write_session() as s:
+            row = s.get(CameraDefaults, camera)
+            if row is None:
+                row = CameraDefaults(camera=camera)
+                s.add(row)
+            row.values = jsonable(dict(values))
+            row.read_mode_labels = [str(label) for label in read_mode_labels]
+            row.recorded_utc = datetime.now(UTC)
+
+    def camera_defaults(self, camera: str) -> tuple[dict[str, Any], list[str]] | None:
+        """``(values, read_mode_labels)`` recorded for ``camera``, or ``None``."""
+        with self.read_session() as s:
+            row = s.get(CameraDefaults, camera)
+            return None if row is None else (dict(row.values), list(row.read_mode_labels))
 
 
 def jsonable(value: Any) -> Any:

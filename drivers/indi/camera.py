@@ -25,7 +25,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -254,7 +254,15 @@ class IndiCamera:
             driver_version=str(driver.values.get("DRIVER_VERSION") or "") or None if driver else None,
             adapter=self.adapter.name,
             bit_depth=int(adc.values.get("BITS", 0)) or None if adc is not None and adc.kind == "number" else None,
-            settings=vocab.table())
+            settings=vocab.table(), read_mode_labels=self._read_mode_labels(props))
+
+    def _read_mode_labels(self, props: Mapping[str, PropertySnapshot]) -> tuple[str, ...]:
+        """The read-mode names the driver offers: the element labels of a one-of-many read-mode switch, in order."""
+        control = self.vocabulary.get("read_mode")
+        snap = props.get(control.prop) if control is not None else None
+        if control is None or snap is None or snap.kind != "switch" or control.element is not None:
+            return ()
+        return tuple(snap.labels.get(name) or name for name in snap.values)
 
     def _ambient_estimate(self, client: IndiClient, device: str) -> float | None:
         """The sensor temperature at connect time while the cooler is off (≈ ambient), else None."""

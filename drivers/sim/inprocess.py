@@ -307,7 +307,8 @@ class SimCamera:
         return CameraCapabilities(
             device=self.device, width_px=width, height_px=height, pixel_size_um=PIXEL_SIZE_UM, bits_per_pixel=16,
             has_cooler=True, has_cooler_power=True, has_temp_ramp=True, has_gain=True, has_offset=True,
-            has_read_mode=True, has_usb_traffic=True, has_amp_glow=True, has_overscan=True, max_binning=MAX_BINNING)
+            has_read_mode=True, has_usb_traffic=True, has_amp_glow=True, has_overscan=True, max_binning=MAX_BINNING,
+            profile=self.profile.name if self.profile is not None else None)
 
     # ------------------------------------------------------------------ readings
     def sample(self) -> TemperatureSample:
@@ -324,6 +325,7 @@ class SimCamera:
             cooler_on=self.cooler.cooler_on, cooler_power_pct=power_pct, stable=self._stable,
             gain=float(self._numbers["gain"]), offset=float(self._numbers["offset"]), binning=self._binning,
             read_mode=self._numbers["read_mode"], overscan=self._overscan, exposing=end_s is not None,
+            usb_traffic=self._numbers["usb_traffic"], amp_glow=self._amp_glow,
             exposure_remaining_s=max(0.0, end_s - self.clock.monotonic()) if end_s is not None else None)
 
     # ------------------------------------------------------------------ cooling

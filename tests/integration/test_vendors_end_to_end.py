@@ -90,6 +90,10 @@ def take_light(camera: Camera, twin: Twin, lights: Path) -> Path:
     return record.path
 
 
+#: the twins whose read mode is a one-of-many switch, and its labels (the others' read mode, if any, is a number)
+READ_MODE_LABELS = {"mi": ("Photo", "Fast"), "playerone": ("Normal", "LowNoise"), "fli": ("2.0 MHz", "8.0 MHz")}
+
+
 @pytest.mark.parametrize("twin_server", TWINS, ids=[t.vendor for t in TWINS], indirect=True)
 def test_build_select_and_calibrate_on_every_vendor_vocabulary(twin_server: tuple[Twin, LocalIndiServer],
                                                                tmp_path: Path) -> None:
@@ -99,6 +103,8 @@ def test_build_select_and_calibrate_on_every_vendor_vocabulary(twin_server: tupl
     caps = camera.connect(20.0)
     assert caps.driver_exec == twin.driver_exec and caps.adapter
     assert caps.profile  # a profile was detected (or the generic one), never a failure
+    # read-mode names for lights' READOUTM: the labels of a read-mode switch (drivers/sim/vendors.py), else none
+    assert caps.read_mode_labels == READ_MODE_LABELS.get(twin.vendor, ())
     light = take_light(camera, twin, tmp_path / "lights")
 
     index = LibraryIndex.open(settings.library)

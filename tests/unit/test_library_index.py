@@ -36,8 +36,9 @@ def test_migrations_create_schema_from_empty(tmp_path: Path) -> None:
     LibraryIndex.open(LibrarySettings(root=root)).close()
     engine = create_engine(f"sqlite:///{root / 'index.sqlite3'}")
     with engine.connect() as conn:
-        assert set(inspect(conn).get_table_names()) >= {"entries", "frames", "jobs", "job_log", "alembic_version"}
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert set(inspect(conn).get_table_names()) >= {"entries", "frames", "jobs", "job_log", "alembic_version",
+                                                        "camera_defaults"}
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0004"
         assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()

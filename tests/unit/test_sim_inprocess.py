@@ -256,6 +256,8 @@ def test_the_daemon_runtime_runs_on_the_in_process_camera(tmp_path: typing.Any) 
             time.sleep(0.02)
         snapshot = runtime.camera_snapshot()
         assert snapshot["connected"] and snapshot["device"] == SIM_DEVICE and snapshot["reconnects"] == 0
+        recorded = runtime.index.camera_defaults(SIM_DEVICE)  # the driver's state on connect, for lights' rule
+        assert recorded is not None and recorded[0]["overscan"] == "ignore" and recorded[0]["read_mode"] == 0
     finally:
         runtime.stop()
     state = camera.state()

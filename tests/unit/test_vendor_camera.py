@@ -17,7 +17,7 @@ from drivers.camera import CameraDisconnected, CameraTimeout, CaptureSettings, S
 from drivers.indi.camera import IndiCamera
 from drivers.indi.client import PropertySnapshot
 from drivers.indi.vendors import adapter_for
-from tests.unit.test_vendor_adapters import ASI, ATIK, DEV, FLI, MI, STOCK, TOUP
+from tests.unit.test_vendor_adapters import ASI, ATIK, DEV, FLI, MI, QHY, STOCK, TOUP
 
 
 class FakeClient:
@@ -229,3 +229,13 @@ def test_write_only_cooler_is_verified_by_its_effect() -> None:
     with pytest.raises(CameraTimeout, match="not stable"):
         cam.wait_until_stable(-10.0, hold_s=0.01, timeout_s=0.3, unreachable_window_s=0.05)
     assert client.sent == []
+
+
+def test_read_mode_labels_come_from_a_read_mode_switch_only() -> None:
+    """Moravian's ``CCD_READ_MODE`` switch names its modes (the light rule maps N.I.N.A.'s ``READOUTM`` through them);
+    a number read mode (QHY's ``READ_MODE.MODE``) names none."""
+    mi, client = attach(MI, "indi_mi_ccd")
+    client.props["CCD_READ_MODE"] = replace(client.props["CCD_READ_MODE"], labels={"PREVIEW": "Preview"})
+    assert mi._read_mode_labels(client.properties(DEV)) == ("Preview", "LOW_NOISE")  # the label, else the name
+    qhy, client = attach(QHY, "indi_qhy_ccd")
+    assert qhy.vocabulary.get("read_mode") is not None and qhy._read_mode_labels(client.properties(DEV)) == ()
