@@ -10,7 +10,8 @@ order  source                what it gives
 =====  ====================  ==========================================================================================
 1      the light's header    every field it states (any spelling of :data:`daemon.light_headers.ALIASES`); always wins
 2      ``--default``          explicit values of this one command (``darkd plan --default read_mode=0``): ``overrides``
-3      config                ``[lights."<camera>"]`` (:class:`daemon.settings.LightCameraSettings`), once per camera
+3      config                ``[lights."<camera>"]`` (:class:`daemon.settings.LightCameraSettings`), once per camera;
+                             its ``names`` also key lights that call the camera otherwise (N.I.N.A.'s "QHY163M")
 4      the frame itself      overscan only: ``NAXIS1`` × ``NAXIS2`` equals the camera profile's *include* or *ignore*
                              geometry (binned); the profile is the one recorded for the camera, else ``camera_profile``
 5      the driver            the camera's state as its driver reported it when darkd connected, before darkd changed
@@ -122,6 +123,17 @@ class LightRule:
         """The camera's ``[lights."<camera>"]`` table (empty when not configured)."""
         return self.settings.lights.get(camera) or LightCameraSettings()
 
+    def camera_name(self, name: str) -> tuple[str, str | None]:
+        """The library's name for a camera a light calls ``name``: ``(name, None)`` when it is a configured camera or
+        no configured camera lists it in ``names``, else ``(camera, 'config [lights."<camera>"].names')``."""
+        if name in self.settings.lights:
+            return name, None
+        wanted = name.strip().casefold()
+        for camera, config in self.settings.lights.items():
+            if any(alias.strip().casefold() == wanted for alias in config.names):
+                return camera, f'config [lights."{camera}"].names'
+        return name, None
+
     def driver(self, camera: str) -> tuple[dict[str, Any], list[str]]:
         """``(values, read-mode labels)`` recorded for the camera (empty when never connected)."""
         if camera not in self._driver:
@@ -176,11 +188,19 @@ class LightRule:
             source = light
         else:
             header = light
-        cam = camera or self.overrides.get("camera") or camera_from_header(header)
+        cam = camera or self.overrides.get("camera")
+        alias_source = None
+        if not cam:
+            cam = camera_from_header(header)
+            if cam:
+                cam, alias_source = self.camera_name(cam)
         fixed: dict[str, Any] = {k: self.overrides[k] for k in ("camera", "binning") if k in self.overrides}
         info = light_info_from_header(header, camera=cam, kind=kind, source=source, defaults=fixed,
                                       read_mode_names=self.read_mode_names(cam) if cam else None)
-        return self.resolve(info)
+        resolved = self.resolve(info)
+        if alias_source is not None:
+            resolved = replace(resolved, sources={**resolved.sources, "camera": alias_source})
+        return resolved
 
     def resolve(self, info: LightInfo) -> LightInfo:
         """Fill the unstated fields of ``info``'s key and its set point (see the module docstring)."""

@@ -82,6 +82,9 @@ class LightCameraSettings(BaseModel):
     overscan: Literal["include", "ignore"] | None = None
     bit_depth: int | None = Field(default=None, ge=1, le=32)
     read_modes: dict[str, int] = Field(default_factory=dict)
+    #: other names lights give this camera in ``INSTRUME`` (N.I.N.A./ASCOM "QHY163M", SGP, SharpCap, a POCS serial
+    #: number): a light naming one of them is keyed to this camera (compared case-insensitively)
+    names: list[str] = Field(default_factory=list, max_length=100)
 
 
 class Settings(BaseModel):

@@ -214,3 +214,18 @@ def test_rest_plan_from_lights_uses_the_rule(tmp_path: Path) -> None:
     assert r.status_code == 200, r.text
     (item,) = r.json()["items"]
     assert (item["key"]["read_mode"], item["key"]["usb_traffic"], item["key"]["overscan"]) == (0, 42, "include")
+
+
+def test_a_light_naming_the_camera_otherwise_is_keyed_by_the_configured_names(index: LibraryIndex) -> None:
+    """N.I.N.A. (ASCOM) writes INSTRUME = 'QHY163M' where Ekos writes the INDI device name: the config's ``names``
+    key such a light to the library's camera, with its config and recorded driver state."""
+    index.record_camera_defaults(CAMERA, DRIVER, ["Standard", "High Gain"])
+    rule = LightRule(settings(**{CAMERA: LightCameraSettings(names=["qhy163m"], usb_traffic=50)}), index)
+    info = rule.light_info(header(INSTRUME="QHY163M", READOUTM="High Gain"))
+    assert info.key.camera == CAMERA
+    assert (info.key.read_mode, info.key.usb_traffic, info.key.gain) == (1, 50, 120)
+    assert info.sources["camera"] == f'config [lights."{CAMERA}"].names'
+    # without the alias the same light stays its own camera: nothing recorded, the read-mode name unknown
+    with pytest.raises(HeaderKeyError, match="READOUTM"):
+        LightRule(settings(), index).light_info(header(INSTRUME="QHY163M", READOUTM="High Gain"))
+    assert LightRule(settings(), index).light_info(header(INSTRUME="QHY163M")).key.camera == "QHY163M"
