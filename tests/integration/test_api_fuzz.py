@@ -28,7 +28,7 @@ from tests.indi_server import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CONTROL = "fuzz-control-token"
-EXAMPLES_PER_OPERATION = 40
+EXAMPLES_PER_OPERATION = 25
 
 
 @contextlib.contextmanager
