@@ -33,7 +33,7 @@ from typing import Any
 from daemon.events import EventBus
 from daemon.jobs.engine import JobEngine
 from daemon.jobs.queue import JobQueue
-from daemon.jobs.states import ACTIVE_STATES, CAPTURE_KINDS, JobKind, JobState
+from daemon.jobs.states import CAPTURE_KINDS, JobKind, JobState
 from daemon.library.catalog import LibraryIndex
 from daemon.library.store import EntryView
 from daemon.metrics import DaemonMetrics
@@ -247,7 +247,7 @@ class Runtime:
 
     def _queue_reintegration(self, entry_id: int) -> int:
         assert self.engine is not None
-        for job in self.queue.jobs(ACTIVE_STATES):
+        for job in self.queue.jobs([JobState.QUEUED, JobState.RUNNING]):
             if job.kind == JobKind.INTEGRATE and int(job.params.get("entry_id", -1)) == entry_id:
                 return job.id
         return self.engine.submit(JobKind.INTEGRATE.value, {"entry_id": entry_id}).id
