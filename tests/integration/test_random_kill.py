@@ -26,9 +26,12 @@ from daemon.indiserver import LocalIndiServer
 from daemon.jobs.queue import JobQueue
 from daemon.library.verify import partial_files
 from tests.integration.test_crash_points import Rig, check_library
-from tests.integration.test_jobs_sim import frame_names, make_plan
+from tests.integration.test_jobs_sim import (
+    frame_names,
+    make_plan,
+    server,  # noqa: F401  (pytest fixture)
+)
 from tests.integration.test_jobs_sim import pytestmark as sim_marks
-from tests.integration.test_jobs_sim import server  # noqa: F401  (pytest fixture)
 
 pytestmark = [*sim_marks, pytest.mark.slow]
 
