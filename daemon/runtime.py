@@ -73,6 +73,7 @@ class Runtime:
         self._camera_lock = threading.Lock()
         self._state = CameraState(connected=False)
         self._state_time: datetime | None = None
+        self._was_connected = False  # the camera has been connected once: a later drop is a reconnection
         self._state_lock = threading.Lock()
         self.camera_error: str | None = None
         self.samples: deque[dict[str, Any]] = deque(maxlen=max(10, int(history_s / monitor_interval_s) + 1))
@@ -202,6 +203,7 @@ class Runtime:
         now = datetime.now(UTC)
         with self._state_lock:
             self._state, self._state_time = state, now
+        self._was_connected = self._was_connected or state.connected
         self.metrics.observe_camera(state)
         if not state.connected or state.temperature_c is None:
             return
@@ -287,10 +289,10 @@ class Runtime:
         if space_problem is not None:
             details["library_space"] = space_problem
         if not checks["indi"]:
-            cam = self._camera
-            reconnecting = cam is not None and getattr(cam, "reconnects", 0) > 0
-            details["indi"] = ("camera reconnecting: " if reconnecting else "") + (self.camera_error
-                                                                                   or "camera not connected yet")
+            if self._was_connected:  # it was connected and dropped: the monitor or the capture reconnects it
+                details["indi"] = f"camera reconnecting: {self.camera_error or 'connection lost'}"
+            else:
+                details["indi"] = self.camera_error or "camera not connected yet"
         if not checks["library_writable"]:
             details["library_writable"] = f"cannot write to {root}"
         if not checks["job_engine"]:

@@ -226,3 +226,26 @@ def test_a_full_disk_during_the_master_write_keeps_the_frames_for_a_later_integr
     finally:
         engine.stop(timeout_s=10)
         index.close()
+
+
+# --- readiness while the camera reconnects ---------------------------------------------------------------------------
+def test_ready_is_503_while_the_camera_reconnects_and_says_so(tmp_path: Path) -> None:
+    from drivers.sim.inprocess import SimFaults
+
+    settings = settings_for(tmp_path / "lib")
+    settings.indi.connect_timeout_s = 0.2
+    camera = SimCamera(clock=ManualClock(), profile=load_profile(PROFILE), faults=SimFaults())
+    runtime = Runtime(settings, camera_factory=lambda: camera, start_engine=False, monitor_interval_s=0.02,
+                      warm_on_shutdown=False).start()
+    try:
+        wait_for(lambda: runtime.readiness()["ready"])
+        camera.faults.refuse_connects = 10_000  # the server is away: every connect fails
+        camera.drop_connection()
+        wait_for(lambda: runtime.camera_error is not None)
+        ready = runtime.readiness()
+        assert ready["ready"] is False and ready["checks"]["indi"] is False
+        assert ready["details"]["indi"].startswith("camera reconnecting: cannot connect")
+        camera.faults.refuse_connects = 0
+        wait_for(lambda: runtime.readiness()["ready"])
+    finally:
+        runtime.stop()
