@@ -73,8 +73,9 @@ __all__ = ["JobContext", "JobEngine", "JobHandler", "NoRoom", "handler_module"]
 WAITING_FOR_DISK_STEP = "waiting for disk space"
 
 
-class NoRoom(Exception):
-    """The library disk has less free room than the job needs plus ``library.min_free_bytes``; says how much."""
+class NoRoom(OSError):
+    """The library disk has less free room than the job needs plus ``library.min_free_bytes``; says how much (an
+    ``OSError``, like the ``ENOSPC`` it prevents)."""
 
 
 def human_bytes(n: float) -> str:
