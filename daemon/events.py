@@ -4,8 +4,10 @@ Producers (the job engine, the camera monitor) run in worker threads and call :m
 (the ``/events`` server-sent-events route, tests) call :meth:`EventBus.subscribe` and read with a timeout. A slow
 subscriber never blocks a producer: when its queue is full the oldest event is dropped and counted.
 
-Events are plain dicts with at least ``type`` (``"job"``, ``"frame"``, ``"temperature"``, ``"warning"``) and ``time``
-(ISO 8601, UTC), so they serialise to JSON unchanged.
+Events are plain dicts with at least ``type`` (``"job"``, ``"frame"``, ``"temperature"``, ``"warning"``,
+``"integrity"``, ``"disk"``) and ``time`` (ISO 8601, UTC), so they serialise to JSON unchanged. ``integrity``: a
+master failed its check on use and was marked bad ``{entry_id, slug, reason, reintegration_job_id}``; ``disk``: the
+library disk is short of room ``{job_id, free_bytes, needed_bytes, message}``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-EVENT_TYPES = frozenset({"job", "frame", "temperature", "warning"})
+EVENT_TYPES = frozenset({"job", "frame", "temperature", "warning", "integrity", "disk"})
 
 
 class Subscription:

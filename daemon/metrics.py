@@ -4,7 +4,9 @@ Names follow Prometheus conventions with units in them: ``darkd_sensor_temperatu
 ``darkd_cooler_power_percent``, ``darkd_frames_captured_total{result="accepted"|"rejected"}``,
 ``darkd_job_duration_seconds{kind,state}`` (wall time from start to end of a finished job),
 ``darkd_library_entries{status}`` (read from the index at scrape time),
-``darkd_http_request_duration_seconds{method,route,status}`` (server-side latency of the API).
+``darkd_http_request_duration_seconds{method,route,status}`` (server-side latency of the API),
+``darkd_master_integrity_failures_total`` (masters found changed on disk when used, then marked bad),
+``darkd_disk_low_total`` (times a job was held or paused because the library disk was short of room).
 """
 
 from __future__ import annotations
@@ -73,6 +75,10 @@ class DaemonMetrics:
         self.http_s = Histogram("darkd_http_request_duration_seconds",
                                 "Time from a request's arrival to its response headers (s), by route",
                                 ["method", "route", "status"], buckets=HTTP_BUCKETS_S, registry=r)
+        self.integrity_failures = Counter("darkd_master_integrity_failures",
+                                          "Masters that failed their integrity check on use (marked bad)", registry=r)
+        self.disk_low = Counter("darkd_disk_low", "Jobs held or paused for lack of room on the library disk",
+                                registry=r)
         self.events = Counter("darkd_events", "Events published on the bus, by type", ["type"], registry=r)
         for gauge in (self.temperature_c, self.set_point_c, self.cooler_power_pct):
             gauge.set(float("nan"))  # unknown until the camera monitor's first reading
@@ -98,6 +104,10 @@ class DaemonMetrics:
             self.frames.labels(result="accepted" if event.get("ok") else "rejected").inc()
         elif kind == "warning":
             self.warnings.inc()
+        elif kind == "integrity":
+            self.integrity_failures.inc()
+        elif kind == "disk":
+            self.disk_low.inc()
         elif kind == "job" and event.get("state") in FINAL_STATES:
             self._job_finished(event)
 

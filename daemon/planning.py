@@ -16,6 +16,12 @@ Time estimate (documented assumptions, all in ``Plan.assumptions``):
     thermo-electric cooler figure (fast near ambient, slow near its limit) — from ambient (or the first set point if
     ambient is unknown) to each set point in turn, plus ``cooling.hold_s`` of stability at each set point;
   * warm-up at the end (if ``cooling.warm_up_at_end``): to ``warm_up_target_c`` at ``warm_up_rate_c_per_min``.
+
+Disk budget (``Plan.bytes_needed``, ``PlanItem.bytes_needed``): ``frames_needed × frame_bytes + master_bytes`` per item
+to build, with ``frame_bytes = W·H·2 + headers`` (16-bit frames) and ``master_bytes = W·H·(4 + 2 + 2) + headers``
+(float32 master, two uint16 rejection-count images), each rounded up to whole 2880-byte FITS blocks; a key typed
+without a frame size counts at :data:`DEFAULT_FRAME_PX` (the reference QHY163M's full frame). The job engine does not
+start a capture job without this room plus ``library.min_free_bytes``.
 """
 
 from __future__ import annotations
@@ -49,6 +55,25 @@ DEFAULT_READOUT_S = 2.0
 DEFAULT_MAX_COOLING_DELTA_C = 38.0
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fz")
 KIND_ORDER = {"bias": 0, "flatdark": 1, "dark": 2, "flat": 3}
+FITS_BLOCK_BYTES = 2880
+FITS_HEADER_BYTES = 4 * FITS_BLOCK_BYTES  # per HDU: darkd's frame and master headers fit in 4 blocks
+DEFAULT_FRAME_PX = 4656 * 3522  # a key without a frame size: the reference camera's full frame (QHY163M)
+
+
+def _blocks(n_bytes: int) -> int:
+    return -(-n_bytes // FITS_BLOCK_BYTES) * FITS_BLOCK_BYTES
+
+
+def frame_bytes(key: LibraryKey) -> int:
+    """Bytes of one 16-bit frame of ``key`` on disk (data + header, whole FITS blocks)."""
+    px = key.width_px * key.height_px or DEFAULT_FRAME_PX
+    return _blocks(px * 2) + FITS_HEADER_BYTES
+
+
+def master_bytes(key: LibraryKey) -> int:
+    """Bytes of ``key``'s master on disk: float32 image + two uint16 rejection-count images, with their headers."""
+    px = key.width_px * key.height_px or DEFAULT_FRAME_PX
+    return _blocks(px * 4) + 2 * _blocks(px * 2) + 3 * FITS_HEADER_BYTES
 
 
 class PlanError(ValueError):
@@ -77,6 +102,13 @@ class PlanItem:
     def to_build(self) -> bool:
         return self.status != "ready" and self.reachable
 
+    @property
+    def bytes_needed(self) -> int:
+        """Disk room this item still needs: its missing frames and its master (0 when there is nothing to build)."""
+        if not self.to_build:
+            return 0
+        return self.frames_needed * frame_bytes(self.key) + master_bytes(self.key)
+
     def capture_s(self, readout_s: float) -> float:
         return self.frames_needed * (self.key.exposure_s + readout_s)
 
@@ -85,7 +117,8 @@ class PlanItem:
                 "kind": self.key.kind, "exposure_s": self.key.exposure_s, "set_point_c": self.key.set_point_c,
                 "status": self.status, "frames_target": self.frames_target, "frames_have": self.frames_have,
                 "frames_needed": self.frames_needed, "entry_id": self.entry_id, "lights": self.lights,
-                "reachable": self.reachable, "reason": self.reason, "order": self.order}
+                "reachable": self.reachable, "reason": self.reason, "order": self.order,
+                "bytes_needed": self.bytes_needed}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlanItem:
@@ -117,8 +150,14 @@ class Plan:
     def total_frames(self) -> int:
         return sum(i.frames_needed for i in self.work())
 
+    @property
+    def bytes_needed(self) -> int:
+        """Disk room the work of this plan needs (frames still to capture + masters), see the module docstring."""
+        return sum(i.bytes_needed for i in self.work())
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "bytes_needed": self.bytes_needed,
             "created_utc": self.created_utc.isoformat().replace("+00:00", "Z"),
             "items": [i.to_dict() for i in self.items],
             "work": [i.key.slug for i in self.work()],

@@ -9,6 +9,10 @@ Threads (all daemon threads, stopped by :meth:`Runtime.stop`):
   While a capture job runs the monitor never reconnects itself: the capture loop owns recovery.
 * ``metrics-events``: feeds bus events (frames, jobs, warnings) into :class:`daemon.metrics.DaemonMetrics`.
 
+Integrity on use: when the library finds a master changed on disk (and marks it ``bad``), the runtime publishes an
+``integrity`` event (counted as ``darkd_master_integrity_failures_total``) and queues an ``integrate`` job for that
+entry, so the key is rebuilt from its good frames already on disk, never recaptured; until then nothing selects it.
+
 The HTTP layer only reads these snapshots, so no request waits on the camera.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import threading
 import time
 from collections import deque
@@ -28,8 +33,9 @@ from typing import Any
 from daemon.events import EventBus
 from daemon.jobs.engine import JobEngine
 from daemon.jobs.queue import JobQueue
-from daemon.jobs.states import CAPTURE_KINDS, JobState
+from daemon.jobs.states import CAPTURE_KINDS, JobKind, JobState
 from daemon.library.catalog import LibraryIndex
+from daemon.library.store import EntryView
 from daemon.light_rule import record_driver_defaults
 from daemon.metrics import DaemonMetrics
 from daemon.settings import Settings
@@ -52,6 +58,7 @@ class Runtime:
         self.settings = settings
         self.bus = EventBus()
         self.index = LibraryIndex(settings.library)
+        self.index.integrity_listeners.append(self._master_corrupt)
         self.queue = JobQueue(self.index)
         self.metrics = DaemonMetrics(count_by_status=self.index.count_by_status, job_times=self._job_times)
         self.engine: JobEngine | None = None
@@ -67,6 +74,7 @@ class Runtime:
         self._camera_lock = threading.Lock()
         self._state = CameraState(connected=False)
         self._state_time: datetime | None = None
+        self._was_connected = False  # the camera has been connected once: a later drop is a reconnection
         self._state_lock = threading.Lock()
         self.camera_error: str | None = None
         self._defaults_recorded = False  # the driver's state on the first connection is recorded (light rule)
@@ -209,6 +217,7 @@ class Runtime:
         now = datetime.now(UTC)
         with self._state_lock:
             self._state, self._state_time = state, now
+        self._was_connected = self._was_connected or state.connected
         self.metrics.observe_camera(state)
         if not state.connected or state.temperature_c is None:
             return
@@ -236,6 +245,29 @@ class Runtime:
         except Exception as exc:
             log.warning("warm-up at shutdown failed: %s", exc)
 
+    # ------------------------------------------------------------------ integrity on use
+    def _master_corrupt(self, entry: EntryView, reason: str) -> None:
+        """A master failed its check on use and is marked bad: event, metric (through the event) and re-integration
+        of the entry's accepted frames (an ``integrate`` job, unless one is already queued for it)."""
+        job_id = None
+        if self.engine is not None and entry.frames > 0:
+            try:
+                job_id = self._queue_reintegration(entry.id)
+            except Exception as exc:  # the refusal stands; the event still says what happened
+                log.warning("entry %s: re-integration not queued: %s", entry.id, exc)
+        if job_id is not None:
+            log.warning("entry %s: master corrupt, re-integrating its %d good frames (job %s)", entry.id,
+                        entry.frames, job_id)
+        self.bus.publish("integrity", {"entry_id": entry.id, "slug": entry.slug, "reason": reason,
+                                       "reintegration_job_id": job_id})
+
+    def _queue_reintegration(self, entry_id: int) -> int:
+        assert self.engine is not None
+        for job in self.queue.jobs([JobState.QUEUED, JobState.RUNNING]):
+            if job.kind == JobKind.INTEGRATE and int(job.params.get("entry_id", -1)) == entry_id:
+                return job.id
+        return self.engine.submit(JobKind.INTEGRATE.value, {"entry_id": entry_id}).id
+
     # ------------------------------------------------------------------ events → metrics
     def _pump_metrics(self, sub: Any) -> None:
         with sub:
@@ -250,27 +282,47 @@ class Runtime:
 
     # ------------------------------------------------------------------ readiness
     def readiness(self) -> dict[str, Any]:
-        """``{"checks": {indi, database, index_writable, library_writable, job_engine}, "details": {...}}``; blocking
-        (a database ping and a write probe rolled back). ``index_writable`` is false while the job queue cannot be
-        written (read-only or malformed index, full disk) or the engine still holds job ends it could not record."""
+        """``{"checks": {indi, database, index_writable, library_writable, library_space, job_engine}, "details":
+        {...}}``; blocking (a database ping and a write probe rolled back). ``index_writable`` is false while the job
+        queue cannot be written (read-only or malformed index, full disk) or the engine still holds job ends it could
+        not record; ``library_space`` while the library disk has less room than the next job needs plus
+        ``[library] min_free_bytes`` (:meth:`daemon.jobs.engine.JobEngine.disk_problem`)."""
         state, _ = self.camera_state()
         root = Path(self.index.layout.root)
         index_problem = self.queue.writable_problem()
         if index_problem is None and self.engine is not None and self.engine.unfinished():
             index_problem = (f"job end(s) not recorded yet for job(s) {', '.join(map(str, self.engine.unfinished()))}: "
                              f"{self.engine.store_problem or 'retrying'}")
+        space_problem = self._space_problem()
         checks = {"indi": bool(state.connected), "database": self.index.ping(), "index_writable": index_problem is None,
-                  "library_writable": _writable(root), "job_engine": self.engine is not None or not self._start_engine}
+                  "library_writable": _writable(root), "library_space": space_problem is None,
+                  "job_engine": self.engine is not None or not self._start_engine}
         details: dict[str, str] = {}
         if index_problem is not None:
             details["index_writable"] = index_problem
+        if space_problem is not None:
+            details["library_space"] = space_problem
         if not checks["indi"]:
-            details["indi"] = self.camera_error or "camera not connected yet"
+            if self._was_connected:  # it was connected and dropped: the monitor or the capture reconnects it
+                details["indi"] = f"camera reconnecting: {self.camera_error or 'connection lost'}"
+            else:
+                details["indi"] = self.camera_error or "camera not connected yet"
         if not checks["library_writable"]:
             details["library_writable"] = f"cannot write to {root}"
         if not checks["job_engine"]:
             details["job_engine"] = self.engine_error or "job engine not started"
         return {"ready": all(checks.values()), "checks": checks, "details": details}
+
+    def _space_problem(self) -> str | None:
+        try:
+            if self.engine is not None:
+                return self.engine.disk_problem()
+            free = shutil.disk_usage(self.index.layout.root).free
+        except Exception as exc:  # an unreadable index or disk: not ready, and say why
+            return f"free room on the library disk unknown: {exc}"
+        margin = self.settings.library.min_free_bytes
+        return None if free >= margin else (f"the library disk has {free} bytes free, less than the margin of "
+                                            f"{margin} bytes ([library] min_free_bytes)")
 
 
 def _writable(root: Path) -> bool:

@@ -46,6 +46,7 @@ class LibrarySettings(BaseModel):
     max_retakes: int = 3
     review_k_sigma: float = 5.0  # a new master is held for review when more than review_max_moved_fraction of its
     review_max_moved_fraction: float = 0.001  # pixels moved beyond k·σ from the previous master (calib/compare.py)
+    min_free_bytes: int = Field(default=1 << 30, ge=0, le=1 << 50)  # disk margin kept free beyond a job's needs
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.root / 'index.sqlite3'}"

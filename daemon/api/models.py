@@ -128,9 +128,11 @@ class PlanItemOut(BaseModel):
     reachable: bool
     reason: str | None = None
     order: int | None = None
+    bytes_needed: int = Field(default=0, description="disk room its missing frames and master need (bytes)")
 
 
 class PlanOut(BaseModel):
+    bytes_needed: int = Field(default=0, description="disk room the plan's work needs: frames + masters (bytes)")
     created_utc: str
     items: list[PlanItemOut]
     work: list[str]

@@ -194,6 +194,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from daemon.library.verify import remove_partial_files, verify_library
 
     settings = _settings(args)
@@ -201,7 +203,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.remove_partial:
             for path in remove_partial_files(index.layout.root):
                 sys.stderr.write(f"removed partial file {path}\n")
-        report = verify_library(index, checksums=not args.no_checksums, strict=args.strict)
+        try:
+            report = verify_library(index, checksums=not args.no_checksums, strict=args.strict)
+        except SQLAlchemyError as exc:  # a malformed or unreadable index: say so, no traceback
+            raise CliError(f"the library index at {settings.library.resolved_database_url()} cannot be read: "
+                           f"{getattr(exc, 'orig', None) or exc}") from exc
     _out(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
     return 0 if report.ok else 1
 

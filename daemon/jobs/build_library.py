@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from calib.frames import FrameError, read_header
+from calib.frames import DiskFullError, FrameError, read_header
 from calib.quality import FrameExpectation
 from daemon.capture import FrameRecord, SeriesFailed, SeriesRequest, capture_series
 from daemon.jobs.errors import JobInterrupted
@@ -148,6 +148,21 @@ def validate(params: dict[str, Any], settings: Settings, index: LibraryIndex) ->
     if len(cameras) != 1:
         raise ValueError(f"build-library: a job builds for one camera, the plan names {', '.join(cameras)}")
     return {**params, "plan": plan.to_dict()}, cameras[0]
+
+
+def bytes_needed(params: dict[str, Any], index: LibraryIndex, result: dict[str, Any]) -> int:
+    """Disk room the job still needs (:attr:`daemon.planning.PlanItem.bytes_needed` of each item to build), counting
+    the accepted frames its entries already hold (``result["entries"]`` of a resumed run). The engine's disk budget."""
+    entries = {str(k): int(v) for k, v in (result.get("entries") or {}).items()}
+    total = 0
+    for item in Plan.from_dict(params["plan"]).work():
+        entry = index.get(entries[item.key.slug]) if item.key.slug in entries else None
+        if entry is not None:
+            if entry.status == "ready":
+                continue
+            item.frames_have = max(item.frames_have, entry.frames)
+        total += item.bytes_needed
+    return total
 
 
 class _Eta:
@@ -404,6 +419,11 @@ class _Builder:
                 out = future.result()
             except (BrokenProcessPool, ImportError) as exc:  # not the frames' fault: stays 'integrating' for a retry
                 self.failures.append(f"{slug}: integration not done ({type(exc).__name__}: {exc})")
+                self.ctx.warn(self.failures[-1])
+                continue
+            except DiskFullError as exc:  # not the frames' fault either: they are kept, the entry integrates later
+                self.failures.append(f"{slug}: master not written, the library disk is full ({exc.strerror}); its "
+                                     "good frames are kept: free some room and plan the key again to integrate them")
                 self.ctx.warn(self.failures[-1])
                 continue
             except Exception as exc:  # a master that cannot be built is bad; its frames stay for inspection

@@ -19,6 +19,12 @@ pydantic model: the typed params, checked first), ``validate`` (checks against t
   cannot be recorded (read-only, malformed or locked index) the engine frees its slot at once, keeps the outcome and
   writes it on every dispatcher tick until the index takes it, so no job stays ``running`` forever.
   :attr:`JobEngine.store_problem` says what is wrong meanwhile (``/ready`` reports it).
+* **A disk budget**: a kind whose module has ``bytes_needed(params, index, result)`` (build-library: the frames
+  still to capture and the masters) is refused at submit (:class:`NoRoom`), and not started from the queue, while the
+  library disk has less free room than that plus ``library.min_free_bytes``; a queued job waits with the step
+  ``waiting for disk space`` and a ``disk`` event. A running one is paused, with a warning and a ``disk`` event, as
+  soon as the free room falls below the margin, between two frames and before the disk is full.
+  :meth:`JobEngine.disk_problem` says the same for ``/ready``.
 * CPU-heavy work (integration) goes to a ``spawn`` process pool (:attr:`JobEngine.pool`) so capture overlaps it.
 * A build-library job watching the weather (param ``weather``, :mod:`daemon.jobs.weather_gate`) stays ``running``
   while the sky is clear and it has yielded the camera: only its ``step`` says so (``sky clear: camera yielded``, with
@@ -30,10 +36,12 @@ Events on the bus: ``job`` {job_id, kind, state, progress_done, progress_total, 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -59,7 +67,24 @@ log = logging.getLogger(__name__)
 #: A job asked to stop that is still running after this long is reported (log and ``warning`` event).
 STOP_GRACE_S = 30.0
 
-__all__ = ["JobContext", "JobEngine", "JobHandler", "handler_module"]
+__all__ = ["JobContext", "JobEngine", "JobHandler", "NoRoom", "handler_module"]
+
+#: ``step`` of a queued job held back because the library disk is short of room.
+WAITING_FOR_DISK_STEP = "waiting for disk space"
+
+
+class NoRoom(OSError):
+    """The library disk has less free room than the job needs plus ``library.min_free_bytes``; says how much (an
+    ``OSError``, like the ``ENOSPC`` it prevents)."""
+
+
+def human_bytes(n: float) -> str:
+    """``1.5 GiB`` etc. (binary units)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
 
 
 class JobHandler(Protocol):
@@ -225,6 +250,7 @@ class JobEngine:
         self._camera_lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._unfinished: dict[int, dict[str, Any]] = {}  # job id → its outcome, not yet written to the index
+        self._held_for_room: set[int] = set()  # queued jobs already told they wait for disk space
         #: Why the job queue cannot be written right now (``None``: it can, as far as the engine knows).
         self.store_problem: str | None = None
 
@@ -323,6 +349,87 @@ class JobEngine:
         with self._lock:
             return sorted(self._unfinished)
 
+    # --- disk budget -------------------------------------------------------------------------------------------------
+    def free_bytes(self) -> int:
+        """Free room on the library disk (bytes, for this user)."""
+        return shutil.disk_usage(self.index.layout.root).free
+
+    def _estimator(self, kind: str) -> Callable[..., int] | None:
+        try:
+            return cast(Callable[..., int] | None, getattr(self.handler(kind), "bytes_needed", None))
+        except (ValueError, ImportError):
+            return None
+
+    def bytes_needed(self, kind: str, params: Mapping[str, Any], result: Mapping[str, Any] | None = None) -> int | None:
+        """Bytes the job still needs on the library disk, or ``None`` for a kind without a disk budget."""
+        estimate = self._estimator(kind)
+        return None if estimate is None else int(estimate(dict(params), self.index, dict(result or {})))
+
+    def room_problem(self, kind: str, params: Mapping[str, Any], result: Mapping[str, Any] | None = None, *,
+                     free_bytes: int | None = None) -> str | None:
+        """Why the job may not start for lack of disk room (``None``: it may, or it has no disk budget)."""
+        need = self.bytes_needed(kind, params, result)
+        if need is None:
+            return None
+        margin = self.settings.library.min_free_bytes
+        free = self.free_bytes() if free_bytes is None else free_bytes
+        if free >= need + margin:
+            return None
+        return (f"the library disk ({self.index.layout.root}) has {human_bytes(free)} free; this {kind} job needs "
+                f"{human_bytes(need)} plus a margin of {human_bytes(margin)} ([library] min_free_bytes)")
+
+    def disk_problem(self) -> str | None:
+        """Why the library disk cannot take the next job (``/ready``): free room under the margin, or under what the
+        first running or queued job with a disk budget still needs plus the margin; ``None`` when there is room."""
+        free = self.free_bytes()
+        margin = self.settings.library.min_free_bytes
+        if free < margin:
+            return (f"the library disk ({self.index.layout.root}) has {human_bytes(free)} free, less than the "
+                    f"margin of {human_bytes(margin)} ([library] min_free_bytes)")
+        for job in self.queue.jobs([JobState.RUNNING, JobState.QUEUED]):
+            problem = self.room_problem(job.kind, job.params, job.result, free_bytes=free)
+            if problem is not None:
+                return f"job {job.id}: {problem}"
+            if self.bytes_needed(job.kind, job.params, job.result) is not None:
+                break  # the next job with a disk budget fits
+        return None
+
+    def _disk_warning(self, job_id: int, message: str, needed_bytes: int | None, free_bytes: int) -> None:
+        log.warning("job %s: %s", job_id, message)
+        self.queue.append_job_warning(job_id, message)
+        self.bus.publish("warning", {"job_id": job_id, "message": message})
+        self.bus.publish("disk", {"job_id": job_id, "free_bytes": free_bytes, "needed_bytes": needed_bytes,
+                                  "message": message})
+
+    def _pause_if_disk_low(self, job_id: int, run: _Running) -> None:
+        """Pause a running job with a disk budget when the free room falls under the margin (before it is full)."""
+        if run.stop.is_set() or self._estimator(run.kind) is None:
+            return
+        free = self.free_bytes()
+        margin = self.settings.library.min_free_bytes
+        if free >= margin:
+            return
+        self._disk_warning(job_id, f"capture paused: the library disk has {human_bytes(free)} free, under the margin "
+                           f"of {human_bytes(margin)} ([library] min_free_bytes); free some room and resume the job",
+                           None, free)
+        with contextlib.suppress(JobConflict):  # it ended or was paused meanwhile
+            self.command(job_id, "pause")
+
+    def _held_back_for_room(self, job: JobRow) -> bool:
+        """True when a queued job must wait for disk room (told once with a warning, a step and a ``disk`` event)."""
+        problem = self.room_problem(job.kind, job.params, job.result)
+        if problem is None:
+            self._held_for_room.discard(job.id)
+            return False
+        if job.id not in self._held_for_room:
+            self._held_for_room.add(job.id)
+            free = self.free_bytes()
+            self._disk_warning(job.id, f"not started: {problem}", self.bytes_needed(job.kind, job.params, job.result),
+                               free)
+            row = self.queue.update_job(job.id, step=f"{WAITING_FOR_DISK_STEP}: {problem}")
+            self.publish_job(row)
+        return True
+
     # --- queries -----------------------------------------------------------------------------------------------------
     def list(self, state: str | None = None) -> list[JobRow]:
         return self.queue.jobs(state)
@@ -350,6 +457,9 @@ class JobEngine:
                     clean[name] = _parse_time(clean[name]).isoformat() if clean[name] else None  # type: ignore[union-attr]
                 except ValueError as exc:
                     raise ValueError(f"{name}: not an ISO 8601 time ({exc})") from exc
+        room = self.room_problem(kind, clean)
+        if room is not None:
+            raise NoRoom(room)
         with self._lock:
             if self.uses_camera(kind):
                 busy = [j for j in self.queue.jobs(ACTIVE_STATES) if self.uses_camera(j.kind) and j.camera == camera]
@@ -443,6 +553,7 @@ class JobEngine:
             running = dict(self._running)
         for job_id, run in running.items():  # commands from other processes arrive through the index
             self._warn_slow_stop(run)
+            self._pause_if_disk_low(job_id, run)
             row = self.queue.get_job(job_id)
             if row is None or row.state in (JobState.PAUSED, JobState.CANCELLED):
                 self._request_stop(run, "cancel" if row is None or row.state == JobState.CANCELLED else "pause")
@@ -469,6 +580,8 @@ class JobEngine:
                 with self._lock:
                     if any(r.camera == job.camera and self.uses_camera(r.kind) for r in self._running.values()):
                         continue
+            if self._held_back_for_room(job):
+                continue
             self._launch(job, now)
 
     def _launch(self, job: JobRow, now: datetime) -> None:

@@ -5,7 +5,9 @@
   :meth:`~LibraryIndex.usable_master` or :meth:`~LibraryIndex.usable_refusal`.
 * **Integrity on use**: a master's file is checked against the SHA-256 in the index each time the rule considers it
   (:class:`daemon.library.integrity.FileCheck`, cached by path, size and mtime). A master whose content changed is
-  marked ``bad`` with the reason and never used; a missing file is refused (it may come back) but not marked.
+  marked ``bad`` with the reason and never used; a missing file is refused (it may come back) but not marked. Each
+  callable in :attr:`LibraryIndex.integrity_listeners` is then told ``(entry, reason)`` (the runtime publishes an
+  ``integrity`` event, counts it in a metric and queues the re-integration of the entry's good frames).
 * **Review is decided before a master becomes selectable**: :meth:`~LibraryIndex.set_master` compares the new master
   with the one it replaces first, then records it ``ready`` together with the verdict in one write transaction.
 
@@ -16,7 +18,7 @@ Import direction (no cycles): ``keys`` ← ``models`` ← ``store`` ← ``select
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ class LibraryIndex(LibraryStore):
     def __init__(self, settings: LibrarySettings) -> None:
         super().__init__(settings)
         self.files = FileCheck()
+        #: Called with ``(entry, reason)`` after a master that failed its integrity check was marked ``bad``.
+        self.integrity_listeners: list[Callable[[EntryView, str], None]] = []
 
     # --- integrity ---------------------------------------------------------------------------------------------------
     def master_problem(self, entry: EntryView) -> str | None:
@@ -52,7 +56,12 @@ class LibraryIndex(LibraryStore):
             return None
         if damage.corrupt and entry.status != "bad":
             log.error("library entry %s marked bad: %s", entry.id, damage.message)
-            self.mark_bad(entry.id, damage.message)
+            bad = self.mark_bad(entry.id, damage.message)
+            for listener in list(self.integrity_listeners):
+                try:
+                    listener(bad, damage.message)
+                except Exception:  # a listener (event, metric, re-integration) must not hide the refusal
+                    log.exception("integrity listener failed for entry %s", entry.id)
         return damage.message
 
     # --- the usable-master rule --------------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def test_server_on_the_simulated_camera(sim_server: IndiServer, tmp_path: Path) 
     with darkd_serve(tmp_path, sim_server.port) as base:
         ready = wait_ready(base)
         assert ready["checks"] == {"indi": True, "database": True, "index_writable": True, "library_writable": True,
-                                   "job_engine": True}
+                                   "library_space": True, "job_engine": True}
 
         assert httpx.get(f"{base}/api/v1/camera").status_code == 401
         cam = httpx.get(f"{base}/api/v1/camera", headers=auth(READ)).json()

@@ -28,6 +28,7 @@ def test_readiness_names_what_is_missing(tmp_path: Path) -> None:
         ready = runtime.readiness()
         assert ready["ready"] is False
         assert ready["checks"] == {"indi": False, "database": True, "index_writable": True, "library_writable": True,
+                                   "library_space": True,
                                    "job_engine": True}
         assert ready["details"]["indi"] == "camera not connected yet"
     finally:

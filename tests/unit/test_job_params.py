@@ -88,7 +88,8 @@ def test_build_library_non_finite_numbers_are_422(client: TestClient, plan: dict
 
 
 def test_build_library_within_bounds_is_queued(client: TestClient, plan: dict[str, Any]) -> None:
-    params = {"plan": _with(plan, "frames_target", MAX_FRAMES_PER_KEY), "not_before": "2999-01-01T00:00:00Z",
+    small = _with(_with(plan, "width_px", 64), "height_px", 48)  # 10 000 full frames would not fit the disk budget
+    params = {"plan": _with(small, "frames_target", MAX_FRAMES_PER_KEY), "not_before": "2999-01-01T00:00:00Z",
               "max_retakes": 3}
     r = client.post("/api/v1/jobs", json={"kind": "build-library", "params": params})
     assert r.status_code == 201, r.text

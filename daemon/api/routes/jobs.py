@@ -6,14 +6,16 @@ the wrong type or unknown is a 422 ``invalid_request`` naming the field, before 
 Mapping of engine errors: ``JobNotFound`` → 404 ``job_not_found``; ``JobConflict`` (a capture job already holds the
 camera, or the job's state does not allow the command) → 409 ``job_conflict``; params that the library or the file
 system refuses (no such entry, no lights) → 422 ``invalid_job``; a library index that cannot be read or written
-(read-only, malformed, full disk) → 503 ``index_unavailable`` with the reason. Paths inside ``params`` (keys such as
-``lights_dir``, ``output_dir``, ``darks``) must resolve under ``[api] allowed_roots`` and are replaced by their resolved
-form before the engine sees them.
+(read-only, malformed, full disk) → 503 ``index_unavailable`` with the reason; a library disk with less room than the
+job needs plus ``[library] min_free_bytes`` → 503 ``library_disk_full`` saying how much. Paths inside ``params`` (keys
+such as ``lights_dir``, ``output_dir``, ``darks``) must resolve under ``[api] allowed_roots`` and are replaced by their
+resolved form before the engine sees them; each file of a ``lights_dir`` is resolved too (no symlink out).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -23,10 +25,12 @@ from starlette.concurrency import run_in_threadpool
 from daemon.api.auth import require
 from daemon.api.errors import ApiError
 from daemon.api.models import ErrorOut, JobIn, JobOut, JobState
-from daemon.api.paths import resolve_allowed
+from daemon.api.paths import files_inside, resolve_allowed
 from daemon.api.routes import RuntimeDep
+from daemon.jobs.engine import NoRoom
 from daemon.jobs.errors import JobConflict, JobNotFound, JobStoreError
 from daemon.jobs.queue import describe_db_error
+from daemon.planning import find_lights
 from daemon.runtime import Runtime
 
 PATH_KEYS = frozenset({"path", "paths", "dir", "output", "lights", "darks", "biases", "flats", "files", "frames"})
@@ -57,6 +61,9 @@ def check_paths(params: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
             out[name] = [str(resolve_allowed(v, roots, must_exist=False, what=f"params.{name}")) for v in value]
         else:
             raise ApiError(422, "invalid_path", f"params.{name} must be a path or a list of paths")
+    folder = out.get("lights_dir")
+    if isinstance(folder, str) and Path(folder).is_dir():  # each file of an allowed folder resolved on its own
+        files_inside(find_lights(folder), roots, what="params.lights_dir file")
     return out
 
 
@@ -82,6 +89,8 @@ async def _call(runtime: Runtime, fn: Callable[..., Any], *args: Any) -> dict[st
         raise ApiError(409, "job_conflict", str(exc)) from exc
     except (JobStoreError, SQLAlchemyError) as exc:
         raise index_unavailable(exc) from exc
+    except NoRoom as exc:
+        raise ApiError(503, "library_disk_full", str(exc), headers={"Retry-After": "60"}) from exc
     return row.to_dict()
 
 

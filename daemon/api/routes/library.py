@@ -26,11 +26,11 @@ from starlette.concurrency import run_in_threadpool
 from daemon.api.auth import require
 from daemon.api.errors import ApiError, not_found
 from daemon.api.models import EntryOut, EntryStatus, ErrorOut, PlanIn, PlanOut
-from daemon.api.paths import resolve_allowed
+from daemon.api.paths import files_inside, resolve_allowed
 from daemon.api.routes import RuntimeDep
 from daemon.library.keys import key_types
 from daemon.library.store import EntryView
-from daemon.planning import PlanError, plan_from_keys, plan_from_lights
+from daemon.planning import PlanError, find_lights, plan_from_keys, plan_from_lights
 from daemon.runtime import Runtime
 
 ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut}, 403: {"model": ErrorOut},
@@ -203,6 +203,7 @@ async def plan(body: PlanIn, runtime: RuntimeDep) -> dict[str, Any]:
         lights = resolve_allowed(raw, runtime.settings.api.allowed_roots, what="lights_dir")
         if not lights.is_dir():
             raise ApiError(422, "not_a_directory", f"lights_dir {raw!r} is not a directory")
+        files_inside(find_lights(lights), runtime.settings.api.allowed_roots, what="light")  # no symlink out
         return plan_from_lights(lights, runtime.index, runtime.settings, camera=body.camera,
                                 include_bias=body.include_bias, **common)
 
