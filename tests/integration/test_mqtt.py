@@ -1,0 +1,215 @@
+"""MQTT publishing (``daemon/mqtt.py``) against a real broker: Debian's ``mosquitto``, started by the test on a free
+loopback port with its own configuration (no persistence, so a restart loses every retained message).
+
+The daemon is the real app (FastAPI lifespan → :class:`daemon.runtime.Runtime` → real job engine and index) on the
+in-process simulated camera; a job is submitted over the API. A paho subscriber checks what Home Assistant or any
+automation would see: retained availability, camera state and discovery configs, job progress messages, the library
+counts, that all of it is back (retained) after the broker restarts, and ``offline`` after the daemon stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage
+
+from daemon.api.app import create_app
+from daemon.planning import plan_from_keys
+from daemon.runtime import Runtime
+from daemon.settings import Settings
+from drivers.sim.factory import open_sim_camera
+from tests.conftest import SIM_DEVICE
+from tests.indi_server import free_port
+
+MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (Debian package mosquitto; "
+                                                           "make apt installs it)")]
+NODE = "pier1"
+BASE = f"darkd/{NODE}"
+LOCAL = ("127.0.0.1", 50000)
+KEY = {"camera": SIM_DEVICE, "kind": "dark", "exposure_s": 2.0, "set_point_c": -10.0, "gain": 120, "offset": 30,
+       "binning": 1, "read_mode": 0, "usb_traffic": 30, "amp_glow": "auto", "overscan": "include", "width_px": 496,
+       "height_px": 368}
+
+
+class Mosquitto:
+    """A private mosquitto on ``port`` (loopback only, anonymous, no persistence); ``restart()`` keeps the port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.config = folder / "mosquitto.conf"
+        self.log = folder / "mosquitto.log"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                               f"log_dest file {self.log}\n", encoding="utf-8")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Mosquitto:
+        assert MOSQUITTO is not None
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            assert self.proc.poll() is None, f"mosquitto exited: {self.proc.stderr.read().decode()}"  # type: ignore[union-attr]
+            with contextlib.suppress(OSError):
+                import socket
+
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            assert time.monotonic() < deadline, "mosquitto did not listen within 10 s"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class Recorder:
+    """A paho subscriber that records every message (topic, payload text, retain flag) it receives."""
+
+    def __init__(self, port: int, topics: tuple[str, ...] = ("darkd/#", "homeassistant/#")) -> None:
+        self.messages: list[tuple[str, str, bool]] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-recorder-{time.monotonic_ns()}")
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, *_: c.subscribe([(t, 0) for t in topics])
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "the test subscriber could not subscribe"
+
+    def _on_message(self, _client: Client, _userdata: Any, message: MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append((message.topic, message.payload.decode(), bool(message.retain)))
+            self._cond.notify_all()
+
+    def wait_for(self, topic: str, predicate: Callable[[str], bool] = lambda _: True, *, retained: bool | None = None,
+                 timeout_s: float = 10.0) -> str:
+        """The first payload on ``topic`` meeting ``predicate`` (and the retain flag, when given)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for t, payload, retain in self.messages:
+                    if t == topic and predicate(payload) and retained in (None, retain):
+                        return payload
+                remaining = deadline - time.monotonic()
+                seen = sorted({m[0] for m in self.messages})
+                assert remaining > 0, f"no message on {topic} within {timeout_s} s; topics seen: {seen}"
+                self._cond.wait(remaining)
+
+    def payloads(self, topic: str) -> list[dict[str, Any]]:
+        with self._cond:
+            return [json.loads(p) for t, p, _ in self.messages if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextlib.contextmanager
+def recording(port: int) -> Iterator[Recorder]:
+    rec = Recorder(port)
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    server = Mosquitto(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def _settings(tmp_path: Path, port: int) -> Settings:
+    return Settings.model_validate({
+        "camera_profile": "qhy163m-sim-small",
+        "cooling": {"tolerance_c": 0.3, "hold_s": 30.0, "timeout_s": 3600.0, "warm_up_at_end": False},
+        "library": {"root": str(tmp_path / "library"), "frames_dark": 3},
+        "mqtt": {"enabled": True, "host": "127.0.0.1", "port": port, "node_id": NODE, "state_interval_s": 0.2,
+                 "reconnect_min_s": 1, "reconnect_max_s": 1},
+    })
+
+
+def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_state_discovery_job_progress_and_a_broker_restart(broker: Mosquitto, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="daemon.mqtt")
+    settings = _settings(tmp_path, broker.port)
+    camera = open_sim_camera(time_scale=None)
+    runtime = Runtime(settings, camera_factory=lambda: camera, monitor_interval_s=0.1, warm_on_shutdown=False)
+    with TestClient(create_app(runtime), client=LOCAL) as client:
+        # retained state and Home Assistant discovery, as a subscriber arriving later sees them
+        with recording(broker.port) as rec:
+            assert rec.wait_for(f"{BASE}/status", retained=True) == "online"
+            config = json.loads(rec.wait_for(f"homeassistant/sensor/{NODE}/sensor_temperature/config", retained=True))
+            assert config["state_topic"] == f"{BASE}/camera" and config["availability_topic"] == f"{BASE}/status"
+            assert config["unique_id"] == f"darkd_{NODE}_sensor_temperature"
+            assert config["unit_of_measurement"] == "°C" and config["device"]["identifiers"] == [f"darkd_{NODE}"]
+            rec.wait_for(f"homeassistant/binary_sensor/{NODE}/camera_connected/config", retained=True)
+            camera_state = json.loads(rec.wait_for(f"{BASE}/camera", lambda p: json.loads(p)["connected"]))
+            assert camera_state["device"] == SIM_DEVICE and isinstance(camera_state["temperature_c"], float)
+
+        # the broker goes away (and forgets every retained message): one clear log line, then a reconnect
+        assert runtime.mqtt is not None and runtime.mqtt.connects == 1
+        broker.restart()
+        _wait(lambda: runtime.mqtt is not None and runtime.mqtt.connects >= 2, 10, "the publisher to reconnect")
+        assert f"MQTT: broker 127.0.0.1:{broker.port} gone" in caplog.text
+        assert "is back after" in caplog.text
+
+        with recording(broker.port) as rec:
+            # everything retained is there again on the new broker
+            assert rec.wait_for(f"{BASE}/status", retained=True) == "online"
+            rec.wait_for(f"homeassistant/sensor/{NODE}/sensor_temperature/config", retained=True)
+            rec.wait_for(f"{BASE}/camera", retained=True)
+
+            # a job through the real app: progress messages, then the library counts
+            plan = plan_from_keys([KEY], None, settings, ambient_c=None, readout_s=1.0).to_dict()
+            r = client.post("/api/v1/jobs", json={"kind": "build-library", "params": {"plan": plan}})
+            assert r.status_code == 201, r.text
+            job_id = r.json()["id"]
+            _wait(lambda: client.get(f"/api/v1/jobs/{job_id}").json()["state"] in ("succeeded", "failed", "cancelled"),
+                  30, "the job to end")
+            assert client.get(f"/api/v1/jobs/{job_id}").json()["state"] == "succeeded"
+            rec.wait_for(f"{BASE}/job", lambda p: json.loads(p)["state"] == "succeeded")
+            jobs = [p for p in rec.payloads(f"{BASE}/job") if p["job_id"] == job_id]
+            done = [p["progress_done"] for p in jobs]
+            assert done == sorted(done) and done[-1] == jobs[-1]["progress_total"] == 3, done
+            assert len({p["progress_done"] for p in jobs}) >= 3  # a message per frame, not only start and end
+            assert jobs[-1]["progress_pct"] == 100.0 and jobs[-1]["kind"] == "build-library"
+            frames = rec.payloads(f"{BASE}/frame")
+            assert sum(1 for f in frames if f["job_id"] == job_id and f["ok"]) == 3
+            library = json.loads(rec.wait_for(f"{BASE}/library", lambda p: json.loads(p)["ready"] == 1))
+            assert library["entries"] == 1 and library["by_status"]["ready"] == 1
+    # the daemon stopped: availability says so (retained)
+    with recording(broker.port) as rec:
+        assert rec.wait_for(f"{BASE}/status", retained=True) == "offline"
