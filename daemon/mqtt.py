@@ -195,6 +195,11 @@ class MqttPublisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def retained_topics(self) -> list[str]:
+        """The state topics kept for republishing on (re)connect."""
+        with self._lock:
+            return sorted(self._retained)
+
     # ------------------------------------------------------------------ paho callbacks (paho's network thread)
     def _on_connect(self, client: Client, _userdata: Any, _flags: ConnectFlags, reason: ReasonCode,
                     _properties: Properties | None) -> None:
@@ -206,20 +211,26 @@ class MqttPublisher:
         with self._lock:
             down_since, self._down_since = self._down_since, None
             self._failures = 0
-            self.connects += 1
             retained = dict(self._retained)
-        if down_since is not None:
-            log.warning("MQTT: broker %s:%d is back after %.0f s; state republished", s.host, s.port,
-                        time.monotonic() - down_since)
-        else:
-            log.info("MQTT: connected to broker %s:%d as %s", s.host, s.port, self.client_id)
-        self._connected.set()
         client.publish(self.availability_topic, ONLINE, qos=1, retain=True)
         if s.discovery:
             client.subscribe(f"{s.discovery_prefix}/status")
             self._publish_discovery(client)
         for topic, payload in retained.items():
             client.publish(topic, payload, retain=True)
+        # connected only now, so the republished state is on the broker before anyone is told; what changed in the
+        # meantime (cached by publish_state, not sent) goes out after it
+        self._connected.set()
+        with self._lock:
+            changed = {t: p for t, p in self._retained.items() if retained.get(t) != p}
+            self.connects += 1
+        for topic, payload in changed.items():
+            client.publish(topic, payload, retain=True)
+        if down_since is not None:
+            log.warning("MQTT: broker %s:%d is back after %.0f s; state republished", s.host, s.port,
+                        time.monotonic() - down_since)
+        else:
+            log.info("MQTT: connected to broker %s:%d as %s", s.host, s.port, self.client_id)
         self._refresh.set()
 
     def _on_disconnect(self, _client: Client, _userdata: Any, _flags: DisconnectFlags, reason: ReasonCode,

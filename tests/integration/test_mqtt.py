@@ -25,9 +25,11 @@ from fastapi.testclient import TestClient
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTMessage
 
 from daemon.api.app import create_app
+from daemon.events import EventBus
+from daemon.mqtt import MqttPublisher
 from daemon.planning import plan_from_keys
 from daemon.runtime import Runtime
-from daemon.settings import Settings
+from daemon.settings import MqttSettings, Settings
 from drivers.sim.factory import open_sim_camera
 from tests.conftest import SIM_DEVICE
 from tests.indi_server import free_port
@@ -52,16 +54,16 @@ class Mosquitto:
         self.config = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
         self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                               f"log_dest file {self.log}\n", encoding="utf-8")
+                               "log_dest stderr\nlog_type all\nlog_timestamp_format %H:%M:%S\n", encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mosquitto:
         assert MOSQUITTO is not None
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        with self.log.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while True:
-            assert self.proc.poll() is None, f"mosquitto exited: {self.proc.stderr.read().decode()}"  # type: ignore[union-attr]
+            assert self.proc.poll() is None, f"mosquitto exited: {self.log.read_text(errors='replace')}"
             with contextlib.suppress(OSError):
                 import socket
 
@@ -137,6 +139,16 @@ def recording(port: int) -> Iterator[Recorder]:
         rec.close()
 
 
+def retained(port: int, *topics: str, timeout_s: float = 10.0) -> dict[str, str]:
+    """The retained payload of each topic as a subscriber arriving later gets it: first one subscriber waits until
+    every topic has been published (so the broker has it), then a fresh one must receive each with the retain flag."""
+    with recording(port) as early:
+        for topic in topics:
+            early.wait_for(topic, timeout_s=timeout_s)
+    with recording(port) as late:
+        return {topic: late.wait_for(topic, retained=True, timeout_s=timeout_s) for topic in topics}
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     server = Mosquitto(tmp_path).start()
@@ -169,13 +181,16 @@ def test_state_discovery_job_progress_and_a_broker_restart(broker: Mosquitto, tm
     runtime = Runtime(settings, camera_factory=lambda: camera, monitor_interval_s=0.1, warm_on_shutdown=False)
     with TestClient(create_app(runtime), client=LOCAL) as client:
         # retained state and Home Assistant discovery, as a subscriber arriving later sees them
+        sensor_config = f"homeassistant/sensor/{NODE}/sensor_temperature/config"
+        binary_config = f"homeassistant/binary_sensor/{NODE}/camera_connected/config"
+        state = retained(broker.port, f"{BASE}/status", sensor_config, binary_config, f"{BASE}/camera")
+        assert state[f"{BASE}/status"] == "online"
+        config = json.loads(state[sensor_config])
+        assert config["state_topic"] == f"{BASE}/camera" and config["availability_topic"] == f"{BASE}/status"
+        assert config["unique_id"] == f"darkd_{NODE}_sensor_temperature"
+        assert config["unit_of_measurement"] == "°C" and config["device"]["identifiers"] == [f"darkd_{NODE}"]
+        assert json.loads(state[binary_config])["payload_on"] == "ON"
         with recording(broker.port) as rec:
-            assert rec.wait_for(f"{BASE}/status", retained=True) == "online"
-            config = json.loads(rec.wait_for(f"homeassistant/sensor/{NODE}/sensor_temperature/config", retained=True))
-            assert config["state_topic"] == f"{BASE}/camera" and config["availability_topic"] == f"{BASE}/status"
-            assert config["unique_id"] == f"darkd_{NODE}_sensor_temperature"
-            assert config["unit_of_measurement"] == "°C" and config["device"]["identifiers"] == [f"darkd_{NODE}"]
-            rec.wait_for(f"homeassistant/binary_sensor/{NODE}/camera_connected/config", retained=True)
             camera_state = json.loads(rec.wait_for(f"{BASE}/camera", lambda p: json.loads(p)["connected"]))
             assert camera_state["device"] == SIM_DEVICE and isinstance(camera_state["temperature_c"], float)
 
@@ -186,12 +201,10 @@ def test_state_discovery_job_progress_and_a_broker_restart(broker: Mosquitto, tm
         assert f"MQTT: broker 127.0.0.1:{broker.port} gone" in caplog.text
         assert "is back after" in caplog.text
 
+        # everything retained is there again on the new broker
+        state = retained(broker.port, f"{BASE}/status", sensor_config, binary_config, f"{BASE}/camera")
+        assert state[f"{BASE}/status"] == "online"
         with recording(broker.port) as rec:
-            # everything retained is there again on the new broker
-            assert rec.wait_for(f"{BASE}/status", retained=True) == "online"
-            rec.wait_for(f"homeassistant/sensor/{NODE}/sensor_temperature/config", retained=True)
-            rec.wait_for(f"{BASE}/camera", retained=True)
-
             # a job through the real app: progress messages, then the library counts
             plan = plan_from_keys([KEY], None, settings, ambient_c=None, readout_s=1.0).to_dict()
             r = client.post("/api/v1/jobs", json={"kind": "build-library", "params": {"plan": plan}})
@@ -213,3 +226,41 @@ def test_state_discovery_job_progress_and_a_broker_restart(broker: Mosquitto, tm
     # the daemon stopped: availability says so (retained)
     with recording(broker.port) as rec:
         assert rec.wait_for(f"{BASE}/status", retained=True) == "offline"
+
+
+def test_a_broker_down_at_start_is_retried_with_one_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Start never waits for the broker; while it is away one warning is logged (retries at debug level), what was
+    published meanwhile is kept, and it all arrives, retained, once the broker is there."""
+    caplog.set_level(logging.DEBUG, logger="daemon.mqtt")
+    broker = Mosquitto(tmp_path)  # its port, nothing listening yet
+    bus = EventBus()
+    publisher = MqttPublisher(MqttSettings(enabled=True, port=broker.port, node_id="pier 2!", reconnect_min_s=1,
+                                           reconnect_max_s=1, state_interval_s=0.2), bus,
+                              count_by_status=lambda: {"ready": 4, "planned": 2})
+    started = time.monotonic()
+    publisher.start()
+    try:
+        assert time.monotonic() - started < 1.0  # connect_async: start() does not wait for the broker
+        _wait(lambda: "still unreachable" in caplog.text, 10, "a second connection attempt")
+        assert caplog.text.count(f"MQTT: cannot reach broker 127.0.0.1:{broker.port}") == 1
+        bus.publish("warning", {"job_id": 7, "message": "set point -25 °C unreachable"})
+        _wait(lambda: "darkd/pier_2/warning" in publisher.retained_topics(), 5, "the warning to be kept")
+        broker.start()
+        try:
+            _wait(lambda: publisher.connected, 10, "the publisher to connect")
+            config_topic = "homeassistant/sensor/pier_2/last_warning/config"
+            state = retained(broker.port, "darkd/pier_2/status", "darkd/pier_2/warning", "darkd/pier_2/library",
+                             config_topic)
+            assert state["darkd/pier_2/status"] == "online"
+            warning = json.loads(state["darkd/pier_2/warning"])
+            assert warning["message"] == "set point -25 °C unreachable" and warning["job_id"] == 7
+            library = json.loads(state["darkd/pier_2/library"])
+            assert library == {"entries": 6, "ready": 4, "by_status": {"ready": 4, "planned": 2}}
+            assert json.loads(state[config_topic])["state_topic"] == "darkd/pier_2/warning"
+            publisher.stop()
+            with recording(broker.port) as rec:
+                assert rec.wait_for("darkd/pier_2/status", retained=True) == "offline"
+        finally:
+            broker.stop()
+    finally:
+        publisher.stop()
