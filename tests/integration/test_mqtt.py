@@ -257,6 +257,12 @@ def test_a_broker_down_at_start_is_retried_with_one_log_line(tmp_path: Path, cap
             library = json.loads(state["darkd/pier_2/library"])
             assert library == {"entries": 6, "ready": 4, "by_status": {"ready": 4, "planned": 2}}
             assert json.loads(state[config_topic])["state_topic"] == "darkd/pier_2/warning"
+            # Home Assistant (re)starting announces itself: discovery and state are sent again, live
+            with recording(broker.port) as rec:
+                rec.client.publish("homeassistant/status", "online")
+                again = json.loads(rec.wait_for(config_topic, retained=False))
+                assert again["unique_id"] == "darkd_pier_2_last_warning"
+                rec.wait_for("darkd/pier_2/warning", retained=False)
             publisher.stop()
             with recording(broker.port) as rec:
                 assert rec.wait_for("darkd/pier_2/status", retained=True) == "offline"
