@@ -204,9 +204,12 @@ class MqttPublisher:
     def _on_connect(self, client: Client, _userdata: Any, _flags: ConnectFlags, reason: ReasonCode,
                     _properties: Properties | None) -> None:
         s = self.settings
-        if reason.is_failure:
-            log.error("MQTT: broker %s:%d refused the connection: %s (check [mqtt] username/password)", s.host, s.port,
-                      reason)
+        if reason.is_failure:  # paho retries with back-off; one error line until a connection succeeds
+            with self._lock:
+                self._failures += 1
+                first = self._failures == 1
+            log.log(logging.ERROR if first else logging.DEBUG, "MQTT: broker %s:%d refused the connection: %s "
+                    "(check [mqtt] username/password)", s.host, s.port, reason)
             return
         with self._lock:
             down_since, self._down_since = self._down_since, None

@@ -270,3 +270,23 @@ def test_a_broker_down_at_start_is_retried_with_one_log_line(tmp_path: Path, cap
             broker.stop()
     finally:
         publisher.stop()
+
+
+def test_refused_credentials_are_one_error_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    broker = Mosquitto(tmp_path)
+    broker.config.write_text(broker.config.read_text(encoding="utf-8").replace("allow_anonymous true",
+                                                                               "allow_anonymous false"),
+                             encoding="utf-8")
+    broker.start()
+    publisher = MqttPublisher(MqttSettings(enabled=True, port=broker.port, node_id="pier3", username="darkd",
+                                           password="wrong", reconnect_min_s=1, reconnect_max_s=1), EventBus())
+    try:
+        caplog.set_level(logging.DEBUG, logger="daemon.mqtt")
+        publisher.start()
+        _wait(lambda: caplog.text.count("refused the connection") >= 2, 10, "two refused attempts")
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR and "refused the connection" in r.message]
+        assert len(errors) == 1 and "username/password" in errors[0].message
+        assert not publisher.connected
+    finally:
+        publisher.stop()
+        broker.stop()
