@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -64,11 +65,8 @@ class Mosquitto:
         deadline = time.monotonic() + 10
         while True:
             assert self.proc.poll() is None, f"mosquitto exited: {self.log.read_text(errors='replace')}"
-            with contextlib.suppress(OSError):
-                import socket
-
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return self
             assert time.monotonic() < deadline, "mosquitto did not listen within 10 s"
             time.sleep(0.05)
 
