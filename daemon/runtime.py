@@ -38,6 +38,7 @@ from daemon.library.catalog import LibraryIndex
 from daemon.library.store import EntryView
 from daemon.light_rule import record_driver_defaults
 from daemon.metrics import DaemonMetrics
+from daemon.mqtt import MqttPublisher
 from daemon.settings import Settings
 from drivers.camera import Camera, CameraCapabilities, CameraState
 
@@ -63,6 +64,7 @@ class Runtime:
         self.metrics = DaemonMetrics(count_by_status=self.index.count_by_status, job_times=self._job_times)
         self.engine: JobEngine | None = None
         self.engine_error: str | None = None if start_engine else "the job engine is not started in this runtime"
+        self.mqtt: MqttPublisher | None = None  # [mqtt] enabled: publishing to a broker (daemon/mqtt.py)
         self.last_plan: Any = None  # daemon.planning.Plan of the latest POST /library/plan (status page coverage)
         self.monitor_interval_s = monitor_interval_s
         self.worker_niceness = worker_niceness
@@ -91,6 +93,9 @@ class Runtime:
         self._stop.clear()
         sub = self.bus.subscribe(maxsize=10_000)
         self._spawn("metrics-events", self._pump_metrics, sub)
+        if self.settings.mqtt.enabled:
+            self.mqtt = MqttPublisher(self.settings.mqtt, self.bus, camera_state=self.camera_snapshot,
+                                      count_by_status=self.index.count_by_status).start()
         if self._start_engine:
             self._start_job_engine()
         if self._connect_camera:
@@ -124,6 +129,9 @@ class Runtime:
             if self._camera is not None:
                 with contextlib.suppress(Exception):
                     self._camera.disconnect()
+        if self.mqtt is not None:
+            self.mqtt.stop()
+            self.mqtt = None
         self.index.close()
         log.info("runtime stopped")
 

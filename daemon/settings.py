@@ -88,6 +88,25 @@ class LightCameraSettings(BaseModel):
     names: list[str] = Field(default_factory=list, max_length=100)
 
 
+class MqttSettings(BaseModel):
+    """``[mqtt]``: optional publishing to an MQTT broker for home/observatory automation (:mod:`daemon.mqtt`)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: str = "darkd"  # topics are <topic_prefix>/<node_id>/...
+    node_id: str | None = None  # None: this host's name ([a-zA-Z0-9_-] only; other characters become "_")
+    client_id: str | None = None  # None: darkd-<node_id>
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = Field(default=60, ge=5, le=3600)
+    discovery: bool = True  # Home Assistant MQTT discovery configs under <discovery_prefix>/
+    discovery_prefix: str = "homeassistant"
+    state_interval_s: float = Field(default=10.0, gt=0)  # camera snapshot and library counts, published if changed
+    reconnect_min_s: int = Field(default=1, ge=1)  # back-off after the broker went away: doubles up to max
+    reconnect_max_s: int = Field(default=60, ge=1)
+
+
 class Settings(BaseModel):
     """Everything the daemon reads from its configuration."""
 
@@ -98,6 +117,7 @@ class Settings(BaseModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     #: per camera (the light's ``INSTRUME``, the INDI device name): values for fields its lights do not state
     lights: dict[str, LightCameraSettings] = Field(default_factory=dict)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
 
 
 def _apply_env(data: dict[str, Any], environ: dict[str, str], prefix: str = "DARKD_") -> dict[str, Any]:

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "daemon.cli.calibration",  # darkd integrate, darkd master, darkd calibrate
     "daemon.cli.measure",  # darkd measure ...
     "daemon.cli.library",  # darkd plan, darkd library, darkd library verify
+    "daemon.cli.export",  # darkd library export-phd2 (after daemon.cli.library: it extends that command)
     "daemon.cli.jobs",  # darkd jobs list|show|cancel|pause|resume
     "daemon.cli.serve",  # darkd serve
     "daemon.cli.demo",  # darkd demo
