@@ -43,8 +43,10 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# Two workers (the suite is mostly waiting on processes: indiserver, drivers, daemons); a test file stays on one worker.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 test: apt venv lint typecheck
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Refresh constraints.txt: resolve the project and its test extras afresh (newest versions allowed by pyproject.toml)
 # in a throw-away venv and freeze the result. Review the diff, run `make test`, commit both.
