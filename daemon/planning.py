@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calib.frames import FrameError
+from daemon.library.integrity import damaged_master
 from daemon.library.keys import InvalidKey, LibraryKey
 from daemon.library.selection import nearest_difference
 from daemon.light_headers import HeaderKeyError, LightInfo
@@ -220,7 +221,8 @@ def frames_for(kind: str, settings: Settings) -> int:
 
 def library_status(key: LibraryKey, index: LibraryIndex | None, now: datetime) -> tuple[str, EntryView | None]:
     """Status of ``key`` in the library: ready (a master a light with this key could use now, by the one
-    usable-master rule, its file checked), in-progress, stale, or missing."""
+    usable-master rule, its file checked), in-progress (also an entry marked bad only because its master changed on
+    disk: the build re-integrates its frames), stale, or missing."""
     if index is None:
         return "missing", None
     usable = index.usable_master(key, when=now)
@@ -230,6 +232,9 @@ def library_status(key: LibraryKey, index: LibraryIndex | None, now: datetime) -
     in_progress = [e for e in same if e.status in ("planned", "capturing", "integrating")]
     if in_progress:
         return "in-progress", in_progress[-1]
+    damaged = [e for e in same if e.status == "bad" and damaged_master(e.note) and e.frames > 0]
+    if damaged:  # its master changed on disk, its frames did not: re-integrated (and completed), never recaptured
+        return "in-progress", damaged[-1]
     if any(e.status == "stale" or (e.status == "ready" and e.valid_until_utc is not None
                                    and e.valid_until_utc <= now) for e in same):
         return "stale", None

@@ -43,7 +43,7 @@ from daemon.jobs.params import Id, JobParams
 from daemon.jobs.states import CAPTURE_KINDS, JobKind
 from daemon.jobs.weather_gate import WeatherGate, validate_weather
 from daemon.library.catalog import LibraryIndex
-from daemon.library.integrity import sha256_file
+from daemon.library.integrity import damaged_master, sha256_file
 from daemon.library.keys import MAX_FRAMES_PER_KEY, LibraryKey
 from daemon.library.layout import Layout
 from daemon.library.store import EntryView
@@ -276,6 +276,10 @@ class _Builder:
             if status == "ready" and existing is not None:  # built since the plan was made: nothing to do
                 self.ctx.log(f"{key.slug}: already ready in the library (entry {existing.id})")
                 return existing
+            if existing is not None and existing.status == "bad" and damaged_master(existing.note):
+                self.entries[item.key.slug] = existing.id  # its master changed on disk: re-integrate its frames
+                self.ctx.save_result(self._result())
+                return existing
             entry = self.index.upsert_entry(key, item.frames_target)
             self.entries[item.key.slug] = entry.id
             self.ctx.save_result(self._result())
@@ -461,7 +465,15 @@ class _Builder:
                     self.done += entry.frames
                     self.eta.set_have(item, entry.frames)
                     continue
-                if entry.status in ("bad", "stale"):
+                damaged = entry.status == "bad" and damaged_master(entry.note)  # frames intact: rebuild from them
+                if damaged and entry.frames >= item.frames_target:
+                    self.ctx.log(f"{item.key.slug}: the master of entry {entry.id} changed on disk; re-integrating "
+                                 f"its {entry.frames} good frames (nothing recaptured)")
+                    self.done += entry.frames
+                    self.eta.set_have(item, entry.frames)
+                    self.integrate(item, entry.id)
+                    continue
+                if entry.status in ("bad", "stale") and not damaged:
                     self.failures.append(f"{item.key.slug}: entry {entry.id} is {entry.status} ({entry.note})")
                     self.ctx.warn(self.failures[-1])
                     continue

@@ -25,6 +25,16 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: the words of a changed master's :class:`Damage` message, kept in the bad entry's note (see :func:`damaged_master`)
+CHANGED_ON_DISK = "does not match its recorded SHA-256"
+
+
+def damaged_master(note: str | None) -> bool:
+    """True when an entry was marked ``bad`` only because its master file changed on disk: its frames are intact, so
+    the key is re-integrated from them (never recaptured)."""
+    return bool(note) and CHANGED_ON_DISK in str(note)
+
+
 @dataclass(frozen=True)
 class Damage:
     """Why a file is not the recorded one. ``corrupt``: it exists but its content differs (a missing or unreadable
@@ -68,6 +78,6 @@ class FileCheck:
                     self._digests.clear()
                 self._digests[cache_key] = digest
         if digest != expected_sha256:
-            return Damage(f"master file {p} does not match its recorded SHA-256 (corrupted or replaced: "
+            return Damage(f"master file {p} {CHANGED_ON_DISK} (corrupted or replaced: "
                           f"{digest[:12]}… on disk, {expected_sha256[:12]}… in the index)", corrupt=True)
         return None

@@ -194,3 +194,37 @@ def test_pause_and_resume_continue_the_same_series(rig_factory: Callable[..., Ri
     names = rig.frame_names(entry.id)
     assert names[:len(on_disk)] == on_disk and names == [f"dark_{i:04d}.fits" for i in range(1, 6)]
     assert verify_library(rig.index).ok
+
+
+def test_a_master_changed_on_disk_is_reintegrated_from_its_frames_never_recaptured(
+        rig_factory: Callable[..., Rig]) -> None:
+    """Issue 15: a master found corrupt on use is marked bad; planning the key again shows it in progress with nothing
+    to capture, and the build re-integrates the same entry's frames (same entry, same frame files)."""
+    rig = rig_factory()
+    assert rig.run([{"kind": "bias", "exposure_s": 0}]).state == "succeeded"
+    (entry,) = rig.index.entries()
+    frames_before = rig.frame_names(entry.id)
+    master = Path(entry.master)
+    raw = bytearray(master.read_bytes())
+    raw[-4096:] = bytes(b ^ 0xFF for b in raw[-4096:])
+    master.write_bytes(bytes(raw))
+    assert rig.index.master_problem(entry) is not None
+    bad = rig.index.get(entry.id)
+    assert bad is not None and bad.status == "bad"
+
+    keys = [{**KEY, "kind": "bias", "exposure_s": 0}]
+    plan = plan_from_keys(keys, rig.index, rig.settings, ambient_c=None, readout_s=1.0)
+    (item,) = plan.items
+    assert (item.status, item.entry_id, item.frames_needed) == ("in-progress", entry.id, 0)
+
+    job_id = rig.engine.submit("build-library", {"plan": plan.to_dict()}).id
+    wait_for(lambda: rig.engine.get(job_id).state in FINAL_STATES, 30, "the job to end")
+    job = rig.engine.get(job_id)
+    assert job.state == "succeeded", job.error
+    assert any("re-integrating its 4 good frames" in line for _, line in rig.engine.queue.job_log(job_id))
+    rebuilt = rig.index.get(entry.id)
+    assert rebuilt is not None and rebuilt.status == "ready" and rebuilt.master
+    assert rig.index.master_problem(rebuilt) is None
+    assert [e.id for e in rig.index.entries()] == [entry.id]  # no new entry
+    assert rig.frame_names(entry.id) == frames_before  # nothing recaptured
+    assert verify_library(rig.index).ok
