@@ -230,7 +230,8 @@ def record_master_history(index: LibraryIndex, entry: EntryView, settings: Healt
             s.add(MasterHistory(camera=entry.camera, entry_id=entry.id, kind=entry.kind, slug=entry.slug,
                                 series=_series(entry, p.quantity), set_point_c=entry.set_point_c,
                                 exposure_s=entry.exposure_s, created_utc=created, quantity=p.quantity,
-                                value=float(p.value), uncertainty=None if p.uncertainty is None else float(p.uncertainty),
+                                value=float(p.value),
+                                uncertainty=None if p.uncertainty is None else float(p.uncertainty),
                                 unit=UNITS.get(p.quantity, ""), ambient_c=p.ambient_c, method=p.method))
     log.info("health: entry %s: %d quantities recorded", entry.id, len(points))
     return len(points)

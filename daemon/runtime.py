@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from daemon.events import EventBus
+from daemon.health import camera_health
 from daemon.jobs.engine import JobEngine
 from daemon.jobs.queue import JobQueue
 from daemon.jobs.states import CAPTURE_KINDS, JobKind, JobState
 from daemon.library.catalog import LibraryIndex
 from daemon.library.store import EntryView
 from daemon.light_rule import record_driver_defaults
-from daemon.health import camera_health
 from daemon.metrics import DaemonMetrics
 from daemon.mqtt import MqttPublisher
 from daemon.settings import Settings

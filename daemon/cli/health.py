@@ -30,7 +30,8 @@ def table(report: dict[str, Any]) -> str:
         trend = s["trend"] or {}
         lines.append(f"{s['camera'][:24]:<24} {s['quantity']:<24} {s['series'][:44]:<44} {len(s['points']):>3} "
                      f"{_fmt(last['value']):>10} {_fmt(last['uncertainty'], 2):>9} "
-                     f"{_fmt(trend.get('change_per_window')):>14} {_fmt(trend.get('change_per_window_uncertainty'), 2):>9}")
+                     f"{_fmt(trend.get('change_per_window')):>14} "
+                     f"{_fmt(trend.get('change_per_window_uncertainty'), 2):>9}")
         lines.extend(f"    note: {note}" for note in s["notes"])
     for w in report["warnings"]:
         lines.append(f"WARNING {w['message']}\n        suggestion: {w['suggestion']}")
@@ -45,6 +46,7 @@ def plot(report: dict[str, Any], folder: Path) -> list[Path]:
     from datetime import datetime
 
     import matplotlib.pyplot as plt
+    from matplotlib.dates import AutoDateFormatter, AutoDateLocator, date2num
 
     folder.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -54,10 +56,14 @@ def plot(report: dict[str, Any], folder: Path) -> list[Path]:
     for (camera, quantity), series in sorted(groups.items()):
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for s in series:
-            times = [datetime.fromisoformat(p["created_utc"].replace("Z", "+00:00")) for p in s["points"]]
+            times = [float(date2num(datetime.fromisoformat(p["created_utc"].replace("Z", "+00:00"))))
+                     for p in s["points"]]
             errors = [p["uncertainty"] or 0.0 for p in s["points"]]
             ax.errorbar(times, [p["value"] for p in s["points"]], yerr=errors, marker="o", capsize=3,
                         label=s["series"][:60])
+        locator = AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(AutoDateFormatter(locator))
         ax.set_title(f"{camera}: {quantity}")
         ax.set_ylabel(f"{quantity} [{series[0]['unit']}]")
         ax.legend(fontsize=7)

@@ -73,6 +73,6 @@ def test_a_steady_camera_raises_no_warning_and_the_backfill_is_idempotent(tmp_pa
     before = len(load_history(index))
     with index.write_session() as s:
         s.execute(delete(MasterHistory))
-    assert backfill(index, HealthSettings()) == {"masters": 2, "rows": before - 3}  # the first dark master (3 rows) is gone
+    assert backfill(index, HealthSettings()) == {"masters": 2, "rows": before - 3}  # first dark: 3 rows gone
     assert backfill(index, HealthSettings()) == {"masters": 0, "rows": 0}
     index.close()
