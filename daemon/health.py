@@ -105,7 +105,7 @@ def _levels(master: Path, frames: Sequence[Path], n_frames: int, key: str) -> Po
     value = _level(m.data, m.header, key)
     if value is None:
         return None
-    per_frame = [v for v in (_level(read_frame(p).data, read_frame(p).header, key) for p in frames) if v is not None]
+    per_frame = [v for v in (_level(f.data, f.header, key) for f in map(read_frame, frames)) if v is not None]
     u = float(np.std(per_frame, ddof=1)) / math.sqrt(max(n_frames, 1)) if len(per_frame) >= 2 else None
     name = "bias_level_adu" if key == "DATASEC" else "overscan_level_adu"
     return Point(name, value, u, f"clipped mean over {key}; uncertainty: spread of {len(per_frame)} frames")
@@ -201,7 +201,7 @@ def measure_master(index: LibraryIndex, entry: EntryView, settings: HealthSettin
         def glow() -> Point | None:
             if bias is None or not bias.master or not Path(bias.master).is_file():
                 return None
-            r = measure_amp_glow([master], [bias.master])
+            r = measure_amp_glow([master], [bias.master], find_hot_pixels=False)
             noise = r["per_exposure"][-1]["amplitude_noise_adu"]
             return Point("amp_glow_adu", r["glow_amplitude_adu"], noise, f"box {r['location']}: master dark - bias")
         attempt("amp glow", glow)
