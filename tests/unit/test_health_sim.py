@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from astropy.io import fits
 from sqlalchemy import delete
 
 from calib.provenance import file_sha256
@@ -40,6 +41,10 @@ def build_twice(root: Path, added_hot_pixels: int) -> tuple[LibraryIndex, dict, 
     build_entry_master(lib, bias.id)
     dark = index.upsert_entry(key, N)
     first = write_frames(model, "dark", EXPOSURE_S, N, Path(dark.master_target).parent / "frames", 31)
+    for i, path in enumerate(first):  # the keys a camera backend stamps (drivers/observation.py) and N.I.N.A.'s AMBTEMP
+        with fits.open(path, mode="update") as hdul:
+            hdul[0].header["COOLPWR"] = 50.0 + i
+            hdul[0].header["AMBTEMP"] = 10.0
     record(dark.id, first)
     one = build_entry_master(lib, dark.id)
     for path in first:  # the next library build, months later: the entry is rebuilt from new frames
@@ -68,11 +73,14 @@ def test_hot_pixel_growth_between_builds_raises_the_health_warning(tmp_path: Pat
 def test_a_steady_camera_raises_no_warning_and_the_backfill_is_idempotent(tmp_path: Path) -> None:
     index, one, two = build_twice(tmp_path / "steady", added_hot_pixels=0)
     assert one["health_warnings"] == [] and two["health_warnings"] == []
+    [power] = [p for p in load_history(index) if p.quantity == "cooler_power_pct"]  # first build only: stamped
+    assert (power.value, power.ambient_c, power.series) == (51.5, 10.0, "set point -10 C")
+    assert power.uncertainty is not None and abs(power.uncertainty - 0.6455) < 1e-3  # std(50..53) / sqrt(4)
     assert camera_health(index, HealthSettings())["warnings"] == []
     # the back-fill records the current masters of an index that has no history (e.g. built before migration 0006)
     before = len(load_history(index))
     with index.write_session() as s:
         s.execute(delete(MasterHistory))
-    assert backfill(index, HealthSettings()) == {"masters": 2, "rows": before - 3}  # first dark: 3 rows gone
+    assert backfill(index, HealthSettings()) == {"masters": 2, "rows": before - 4}  # first dark: 4 rows gone
     assert backfill(index, HealthSettings()) == {"masters": 0, "rows": 0}
     index.close()
