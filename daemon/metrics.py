@@ -6,7 +6,11 @@ Names follow Prometheus conventions with units in them: ``darkd_sensor_temperatu
 ``darkd_library_entries{status}`` (read from the index at scrape time),
 ``darkd_http_request_duration_seconds{method,route,status}`` (server-side latency of the API),
 ``darkd_master_integrity_failures_total`` (masters found changed on disk when used, then marked bad),
-``darkd_disk_low_total`` (times a job was held or paused because the library disk was short of room).
+``darkd_disk_low_total`` (times a job was held or paused because the library disk was short of room),
+``darkd_camera_health_value{camera,quantity,series}`` (latest value of each health series),
+``darkd_camera_health_slope_per_day{…}`` and ``…_slope_uncertainty_per_day{…}`` (its trend),
+``darkd_camera_health_warning{camera,quantity,series}`` (1 while beyond its ``[health]`` limit) — :mod:`daemon.health`,
+read at scrape time.
 """
 
 from __future__ import annotations
@@ -51,11 +55,54 @@ class _LibraryCollector(Collector):
         yield GaugeMetricFamily("darkd_library_entries", "Library entries by status", labels=["status"])
 
 
+class _HealthCollector(Collector):
+    """The camera-health gauges from a :func:`daemon.health.health_report` dict, read at scrape time."""
+
+    NAMES = ("darkd_camera_health_value", "darkd_camera_health_slope_per_day",
+             "darkd_camera_health_slope_uncertainty_per_day", "darkd_camera_health_warning")
+
+    def __init__(self, report: Callable[[], Mapping[str, Any]]) -> None:
+        self._report = report
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        labels = ["camera", "quantity", "series"]
+        return [GaugeMetricFamily(self.NAMES[0], "Latest value of a camera-health series (unit in the quantity)",
+                                  labels=labels),
+                GaugeMetricFamily(self.NAMES[1], "Least-squares slope of a camera-health series per day",
+                                  labels=labels),
+                GaugeMetricFamily(self.NAMES[2], "1 sigma error of that slope per day", labels=labels),
+                GaugeMetricFamily(self.NAMES[3], "1 while a camera-health series is beyond its [health] limit",
+                                  labels=labels)]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        value, slope, slope_err, warning = families = self._families()
+        try:
+            report = self._report()
+        except Exception:  # a scrape must not fail because the database is briefly unavailable
+            log.exception("camera health unavailable for metrics")
+            report = {}
+        warned = {(w["camera"], w["quantity"], w["series"]) for w in report.get("warnings", [])}
+        for s in report.get("series", []):
+            labels = [s["camera"], s["quantity"], s["series"]]
+            value.add_metric(labels, float(s["points"][-1]["value"]))
+            trend = s.get("trend") or {}
+            if trend.get("slope_per_day") is not None:
+                slope.add_metric(labels, float(trend["slope_per_day"]))
+            if trend.get("slope_uncertainty_per_day") is not None:
+                slope_err.add_metric(labels, float(trend["slope_uncertainty_per_day"]))
+            warning.add_metric(labels, 1.0 if tuple(labels) in warned else 0.0)
+        yield from families
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families()
+
+
 class DaemonMetrics:
     """The daemon's metrics. Thread-safe (prometheus_client metrics are)."""
 
     def __init__(self, count_by_status: Callable[[], Mapping[str, int]] | None = None,
-                 job_times: Callable[[int], tuple[str, datetime | None, datetime | None] | None] | None = None) -> None:
+                 job_times: Callable[[int], tuple[str, datetime | None, datetime | None] | None] | None = None,
+                 health_report: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.temperature_c = Gauge("darkd_sensor_temperature_celsius", "Sensor temperature (°C)", registry=r)
@@ -84,6 +131,8 @@ class DaemonMetrics:
             gauge.set(float("nan"))  # unknown until the camera monitor's first reading
         if count_by_status is not None:
             r.register(_LibraryCollector(count_by_status))
+        if health_report is not None:
+            r.register(_HealthCollector(health_report))
         self._job_times = job_times
         self._seen_jobs: set[int] = set()
         self._lock = threading.Lock()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.events import EventBus
+from daemon.health import camera_health
 from daemon.jobs.engine import JobEngine
 from daemon.jobs.queue import JobQueue
 from daemon.jobs.states import CAPTURE_KINDS, JobKind, JobState
@@ -61,7 +62,8 @@ class Runtime:
         self.index = LibraryIndex(settings.library)
         self.index.integrity_listeners.append(self._master_corrupt)
         self.queue = JobQueue(self.index)
-        self.metrics = DaemonMetrics(count_by_status=self.index.count_by_status, job_times=self._job_times)
+        self.metrics = DaemonMetrics(count_by_status=self.index.count_by_status, job_times=self._job_times,
+                                     health_report=lambda: camera_health(self.index, self.settings.health))
         self.engine: JobEngine | None = None
         self.engine_error: str | None = None if start_engine else "the job engine is not started in this runtime"
         self.mqtt: MqttPublisher | None = None  # [mqtt] enabled: publishing to a broker (daemon/mqtt.py)

@@ -107,6 +107,24 @@ class MqttSettings(BaseModel):
     reconnect_max_s: int = Field(default=60, ge=1)
 
 
+class HealthSettings(BaseModel):
+    """``[health]``: limits of a camera's health over months (:mod:`daemon.health`, docs/health.md). A quantity beyond
+    its limit is a warning (SSE ``warning`` event, ``darkd_camera_health_warning`` metric) suggesting a rebuild."""
+
+    enabled: bool = True  # record every new master's statistics in the index (``master_history``)
+    window_days: float = Field(default=90.0, gt=0)  # the window of the relative limits below
+    hot_pixels_rise_fraction: float = Field(default=0.20, ge=0)  # hot pixels +20 % within window_days
+    hot_pixels_min_new: int = Field(default=5, ge=0)  # … and at least this many more pixels
+    level_sigma: float = Field(default=3.0, gt=0)  # bias/overscan level or read noise moved by more than kσ
+    read_noise_rise_fraction: float = Field(default=0.10, ge=0)  # … and read noise up by this fraction
+    dark_current_rise_fraction: float = Field(default=0.50, ge=0)  # dark current at a set point up 50 % (and > kσ)
+    cooler_power_rise_fraction: float = Field(default=0.15, ge=0)  # cooler power at a set point up 15 % …
+    ambient_match_c: float = Field(default=2.0, gt=0)  # … at equal ambient (± this many °C)
+    measure_frames: int = Field(default=4, ge=2, le=64)  # frames of an entry read for read noise and dark current
+    #: e⁻/ADU per camera for the dark current in e⁻/s (else the frames' ``EGAIN``; without either: ADU²/s)
+    gain_e_per_adu: dict[str, float] = Field(default_factory=dict)
+
+
 class Settings(BaseModel):
     """Everything the daemon reads from its configuration."""
 
@@ -118,6 +136,7 @@ class Settings(BaseModel):
     #: per camera (the light's ``INSTRUME``, the INDI device name): values for fields its lights do not state
     lights: dict[str, LightCameraSettings] = Field(default_factory=dict)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
 
 def _apply_env(data: dict[str, Any], environ: dict[str, str], prefix: str = "DARKD_") -> dict[str, Any]:

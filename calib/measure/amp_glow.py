@@ -139,8 +139,12 @@ def _growth_verdict(p: float | None, dp: float | None) -> str:
 def measure_amp_glow(darks: Sequence[object], biases: Sequence[object], *, gain_e_per_adu: float | None = None,
                      hot_sigma: float = 5.0, box_fraction: float = 0.1, n_profile_bins: int = 32,
                      glow_map_path: str | Path | None = None, hot_map_path: str | Path | None = None,
-                     max_hot_listed: int = 20, saturation_adu: float = 65504.0) -> dict[str, Any]:
+                     max_hot_listed: int = 20, saturation_adu: float = 65504.0,
+                     find_hot_pixels: bool = True) -> dict[str, Any]:
     """Glow map, location, profiles, growth exponent and hot pixels from darks (≥ 1 exposure) and ≥ 1 bias.
+
+    ``find_hot_pixels=False`` skips the hot-pixel search (the slow part on a full frame): ``hot_pixels`` is then
+    ``None`` and the list empty.
 
     Writes the glow map (float32 ADU over DATASEC) and the hot-pixel map (16-bit integers, 1 = hot) as FITS when
     paths are given. A listed hot pixel is ``saturated`` when its lowest raw value reaches ``saturation_adu`` (its
@@ -198,9 +202,12 @@ def measure_amp_glow(darks: Sequence[object], biases: Sequence[object], *, gain_
     growth = fit_power_law([r_["exposure_s"] for r_ in per_exposure], amps)
     growth["verdict"] = _growth_verdict(growth["exponent"], growth["exponent_uncertainty"])
     # hot pixels on the minimum of the longest darks
-    resid = low_long - neighbour_median(low_long)
-    sigma = block_sigma(resid)
-    hot = resid > hot_sigma * np.maximum(sigma, 1e-9)
+    if find_hot_pixels:
+        resid = low_long - neighbour_median(low_long)
+        sigma = block_sigma(resid)
+        hot = resid > hot_sigma * np.maximum(sigma, 1e-9)
+    else:
+        resid, hot = np.zeros_like(low_long), np.zeros(low_long.shape, dtype=bool)
     hy, hx = np.nonzero(hot)
     order = np.argsort(resid[hy, hx])[::-1][:max_hot_listed]
     g = gain_e_per_adu
@@ -227,8 +234,8 @@ def measure_amp_glow(darks: Sequence[object], biases: Sequence[object], *, gain_
         "profile_x_adu": profile_x,
         "profile_y_adu": profile_y,
         "radial_profile": radial,
-        "hot_pixels": int(hot.sum()),
-        "hot_pixel_fraction": float(hot.mean()),
+        "hot_pixels": int(hot.sum()) if find_hot_pixels else None,
+        "hot_pixel_fraction": float(hot.mean()) if find_hot_pixels else None,
         "hot_sigma": hot_sigma,
         "hot_pixel_list": listed,
         "datasec": sec.iraf,

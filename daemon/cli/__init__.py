@@ -17,6 +17,7 @@ from collections.abc import Iterator
 # One module per command group; each defines register(subparsers) and sets a ``func`` default returning an exit code.
 COMMAND_MODULES = (
     "daemon.cli.capture",  # darkd capture, darkd camera status
+    "daemon.cli.health",  # darkd camera health (after daemon.cli.capture: it extends that command)
     "daemon.cli.calibration",  # darkd integrate, darkd master, darkd calibrate
     "daemon.cli.measure",  # darkd measure ...
     "daemon.cli.library",  # darkd plan, darkd library, darkd library verify

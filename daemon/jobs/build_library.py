@@ -407,7 +407,7 @@ class _Builder:
     def integrate(self, item: PlanItem, entry_id: int) -> None:
         self.index.set_status(entry_id, "integrating")
         future = self.ctx.pool.submit(build_entry_master, self.settings.library.model_dump(mode="json"), entry_id,
-                                      job_id=self.ctx.job_id)
+                                      job_id=self.ctx.job_id, health=self.settings.health.model_dump(mode="json"))
         self.pending.append((item, entry_id, future))
         self.ctx.log(f"{item.key.slug}: integrating in the worker process (entry {entry_id})")
 
@@ -442,6 +442,8 @@ class _Builder:
                 self.ctx.warn(f"{slug}: new master held for review: {out['review_reason']}")
             if out.get("defect_drift"):
                 self.ctx.warn(f"{slug}: {out['defect_drift']}")
+            for message in out.get("health_warnings") or []:
+                self.ctx.warn(message)
         self.pending = still
         self.ctx.save_result(self._result())
 

@@ -56,7 +56,7 @@ Params = IntegrateParams
 
 
 def build_entry_master(library: dict[str, Any], entry_id: int, *, job_id: int | None = None,
-                       options: dict[str, Any] | None = None) -> dict[str, Any]:
+                       options: dict[str, Any] | None = None, health: dict[str, Any] | None = None) -> dict[str, Any]:
     """Integrate entry ``entry_id``'s accepted frames into its master and record it (runs in a worker process).
 
     ``library`` is ``LibrarySettings.model_dump(mode="json")`` (plain data crosses the process boundary). Returns
@@ -97,12 +97,27 @@ def build_entry_master(library: dict[str, Any], entry_id: int, *, job_id: int | 
                               extra_header=extra, defect_bias=_defect_bias(index, entry))
         stats = dict(result.stats)
         view = index.set_master(entry_id, result.path, stats)
+        health_warnings = _health(index, view, health)
         return {"entry_id": entry_id, "master": str(result.path), "stats": view.master_stats or stats,
                 "review": view.review, "review_reason": view.review_reason, "n_frames": len(paths),
                 "seconds": round(time.monotonic() - started, 3),
-                "defect_drift": _defect_drift(previous, result.path)}
+                "defect_drift": _defect_drift(previous, result.path), "health_warnings": health_warnings}
     finally:
         index.close()
+
+
+def _health(index: LibraryIndex, entry: EntryView, health: dict[str, Any] | None) -> list[str]:
+    """Record the new master's statistics in the camera's history (:mod:`daemon.health`); its warnings."""
+    from daemon.health import record_master_history, warnings_for_entry
+    from daemon.settings import HealthSettings
+
+    settings = HealthSettings.model_validate(health or {})
+    try:
+        record_master_history(index, entry, settings)
+        return warnings_for_entry(index, entry, settings)
+    except Exception:  # the history is an observation: it must never cost the master
+        log.exception("entry %s: camera health not recorded", entry.id)
+        return []
 
 
 def _defect_bias(index: LibraryIndex, entry: EntryView) -> str | None:
@@ -166,11 +181,13 @@ def run(ctx: JobContext) -> dict[str, Any]:
     ctx.progress(0, 1, step=f"integrating entry {entry_id}")
     options = {k: ctx.params[k] for k in INTEGRATION_OPTIONS if k in ctx.params}
     future = ctx.pool.submit(build_entry_master, ctx.settings.library.model_dump(mode="json"), entry_id,
-                             job_id=ctx.job_id, options=options)
+                             job_id=ctx.job_id, options=options, health=ctx.settings.health.model_dump(mode="json"))
     outcome = future.result()
     if outcome["review"]:
         ctx.warn(f"entry {entry_id}: new master held for review ({outcome['review_reason']})")
     if outcome.get("defect_drift"):
         ctx.warn(f"entry {entry_id}: {outcome['defect_drift']}")
+    for message in outcome.get("health_warnings") or []:
+        ctx.warn(message)
     ctx.progress(1, 1, step=f"master written: {outcome['master']}")
     return outcome

@@ -210,3 +210,32 @@ class CameraDefaults(Base):
     values: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     read_mode_labels: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     recorded_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
+
+
+class MasterHistory(Base):
+    """One quantity measured on one master (``daemon.health``): the time series of a camera's health. Rows are never
+    updated; a rebuilt master adds rows (unique per entry, master creation time and quantity), so the history outlives
+    the library's one-current-master-per-entry. ``series``: what the values are compared along (the key slug, or
+    ``set point -20 °C`` for cooler power); ``ambient_c`` only when the frames recorded it."""
+
+    __tablename__ = "master_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    camera: Mapped[str] = mapped_column(String(255), nullable=False)
+    entry_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    slug: Mapped[str] = mapped_column(String(255), nullable=False)
+    series: Mapped[str] = mapped_column(String(255), nullable=False)
+    set_point_c: Mapped[float | None] = mapped_column(Float)
+    exposure_s: Mapped[float | None] = mapped_column(Float)
+    created_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    quantity: Mapped[str] = mapped_column(String(64), nullable=False)
+    value: Mapped[float] = mapped_column(Float, nullable=False)
+    uncertainty: Mapped[float | None] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(32), nullable=False)
+    ambient_c: Mapped[float | None] = mapped_column(Float)
+    method: Mapped[str | None] = mapped_column(Text)
+    recorded_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
+
+    __table_args__ = (UniqueConstraint("entry_id", "created_utc", "quantity", name="uq_master_history_point"),
+                      Index("ix_master_history_camera", "camera", "quantity", "created_utc"))

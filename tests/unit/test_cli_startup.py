@@ -45,8 +45,8 @@ def imported_by(*argv: str, config: Path | None = None) -> set[str]:
 
 # A command whose help lists choices defined by a heavy module (``integrate --help``: the rejection methods) imports
 # that module to print them; these do not.
-@pytest.mark.parametrize("argv", [("--help",), ("camera", "status", "--help"), ("library", "--help"),
-                                  ("measure", "--help"), ("demo", "--help")])
+@pytest.mark.parametrize("argv", [("--help",), ("camera", "status", "--help"), ("camera", "health", "--help"),
+                                  ("library", "--help"), ("measure", "--help"), ("demo", "--help")])
 def test_help_imports_none_of_the_heavy_stack(argv: tuple[str, ...]) -> None:
     loaded = imported_by(*argv)
     assert not loaded & set(HEAVY), f"darkd {' '.join(argv)} imported {sorted(loaded & set(HEAVY))}"
