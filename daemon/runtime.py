@@ -40,6 +40,7 @@ from daemon.light_rule import record_driver_defaults
 from daemon.metrics import DaemonMetrics
 from daemon.mqtt import MqttPublisher
 from daemon.settings import Settings
+from daemon.watch import ClosedLoop
 from drivers.camera import Camera, CameraCapabilities, CameraState
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Runtime:
         self.engine: JobEngine | None = None
         self.engine_error: str | None = None if start_engine else "the job engine is not started in this runtime"
         self.mqtt: MqttPublisher | None = None  # [mqtt] enabled: publishing to a broker (daemon/mqtt.py)
+        self.watch: ClosedLoop | None = None  # [watch] folders: the closed loop (daemon/watch.py)
         self.last_plan: Any = None  # daemon.planning.Plan of the latest POST /library/plan (status page coverage)
         self.monitor_interval_s = monitor_interval_s
         self.worker_niceness = worker_niceness
@@ -100,6 +102,8 @@ class Runtime:
             self._start_job_engine()
         if self._connect_camera:
             self._spawn("camera-monitor", self._monitor)
+        if self.settings.watch.folders:
+            self.watch = ClosedLoop(self.settings, self.index, self.engine, self.bus).start()
         self.running = True
         log.info("runtime started (library %s)", self.index.layout.root)
         return self
@@ -115,6 +119,9 @@ class Runtime:
             return
         self.running = False
         self._stop.set()
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
         if self.engine is not None:
             try:
                 self.engine.stop(timeout_s=timeout_s)
