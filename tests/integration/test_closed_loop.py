@@ -1,0 +1,143 @@
+"""Issue 18 part 1 "Done when": a watched folder receives lights at two exposures from a separate process; the first
+is calibrated at once (its master exists), the second's darks are built in the next window in which the camera cannot
+image, and then it is calibrated — without a person, each output's header naming its master (CALDARK, DARKSHA).
+
+Real parts: the watcher (:class:`daemon.watch.ClosedLoop`, inotify through watchdog), the job engine
+(``build-library``), the SQLite index with the standing plan, the light rule, the selection rule and the calibration;
+the camera is the in-process :class:`drivers.sim.inprocess.SimCamera` (simulated time: exposures cost nothing) and
+integration runs in a thread (:class:`tests.engines.InThreadEngine`). The lights are written by a subprocess in slow
+chunks, pausing longer than the completeness interval, so a half-written light sits still on disk and only the FITS
+check keeps it from being taken. "The camera cannot image" is the ``build_window`` (22:00-05:00 local), with the
+watcher's clock set by the test: deterministic, where the stock weather simulator would cost an indiserver (the
+weather gate itself is covered by tests/integration/test_weather_sim.py; the watcher asks the same gate).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from astropy.io import fits
+from sqlalchemy import select
+
+from daemon.capture import SeriesRequest, capture_series
+from daemon.events import EventBus
+from daemon.jobs.states import FINAL_STATES
+from daemon.library.catalog import LibraryIndex
+from daemon.library.models import WatchKey, WatchLight
+from daemon.light_rule import record_driver_defaults
+from daemon.planning import plan_from_keys
+from daemon.settings import CoolingSettings, LibrarySettings, Settings, WatchSettings
+from daemon.watch import ClosedLoop
+from drivers.camera import CaptureSettings, FrameType, OverscanMode
+from drivers.profiles import load_profile
+from drivers.sim.inprocess import ManualClock, SimCamera
+from tests.conftest import SIM_DEVICE
+from tests.engines import InThreadEngine
+
+PROFILE = "qhy163m-sim-small"
+SET_POINT_C = -10.0
+READY_S, MISSING_S = 60.0, 30.0
+COOLING = CoolingSettings(tolerance_c=0.3, hold_s=30.0, timeout_s=3600.0, unreachable_window_s=120.0,
+                          warm_up_at_end=False)
+#: the "separate process": copies each light in 5 chunks, pausing longer than the completeness interval between them
+WRITER = """
+import sys, time
+chunks, pause_s = 5, float(sys.argv[1])
+for src, dst in zip(sys.argv[2::2], sys.argv[3::2]):
+    data = open(src, "rb").read()
+    step = -(-len(data) // chunks)
+    with open(dst, "wb") as fh:
+        for i in range(0, len(data), step):
+            fh.write(data[i:i + step]); fh.flush()
+            time.sleep(pause_s)
+"""
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_lights_from_another_process_are_calibrated_and_missing_darks_built_in_the_window(tmp_path: Path) -> None:
+    lights = tmp_path / "lights"
+    settings = Settings(camera_profile=PROFILE, cooling=COOLING,
+                        library=LibrarySettings(root=tmp_path / "library", frames_bias=3, frames_dark=3),
+                        watch=WatchSettings(folders=[lights], interval_s=0.2, build_window="22:00-05:00",
+                                            ambient_c=20.0))
+    camera = SimCamera(clock=ManualClock(start_utc=datetime.now(UTC)), profile=load_profile(PROFILE))
+    index = LibraryIndex.open(settings.library)
+    bus = EventBus()
+    engine = InThreadEngine(settings, index, lambda: camera, bus, poll_s=0.02).start()
+    local_now = [datetime(2026, 12, 2, 12, 0).astimezone()]  # noon: outside the build window
+    loop = None
+    try:
+        caps = camera.connect()
+        record_driver_defaults(index, caps, camera.state())
+        key = {"camera": SIM_DEVICE, "set_point_c": SET_POINT_C, "gain": 120, "offset": 30, "overscan": "include",
+               "kind": "dark"}
+        job = engine.submit("build-library", {"plan": plan_from_keys([{**key, "exposure_s": READY_S}], None, settings,
+                                                                     readout_s=1.0).to_dict()})
+        wait_for(lambda: engine.get(job.id).state in FINAL_STATES, 60, "the first dark")
+        assert engine.get(job.id).state == "succeeded", engine.get(job.id).error
+        user = CaptureSettings(gain=120, offset=30, overscan=OverscanMode.INCLUDE)
+        shots = [capture_series(camera, SeriesRequest(FrameType.LIGHT, exposure_s, 1, SET_POINT_C, user, "light"),
+                                tmp_path / f"shot{exposure_s:g}", cooling=COOLING).frames[0].path
+                 for exposure_s in (READY_S, MISSING_S)]
+
+        loop = ClosedLoop(settings, index, engine, bus, clock=lambda: local_now[0]).start()
+        light_ready, light_missing = lights / "M42_60s_0001.fits", lights / "night2" / "M42_30s_0001.fits"
+        light_missing.parent.mkdir(parents=True)
+        subprocess.run([sys.executable, "-c", WRITER, "0.3", str(shots[0]), str(light_ready), str(shots[1]),
+                        str(light_missing)], check=True, timeout=30)
+
+        def lights_by_path() -> dict[str, WatchLight]:
+            with index.read_session() as s:
+                return {row.path: row for row in s.scalars(select(WatchLight))}
+
+        wait_for(lambda: len(lights_by_path()) == 2, 20, "both lights taken")
+        taken = lights_by_path()
+        assert taken[str(light_ready)].status == "calibrated", taken[str(light_ready)].reason
+        assert taken[str(light_missing)].status == "waiting"
+        (first_dark,) = index.entries(kind="dark", status="ready")
+        out_ready = Path(taken[str(light_ready)].output or "")
+        assert out_ready.parent == lights / "calibrated"
+        header = fits.getheader(out_ready)
+        assert header["CALDARK"] == Path(first_dark.master or "").name and header["DARKSHA"] == first_dark.master_sha256
+        assert header["EXPTIME"] == READY_S
+
+        # outside the window nothing is built; the standing plan holds the missing key, and survives in the index
+        with index.read_session() as s:
+            (standing,) = s.scalars(select(WatchKey))
+        assert standing.status == "missing" and f"{MISSING_S:g}s" in standing.slug
+        loop.tick()
+        assert [j.kind for j in engine.list()] == ["build-library"]
+        status = loop.status()
+        assert [w["path"] for w in status["waiting"]] == [str(light_missing)]
+        assert status["estimate_s"]["capture_s"] == 3 * (MISSING_S + settings.watch.readout_s)
+
+        # 23:00: the camera cannot image, so the standing plan is built; then the waiting light is calibrated
+        local_now[0] = datetime(2026, 12, 2, 23, 0).astimezone()
+        wait_for(lambda: lights_by_path()[str(light_missing)].status == "calibrated", 60, "the second light")
+        builds = [j for j in engine.list() if j.kind == "build-library"]
+        assert len(builds) == 2 and all(j.state == "succeeded" for j in builds)
+        second_dark = next(e for e in index.entries(kind="dark", status="ready") if e.exposure_s == MISSING_S)
+        header = fits.getheader(lights_by_path()[str(light_missing)].output or "")
+        assert header["DARKSHA"] == second_dark.master_sha256 and header["EXPTIME"] == MISSING_S
+        assert Path(lights_by_path()[str(light_missing)].output or "").parent == lights / "calibrated" / "night2"
+        loop.tick()  # nothing left: no third build, nothing waiting
+        assert len([j for j in engine.list() if j.kind == "build-library"]) == 2
+        assert loop.status()["waiting"] == [] and loop.status()["missing_keys"] == []
+    finally:
+        if loop is not None:
+            loop.stop()
+        engine.stop(timeout_s=10)
+        index.close()
