@@ -547,17 +547,16 @@ class ClosedLoop:
             return
         self._last_recheck = now
         self._drop_ready(missing)
-        if why is None or self.camera_busy() is not None:
-            return
-        missing = self.keys("missing")
         building = self._building()
         todo: list[WatchKey] = []
-        for row in missing:
+        for row in self.keys("missing"):
             job_id = building.get(f"{row.camera}/{row.slug}")
-            if job_id is not None:
+            if job_id is not None:  # someone's build already has it: follow that job instead
                 self._set_key(row.id, status="building", job_id=job_id)
             else:
                 todo.append(row)
+        if why is None or self.camera_busy() is not None:
+            return
         if not todo:
             return
         plan = _plan([LibraryKey.from_dict(r.key) for r in todo], self.index, self.settings)
