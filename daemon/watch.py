@@ -274,6 +274,7 @@ class ClosedLoop:
         self.completeness = Completeness(settings.watch.interval_s)
         self._changed: set[Path] = set()
         self._changed_lock = threading.Lock()
+        self._tick_lock = threading.Lock()  # one tick at a time (the thread's, or a caller's)
         self._known: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -382,16 +383,17 @@ class ClosedLoop:
 
     def tick(self) -> None:
         """One round: take complete lights, follow the build jobs, submit a build when allowed."""
-        with self._changed_lock:
-            changed, self._changed = self._changed, set()
-        for path in changed:
-            self.completeness.add(path)
-        for path in self.completeness.complete():
-            if self._stop.is_set():
-                return
-            self.take(path)
-        self._follow_builds()
-        self._maybe_build()
+        with self._tick_lock:
+            with self._changed_lock:
+                changed, self._changed = self._changed, set()
+            for path in changed:
+                self.completeness.add(path)
+            for path in self.completeness.complete():
+                if self._stop.is_set():
+                    return
+                self.take(path)
+            self._follow_builds()
+            self._maybe_build()
 
     # ------------------------------------------------------------------ one light
     def take(self, path: Path) -> str | None:

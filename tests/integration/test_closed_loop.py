@@ -7,9 +7,11 @@ Real parts: the watcher (:class:`daemon.watch.ClosedLoop`, inotify through watch
 the camera is the in-process :class:`drivers.sim.inprocess.SimCamera` (simulated time: exposures cost nothing) and
 integration runs in a thread (:class:`tests.engines.InThreadEngine`). The lights are written by a subprocess in slow
 chunks, pausing longer than the completeness interval, so a half-written light sits still on disk and only the FITS
-check keeps it from being taken. "The camera cannot image" is the ``build_window`` (22:00-05:00 local), with the
-watcher's clock set by the test: deterministic, where the stock weather simulator would cost an indiserver (the
-weather gate itself is covered by tests/integration/test_weather_sim.py; the watcher asks the same gate).
+check keeps it from being taken.
+
+"The camera cannot image" comes two ways: the stock INDI weather simulator (``indi_simulator_weather`` in a real
+``indiserver``; the test makes it rain, the watcher's weather gate sees the sky closed and the build job gets the same
+device), and the ``build_window`` (22:00-05:00 local) with the watcher's clock set by the test.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
 from astropy.io import fits
 from sqlalchemy import select
 
@@ -36,8 +40,10 @@ from daemon.watch import ClosedLoop
 from drivers.camera import CaptureSettings, FrameType, OverscanMode
 from drivers.profiles import load_profile
 from drivers.sim.inprocess import ManualClock, SimCamera
-from tests.conftest import SIM_DEVICE
+from tests.conftest import SIM_DEVICE, requires
 from tests.engines import InThreadEngine
+from tests.indi_server import IndiServer
+from tests.integration.test_weather_sim import WEATHER_DEVICE, WEATHER_DRIVER, Weather
 
 PROFILE = "qhy163m-sim-small"
 SET_POINT_C = -10.0
@@ -67,12 +73,38 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_lights_from_another_process_are_calibrated_and_missing_darks_built_in_the_window(tmp_path: Path) -> None:
+@pytest.mark.integration
+@requires("indiserver", WEATHER_DRIVER)
+def test_missing_darks_are_built_when_the_weather_simulator_says_the_sky_is_closed(tmp_path: Path) -> None:
+    server = IndiServer([WEATHER_DRIVER], log_path=tmp_path / "indiserver.log").start()
+    try:
+        weather = Weather(server.port)
+        try:
+            weather.rain(5.0)
+            weather.rain(0.0)  # a clear sky (status Ok, not just unknown): the camera may image, nothing is built
+            closed_loop(tmp_path, {"weather": {"device": WEATHER_DEVICE, "port": server.port, "hold_s": 0.0,
+                                               "poll_s": 0.05}},
+                        close_sky=lambda _now: weather.rain(5.0))
+        finally:
+            weather.close()
+    finally:
+        server.stop()
+
+
+def test_missing_darks_are_built_in_the_build_window(tmp_path: Path) -> None:
+    def night(now: list[datetime]) -> None:
+        now[0] = datetime(2026, 12, 2, 23, 0).astimezone()
+
+    closed_loop(tmp_path, {"build_window": "22:00-05:00"}, close_sky=night)
+
+
+def closed_loop(tmp_path: Path, when: dict[str, Any], close_sky: Callable[[list[datetime]], None]) -> None:
+    """The scenario of the module docstring; ``close_sky(now)`` makes the camera unable to image (``now``: the
+    watcher's local clock, a one-element list)."""
     lights = tmp_path / "lights"
     settings = Settings(camera_profile=PROFILE, cooling=COOLING,
                         library=LibrarySettings(root=tmp_path / "library", frames_bias=3, frames_dark=3),
-                        watch=WatchSettings(folders=[lights], interval_s=0.2, build_window="22:00-05:00",
-                                            ambient_c=20.0))
+                        watch=WatchSettings(folders=[lights], interval_s=0.2, ambient_c=20.0, **when))
     camera = SimCamera(clock=ManualClock(start_utc=datetime.now(UTC)), profile=load_profile(PROFILE))
     index = LibraryIndex.open(settings.library)
     bus = EventBus()
@@ -114,7 +146,7 @@ def test_lights_from_another_process_are_calibrated_and_missing_darks_built_in_t
         assert header["CALDARK"] == Path(first_dark.master or "").name and header["DARKSHA"] == first_dark.master_sha256
         assert header["EXPTIME"] == READY_S
 
-        # outside the window nothing is built; the standing plan holds the missing key, and survives in the index
+        # while the camera may image nothing is built; the standing plan (in the index) holds the missing key
         with index.read_session() as s:
             (standing,) = s.scalars(select(WatchKey))
         assert standing.status == "missing" and f"{MISSING_S:g}s" in standing.slug
@@ -124,11 +156,15 @@ def test_lights_from_another_process_are_calibrated_and_missing_darks_built_in_t
         assert [w["path"] for w in status["waiting"]] == [str(light_missing)]
         assert status["estimate_s"]["capture_s"] == 3 * (MISSING_S + settings.watch.readout_s)
 
-        # 23:00: the camera cannot image, so the standing plan is built; then the waiting light is calibrated
-        local_now[0] = datetime(2026, 12, 2, 23, 0).astimezone()
+        # the camera cannot image now, so the standing plan is built; then the waiting light is calibrated
+        close_sky(local_now)
         wait_for(lambda: lights_by_path()[str(light_missing)].status == "calibrated", 60, "the second light")
         builds = [j for j in engine.list() if j.kind == "build-library"]
         assert len(builds) == 2 and all(j.state == "succeeded" for j in builds)
+        if "weather" in when:  # the build watches the same device: it yields the camera if the sky opens
+            assert builds[1].params["weather"]["device"] == when["weather"]["device"]
+        else:
+            assert "weather" not in builds[1].params
         second_dark = next(e for e in index.entries(kind="dark", status="ready") if e.exposure_s == MISSING_S)
         header = fits.getheader(lights_by_path()[str(light_missing)].output or "")
         assert header["DARKSHA"] == second_dark.master_sha256 and header["EXPTIME"] == MISSING_S
