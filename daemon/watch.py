@@ -26,8 +26,8 @@ yields the camera if the sky opens). With neither configured, it is built as soo
 ``build-library`` job takes every missing key; **nothing is built twice**: a key already in a queued, running or
 paused build job is not submitted again, and a key the library has ready is taken off the plan. When the job ends,
 each of its keys is either ready (``built``: its waiting lights are calibrated) or counted as a failed attempt; after
-``max_attempts`` failed builds (or a build that found the set point unreachable) the key is ``unbuildable`` with the
-job's reason.
+``max_attempts`` failed builds, or at once when the build found the set point unreachable (the job's result lists it
+in ``unreachable_c``), the key is ``unbuildable`` with the job's reason for it.
 
 Everything the loop does is published as ``watch`` events (``{action, ...}``) and summed up by :func:`watch_status`
 (``GET /api/v1/watch``: waiting lights, missing keys, the estimated build time).
@@ -607,8 +607,14 @@ class ClosedLoop:
                 self._built(row)
                 continue
             attempts = row.attempts + 1
-            reason = (job.error if job is not None else None) or f"build job {row.job_id} ended without the master"
-            never = "unreachable" in reason.lower()
+            result = (job.result if job is not None else None) or {}
+            set_point_c = float(row.key["set_point_c"])
+            never = any(abs(float(t) - set_point_c) < 1e-9 for t in result.get("unreachable_c", []))
+            failure = next((f for f in result.get("failures", []) if f.startswith(f"{row.slug}:")), None)
+            reason = (failure or (job.error if job is not None else None)
+                      or f"build job {row.job_id} ended without the master")
+            if never:
+                reason = f"set point {set_point_c:g} °C unreachable by the cooler: {reason}"
             if never or attempts >= self.settings.watch.max_attempts:
                 why = reason if never else f"{attempts} build(s) failed, last: {reason}"
                 self._set_key(row.id, status="unbuildable", reason=why, attempts=attempts, job_id=None)

@@ -122,6 +122,7 @@ class Job:
     state: str = "queued"
     error: str | None = None
     camera: str | None = "Cam"
+    result: dict[str, Any] | None = None
 
 
 @dataclass
@@ -218,6 +219,23 @@ def test_failed_builds_end_in_unbuildable_not_forever(tmp_path: Path, index: Lib
         loop.tick()
     assert len(engine.jobs) == 2  # not retried
     assert [w["path"] for w in loop.status()["unbuildable"]] == [str(light)]
+
+
+def test_a_build_that_finds_the_set_point_unreachable_ends_it_at_once(tmp_path: Path, index: LibraryIndex) -> None:
+    engine, now = FakeEngine(), [NIGHT]
+    loop = make_loop(tmp_path, index, engine, now, max_attempts=5)
+    loop.take(put(tmp_path, "a.fits"))
+    loop.tick()
+    (job,) = engine.jobs
+    slug = job.params["plan"]["items"][0]["slug"]
+    job.state, job.error = "failed", "1 key(s) not built: ..."
+    job.result = {"unreachable_c": [-10.0], "failures": [f"{slug}: cooler at 100 % for 120 s, 3 °C above"]}
+    loop.tick()
+    loop.tick()
+    assert len(engine.jobs) == 1
+    (key,) = loop.keys("unbuildable")
+    assert key.attempts == 1 and key.reason == f"set point -10 °C unreachable by the cooler: {slug}: cooler at 100 % " \
+        "for 120 s, 3 °C above"
 
 
 def test_a_set_point_the_cooler_cannot_reach_is_reported_and_never_built(tmp_path: Path, index: LibraryIndex) -> None:
