@@ -8,6 +8,8 @@ Threads (all daemon threads, stopped by :meth:`Runtime.stop`):
   and publishes a ``temperature`` event ``{temperature_c, set_point_c, cooler_power_pct, stable, exposing}``.
   While a capture job runs the monitor never reconnects itself: the capture loop owns recovery.
 * ``metrics-events``: feeds bus events (frames, jobs, warnings) into :class:`daemon.metrics.DaemonMetrics`.
+* ``watch`` (with ``[watch] folders``): the closed loop, :class:`daemon.watch.ClosedLoop` — calibrates new lights,
+  builds their missing darks when the camera cannot image.
 
 Integrity on use: when the library finds a master changed on disk (and marks it ``bad``), the runtime publishes an
 ``integrity`` event (counted as ``darkd_master_integrity_failures_total``) and queues an ``integrate`` job for that
@@ -91,6 +93,8 @@ class Runtime:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Runtime:
         """Open the index, start the job engine (resuming interrupted jobs) and the background threads."""
+        if self.settings.watch.folders:  # checks [watch] (build window, weather) before anything starts
+            self.watch = ClosedLoop(self.settings, self.index, None, self.bus)
         self.index.create()
         self._stop.clear()
         sub = self.bus.subscribe(maxsize=10_000)
@@ -102,8 +106,9 @@ class Runtime:
             self._start_job_engine()
         if self._connect_camera:
             self._spawn("camera-monitor", self._monitor)
-        if self.settings.watch.folders:
-            self.watch = ClosedLoop(self.settings, self.index, self.engine, self.bus).start()
+        if self.watch is not None:
+            self.watch.engine = self.engine
+            self.watch.start()
         self.running = True
         log.info("runtime started (library %s)", self.index.layout.root)
         return self

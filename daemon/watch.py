@@ -46,7 +46,7 @@ from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from daemon.events import EventBus
 from daemon.jobs.engine import JobEngine
@@ -216,7 +216,7 @@ def watch_status(index: LibraryIndex, settings: Settings, *, running: bool = Fal
     with index.read_session() as s:
         lights = list(s.scalars(select(WatchLight).where(WatchLight.status != "calibrated").order_by(WatchLight.id)))
         keys = list(s.scalars(select(WatchKey).where(WatchKey.status != "built").order_by(WatchKey.id)))
-        calibrated = len(list(s.scalars(select(WatchLight.id).where(WatchLight.status == "calibrated"))))
+        calibrated = s.scalar(select(func.count()).select_from(WatchLight).where(WatchLight.status == "calibrated"))
     missing = [k for k in keys if k.status in ("missing", "building")]
     estimate: dict[str, float] = {}
     if missing:
@@ -230,7 +230,7 @@ def watch_status(index: LibraryIndex, settings: Settings, *, running: bool = Fal
             "waiting": [_light_dict(r) for r in lights if r.status == "waiting"],
             "unbuildable": [_light_dict(r) for r in lights if r.status == "unbuildable"],
             "failed": [_light_dict(r) for r in lights if r.status == "failed"],
-            "calibrated": calibrated,
+            "calibrated": int(calibrated or 0),
             "keys": [_key_dict(k) for k in keys],
             "missing_keys": [_key_dict(k) for k in missing],
             "estimate_s": estimate}

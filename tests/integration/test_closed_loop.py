@@ -108,6 +108,7 @@ def closed_loop(tmp_path: Path, when: dict[str, Any], close_sky: Callable[[list[
     camera = SimCamera(clock=ManualClock(start_utc=datetime.now(UTC)), profile=load_profile(PROFILE))
     index = LibraryIndex.open(settings.library)
     bus = EventBus()
+    events = bus.subscribe(maxsize=100_000)
     engine = InThreadEngine(settings, index, lambda: camera, bus, poll_s=0.02).start()
     local_now = [datetime(2026, 12, 2, 12, 0).astimezone()]  # noon: outside the build window
     loop = None
@@ -172,8 +173,16 @@ def closed_loop(tmp_path: Path, when: dict[str, Any], close_sky: Callable[[list[
         loop.tick()  # nothing left: no third build, nothing waiting
         assert len([j for j in engine.list() if j.kind == "build-library"]) == 2
         assert loop.status()["waiting"] == [] and loop.status()["missing_keys"] == []
+        assert loop.status()["calibrated"] == 2
+        seen = []
+        while (event := events.get(timeout_s=0)) is not None:
+            if event["type"] == "watch":
+                seen.append((event["action"], event.get("path")))
+        assert seen == [("calibrated", str(light_ready)), ("waiting", str(light_missing)), ("build-submitted", None),
+                        ("built", None), ("calibrated", str(light_missing))]
     finally:
         if loop is not None:
             loop.stop()
+        events.close()
         engine.stop(timeout_s=10)
         index.close()

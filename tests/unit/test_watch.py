@@ -270,3 +270,12 @@ def test_runtime_starts_the_watcher_and_rest_shows_it(tmp_path: Path) -> None:
         assert [w["path"] for w in body["waiting"]] == [str((lights / "a.fits").absolute())]
         assert body["missing_keys"][0]["status"] == "missing" and body["estimate_s"]["capture_s"] > 0
     assert runtime.watch is None
+
+
+def test_a_bad_watch_setting_stops_the_start_before_anything_runs(tmp_path: Path) -> None:
+    settings = Settings(library=LibrarySettings(root=tmp_path / "library"),
+                        watch=WatchSettings(folders=[tmp_path / "lights"], build_window="tonight"))
+    runtime = Runtime(settings, connect_camera=False, start_engine=False)
+    with pytest.raises(ValueError, match="build_window 'tonight'"):
+        runtime.start()
+    assert not runtime.running and runtime.engine is None
