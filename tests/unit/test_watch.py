@@ -279,3 +279,20 @@ def test_a_bad_watch_setting_stops_the_start_before_anything_runs(tmp_path: Path
     with pytest.raises(ValueError, match="build_window 'tonight'"):
         runtime.start()
     assert not runtime.running and runtime.engine is None
+
+
+def test_polling_for_network_shares_sees_a_new_light(tmp_path: Path, index: LibraryIndex) -> None:
+    """``[watch] poll = true``: no inotify; the polling observer finds the light written after the start."""
+    engine, now = FakeEngine(), [NOON]
+    loop = make_loop(tmp_path, index, engine, now, poll=True)
+    assert type(loop._make_observer()).__name__ == "PollingObserver"
+    loop.start()
+    try:
+        light = put(tmp_path, "sub/late.fits")
+        deadline = time.monotonic() + 10
+        while not loop.status()["waiting"]:
+            assert time.monotonic() < deadline, "the polling watcher never took the light"
+            time.sleep(0.05)
+        assert [w["path"] for w in loop.status()["waiting"]] == [str(light)]
+    finally:
+        loop.stop()
