@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -32,8 +33,10 @@ def test_darkd_watch_takes_a_light_in_the_foreground_and_stops_on_sigint(tmp_pat
     config = tmp_path / "darkd.toml"
     config.write_text(f'[indi]\nport = {free_port()}\n[library]\nroot = "{library}"\n'
                       '[cooling]\nwarm_up_at_end = false\n', encoding="utf-8")
+    later = datetime.now().astimezone() + timedelta(hours=2)  # a window that is not now: nothing is built
+    window = f"{later:%H:%M}-{later + timedelta(hours=1):%H:%M}"
     proc = subprocess.Popen([sys.executable, "-c", DARKD, "watch", str(lights), "--config", str(config),
-                             "--interval", "0.1", "--build-window", "22:00-05:00"],
+                             "--interval", "0.1", "--build-window", window],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
