@@ -599,7 +599,10 @@ class ClosedLoop:
         from daemon.planning import library_status
 
         for row in self.keys("building"):
-            job = self.engine.get(row.job_id) if row.job_id is not None else None
+            try:
+                job = self.engine.get(row.job_id) if row.job_id is not None else None
+            except LookupError:  # the job is gone from the queue: its keys count as not built
+                job = None
             if job is not None and JobState(job.state) not in FINAL_STATES:
                 continue
             status, _entry = library_status(LibraryKey.from_dict(row.key), self.index, datetime.now(UTC))
