@@ -5,9 +5,11 @@ Producers (the job engine, the camera monitor) run in worker threads and call :m
 subscriber never blocks a producer: when its queue is full the oldest event is dropped and counted.
 
 Events are plain dicts with at least ``type`` (``"job"``, ``"frame"``, ``"temperature"``, ``"warning"``,
-``"integrity"``, ``"disk"``) and ``time`` (ISO 8601, UTC), so they serialise to JSON unchanged. ``integrity``: a
-master failed its check on use and was marked bad ``{entry_id, slug, reason, reintegration_job_id}``; ``disk``: the
-library disk is short of room ``{job_id, free_bytes, needed_bytes, message}``.
+``"integrity"``, ``"disk"``, ``"watch"``) and ``time`` (ISO 8601, UTC), so they serialise to JSON unchanged.
+``integrity``: a master failed its check on use and was marked bad ``{entry_id, slug, reason,
+reintegration_job_id}``; ``disk``: the library disk is short of room ``{job_id, free_bytes, needed_bytes, message}``;
+``watch``: the closed loop took, calibrated or put aside a light, or submitted a build (:mod:`daemon.watch`)
+``{action, ...}``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-EVENT_TYPES = frozenset({"job", "frame", "temperature", "warning", "integrity", "disk"})
+EVENT_TYPES = frozenset({"job", "frame", "temperature", "warning", "integrity", "disk", "watch"})
 
 
 class Subscription:

@@ -8,6 +8,8 @@ Threads (all daemon threads, stopped by :meth:`Runtime.stop`):
   and publishes a ``temperature`` event ``{temperature_c, set_point_c, cooler_power_pct, stable, exposing}``.
   While a capture job runs the monitor never reconnects itself: the capture loop owns recovery.
 * ``metrics-events``: feeds bus events (frames, jobs, warnings) into :class:`daemon.metrics.DaemonMetrics`.
+* ``watch`` (with ``[watch] folders``): the closed loop, :class:`daemon.watch.ClosedLoop` — calibrates new lights,
+  builds their missing darks when the camera cannot image.
 
 Integrity on use: when the library finds a master changed on disk (and marks it ``bad``), the runtime publishes an
 ``integrity`` event (counted as ``darkd_master_integrity_failures_total``) and queues an ``integrate`` job for that
@@ -41,6 +43,7 @@ from daemon.light_rule import record_driver_defaults
 from daemon.metrics import DaemonMetrics
 from daemon.mqtt import MqttPublisher
 from daemon.settings import Settings
+from daemon.watch import ClosedLoop
 from drivers.camera import Camera, CameraCapabilities, CameraState
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,7 @@ class Runtime:
         self.engine: JobEngine | None = None
         self.engine_error: str | None = None if start_engine else "the job engine is not started in this runtime"
         self.mqtt: MqttPublisher | None = None  # [mqtt] enabled: publishing to a broker (daemon/mqtt.py)
+        self.watch: ClosedLoop | None = None  # [watch] folders: the closed loop (daemon/watch.py)
         self.last_plan: Any = None  # daemon.planning.Plan of the latest POST /library/plan (status page coverage)
         self.monitor_interval_s = monitor_interval_s
         self.worker_niceness = worker_niceness
@@ -91,6 +95,8 @@ class Runtime:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Runtime:
         """Open the index, start the job engine (resuming interrupted jobs) and the background threads."""
+        if self.settings.watch.folders:  # checks [watch] (build window, weather) before anything starts
+            self.watch = ClosedLoop(self.settings, self.index, None, self.bus)
         self.index.create()
         self._stop.clear()
         sub = self.bus.subscribe(maxsize=10_000)
@@ -102,6 +108,9 @@ class Runtime:
             self._start_job_engine()
         if self._connect_camera:
             self._spawn("camera-monitor", self._monitor)
+        if self.watch is not None:
+            self.watch.engine = self.engine
+            self.watch.start()
         self.running = True
         log.info("runtime started (library %s)", self.index.layout.root)
         return self
@@ -117,6 +126,9 @@ class Runtime:
             return
         self.running = False
         self._stop.set()
+        if self.watch is not None:
+            self.watch.stop()
+            self.watch = None
         if self.engine is not None:
             try:
                 self.engine.stop(timeout_s=timeout_s)

@@ -125,6 +125,22 @@ class HealthSettings(BaseModel):
     gain_e_per_adu: dict[str, float] = Field(default_factory=dict)
 
 
+class WatchSettings(BaseModel):
+    """``[watch]``: the closed loop (:mod:`daemon.watch`, docs/watch.md): watch lights folders, calibrate each new light
+    whose master exists, build the missing darks when the camera cannot image, then calibrate the waiting lights."""
+
+    folders: list[Path] = Field(default_factory=list, max_length=100)  # empty: no watcher
+    output: Path = Path("calibrated")  # relative: beside the lights (<folder>/calibrated); absolute: one folder
+    poll: bool = False  # poll the folders instead of inotify (network shares: NFS, SMB)
+    interval_s: float = Field(default=2.0, gt=0, le=3600)  # a light is complete when its size held this long
+    build_window: str | None = None  # "22:00-05:00" local time: build missing darks inside it (may wrap midnight)
+    weather: dict[str, Any] | None = None  # {"device", "host"?, "port"?, "hold_s"?, ...}: build while sky is closed
+    ambient_c: float | None = None  # to tell a set point the cooler cannot reach (with max_cooling_delta_c)
+    max_cooling_delta_c: float | None = None  # default: the camera profile's, else 38
+    max_attempts: int = Field(default=2, ge=1, le=100)  # builds of a key that failed before it is reported unbuildable
+    readout_s: float = Field(default=2.0, ge=0)  # for the build-time estimate
+
+
 class Settings(BaseModel):
     """Everything the daemon reads from its configuration."""
 
@@ -137,6 +153,7 @@ class Settings(BaseModel):
     lights: dict[str, LightCameraSettings] = Field(default_factory=dict)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
 
 
 def _apply_env(data: dict[str, Any], environ: dict[str, str], prefix: str = "DARKD_") -> dict[str, Any]:

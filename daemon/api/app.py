@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from daemon.api.auth import Authenticator
 from daemon.api.errors import install_error_handlers
 from daemon.api.limits import BodySizeLimit
-from daemon.api.routes import camera, camera_health, events, health, jobs, library, metrics, status
+from daemon.api.routes import camera, camera_health, events, health, jobs, library, metrics, status, watch
 from daemon.api.routes.health import VERSION
 from daemon.api.routes.status import STATIC_DIR
 from daemon.metrics import DaemonMetrics
@@ -89,7 +89,7 @@ def create_app(runtime: Runtime, *, manage_runtime: bool = True, stop_timeout_s:
     app.add_middleware(RequestTimer, metrics=runtime.metrics)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, camera, camera_health, library, jobs, events, metrics, status):
+    for module in (health, camera, camera_health, library, jobs, events, metrics, status, watch):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router, include_in_schema=False)

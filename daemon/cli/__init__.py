@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "daemon.cli.export",  # darkd library export-phd2 (after daemon.cli.library: it extends that command)
     "daemon.cli.jobs",  # darkd jobs list|show|cancel|pause|resume
     "daemon.cli.serve",  # darkd serve
+    "daemon.cli.watch",  # darkd watch DIR…
     "daemon.cli.demo",  # darkd demo
 )
 

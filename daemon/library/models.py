@@ -239,3 +239,44 @@ class MasterHistory(Base):
 
     __table_args__ = (UniqueConstraint("entry_id", "created_utc", "quantity", name="uq_master_history_point"),
                       Index("ix_master_history_camera", "camera", "quantity", "created_utc"))
+
+
+class WatchLight(Base):
+    """A light the closed loop (:mod:`daemon.watch`) has taken from a watched folder, once (``path`` is unique: a
+    light is never taken twice). ``status``: ``waiting`` (its dark is on the standing plan), ``calibrated``
+    (``output`` written with ``master``), ``unbuildable`` (its dark can never be built: ``reason``), ``failed``
+    (calibration failed: ``reason``). ``slug`` / ``camera``: its dark's key."""
+
+    __tablename__ = "watch_lights"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(String(1024), nullable=False, unique=True)
+    folder: Mapped[str] = mapped_column(String(1024), nullable=False)
+    camera: Mapped[str] = mapped_column(String(255), nullable=False)
+    slug: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    master: Mapped[str | None] = mapped_column(Text)
+    seen_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
+    done_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WatchKey(Base):
+    """A key of the closed loop's standing plan: a dark its waiting lights need. ``status``: ``missing`` (to build
+    when the camera is free and cannot image), ``building`` (in build-library job ``job_id``), ``built``,
+    ``unbuildable`` (``reason``: a set point the cooler cannot reach, or ``attempts`` failed builds)."""
+
+    __tablename__ = "watch_keys"
+    __table_args__ = (UniqueConstraint("camera", "slug", name="uq_watch_keys_camera_slug"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    camera: Mapped[str] = mapped_column(String(255), nullable=False)
+    slug: Mapped[str] = mapped_column(String(255), nullable=False)
+    key: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    added_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
+    updated_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now, onupdate=utc_now)

@@ -4,8 +4,7 @@ One row per (entry, master creation time, quantity): bias and overscan level, re
 amp-glow amplitude, cooler power (with the ambient temperature when the frames recorded it).
 
 Revision ID: 0006
-Revises: 0004 (0005, the closed-loop watcher's table, is built on another branch: at the merge this
-revision is re-pointed to revises 0005, one line)
+Revises: 0005
 Create Date: 2026-12-02
 """
 
@@ -17,7 +16,7 @@ from alembic import op
 from daemon.library.models import UTCDateTime
 
 revision = "0006"
-down_revision = "0004"  # "0005" once the watcher branch (migration 0005) is merged
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
