@@ -192,8 +192,12 @@ class SimClient(PyIndi.BaseClient):  # type: ignore[misc]
         self.switch("CCD_FRAME_TYPE", [frame_type], wait=True)
         with self._cond:
             self.blobs.clear()
+        sent = self.seq()
         self.number("CCD_EXPOSURE", {"CCD_EXPOSURE_VALUE": exposure_s}, wait=False)
         self.wait_for(lambda: bool(self.blobs), timeout_s, "image BLOB")
+        # the driver says CCD_EXPOSURE Ok (value 0) right after the BLOB (INDI::CCD::ExposureComplete does the same);
+        # wait for it, or a next number() could send the client's copy of the vector just as that update rewrites it
+        self.wait_update("CCD_EXPOSURE", sent, "Ok")
         with self._cond:
             payload, fmt = self.blobs.popleft()
         assert fmt == ".fits"
