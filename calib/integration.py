@@ -291,11 +291,12 @@ class _Integrator:
                 raise FrameError(f"{src.path}: NaN or infinite pixel values in rows {r0 + 1}-{r1}")
         self.digests[r0] = digests
         flat = stack.reshape(n, -1)
-        sort_frames_inplace(flat)
-        if self.use_kernel:
+        if self.use_kernel:  # the kernel sorts each block of pixels itself, in the L1 cache, fused with the clipping
             combined, rej_low, rej_high = winsorized_combine_numba(
-                flat, self.params.sigma_low, self.params.sigma_high, median=self.params.combine == "median")
+                flat, self.params.sigma_low, self.params.sigma_high, median=self.params.combine == "median",
+                presorted=False)
         else:
+            sort_frames_inplace(flat)
             lo0 = np.zeros(flat.shape[1], dtype=np.int32)
             hi0 = np.full(flat.shape[1], n, dtype=np.int32)
             lo, hi = reject_sorted(flat, lo0, hi0, self.rparams)

@@ -50,8 +50,10 @@ _MAX_OUTER = 100
 
 # One iteration of a clipping method: (sorted band, kept-range starts, kept-range ends) -> new (starts, ends).
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-# The compiled kernel: (stack, out, low, high, k_low, k_high, median, max_outer, max_inner), outputs filled in place.
-Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, bool, int, int], None]
+# The compiled kernel: (stack, pair_a, pair_b, out, low, high, k_low, k_high, median, max_outer, max_inner), outputs
+# filled in place; the stack is sorted by the comparators (pair_a[i], pair_b[i]) first (none: already sorted).
+Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, bool, int,
+                   int], None]
 
 
 @dataclass(frozen=True)
@@ -597,115 +599,157 @@ def numba_available() -> bool:
 
 
 def winsorized_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: float,
-                             median: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Winsorized sigma clipping + combination of ``sorted_stack`` (n, P) float32, sorted along the frame axis
-    (:func:`sort_frames_inplace`), with the compiled kernel (single-threaded, releases the GIL).
+                             median: bool = False, *, presorted: bool = True) -> tuple[np.ndarray, np.ndarray,
+                                                                                       np.ndarray]:
+    """Winsorized sigma clipping + combination of ``sorted_stack`` (n, P) float32 with the compiled kernel
+    (single-threaded, releases the GIL: callers run bands in threads).
 
+    With ``presorted=False`` the stack (finite values only) is sorted inside the kernel, fused with the clipping: the
+    columns are taken in blocks of 64 pixels, copied into a small buffer that stays in the L1 cache and sorted there
+    by the same Batcher network as :func:`sort_frames_inplace` (the comparator loop over the 64 pixels compiles to
+    SIMD min/max); more than 256 frames are sorted per pixel instead. The stack is not modified in that case.
     The inner loop uses prefix sums of the sorted values: only the values beyond ``c ± 1.5σ`` (found by scanning from
     both ends) are clamped, so an iteration costs O(clamped values), not O(n).
     Returns ``(combined float32, rejected_low int32, rejected_high int32)``. Raises ``ImportError`` without numba.
     """
     stack = sorted_stack
-    ncols = stack.shape[1]
+    n, ncols = stack.shape
     out = np.empty(ncols, dtype=np.float32)
     low = np.empty(ncols, dtype=np.int32)
     high = np.empty(ncols, dtype=np.int32)
-    _numba_kernel()(stack, out, low, high, float(sigma_low), float(sigma_high), bool(median), _MAX_OUTER,
-                  _WINSOR_MAX_INNER)
+    pair_a, pair_b = _kernel_network(0 if presorted else n)
+    _numba_kernel()(stack, pair_a, pair_b, out, low, high, float(sigma_low), float(sigma_high), bool(median),
+                    _MAX_OUTER, _WINSOR_MAX_INNER)
     return out, low, high
+
+
+_KERNEL_NETWORK_MAX_N = 256
+
+
+@functools.lru_cache(maxsize=16)
+def _kernel_network(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Comparator arrays for the kernel: Batcher's network for ``n`` values; empty when ``n`` is 0 (presorted); one
+    ``(-1, -1)`` pair when ``n`` exceeds 256 (the kernel then sorts each pixel's values on their own)."""
+    if n > _KERNEL_NETWORK_MAX_N:
+        a = b = np.full(1, -1, dtype=np.int64)
+    else:
+        pairs = np.array(batcher_network(n) if n >= 2 else (), dtype=np.int64).reshape(-1, 2)
+        a, b = np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
+    a.flags.writeable = False
+    b.flags.writeable = False
+    return a, b
 
 
 @functools.cache
 def _numba_kernel() -> Kernel:  # pragma: no cover - exercised only where numba is installed
-    """Compile the kernel once per process (numba caches the machine code on disk: ``cache=True``)."""
+    """Compile the kernel once per process; numba caches the machine code on disk (``cache=True``: next to this
+    module in ``__pycache__``, or in the user's cache directory / ``NUMBA_CACHE_DIR`` when that is not writable), so
+    later processes load it instead of compiling."""
     import numba
 
+    return numba.njit(nogil=True, cache=True)(_winsorized_kernel)
+
+
+_BLOCK = 64  # pixels sorted together in the kernel: n × 64 × 4 B stays in L1 for n ≤ 128
+
+
+def _winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray, out: np.ndarray,
+                       low: np.ndarray, high: np.ndarray, k_low: float, k_high: float, median: bool,
+                       max_outer: int, max_inner: int) -> None:  # pragma: no cover - compiled by numba
+    """The compiled per-pixel algorithm (see :func:`winsorized_combine_numba`); plain Python that numba compiles."""
     clamp, gain, tol = WINSOR_CLAMP, WINSOR_GAIN, WINSOR_TOLERANCE
-
-    @numba.njit(nogil=True, cache=True)
-    def kernel(stack: np.ndarray, out: np.ndarray, low: np.ndarray, high: np.ndarray, k_low: float, k_high: float,
-               median: bool, max_outer: int, max_inner: int) -> None:
-        n, ncols = stack.shape
-        chunk = 1024
-        for ch in range((ncols + chunk - 1) // chunk):
-            v = np.empty(n, dtype=np.float64)
-            p1 = np.empty(n + 1, dtype=np.float64)
-            p2 = np.empty(n + 1, dtype=np.float64)
-            for p in range(ch * chunk, min(ncols, (ch + 1) * chunk)):
-                for i in range(n):  # the column is already sorted (sort_frames_inplace)
-                    v[i] = stack[i, p]
-                p1[0] = 0.0
-                p2[0] = 0.0
-                for i in range(n):
-                    p1[i + 1] = p1[i] + v[i]
-                    p2[i + 1] = p2[i] + v[i] * v[i]
-                lo, hi = 0, n
-                for _outer in range(max_outer):
-                    m = hi - lo
-                    if m < 3:
-                        break
-                    c = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
-                    pos = lo + 0.25 * (m - 1)
-                    i0 = int(np.floor(pos))
-                    q1 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
-                    pos = lo + 0.75 * (m - 1)
-                    i0 = int(np.floor(pos))
-                    q3 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
-                    s = (q3 - q1) / 1.349
-                    if s <= 0:
-                        mean = 0.0
-                        for i in range(lo, hi):
-                            mean += v[i]
-                        mean /= m
-                        var = 0.0
-                        for i in range(lo, hi):
-                            var += (v[i] - mean) ** 2
-                        s = np.sqrt(var / m)
-                    if s <= 0:
-                        break
-                    prev = np.inf
-                    for _inner in range(max_inner):
-                        # clamped mean/variance from the prefix sums: only the ends of the sorted values are clamped
-                        h = clamp * s
-                        t0 = c - h
-                        t1 = c + h
-                        a = lo
-                        while a < hi and v[a] < t0:
-                            a += 1
-                        b = hi
-                        while b > a and v[b - 1] > t1:
-                            b -= 1
-                        s1 = (a - lo) * t0 + (p1[b] - p1[a]) + (hi - b) * t1
-                        s2 = (a - lo) * t0 * t0 + (p2[b] - p2[a]) + (hi - b) * t1 * t1
-                        mean = s1 / m
-                        ns = gain * np.sqrt(max(s2 / m - mean * mean, 0.0))
-                        c = mean
-                        done = abs(ns - s) < tol * s or abs(ns - prev) < tol * s or ns <= 0
-                        prev = s
-                        s = ns
-                        if done:
-                            break
-                    if s <= 0:
-                        break
-                    t_low = c - k_low * s
-                    t_high = c + k_high * s
-                    nlo, nhi = lo, hi
-                    while nlo < hi and v[nlo] < t_low:
-                        nlo += 1
-                    while nhi > nlo and v[nhi - 1] > t_high:
-                        nhi -= 1
-                    if nhi <= nlo or (nlo == lo and nhi == hi):
-                        break
-                    lo, hi = nlo, nhi
+    n, ncols = stack.shape
+    block = _BLOCK
+    npairs = pair_a.shape[0]
+    per_pixel_sort = npairs == 1 and pair_a[0] < 0
+    buf = np.empty((n, block), dtype=np.float32)
+    v = np.empty(n, dtype=np.float64)
+    p1 = np.empty(n + 1, dtype=np.float64)
+    p2 = np.empty(n + 1, dtype=np.float64)
+    for b0 in range(0, ncols, block):
+        w = min(block, ncols - b0)
+        for i in range(n):
+            for j in range(w):
+                buf[i, j] = stack[i, b0 + j]
+        if not per_pixel_sort:
+            for k in range(npairs):
+                ra = pair_a[k]
+                rb = pair_b[k]
+                for j in range(w):
+                    x = buf[ra, j]
+                    y = buf[rb, j]
+                    buf[ra, j] = x if x < y else y
+                    buf[rb, j] = y if x < y else x
+        for j in range(w):
+            p = b0 + j
+            for i in range(n):
+                v[i] = buf[i, j]
+            if per_pixel_sort:
+                v.sort()
+            p1[0] = 0.0
+            p2[0] = 0.0
+            for i in range(n):
+                p1[i + 1] = p1[i] + v[i]
+                p2[i + 1] = p2[i] + v[i] * v[i]
+            lo, hi = 0, n
+            for _outer in range(max_outer):
                 m = hi - lo
-                if median:
-                    out[p] = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
-                else:
-                    total = 0.0
+                if m < 3:
+                    break
+                c = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
+                pos = lo + 0.25 * (m - 1)
+                i0 = int(np.floor(pos))
+                q1 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
+                pos = lo + 0.75 * (m - 1)
+                i0 = int(np.floor(pos))
+                q3 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
+                s = (q3 - q1) / 1.349
+                if s <= 0:
+                    mean = (p1[hi] - p1[lo]) / m
+                    var = 0.0
                     for i in range(lo, hi):
-                        total += v[i]
-                    out[p] = total / m
-                low[p] = lo
-                high[p] = n - hi
-
-    return kernel
+                        var += (v[i] - mean) ** 2
+                    s = np.sqrt(var / m)
+                if s <= 0:
+                    break
+                prev = np.inf
+                for _inner in range(max_inner):
+                    # clamped mean/variance from the prefix sums: only the ends of the sorted values are clamped
+                    h = clamp * s
+                    t0 = c - h
+                    t1 = c + h
+                    a = lo
+                    while a < hi and v[a] < t0:
+                        a += 1
+                    b = hi
+                    while b > a and v[b - 1] > t1:
+                        b -= 1
+                    s1 = (a - lo) * t0 + (p1[b] - p1[a]) + (hi - b) * t1
+                    s2 = (a - lo) * t0 * t0 + (p2[b] - p2[a]) + (hi - b) * t1 * t1
+                    mean = s1 / m
+                    ns = gain * np.sqrt(max(s2 / m - mean * mean, 0.0))
+                    c = mean
+                    done = abs(ns - s) < tol * s or abs(ns - prev) < tol * s or ns <= 0
+                    prev = s
+                    s = ns
+                    if done:
+                        break
+                if s <= 0:
+                    break
+                t_low = c - k_low * s
+                t_high = c + k_high * s
+                nlo, nhi = lo, hi
+                while nlo < hi and v[nlo] < t_low:
+                    nlo += 1
+                while nhi > nlo and v[nhi - 1] > t_high:
+                    nhi -= 1
+                if nhi <= nlo or (nlo == lo and nhi == hi):
+                    break
+                lo, hi = nlo, nhi
+            m = hi - lo
+            if median:
+                out[p] = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
+            else:
+                out[p] = (p1[hi] - p1[lo]) / m
+            low[p] = lo
+            high[p] = n - hi

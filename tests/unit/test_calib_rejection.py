@@ -217,3 +217,21 @@ def test_compiled_kernel_matches_numpy_path() -> None:
     assert np.mean(low == lo) > 0.9999 and np.mean(high == 16 - hi) > 0.9999
     np.testing.assert_allclose(out[(low == lo) & (high == 16 - hi)], kept_mean(stack, lo, hi)[(low == lo)
                                & (high == 16 - hi)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 5, 16, 300])
+def test_compiled_kernel_sorts_itself(n: int) -> None:
+    """The fused sort (a Batcher network on 64-pixel blocks, or a per-pixel sort above 256 frames) gives the same
+    result as the kernel on a stack sorted beforehand, and leaves its input untouched."""
+    pytest.importorskip("numba")
+    from calib.rejection import winsorized_combine_numba
+
+    rng = np.random.default_rng(n)
+    stack = np.round(rng.normal(2000.0, 40.0, (n, 1000)) / 16.0).astype(np.float32) * 16.0
+    stack.reshape(-1)[rng.integers(0, stack.size, 20)] += 5000.0
+    original = stack.copy()
+    fused = winsorized_combine_numba(stack, 4.0, 3.0, presorted=False)
+    np.testing.assert_array_equal(stack, original)
+    sort_frames_inplace(stack)
+    for got, expected in zip(fused, winsorized_combine_numba(stack, 4.0, 3.0), strict=True):
+        np.testing.assert_array_equal(got, expected)
