@@ -569,13 +569,21 @@ def reject(stack: np.ndarray, params: RejectionParams | None = None, **kwargs: A
 
 
 def kept_mean(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Mean (float64) of the kept values ``s[lo:hi]`` per column; only columns with rejections pay for masking."""
+    """Mean (float64) of the kept values ``s[lo:hi]`` per column.
+
+    ``Σ_{lo ≤ r < hi} s[r] = Σ_r s[r] − Σ_{r < lo} s[r] − Σ_{r ≥ hi} s[r]``: the values are sorted, so only the rows
+    below ``max(lo)`` and from ``min(hi)`` up can hold rejected values, and only those rows are visited again.
+    """
     n = s.shape[0]
     total = s.sum(axis=0, dtype=np.float64)
-    idx = np.flatnonzero((lo > 0) | (hi < n))
-    if idx.size:
-        sub = s[:, idx]
-        total[idx] = np.where(_valid(sub, lo[idx], hi[idx]), sub, 0).sum(axis=0, dtype=np.float64)
+    for r in range(int(lo.max(initial=0))):
+        total -= np.where(r < lo, s[r], np.float32(0))
+    for r in range(int(hi.min(initial=n)), n):
+        total -= np.where(r >= hi, s[r], np.float32(0))
+    bad = np.flatnonzero(~np.isfinite(total))  # NaN/inf among the excluded values: sum the kept ones directly
+    if bad.size:
+        sub = s[:, bad]
+        total[bad] = np.where(_valid(sub, lo[bad], hi[bad]), sub, 0).sum(axis=0, dtype=np.float64)
     mean: np.ndarray = total / np.maximum(hi - lo, 1)
     return mean
 

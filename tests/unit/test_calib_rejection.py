@@ -235,3 +235,15 @@ def test_compiled_kernel_sorts_itself(n: int) -> None:
     sort_frames_inplace(stack)
     for got, expected in zip(fused, winsorized_combine_numba(stack, 4.0, 3.0), strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+def test_kept_mean_equals_the_mean_of_the_kept_slice_even_with_nan_excluded() -> None:
+    from calib.rejection import kept_mean
+
+    rng = np.random.default_rng(3)
+    s = np.sort(rng.normal(100.0, 10.0, (9, 500)).astype(np.float32), axis=0)
+    s[8, :7] = np.nan  # excluded NaN (sorted last)
+    lo = rng.integers(0, 3, 500).astype(np.int32)
+    hi = (9 - rng.integers(1, 4, 500)).astype(np.int32)
+    expected = [s[lo[p]:hi[p], p].astype(np.float64).mean() for p in range(500)]
+    np.testing.assert_allclose(kept_mean(s, lo, hi), expected, rtol=1e-12)
