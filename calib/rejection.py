@@ -221,10 +221,16 @@ _NETWORK_MAX_N = 128
 def sort_frames_inplace(flat: np.ndarray) -> None:
     """Sort ``flat`` (n, P) float32 along the frame axis in place. No NaN allowed (use :func:`sort_stack` then).
 
-    Up to 128 frames a Batcher sorting network of ``np.minimum``/``np.maximum`` runs on cache-sized column chunks
-    (about 4x faster than ``np.sort`` along a strided axis); larger stacks use ``np.sort``.
+    With numba (and ``DARKD_NO_NUMBA`` unset), up to 256 frames, the same Batcher network runs compiled on blocks of
+    64 columns held in the L1 cache (:func:`_block_sort`). Otherwise, up to 128 frames, the network of
+    ``np.minimum``/``np.maximum`` runs on cache-sized column chunks (about 4x faster than ``np.sort`` along a strided
+    axis); larger stacks use ``np.sort``. Every path gives the same sorted values.
     """
     n, ncols = flat.shape
+    if 2 <= n <= _KERNEL_NETWORK_MAX_N and flat.flags.c_contiguous and numba_available():
+        pair_a, pair_b = _kernel_network(n)
+        _numba_sorter()(flat, pair_a, pair_b)
+        return
     if n > _NETWORK_MAX_N or n < 2:
         flat.sort(axis=0)
         return
@@ -659,6 +665,39 @@ def _numba_kernel() -> Kernel:  # pragma: no cover - exercised only where numba 
 
 
 _BLOCK = 64  # pixels sorted together in the kernel: n × 64 × 4 B stays in L1 for n ≤ 128
+
+
+@functools.cache
+def _numba_sorter() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:  # pragma: no cover - needs numba
+    """The compiled :func:`_block_sort` (machine code cached on disk like the kernel's)."""
+    import numba
+
+    sorter: Callable[[np.ndarray, np.ndarray, np.ndarray], None] = numba.njit(nogil=True, cache=True)(_block_sort)
+    return sorter
+
+
+def _block_sort(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray) -> None:  # pragma: no cover - numba
+    """Sort ``stack`` (n, P) along axis 0 in place by the comparators ``(pair_a[k], pair_b[k])``, 64 columns at a
+    time copied into a small buffer (the comparator loop over the 64 columns compiles to SIMD min/max)."""
+    n, ncols = stack.shape
+    block = _BLOCK
+    buf = np.empty((n, block), dtype=stack.dtype)
+    for b0 in range(0, ncols, block):
+        w = min(block, ncols - b0)
+        for i in range(n):
+            for j in range(w):
+                buf[i, j] = stack[i, b0 + j]
+        for k in range(pair_a.shape[0]):
+            ra = pair_a[k]
+            rb = pair_b[k]
+            for j in range(w):
+                x = buf[ra, j]
+                y = buf[rb, j]
+                buf[ra, j] = x if x < y else y
+                buf[rb, j] = y if x < y else x
+        for i in range(n):
+            for j in range(w):
+                stack[i, b0 + j] = buf[i, j]
 
 
 def _winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray, out: np.ndarray,

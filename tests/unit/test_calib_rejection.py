@@ -247,3 +247,13 @@ def test_kept_mean_equals_the_mean_of_the_kept_slice_even_with_nan_excluded() ->
     hi = (9 - rng.integers(1, 4, 500)).astype(np.int32)
     expected = [s[lo[p]:hi[p], p].astype(np.float64).mean() for p in range(500)]
     np.testing.assert_allclose(kept_mean(s, lo, hi), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [16, 130])
+def test_numpy_sorting_network_without_numba(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DARKD_NO_NUMBA", "1")
+    rng = np.random.default_rng(n)
+    values = np.round(rng.normal(0, 3, (n, 40000))).astype(np.float32)
+    expected = np.sort(values, axis=0)
+    sort_frames_inplace(values)
+    np.testing.assert_array_equal(values, expected)
