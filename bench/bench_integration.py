@@ -270,7 +270,8 @@ def whole_process(frames: list[int], directory: Path, repeat: int, methods: list
 
 def run_split(paths: list[Path]) -> dict:
     """Where the time goes, step by step on one thread (CPU seconds, so other jobs on the machine disturb it little):
-    read + decode (+ sha256 of each row), sort along the frame axis (NumPy Batcher network, as the fallback does),
+    read + decode (+ sha256 of each row), sort along the frame axis (:func:`sort_frames_inplace`: compiled network,
+    or the NumPy one with DARKD_NO_NUMBA=1),
     clip + combine on the sorted band (compiled kernel), the kernel with its own fused sort, the NumPy fallback's
     clip + combine, and writing the master."""
     from calib.integration import FrameSource, IntegrationResult, write_integration
@@ -281,7 +282,7 @@ def run_split(paths: list[Path]) -> dict:
     n = len(sources)
     height, width = sources[0].shape
     band = 32
-    totals = dict.fromkeys(("read", "sort_numpy", "clip_combine_kernel", "fused_sort_clip_kernel",
+    totals = dict.fromkeys(("read", "sort", "clip_combine_kernel", "fused_sort_clip_kernel",
                             "clip_combine_numpy", "write"), 0.0)
     kernel(np.zeros((n, 8), dtype=np.float32), 4.0, 3.0)  # load the compiled kernel first
     data = np.empty((height, width), dtype=np.float32)
@@ -298,7 +299,7 @@ def run_split(paths: list[Path]) -> dict:
         totals["fused_sort_clip_kernel"] += time.process_time() - t
         t = time.process_time()
         sort_frames_inplace(flat)
-        totals["sort_numpy"] += time.process_time() - t
+        totals["sort"] += time.process_time() - t
         t = time.process_time()
         out, _, _ = kernel(flat, 4.0, 3.0)
         totals["clip_combine_kernel"] += time.process_time() - t
