@@ -257,3 +257,23 @@ def test_numpy_sorting_network_without_numba(n: int, monkeypatch: pytest.MonkeyP
     expected = np.sort(values, axis=0)
     sort_frames_inplace(values)
     np.testing.assert_array_equal(values, expected)
+
+
+@pytest.mark.parametrize(("n", "combine_median", "max_iterations"), [(3, False, None), (16, False, None),
+                                                                      (16, True, 1), (40, False, None)])
+def test_compiled_sigma_kernel_matches_numpy_path(n: int, combine_median: bool, max_iterations: int | None) -> None:
+    pytest.importorskip("numba")
+    from calib.rejection import kept_mean, kept_median, reject_sorted, sigma_combine_numba
+
+    rng = np.random.default_rng(n)
+    stack = np.round(rng.normal(2000.0, 40.0, (n, 20000)) / 16.0).astype(np.float32) * 16.0
+    stack.reshape(-1)[rng.integers(0, stack.size, 400)] += 5000.0
+    stack.reshape(-1)[rng.integers(0, stack.size, 100)] -= 1500.0
+    sort_frames_inplace(stack)
+    lo0, hi0 = np.zeros(20000, dtype=np.int32), np.full(20000, n, dtype=np.int32)
+    lo, hi = reject_sorted(stack, lo0, hi0, RejectionParams(method="sigma", max_iterations=max_iterations))
+    out, low, high = sigma_combine_numba(stack, 4.0, 3.0, median=combine_median, max_iterations=max_iterations)
+    np.testing.assert_array_equal(low, lo)
+    np.testing.assert_array_equal(high, n - hi)
+    expected = kept_median(stack, lo, hi) if combine_median else kept_mean(stack, lo, hi)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
