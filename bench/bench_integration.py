@@ -16,6 +16,17 @@ The page cache is warm for every run (the files were just written or read). Wall
 ``--repeat`` runs.
 
     .venv/bin/python -m bench.bench_integration [--frames 16 64] [--repeat 3] [--ccdproc-max 16]
+
+``--whole-process`` measures the commands as a user runs them instead: ``darkd integrate FILES -o master.fits``
+(the console script, a fresh process each time) against ``siril-cli -s`` running ``convert`` (links the same files
+into a sequence) and ``stack`` in one process, alternating darkd and Siril, ``--repeat`` rounds, for each
+``--methods`` entry (Siril's equivalent: winsorized ``rej w 4 3``, sigma ``rej s 4 3``, percentile ``rej p 0.2 0.1``;
+minmax has none in Siril 1.0.6, so it is shown against Siril's Winsorized run). Wall, CPU (user + system, from
+``wait4``) and peak RSS (``ru_maxrss`` of that child) of each process. ``--one-core`` pins both tools to CPU 0
+(``taskset -c 0``) and gives darkd ``--memory-budget 512MiB --workers 1`` (a Raspberry Pi-class budget).
+
+    .venv/bin/python -m bench.bench_integration --whole-process [--frames 16 64] [--repeat 3] \
+        [--methods winsorized sigma minmax percentile] [--one-core]
 """
 
 from __future__ import annotations
@@ -169,7 +180,152 @@ def run_siril(paths: list[Path]) -> dict:
             "child_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0}
 
 
-RUNNERS = {"floor": run_floor, "astropy": run_astropy, "darkd": run_darkd, "ccdproc": run_ccdproc,
+SIRIL_REJECTION = {"winsorized": "w 4 3", "sigma": "s 4 3", "percentile": "p 0.2 0.1"}
+DARKD = Path(sys.executable).parent / "darkd"
+
+
+def _timed(argv: list[str], cwd: Path | None = None) -> dict:
+    """Run ``argv`` as a child process; wall time, CPU seconds and peak RSS (MiB) of that child alone."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024.0,
+            "returncode": proc.returncode, "output": output.decode(errors="replace")}
+
+
+def whole_darkd(paths: list[Path], method: str, out_dir: Path, one_core: bool) -> dict:
+    out = out_dir / f"master_{method}.fits"
+    argv = [str(DARKD), "integrate", *map(str, paths), "-o", str(out), "--rejection", method]
+    if one_core:
+        argv = ["taskset", "-c", "0", *argv, "--memory-budget", "512MiB", "--workers", "1"]
+    result = _timed(argv)
+    out.unlink(missing_ok=True)
+    if result["returncode"] != 0:
+        result["error"] = result["output"][-500:]
+    return result
+
+
+def whole_siril(paths: list[Path], method: str, one_core: bool) -> dict:
+    exe = shutil.which("siril-cli")
+    if exe is None:
+        return {"skipped": "siril-cli not installed"}
+    work = Path(tempfile.mkdtemp(prefix="darkd-siril-"))
+    try:
+        for i, p in enumerate(paths):
+            (work / f"dark_{i:05d}.fits").symlink_to(p.resolve())
+        (work / "stack.ssf").write_text(f"requires 1.0.0\nsetext fits\nconvert dark -out=seq\ncd seq\n"
+                                        f"stack dark rej {SIRIL_REJECTION.get(method, SIRIL_REJECTION['winsorized'])}"
+                                        f" -nonorm -out=result\n")
+        argv = [exe, "-d", str(work), "-s", str(work / "stack.ssf")]
+        result = _timed(["taskset", "-c", "0", *argv] if one_core else argv)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if result["returncode"] != 0 or "Stacked sequence successfully" not in result["output"]:
+        result["error"] = result["output"][-500:]
+    return result
+
+
+def whole_process(frames: list[int], directory: Path, repeat: int, methods: list[str], one_core: bool) -> int:
+    """Alternate ``darkd integrate`` and ``siril-cli -s`` on the same files; print one table per stack size."""
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+          f"{', pinned to CPU 0 (darkd: 512 MiB budget, 1 worker)' if one_core else ''}")
+    out_dir = Path(tempfile.mkdtemp(prefix="darkd-bench-out-"))
+    try:
+        for n in frames:
+            paths = make_frames(directory / f"n{n}", n)
+            runs: dict[tuple[str, str], list[dict]] = {}
+            loads = []
+            for _ in range(repeat):
+                for method in methods:
+                    loads.append(os.getloadavg()[0])
+                    runs.setdefault(("darkd", method), []).append(whole_darkd(paths, method, out_dir, one_core))
+                    siril_method = method if method in SIRIL_REJECTION else "winsorized"
+                    if method in SIRIL_REJECTION or ("siril", "winsorized") not in runs:
+                        runs.setdefault(("siril", siril_method), []).append(whole_siril(paths, siril_method,
+                                                                                        one_core))
+            print(f"\nN = {n}: {repeat} rounds, load average (1 min) {min(loads):.1f}–{max(loads):.1f} over the run")
+            print("| tool | rejection | wall s (min; all runs) | CPU s (min) | peak RSS MiB (max) | wall vs Siril |")
+            print("|---|---|---|---|---|---|")
+            for (tool, method), results in runs.items():
+                good = [r for r in results if "wall_s" in r and "error" not in r]
+                if not good:
+                    print(f"| {tool} | {method} | {(results[0].get('error') or results[0].get('skipped', ''))[:80]!r}"
+                          " | | | |")
+                    continue
+                wall = min(r["wall_s"] for r in good)
+                peer = runs.get(("siril", method if method in SIRIL_REJECTION else "winsorized"), [])
+                peer_good = [r["wall_s"] for r in peer if "wall_s" in r and "error" not in r]
+                ratio = f"{wall / min(peer_good):.2f}" if peer_good and tool == "darkd" else ""
+                every = ", ".join(f"{r['wall_s']:.2f}" for r in good)
+                print(f"| {tool} | {method} | {wall:.2f}; {every} | "
+                      f"{min(r['cpu_s'] for r in good):.1f} | {max(r['peak_rss_mib'] for r in good):.0f} | {ratio} |")
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return 0
+
+
+def run_split(paths: list[Path]) -> dict:
+    """Where the time goes, step by step on one thread (CPU seconds, so other jobs on the machine disturb it little):
+    read + decode (+ sha256 of each row), sort along the frame axis (:func:`sort_frames_inplace`: compiled network,
+    or the NumPy one with DARKD_NO_NUMBA=1),
+    clip + combine on the sorted band (compiled kernel), the kernel with its own fused sort, the NumPy fallback's
+    clip + combine, and writing the master."""
+    from calib.integration import FrameSource, IntegrationResult, write_integration
+    from calib.rejection import RejectionParams, kept_mean, reject_sorted, sort_frames_inplace
+    from calib.rejection import winsorized_combine_numba as kernel
+
+    sources = [FrameSource(p) for p in paths]
+    n = len(sources)
+    height, width = sources[0].shape
+    band = 32
+    totals = dict.fromkeys(("read", "sort", "clip_combine_kernel", "fused_sort_clip_kernel",
+                            "clip_combine_numpy", "write"), 0.0)
+    kernel(np.zeros((n, 8), dtype=np.float32), 4.0, 3.0)  # load the compiled kernel first
+    data = np.empty((height, width), dtype=np.float32)
+    for r0 in range(0, height, band):
+        r1 = min(r0 + band, height)
+        stack = np.empty((n, r1 - r0, width), dtype=np.float32)
+        t = time.process_time()
+        for i, src in enumerate(sources):
+            src.read_rows(r0, r1, stack[i])
+        totals["read"] += time.process_time() - t
+        flat = stack.reshape(n, -1)
+        t = time.process_time()
+        fused = kernel(flat, 4.0, 3.0, presorted=False)
+        totals["fused_sort_clip_kernel"] += time.process_time() - t
+        t = time.process_time()
+        sort_frames_inplace(flat)
+        totals["sort"] += time.process_time() - t
+        t = time.process_time()
+        out, _, _ = kernel(flat, 4.0, 3.0)
+        totals["clip_combine_kernel"] += time.process_time() - t
+        assert np.array_equal(out, fused[0])
+        if r0 % (8 * band) == 0:  # the NumPy fallback on every 8th band only (it is slow), scaled up below
+            t = time.process_time()
+            lo, hi = reject_sorted(flat, np.zeros(flat.shape[1], dtype=np.int32),
+                                   np.full(flat.shape[1], n, dtype=np.int32), RejectionParams())
+            kept_mean(flat, lo, hi)
+            totals["clip_combine_numpy"] += 8 * (time.process_time() - t)
+        data[r0:r1] = out.reshape(r1 - r0, width)
+    for s in sources:
+        s.close()
+    from astropy.io import fits
+
+    out_dir = Path(tempfile.mkdtemp(prefix="darkd-bench-"))
+    t = time.process_time()
+    zeros = np.zeros(data.shape, dtype=np.uint16)
+    write_integration(IntegrationResult(data, zeros, zeros, fits.Header(), {}), out_dir / "master.fits")
+    totals["write"] = time.process_time() - t
+    shutil.rmtree(out_dir)
+    return {"wall_s": sum(totals.values()), "cpu_s_by_step": {k: round(v, 3) for k, v in totals.items()},
+            "ns_per_pixel": {k: round(v / (height * width) * 1e9, 1) for k, v in totals.items()}}
+
+
+RUNNERS = {"split": run_split, "floor": run_floor, "astropy": run_astropy, "darkd": run_darkd, "ccdproc": run_ccdproc,
            "siril": run_siril}
 
 
@@ -200,6 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best wall time is kept")
     parser.add_argument("--ccdproc-max", type=int, default=16, help="run ccdproc only up to this many frames")
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the frames are generated and kept")
+    parser.add_argument("--split", action="store_true",
+                        help="CPU seconds per step (read, sort, clip + combine, write) on one thread")
+    parser.add_argument("--whole-process", action="store_true",
+                        help="time `darkd integrate` and `siril-cli -s` as whole processes, alternating")
+    parser.add_argument("--methods", nargs="+", default=["winsorized"],
+                        help="rejection methods for --whole-process (default winsorized)")
+    parser.add_argument("--one-core", action="store_true",
+                        help="--whole-process pinned to one CPU, darkd with a 512 MiB budget and 1 worker")
     parser.add_argument("--worker", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -213,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
+    if args.split:
+        for n in args.frames:
+            make_frames(args.dir / f"n{n}", n)
+            print(json.dumps({"n": n, "load_average_1min": os.getloadavg()[0], **measure("split", args.dir, n)}))
+        return 0
+    if args.whole_process:
+        return whole_process(args.frames, args.dir, args.repeat, args.methods, args.one_core)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     rows = []
     for n in args.frames:

@@ -43,6 +43,7 @@ from calib.rejection import (
     kept_median,
     numba_available,
     reject_sorted,
+    sigma_combine_numba,
     sort_frames_inplace,
     winsorized_combine_numba,
 )
@@ -264,6 +265,7 @@ class _Integrator:
         # the compiled Winsorized kernel when numba is installed (same algorithm; see calib.rejection)
         self.use_kernel = (params.rejection == "winsorized" and params.max_iterations is None
                            and numba_available())
+        self.use_sigma_kernel = params.rejection == "sigma" and numba_available()
         height, width = sources[0].shape
         self.data = np.empty((height, width), dtype=np.float32)
         self.low = np.empty((height, width), dtype=np.uint16)
@@ -291,11 +293,17 @@ class _Integrator:
                 raise FrameError(f"{src.path}: NaN or infinite pixel values in rows {r0 + 1}-{r1}")
         self.digests[r0] = digests
         flat = stack.reshape(n, -1)
-        sort_frames_inplace(flat)
-        if self.use_kernel:
+        if self.use_kernel:  # the kernel sorts each block of pixels itself, in the L1 cache, fused with the clipping
             combined, rej_low, rej_high = winsorized_combine_numba(
-                flat, self.params.sigma_low, self.params.sigma_high, median=self.params.combine == "median")
+                flat, self.params.sigma_low, self.params.sigma_high, median=self.params.combine == "median",
+                presorted=False)
+        elif self.use_sigma_kernel:
+            sort_frames_inplace(flat)
+            combined, rej_low, rej_high = sigma_combine_numba(
+                flat, self.params.sigma_low, self.params.sigma_high, median=self.params.combine == "median",
+                max_iterations=self.params.max_iterations)
         else:
+            sort_frames_inplace(flat)
             lo0 = np.zeros(flat.shape[1], dtype=np.int32)
             hi0 = np.full(flat.shape[1], n, dtype=np.int32)
             lo, hi = reject_sorted(flat, lo0, hi0, self.rparams)
@@ -389,7 +397,7 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
                                        "frame_scales_adu": [lv.scale_adu for lv in levels],
                                        "normalization_factors": [list(f) for f in factors], "band_rows": band_rows,
                                        "workers": workers, "elapsed_s": 0.0, "input_digest": digest,
-                   "compiled_kernel": worker.use_kernel}
+                   "compiled_kernel": worker.use_kernel or worker.use_sigma_kernel}
         header = _header(sources, params, digest, summary)
         summary["elapsed_s"] = time.perf_counter() - t0
         log.info("integrated %d frames %dx%d in %.2f s (%d-row bands, %d workers), %.3f%% rejected", n, shape[1],

@@ -50,8 +50,10 @@ _MAX_OUTER = 100
 
 # One iteration of a clipping method: (sorted band, kept-range starts, kept-range ends) -> new (starts, ends).
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-# The compiled kernel: (stack, out, low, high, k_low, k_high, median, max_outer, max_inner), outputs filled in place.
-Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, bool, int, int], None]
+# The compiled kernel: (stack, pair_a, pair_b, out, low, high, k_low, k_high, median, max_outer, max_inner), outputs
+# filled in place; the stack is sorted by the comparators (pair_a[i], pair_b[i]) first (none: already sorted).
+Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, bool, int,
+                   int], None]
 
 
 @dataclass(frozen=True)
@@ -219,10 +221,16 @@ _NETWORK_MAX_N = 128
 def sort_frames_inplace(flat: np.ndarray) -> None:
     """Sort ``flat`` (n, P) float32 along the frame axis in place. No NaN allowed (use :func:`sort_stack` then).
 
-    Up to 128 frames a Batcher sorting network of ``np.minimum``/``np.maximum`` runs on cache-sized column chunks
-    (about 4x faster than ``np.sort`` along a strided axis); larger stacks use ``np.sort``.
+    With numba (and ``DARKD_NO_NUMBA`` unset), up to 256 frames, the same Batcher network runs compiled on blocks of
+    64 columns held in the L1 cache (:func:`_block_sort`). Otherwise, up to 128 frames, the network of
+    ``np.minimum``/``np.maximum`` runs on cache-sized column chunks (about 4x faster than ``np.sort`` along a strided
+    axis); larger stacks use ``np.sort``. Every path gives the same sorted values.
     """
     n, ncols = flat.shape
+    if 2 <= n <= _KERNEL_NETWORK_MAX_N and flat.flags.c_contiguous and numba_available():
+        pair_a, pair_b = _kernel_network(n)
+        _numba_sorter()(flat, pair_a, pair_b)
+        return
     if n > _NETWORK_MAX_N or n < 2:
         flat.sort(axis=0)
         return
@@ -567,13 +575,21 @@ def reject(stack: np.ndarray, params: RejectionParams | None = None, **kwargs: A
 
 
 def kept_mean(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Mean (float64) of the kept values ``s[lo:hi]`` per column; only columns with rejections pay for masking."""
+    """Mean (float64) of the kept values ``s[lo:hi]`` per column.
+
+    ``Σ_{lo ≤ r < hi} s[r] = Σ_r s[r] − Σ_{r < lo} s[r] − Σ_{r ≥ hi} s[r]``: the values are sorted, so only the rows
+    below ``max(lo)`` and from ``min(hi)`` up can hold rejected values, and only those rows are visited again.
+    """
     n = s.shape[0]
     total = s.sum(axis=0, dtype=np.float64)
-    idx = np.flatnonzero((lo > 0) | (hi < n))
-    if idx.size:
-        sub = s[:, idx]
-        total[idx] = np.where(_valid(sub, lo[idx], hi[idx]), sub, 0).sum(axis=0, dtype=np.float64)
+    for r in range(int(lo.max(initial=0))):
+        total -= np.where(r < lo, s[r], np.float32(0))
+    for r in range(int(hi.min(initial=n)), n):
+        total -= np.where(r >= hi, s[r], np.float32(0))
+    bad = np.flatnonzero(~np.isfinite(total))  # NaN/inf among the excluded values: sum the kept ones directly
+    if bad.size:
+        sub = s[:, bad]
+        total[bad] = np.where(_valid(sub, lo[bad], hi[bad]), sub, 0).sum(axis=0, dtype=np.float64)
     mean: np.ndarray = total / np.maximum(hi - lo, 1)
     return mean
 
@@ -597,115 +613,263 @@ def numba_available() -> bool:
 
 
 def winsorized_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: float,
-                             median: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Winsorized sigma clipping + combination of ``sorted_stack`` (n, P) float32, sorted along the frame axis
-    (:func:`sort_frames_inplace`), with the compiled kernel (single-threaded, releases the GIL).
+                             median: bool = False, *, presorted: bool = True) -> tuple[np.ndarray, np.ndarray,
+                                                                                       np.ndarray]:
+    """Winsorized sigma clipping + combination of ``sorted_stack`` (n, P) float32 with the compiled kernel
+    (single-threaded, releases the GIL: callers run bands in threads).
 
+    With ``presorted=False`` the stack (finite values only) is sorted inside the kernel, fused with the clipping: the
+    columns are taken in blocks of 64 pixels, copied into a small buffer that stays in the L1 cache and sorted there
+    by the same Batcher network as :func:`sort_frames_inplace` (the comparator loop over the 64 pixels compiles to
+    SIMD min/max); more than 256 frames are sorted per pixel instead. The stack is not modified in that case.
     The inner loop uses prefix sums of the sorted values: only the values beyond ``c ± 1.5σ`` (found by scanning from
     both ends) are clamped, so an iteration costs O(clamped values), not O(n).
     Returns ``(combined float32, rejected_low int32, rejected_high int32)``. Raises ``ImportError`` without numba.
     """
     stack = sorted_stack
-    ncols = stack.shape[1]
+    n, ncols = stack.shape
     out = np.empty(ncols, dtype=np.float32)
     low = np.empty(ncols, dtype=np.int32)
     high = np.empty(ncols, dtype=np.int32)
-    _numba_kernel()(stack, out, low, high, float(sigma_low), float(sigma_high), bool(median), _MAX_OUTER,
-                  _WINSOR_MAX_INNER)
+    pair_a, pair_b = _kernel_network(0 if presorted else n)
+    _numba_kernel()(stack, pair_a, pair_b, out, low, high, float(sigma_low), float(sigma_high), bool(median),
+                    _MAX_OUTER, _WINSOR_MAX_INNER)
     return out, low, high
+
+
+_KERNEL_NETWORK_MAX_N = 256
+
+
+@functools.lru_cache(maxsize=16)
+def _kernel_network(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Comparator arrays for the kernel: Batcher's network for ``n`` values; empty when ``n`` is 0 (presorted); one
+    ``(-1, -1)`` pair when ``n`` exceeds 256 (the kernel then sorts each pixel's values on their own)."""
+    if n > _KERNEL_NETWORK_MAX_N:
+        a = b = np.full(1, -1, dtype=np.int64)
+    else:
+        pairs = np.array(batcher_network(n) if n >= 2 else (), dtype=np.int64).reshape(-1, 2)
+        a, b = np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
+    a.flags.writeable = False
+    b.flags.writeable = False
+    return a, b
 
 
 @functools.cache
 def _numba_kernel() -> Kernel:  # pragma: no cover - exercised only where numba is installed
-    """Compile the kernel once per process (numba caches the machine code on disk: ``cache=True``)."""
+    """Compile the kernel once per process; numba caches the machine code on disk (``cache=True``: next to this
+    module in ``__pycache__``, or in the user's cache directory / ``NUMBA_CACHE_DIR`` when that is not writable), so
+    later processes load it instead of compiling."""
     import numba
 
+    return numba.njit(nogil=True, cache=True)(_winsorized_kernel)
+
+
+_BLOCK = 64  # pixels sorted together in the kernel: n × 64 × 4 B stays in L1 for n ≤ 128
+
+
+@functools.cache
+def _numba_sorter() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:  # pragma: no cover - needs numba
+    """The compiled :func:`_block_sort` (machine code cached on disk like the kernel's)."""
+    import numba
+
+    sorter: Callable[[np.ndarray, np.ndarray, np.ndarray], None] = numba.njit(nogil=True, cache=True)(_block_sort)
+    return sorter
+
+
+def _block_sort(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray) -> None:  # pragma: no cover - numba
+    """Sort ``stack`` (n, P) along axis 0 in place by the comparators ``(pair_a[k], pair_b[k])``, 64 columns at a
+    time copied into a small buffer (the comparator loop over the 64 columns compiles to SIMD min/max)."""
+    n, ncols = stack.shape
+    block = _BLOCK
+    buf = np.empty((n, block), dtype=stack.dtype)
+    for b0 in range(0, ncols, block):
+        w = min(block, ncols - b0)
+        for i in range(n):
+            for j in range(w):
+                buf[i, j] = stack[i, b0 + j]
+        for k in range(pair_a.shape[0]):
+            ra = pair_a[k]
+            rb = pair_b[k]
+            for j in range(w):
+                x = buf[ra, j]
+                y = buf[rb, j]
+                buf[ra, j] = x if x < y else y
+                buf[rb, j] = y if x < y else x
+        for i in range(n):
+            for j in range(w):
+                stack[i, b0 + j] = buf[i, j]
+
+
+def _winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray, out: np.ndarray,
+                       low: np.ndarray, high: np.ndarray, k_low: float, k_high: float, median: bool,
+                       max_outer: int, max_inner: int) -> None:  # pragma: no cover - compiled by numba
+    """The compiled per-pixel algorithm (see :func:`winsorized_combine_numba`); plain Python that numba compiles."""
     clamp, gain, tol = WINSOR_CLAMP, WINSOR_GAIN, WINSOR_TOLERANCE
-
-    @numba.njit(nogil=True, cache=True)
-    def kernel(stack: np.ndarray, out: np.ndarray, low: np.ndarray, high: np.ndarray, k_low: float, k_high: float,
-               median: bool, max_outer: int, max_inner: int) -> None:
-        n, ncols = stack.shape
-        chunk = 1024
-        for ch in range((ncols + chunk - 1) // chunk):
-            v = np.empty(n, dtype=np.float64)
-            p1 = np.empty(n + 1, dtype=np.float64)
-            p2 = np.empty(n + 1, dtype=np.float64)
-            for p in range(ch * chunk, min(ncols, (ch + 1) * chunk)):
-                for i in range(n):  # the column is already sorted (sort_frames_inplace)
-                    v[i] = stack[i, p]
-                p1[0] = 0.0
-                p2[0] = 0.0
-                for i in range(n):
-                    p1[i + 1] = p1[i] + v[i]
-                    p2[i + 1] = p2[i] + v[i] * v[i]
-                lo, hi = 0, n
-                for _outer in range(max_outer):
-                    m = hi - lo
-                    if m < 3:
-                        break
-                    c = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
-                    pos = lo + 0.25 * (m - 1)
-                    i0 = int(np.floor(pos))
-                    q1 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
-                    pos = lo + 0.75 * (m - 1)
-                    i0 = int(np.floor(pos))
-                    q3 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
-                    s = (q3 - q1) / 1.349
-                    if s <= 0:
-                        mean = 0.0
-                        for i in range(lo, hi):
-                            mean += v[i]
-                        mean /= m
-                        var = 0.0
-                        for i in range(lo, hi):
-                            var += (v[i] - mean) ** 2
-                        s = np.sqrt(var / m)
-                    if s <= 0:
-                        break
-                    prev = np.inf
-                    for _inner in range(max_inner):
-                        # clamped mean/variance from the prefix sums: only the ends of the sorted values are clamped
-                        h = clamp * s
-                        t0 = c - h
-                        t1 = c + h
-                        a = lo
-                        while a < hi and v[a] < t0:
-                            a += 1
-                        b = hi
-                        while b > a and v[b - 1] > t1:
-                            b -= 1
-                        s1 = (a - lo) * t0 + (p1[b] - p1[a]) + (hi - b) * t1
-                        s2 = (a - lo) * t0 * t0 + (p2[b] - p2[a]) + (hi - b) * t1 * t1
-                        mean = s1 / m
-                        ns = gain * np.sqrt(max(s2 / m - mean * mean, 0.0))
-                        c = mean
-                        done = abs(ns - s) < tol * s or abs(ns - prev) < tol * s or ns <= 0
-                        prev = s
-                        s = ns
-                        if done:
-                            break
-                    if s <= 0:
-                        break
-                    t_low = c - k_low * s
-                    t_high = c + k_high * s
-                    nlo, nhi = lo, hi
-                    while nlo < hi and v[nlo] < t_low:
-                        nlo += 1
-                    while nhi > nlo and v[nhi - 1] > t_high:
-                        nhi -= 1
-                    if nhi <= nlo or (nlo == lo and nhi == hi):
-                        break
-                    lo, hi = nlo, nhi
+    n, ncols = stack.shape
+    block = _BLOCK
+    npairs = pair_a.shape[0]
+    per_pixel_sort = npairs == 1 and pair_a[0] < 0
+    buf = np.empty((n, block), dtype=np.float32)
+    v = np.empty(n, dtype=np.float64)
+    p1 = np.empty(n + 1, dtype=np.float64)
+    p2 = np.empty(n + 1, dtype=np.float64)
+    for b0 in range(0, ncols, block):
+        w = min(block, ncols - b0)
+        for i in range(n):
+            for j in range(w):
+                buf[i, j] = stack[i, b0 + j]
+        if not per_pixel_sort:
+            for k in range(npairs):
+                ra = pair_a[k]
+                rb = pair_b[k]
+                for j in range(w):
+                    x = buf[ra, j]
+                    y = buf[rb, j]
+                    buf[ra, j] = x if x < y else y
+                    buf[rb, j] = y if x < y else x
+        for j in range(w):
+            p = b0 + j
+            for i in range(n):
+                v[i] = buf[i, j]
+            if per_pixel_sort:
+                v.sort()
+            p1[0] = 0.0
+            p2[0] = 0.0
+            for i in range(n):
+                p1[i + 1] = p1[i] + v[i]
+                p2[i + 1] = p2[i] + v[i] * v[i]
+            lo, hi = 0, n
+            for _outer in range(max_outer):
                 m = hi - lo
-                if median:
-                    out[p] = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
-                else:
-                    total = 0.0
+                if m < 3:
+                    break
+                c = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
+                pos = lo + 0.25 * (m - 1)
+                i0 = int(np.floor(pos))
+                q1 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
+                pos = lo + 0.75 * (m - 1)
+                i0 = int(np.floor(pos))
+                q3 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
+                s = (q3 - q1) / 1.349
+                if s <= 0:
+                    mean = (p1[hi] - p1[lo]) / m
+                    var = 0.0
                     for i in range(lo, hi):
-                        total += v[i]
-                    out[p] = total / m
-                low[p] = lo
-                high[p] = n - hi
+                        var += (v[i] - mean) ** 2
+                    s = np.sqrt(var / m)
+                if s <= 0:
+                    break
+                prev = np.inf
+                for _inner in range(max_inner):
+                    # clamped mean/variance from the prefix sums: only the ends of the sorted values are clamped
+                    h = clamp * s
+                    t0 = c - h
+                    t1 = c + h
+                    a = lo
+                    while a < hi and v[a] < t0:
+                        a += 1
+                    b = hi
+                    while b > a and v[b - 1] > t1:
+                        b -= 1
+                    s1 = (a - lo) * t0 + (p1[b] - p1[a]) + (hi - b) * t1
+                    s2 = (a - lo) * t0 * t0 + (p2[b] - p2[a]) + (hi - b) * t1 * t1
+                    mean = s1 / m
+                    ns = gain * np.sqrt(max(s2 / m - mean * mean, 0.0))
+                    c = mean
+                    done = abs(ns - s) < tol * s or abs(ns - prev) < tol * s or ns <= 0
+                    prev = s
+                    s = ns
+                    if done:
+                        break
+                if s <= 0:
+                    break
+                t_low = c - k_low * s
+                t_high = c + k_high * s
+                nlo, nhi = lo, hi
+                while nlo < hi and v[nlo] < t_low:
+                    nlo += 1
+                while nhi > nlo and v[nhi - 1] > t_high:
+                    nhi -= 1
+                if nhi <= nlo or (nlo == lo and nhi == hi):
+                    break
+                lo, hi = nlo, nhi
+            m = hi - lo
+            if median:
+                out[p] = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
+            else:
+                out[p] = (p1[hi] - p1[lo]) / m
+            low[p] = lo
+            high[p] = n - hi
 
+
+def sigma_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: float, median: bool = False,
+                        max_iterations: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sigma clipping (method ``sigma``: centre = median, σ = standard deviation, ddof = 0) + combination of
+    ``sorted_stack`` (n, P) float32 sorted along the frame axis, finite values only, with a compiled per-pixel loop
+    (releases the GIL). Same arithmetic as :func:`reject_sorted` (float32 median and deviations from the float32
+    mean, float64 sums, thresholds compared in float32); only the order of the float64 sums differs.
+    Returns ``(combined float32, rejected_low int32, rejected_high int32)``. Raises ``ImportError`` without numba.
+    """
+    ncols = sorted_stack.shape[1]
+    out = np.empty(ncols, dtype=np.float32)
+    low = np.empty(ncols, dtype=np.int32)
+    high = np.empty(ncols, dtype=np.int32)
+    limit = _MAX_OUTER if max_iterations is None else min(max_iterations, _MAX_OUTER)
+    _numba_sigma_kernel()(sorted_stack, out, low, high, float(sigma_low), float(sigma_high), bool(median), limit)
+    return out, low, high
+
+
+@functools.cache
+def _numba_sigma_kernel() -> Callable[..., None]:  # pragma: no cover - exercised only where numba is installed
+    """The compiled :func:`_sigma_kernel` (machine code cached on disk like the Winsorized kernel's)."""
+    import numba
+
+    kernel: Callable[..., None] = numba.njit(nogil=True, cache=True)(_sigma_kernel)
     return kernel
+
+
+def _sigma_kernel(stack: np.ndarray, out: np.ndarray, low: np.ndarray, high: np.ndarray, k_low: float,
+                  k_high: float, median: bool, limit: int) -> None:  # pragma: no cover - compiled by numba
+    """Per pixel: iterate median/std clipping on the sorted column until nothing changes, < 3 values or ``limit``."""
+    n, ncols = stack.shape
+    v = np.empty(n, dtype=np.float32)
+    for p in range(ncols):
+        for i in range(n):
+            v[i] = stack[i, p]
+        lo, hi = 0, n
+        for _it in range(limit):
+            m = hi - lo
+            if m < 3:
+                break
+            c = np.float64(np.float32(0.5) * (v[lo + (m - 1) // 2] + v[lo + m // 2]))
+            total = 0.0
+            for i in range(lo, hi):
+                total += v[i]
+            mean32 = np.float32(total / m)
+            var = 0.0
+            for i in range(lo, hi):
+                d = np.float64(v[i] - mean32)
+                var += d * d
+            sd = np.sqrt(var / m)
+            if not sd > 0:
+                break
+            t_low = np.float32(c - k_low * sd)
+            t_high = np.float32(c + k_high * sd)
+            nlo, nhi = lo, hi
+            while nlo < hi and v[nlo] < t_low:
+                nlo += 1
+            while nhi > nlo and v[nhi - 1] > t_high:
+                nhi -= 1
+            if nhi <= nlo or (nlo == lo and nhi == hi):
+                break
+            lo, hi = nlo, nhi
+        m = hi - lo
+        if median:
+            out[p] = np.float32(0.5) * (v[lo + (m - 1) // 2] + v[lo + m // 2])
+        else:
+            total = 0.0
+            for i in range(lo, hi):
+                total += v[i]
+            out[p] = total / m
+        low[p] = lo
+        high[p] = n - hi

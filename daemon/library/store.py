@@ -15,6 +15,7 @@ Every public method opens and closes its own session and returns plain dataclass
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import typing
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,12 +23,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from daemon.library.integrity import sha256_file
@@ -35,6 +34,9 @@ from daemon.library.keys import KEY_FIELDS, KEY_SPECS, LibraryKey
 from daemon.library.layout import Layout
 from daemon.library.models import CameraDefaults, Entry, Frame, key_column
 from daemon.settings import LibrarySettings
+
+if TYPE_CHECKING:  # Alembic is imported only when a schema change is due (start-up time of every darkd command)
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +149,53 @@ class EntryView(LibraryKey):
 
 def alembic_config(url: str) -> Config:
     """An Alembic :class:`Config` built in code (no ini file needed) pointing at our migrations."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
+_REVISION_LINE = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:None|[\"']([^\"']+)[\"'])", re.M)
+
+
+def head_revision() -> str | None:
+    """The head of our migration scripts, read from their ``revision``/``down_revision`` lines without importing
+    Alembic; ``None`` when the scripts do not form one plain chain (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in sorted((MIGRATIONS_DIR / "versions").glob("[!_]*.py")):
+        found = dict((m.group(1), m.group(2)) for m in _REVISION_LINE.finditer(script.read_text(encoding="utf-8")))
+        if "revision" not in found or found["revision"] is None or "down_revision" not in found:
+            return None
+        revisions.add(found["revision"])
+        if found["down_revision"] is not None:
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and parents <= revisions else None
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    """The revision recorded in the database (``alembic_version``), or ``None`` when there is none yet."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+    except DBAPIError:
+        return None  # no table yet: a new index
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the schema of ``engine``'s database to ``revision`` (creates it from empty)."""
+    """Upgrade the schema of ``engine``'s database to ``revision`` (creates it from empty).
+
+    When the database already records the head revision (every open of an existing index), one query answers and
+    Alembic is not even imported; otherwise Alembic's ``upgrade`` runs.
+    """
+    if revision == "head" and (head := head_revision()) is not None and _stored_revision(engine) == head:
+        return
+    from alembic import command
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:

@@ -171,3 +171,18 @@ def test_full_disk_during_master_write_is_a_clear_error(tmp_path: Path, monkeypa
     monkeypatch.undo()
     write_integration(result, out)  # the same result writes once there is room again
     assert fits.getdata(out).shape == (300, 200)
+
+
+def test_sigma_clipping_compiled_and_numpy_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("numba")
+    paths, _ = _frames(tmp_path, n=12, seed=9)
+    params = IntegrationParams(combine="mean", rejection="sigma")
+    compiled = integrate(paths, params)
+    assert compiled.summary["compiled_kernel"] is True
+    monkeypatch.setenv("DARKD_NO_NUMBA", "1")
+    fallback = integrate(paths, params)
+    assert fallback.summary["compiled_kernel"] is False
+    np.testing.assert_array_equal(compiled.rejected_low, fallback.rejected_low)
+    np.testing.assert_array_equal(compiled.rejected_high, fallback.rejected_high)
+    assert compiled.rejected_high.sum() > 0, "the frames must give the clipping something to reject"
+    np.testing.assert_allclose(compiled.data, fallback.data, rtol=1e-6)

@@ -217,3 +217,63 @@ def test_compiled_kernel_matches_numpy_path() -> None:
     assert np.mean(low == lo) > 0.9999 and np.mean(high == 16 - hi) > 0.9999
     np.testing.assert_allclose(out[(low == lo) & (high == 16 - hi)], kept_mean(stack, lo, hi)[(low == lo)
                                & (high == 16 - hi)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 5, 16, 300])
+def test_compiled_kernel_sorts_itself(n: int) -> None:
+    """The fused sort (a Batcher network on 64-pixel blocks, or a per-pixel sort above 256 frames) gives the same
+    result as the kernel on a stack sorted beforehand, and leaves its input untouched."""
+    pytest.importorskip("numba")
+    from calib.rejection import winsorized_combine_numba
+
+    rng = np.random.default_rng(n)
+    stack = np.round(rng.normal(2000.0, 40.0, (n, 1000)) / 16.0).astype(np.float32) * 16.0
+    stack.reshape(-1)[rng.integers(0, stack.size, 20)] += 5000.0
+    original = stack.copy()
+    fused = winsorized_combine_numba(stack, 4.0, 3.0, presorted=False)
+    np.testing.assert_array_equal(stack, original)
+    sort_frames_inplace(stack)
+    for got, expected in zip(fused, winsorized_combine_numba(stack, 4.0, 3.0), strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_kept_mean_equals_the_mean_of_the_kept_slice_even_with_nan_excluded() -> None:
+    from calib.rejection import kept_mean
+
+    rng = np.random.default_rng(3)
+    s = np.sort(rng.normal(100.0, 10.0, (9, 500)).astype(np.float32), axis=0)
+    s[8, :7] = np.nan  # excluded NaN (sorted last)
+    lo = rng.integers(0, 3, 500).astype(np.int32)
+    hi = (9 - rng.integers(1, 4, 500)).astype(np.int32)
+    expected = [s[lo[p]:hi[p], p].astype(np.float64).mean() for p in range(500)]
+    np.testing.assert_allclose(kept_mean(s, lo, hi), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [16, 130])
+def test_numpy_sorting_network_without_numba(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DARKD_NO_NUMBA", "1")
+    rng = np.random.default_rng(n)
+    values = np.round(rng.normal(0, 3, (n, 40000))).astype(np.float32)
+    expected = np.sort(values, axis=0)
+    sort_frames_inplace(values)
+    np.testing.assert_array_equal(values, expected)
+
+
+@pytest.mark.parametrize(("n", "combine_median", "max_iterations"), [(3, False, None), (16, False, None),
+                                                                      (16, True, 1), (40, False, None)])
+def test_compiled_sigma_kernel_matches_numpy_path(n: int, combine_median: bool, max_iterations: int | None) -> None:
+    pytest.importorskip("numba")
+    from calib.rejection import kept_mean, kept_median, reject_sorted, sigma_combine_numba
+
+    rng = np.random.default_rng(n)
+    stack = np.round(rng.normal(2000.0, 40.0, (n, 20000)) / 16.0).astype(np.float32) * 16.0
+    stack.reshape(-1)[rng.integers(0, stack.size, 400)] += 5000.0
+    stack.reshape(-1)[rng.integers(0, stack.size, 100)] -= 1500.0
+    sort_frames_inplace(stack)
+    lo0, hi0 = np.zeros(20000, dtype=np.int32), np.full(20000, n, dtype=np.int32)
+    lo, hi = reject_sorted(stack, lo0, hi0, RejectionParams(method="sigma", max_iterations=max_iterations))
+    out, low, high = sigma_combine_numba(stack, 4.0, 3.0, median=combine_median, max_iterations=max_iterations)
+    np.testing.assert_array_equal(low, lo)
+    np.testing.assert_array_equal(high, n - hi)
+    expected = kept_median(stack, lo, hi) if combine_median else kept_mean(stack, lo, hi)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)

@@ -60,7 +60,24 @@ def test_library_commands_import_the_index_but_not_astropy_numpy_or_the_api(tmp_
     LibraryIndex.open(load_settings(config).library).close()  # an existing (empty) index, as in use
     loaded = imported_by(*argv, config=config)
     assert "daemon.library" in loaded, "the probe must really have opened the index"
-    assert not loaded & {"numpy", "astropy", "fastapi", "uvicorn", "calib", "matplotlib", "drivers"}
+    assert not loaded & {"numpy", "astropy", "fastapi", "uvicorn", "calib", "matplotlib", "drivers", "alembic"}
+
+
+def test_an_index_behind_the_head_is_still_upgraded(tmp_path: Path) -> None:
+    """Skipping Alembic when the stored revision is the head must not skip a due migration."""
+    from sqlalchemy import text
+
+    from daemon.library.store import head_revision, make_engine, migrate
+
+    assert head_revision() == "0003"
+    engine = make_engine(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    migrate(engine, "0002")
+    with engine.begin() as conn:
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0002"
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0003"
+    engine.dispose()
 
 
 def _lazy_choices(parser: argparse.ArgumentParser) -> Iterator[tuple[str, LazyChoices]]:
