@@ -96,7 +96,8 @@ class Runtime:
     def start(self) -> Runtime:
         """Open the index, start the job engine (resuming interrupted jobs) and the background threads."""
         if self.settings.watch.folders:  # checks [watch] (build window, weather) before anything starts
-            self.watch = ClosedLoop(self.settings, self.index, None, self.bus)
+            self.watch = ClosedLoop(self.settings, self.index, None, self.bus,
+                                    camera_state=lambda: self.camera_state()[0])
         self.index.create()
         self._stop.clear()
         sub = self.bus.subscribe(maxsize=10_000)

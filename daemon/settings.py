@@ -139,6 +139,8 @@ class WatchSettings(BaseModel):
     max_cooling_delta_c: float | None = None  # default: the camera profile's, else 38
     max_attempts: int = Field(default=2, ge=1, le=100)  # builds of a key that failed before it is reported unbuildable
     readout_s: float = Field(default=2.0, ge=0)  # for the build-time estimate
+    #: build once the camera took no exposure for anyone this long (the imaging program stopped or disconnected)
+    idle_s: float | None = Field(default=None, gt=0, le=7 * 86_400)
 
 
 class Settings(BaseModel):

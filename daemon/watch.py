@@ -20,9 +20,12 @@ A key whose set point the cooler cannot reach (colder than ``ambient_c − max_c
 :func:`daemon.planning.plan_from_keys`) is ``unbuildable`` with that reason, and so are its lights: never retried.
 
 **Building.** The standing plan is built when the camera is free (no capture job active) and cannot image: inside
-``build_window`` (local time, ``"22:00-05:00"``; may wrap midnight), or while the weather device says imaging is
+``build_window`` (local time, ``"22:00-05:00"``; may wrap midnight), while the weather device says imaging is
 impossible (:class:`daemon.jobs.weather_gate.WeatherGate`; the build job then gets the same ``weather`` param, so it
-yields the camera if the sky opens). With neither configured, it is built as soon as the camera is free. One
+yields the camera if the sky opens), or once the imaging program has let go of the camera: ``idle_s`` seconds in which
+the camera took no exposure for anyone (INDI shows darkd every client's exposures on the device; a program that
+disconnected, or stopped its sequence, takes none). With none of them configured, it is built as soon as the camera
+is free. One
 ``build-library`` job takes every missing key; **nothing is built twice**: a key already in a queued, running or
 paused build job is not submitted again, and a key the library has ready is taken off the plan. When the job ends,
 each of its keys is either ready (``built``: its waiting lights are calibrated) or counted as a failed attempt; after
@@ -56,6 +59,7 @@ from daemon.library.keys import LibraryKey
 from daemon.library.models import WatchKey, WatchLight
 from daemon.planning import DEFAULT_MAX_COOLING_DELTA_C, FITS_SUFFIXES, Plan, PlanError, plan_from_keys
 from daemon.settings import Settings
+from drivers.camera import CameraState
 
 log = logging.getLogger(__name__)
 
@@ -250,11 +254,14 @@ class ClosedLoop:
 
     ``engine``: the job engine the builds go to (``None``: lights are calibrated, missing keys wait). ``sky_closed``:
     overrides the weather gate (a callable returning True while imaging is impossible). ``clock``: the local time
-    for ``build_window`` (aware ``datetime``)."""
+    for ``build_window`` (aware ``datetime``). ``camera_state``: the camera's latest state (the runtime's monitor) for
+    ``idle_s``; ``monotonic``: the clock of that idle time."""
 
     def __init__(self, settings: Settings, index: LibraryIndex, engine: JobEngine | None, bus: EventBus, *,
                  sky_closed: Callable[[], bool] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now().astimezone()) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+                 camera_state: Callable[[], CameraState | None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.index = index
         self.engine = engine
@@ -267,6 +274,9 @@ class ClosedLoop:
 
             self.weather_params = validate_weather(settings.watch.weather)
         self._sky_closed = sky_closed
+        self.camera_state = camera_state
+        self._monotonic = monotonic
+        self._last_exposure = monotonic()  # the last moment the camera was seen exposing (for anyone), or the start
         self._gate: Any = None
         self._gate_retry = 0.0
         self._clock = clock
@@ -384,6 +394,7 @@ class ClosedLoop:
     def tick(self) -> None:
         """One round: take complete lights, follow the build jobs, submit a build when allowed."""
         with self._tick_lock:
+            self.idle_for_s()  # note whether the camera is exposing (for anyone) at every tick
             with self._changed_lock:
                 changed, self._changed = self._changed, set()
             for path in changed:
@@ -493,10 +504,15 @@ class ClosedLoop:
             return list(s.scalars(select(WatchKey).where(WatchKey.status.in_(statuses)).order_by(WatchKey.id)))
 
     def may_build(self) -> str | None:
-        """Why the camera cannot image now (``"build window …"``, ``"sky closed …"``), else ``None``. With neither
-        a window nor a weather device configured: ``"always"``."""
-        if self.window is None and self.weather_params is None and self._sky_closed is None:
+        """Why the camera cannot image now (``"build window …"``, ``"sky closed …"``, ``"camera idle …"``), else
+        ``None``. With no window, weather device or ``idle_s`` configured: ``"always"``."""
+        idle_s = self.settings.watch.idle_s
+        if self.window is None and self.weather_params is None and self._sky_closed is None and idle_s is None:
             return "always"
+        if idle_s is not None:
+            idle_for_s = self.idle_for_s()
+            if idle_for_s >= idle_s:
+                return f"camera idle for {idle_for_s:.0f} s (no exposure by any client)"
         if self.window is not None and in_window(self._clock(), self.window):
             return f"build window {self.settings.watch.build_window}"
         if self._sky_closed is not None:
@@ -506,6 +522,15 @@ class ClosedLoop:
             if gate is not None and gate.imaging_impossible():
                 return f"sky closed ({gate.describe()})"
         return None
+
+    def idle_for_s(self) -> float:
+        """Seconds since the camera was last seen exposing (for darkd or any other client; the start counts as
+        activity). Read from ``camera_state`` at every tick."""
+        state = self.camera_state() if self.camera_state is not None else None
+        now = self._monotonic()
+        if state is not None and state.exposing:
+            self._last_exposure = now
+        return now - self._last_exposure
 
     def _weather_gate(self) -> Any:
         if self._gate is None and time.monotonic() >= self._gate_retry:

@@ -296,3 +296,28 @@ def test_polling_for_network_shares_sees_a_new_light(tmp_path: Path, index: Libr
         assert [w["path"] for w in loop.status()["waiting"]] == [str(light)]
     finally:
         loop.stop()
+
+
+def test_the_standing_plan_is_built_once_no_client_has_exposed_for_idle_s(tmp_path: Path, index: LibraryIndex) -> None:
+    """The third trigger: the imaging program let go of the camera (stopped its sequence or disconnected) — seen as
+    ``idle_s`` seconds in which the camera took no exposure for anyone (its CCD_EXPOSURE never Busy)."""
+    from drivers.camera import CameraState
+
+    engine, now, mono = FakeEngine(), [NOON], [1000.0]
+    state = [CameraState(connected=True, exposing=True)]  # another client's exposure in progress
+    settings = Settings(library=index.settings, watch=WatchSettings(folders=[tmp_path / "lights"], interval_s=0.1,
+                                                                    build_window="22:00-05:00", idle_s=600))
+    loop = ClosedLoop(settings, index, engine, EventBus(), clock=lambda: now[0], camera_state=lambda: state[0],
+                      monotonic=lambda: mono[0])
+    loop.take(put(tmp_path, "a.fits"))
+    for _ in range(3):  # an imaging session: exposures every few minutes, idle gaps shorter than idle_s
+        mono[0] += 500
+        loop.tick()
+    state[0] = CameraState(connected=True, exposing=False)
+    mono[0] += 599
+    loop.tick()
+    assert engine.jobs == []  # noon, and the camera idle for only 599 s
+    mono[0] += 2
+    loop.tick()
+    (job,) = engine.jobs
+    assert job.kind == "build-library" and loop.keys("building")[0].job_id == job.id
