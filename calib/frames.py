@@ -260,7 +260,8 @@ def _uint16_adu(data: np.ndarray) -> np.ndarray:
     """``data`` as unsigned 16-bit ADU: kept as is when already ``uint16``, else rounded and clipped to 0…65535."""
     if data.dtype == np.uint16:
         return data
-    return np.clip(np.rint(data), 0, 65535).astype(np.uint16)
+    adu: np.ndarray = np.clip(np.rint(data), 0, 65535).astype(np.uint16)
+    return adu
 
 
 def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16: bool = False,
