@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 BENCHES = ("bench_simulator", "bench_capture", "bench_integration", "bench_build_library", "bench_api",
-           "bench_cli_startup")
+           "bench_cli_startup", "bench_compression")
 
 
 def main() -> int:

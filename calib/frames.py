@@ -1,7 +1,13 @@
 """FITS frame I/O: read with a clear error for bad files, write atomically (temporary file, fsync, rename).
 
 Pixel values are ADU. 16-bit camera frames are stored as ``BITPIX=16`` with ``BZERO=32768``; masters and calibrated
-frames as 32-bit float. Tile-compressed FITS (``CompImageHDU``) is read transparently.
+frames as 32-bit float. Tile-compressed FITS (``CompImageHDU``) is read transparently: every reader finds the image
+through :func:`image_hdu` (the primary HDU of a plain file; HDU 1 of a compressed one, whose primary is empty).
+
+Library frames may be written Rice tile-compressed (``compression="rice"``, the FITS tiled-image convention with
+``ZCMPTYPE = 'RICE_1'``, one tile per row, as ``fpack`` writes by default): integer data only, so the compression is
+lossless (quantisation is applied to floating-point images only, and darkd never compresses those — a master is
+float32 and is always written uncompressed, since quantising it would change its values).
 
 Every file darkd writes carries ``CHECKSUM``/``DATASUM`` in each HDU (the FITS checksum convention, astropy
 ``checksum=True``; :func:`fits_checksum_problems` re-checks them), and a header with a string value longer than one
@@ -44,20 +50,59 @@ class Frame:
         return int(rows), int(cols)
 
 
-def _image_hdu(hdul: fits.HDUList, path: Path) -> fits.ImageHDU | fits.PrimaryHDU | fits.CompImageHDU:
-    for hdu in hdul:
-        if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU) and hdu.data is not None:
-            return hdu
-    raise FrameError(f"{path}: no image data in any HDU")
+COMPRESSIONS = ("none", "rice")
+#: the FITS tile-compression algorithm of each ``compression`` setting (``None``: a plain, uncompressed image)
+_ALGORITHMS: dict[str, str | None] = {"none": None, "rice": "RICE_1"}
+
+
+def check_compression(compression: str) -> str:
+    """``compression`` if it is one of :data:`COMPRESSIONS`, else ``ValueError``."""
+    if compression not in _ALGORITHMS:
+        raise ValueError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+    return compression
+
+
+def is_image_hdu(hdu: object) -> bool:
+    """True for an HDU holding an image of at least 2 axes: a tile-compressed image, or a primary/image HDU with
+    ``NAXIS >= 2`` (decided from the header alone: no pixel data is read)."""
+    if isinstance(hdu, fits.CompImageHDU):
+        return True
+    return isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU) and int(hdu.header.get("NAXIS", 0)) >= 2
+
+
+def image_hdu_index(hdul: fits.HDUList) -> int:
+    """Index in ``hdul`` of the frame's image: the first HDU for which :func:`is_image_hdu` holds.
+
+    0 for a plain file, 1 for a tile-compressed one (its primary HDU has no data). The one place that knows where a
+    frame's pixels are: nothing else assumes ``hdul[0]``. Raises :class:`FrameError` when there is no image.
+    """
+    for i, hdu in enumerate(hdul):
+        if is_image_hdu(hdu):
+            return i
+    raise FrameError(f"{hdul.filename() or 'FITS data'}: no image HDU")
+
+
+def image_hdu(hdul: fits.HDUList) -> fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU:
+    """The frame's image HDU (see :func:`image_hdu_index`); for a compressed image, its header is the image's header
+    (``NAXIS1``, ``BZERO``, the camera keywords) and its ``data``/``section`` decompress."""
+    hdu: fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU = hdul[image_hdu_index(hdul)]
+    return hdu
+
+
+def decompress_error(exc: Exception) -> bool:
+    """True when ``exc`` is what decompressing a damaged tile raises: astropy's codecs raise a bare ``Exception``
+    subclass (``CfitsioException``, e.g. "hit end of compressed byte stream") besides ``OSError``/``ValueError``."""
+    return type(exc).__name__ == "CfitsioException" or isinstance(exc, OSError | ValueError | TypeError | IndexError)
 
 
 def read_header(path: str | os.PathLike[str]) -> fits.Header:
-    """Read only the header of the first image HDU (cheap: no pixel data is decoded)."""
+    """Read only the header of the frame's image HDU (:func:`is_image_hdu`; cheap: no pixel data is decoded). For a
+    compressed frame this is the image header, as if the file were not compressed."""
     p = Path(path)
     try:
         with fits.open(p, memmap=True, lazy_load_hdus=True) as hdul:
             for hdu in hdul:
-                if hdu.header.get("NAXIS", 0) >= 2 or isinstance(hdu, fits.CompImageHDU):
+                if is_image_hdu(hdu):
                     return hdu.header.copy()
     except FileNotFoundError as exc:
         raise FrameError(f"{p}: file not found") from exc
@@ -67,7 +112,7 @@ def read_header(path: str | os.PathLike[str]) -> fits.Header:
 
 
 def read_frame(path: str | os.PathLike[str], dtype: np.dtype | type | None = np.float32) -> Frame:
-    """Read the first image HDU of ``path``.
+    """Read the image HDU of ``path`` (:func:`image_hdu`: the primary, or HDU 1 of a tile-compressed file).
 
     ``dtype`` converts the scaled pixel values (BZERO/BSCALE applied) to that type; ``None`` keeps the stored type.
     Raises :class:`FrameError` for a missing, truncated or image-less file — never a bare astropy exception.
@@ -75,8 +120,10 @@ def read_frame(path: str | os.PathLike[str], dtype: np.dtype | type | None = np.
     p = Path(path)
     try:
         with fits.open(p, memmap=False) as hdul:
-            hdu = _image_hdu(hdul, p)
+            hdu = image_hdu(hdul)
             data = hdu.data
+            if data is None:
+                raise FrameError(f"{p}: no image data")
             if data.ndim != 2:
                 raise FrameError(f"{p}: expected a 2-D image, found {data.ndim}-D with shape {data.shape}")
             expected = int(abs(hdu.header.get("BITPIX", 16)) // 8) * data.size
@@ -88,7 +135,9 @@ def read_frame(path: str | os.PathLike[str], dtype: np.dtype | type | None = np.
         raise
     except FileNotFoundError as exc:
         raise FrameError(f"{p}: file not found") from exc
-    except (OSError, ValueError, TypeError, IndexError) as exc:
+    except Exception as exc:
+        if not decompress_error(exc):
+            raise
         raise FrameError(f"{p}: not a readable FITS image ({exc})") from exc
     return Frame(out, header, p)
 
@@ -187,10 +236,14 @@ def mark_long_strings(header: fits.Header) -> None:
 
 def fits_checksum_problems(path: str | os.PathLike[str]) -> list[str]:
     """The FITS checksum warnings for ``path`` (``CHECKSUM``/``DATASUM`` that do not match the bytes); ``[]`` if all
-    HDUs that carry them match. HDUs without the keywords are not checked (see :func:`has_fits_checksums`)."""
+    HDUs that carry them match. HDUs without the keywords are not checked (see :func:`has_fits_checksums`).
+
+    A tile-compressed image is checked as what it is on disk, a binary table (``disable_image_compression``): its
+    ``CHECKSUM``/``DATASUM`` cover the compressed bytes, so damage is found without decompressing anything (astropy
+    does not verify them through ``CompImageHDU``)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with fits.open(path, checksum=True, memmap=False) as hdul:
+        with fits.open(path, checksum=True, memmap=False, disable_image_compression=True) as hdul:
             for hdu in hdul:
                 _ = hdu.data  # the data checksum (DATASUM) is verified when the data are read
     return [str(w.message) for w in caught if "checksum" in str(w.message).lower()
@@ -198,41 +251,60 @@ def fits_checksum_problems(path: str | os.PathLike[str]) -> list[str]:
 
 
 def has_fits_checksums(path: str | os.PathLike[str]) -> bool:
-    """True when every HDU of ``path`` has ``CHECKSUM`` and ``DATASUM``."""
-    with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+    """True when every HDU of ``path`` has ``CHECKSUM`` and ``DATASUM`` (a compressed image's: its table header's)."""
+    with fits.open(path, memmap=True, lazy_load_hdus=True, disable_image_compression=True) as hdul:
         return all("CHECKSUM" in hdu.header and "DATASUM" in hdu.header for hdu in hdul)
 
 
+def _uint16_adu(data: np.ndarray) -> np.ndarray:
+    """``data`` as unsigned 16-bit ADU: kept as is when already ``uint16``, else rounded and clipped to 0…65535."""
+    if data.dtype == np.uint16:
+        return data
+    adu: np.ndarray = np.clip(np.rint(data), 0, 65535).astype(np.uint16)
+    return adu
+
+
 def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16: bool = False,
-               extra_hdus: list[fits.ImageHDU] | None = None) -> fits.HDUList:
+               extra_hdus: list[fits.ImageHDU] | None = None, compression: str = "none") -> fits.HDUList:
     """Build an HDUList. ``bitpix16`` stores ADU as unsigned 16-bit (``BITPIX=16``, ``BZERO=32768``), else float32.
 
-    Adds ``LONGSTRN`` when needed (:func:`mark_long_strings`). Write it with ``checksum=True`` (as
+    ``compression="rice"`` (16-bit frames only) puts the image, with all of ``header``, in a Rice tile-compressed
+    extension (HDU 1, ``ZCMPTYPE='RICE_1'``, one tile per row) after an empty primary HDU: lossless, since integer
+    pixels are never quantised. A float image is never compressed (``ValueError``): quantising a master would change
+    its values. Adds ``LONGSTRN`` when needed (:func:`mark_long_strings`). Write it with ``checksum=True`` (as
     :func:`write_frame` and :func:`fits_bytes` do)."""
+    algorithm = _ALGORITHMS[check_compression(compression)]
+    if algorithm is not None and not bitpix16:
+        raise ValueError(f"compression {compression!r} is for 16-bit integer frames only: a float image (a master) "
+                         "would be quantised, i.e. changed")
     hdr = header.copy() if header is not None else fits.Header()
-    for key in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BZERO", "BSCALE", "EXTEND", "SIMPLE", "CHECKSUM", "DATASUM"):
+    for key in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "BZERO", "BSCALE", "EXTEND", "SIMPLE", "CHECKSUM", "DATASUM",
+                "XTENSION", "PCOUNT", "GCOUNT"):
         hdr.remove(key, ignore_missing=True, remove_all=True)
     mark_long_strings(hdr)
-    if bitpix16 and data.dtype == np.uint16:
-        primary = fits.PrimaryHDU(data, header=hdr, uint=True)
-    elif bitpix16:
-        arr = np.clip(np.rint(data), 0, 65535).astype(np.uint16)
-        primary = fits.PrimaryHDU(arr, header=hdr, uint=True)
+    if algorithm is not None:
+        image = fits.CompImageHDU(_uint16_adu(data), header=hdr, compression_type=algorithm)
+        return fits.HDUList([fits.PrimaryHDU(), image, *(extra_hdus or [])])
+    if bitpix16:
+        primary = fits.PrimaryHDU(_uint16_adu(data), header=hdr, uint=True)
     else:
         primary = fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=hdr)
     return fits.HDUList([primary, *(extra_hdus or [])])
 
 
 def write_frame(path: str | os.PathLike[str], data: np.ndarray, header: fits.Header | None = None, *,
-                bitpix16: bool = False, extra_hdus: list[fits.ImageHDU] | None = None) -> Path:
-    """Write a frame atomically (see :func:`atomic_write_bytes`). Returns the final path."""
-    return atomic_write_bytes(path, fits_bytes(data, header, bitpix16=bitpix16, extra_hdus=extra_hdus))
+                bitpix16: bool = False, extra_hdus: list[fits.ImageHDU] | None = None,
+                compression: str = "none") -> Path:
+    """Write a frame atomically (see :func:`atomic_write_bytes`; ``compression``: see :func:`to_hdulist`). Returns
+    the final path."""
+    return atomic_write_bytes(path, fits_bytes(data, header, bitpix16=bitpix16, extra_hdus=extra_hdus,
+                                               compression=compression))
 
 
 def fits_bytes(data: np.ndarray, header: fits.Header | None = None, *, bitpix16: bool = False,
-               extra_hdus: list[fits.ImageHDU] | None = None) -> bytes:
+               extra_hdus: list[fits.ImageHDU] | None = None, compression: str = "none") -> bytes:
     """The FITS file :func:`write_frame` writes, as bytes (with ``CHECKSUM``/``DATASUM`` in every HDU)."""
     buf = io.BytesIO()
-    to_hdulist(data, header, bitpix16=bitpix16, extra_hdus=extra_hdus).writeto(buf, output_verify="silentfix",
-                                                                              checksum=True)
+    hdul = to_hdulist(data, header, bitpix16=bitpix16, extra_hdus=extra_hdus, compression=compression)
+    hdul.writeto(buf, output_verify="silentfix", checksum=True)
     return buf.getvalue()

@@ -4,8 +4,10 @@ Algorithm for ``n`` frames of ``H × W`` pixels:
 
 1. Open every input, check it is a readable 2-D image of the same shape (:class:`~calib.frames.FrameError`
    otherwise). Pixel data are read with positioned reads (``os.preadv``) of whole row bands straight from the file,
-   BZERO/BSCALE applied here, so memory does not grow with the file size (tile-compressed inputs go through
-   astropy's ``section``).
+   BZERO/BSCALE applied here, so memory does not grow with the file size. Tile-compressed inputs (library frames
+   written with ``[library] compression = "rice"``) go through astropy's ``section``, which decompresses only the
+   tiles of the band (one tile per row): memory stays per band too, at the CPU cost of Rice decoding
+   (docs/benchmarks.md, "Library frame compression").
 2. First pass: each frame's median and robust scale (1.4826·MAD) on a subsample of rows → normalization factors
    (:mod:`calib.normalization`).
 3. Second pass, in row bands of ``band_rows`` rows processed by ``workers`` threads (NumPy releases the GIL): build the
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from calib.frames import FrameError, atomic_file, to_hdulist
+from calib.frames import FrameError, atomic_file, decompress_error, image_hdu_index, to_hdulist
 from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factors, robust_level
 from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
 from calib.rejection import (
@@ -123,7 +125,9 @@ class FrameSource:
         self._hdul: fits.HDUList | None = None
         self._lock = threading.Lock()
         try:
-            hdul = fits.open(self.path, memmap=True, lazy_load_hdus=True)
+            # do_not_scale_image_data: a compressed image's section gives the stored integers (astropy refuses to
+            # scale a memory-mapped one); BZERO/BSCALE are applied in read_rows, as for an uncompressed image
+            hdul = fits.open(self.path, memmap=True, lazy_load_hdus=True, do_not_scale_image_data=True)
         except FileNotFoundError as exc:
             raise FrameError(f"{self.path}: file not found") from exc
         except (OSError, ValueError, TypeError) as exc:
@@ -139,10 +143,7 @@ class FrameSource:
             hdul.close()
 
     def _init_from(self, hdul: fits.HDUList) -> None:
-        found = [i for i, h in enumerate(hdul) if isinstance(h, fits.CompImageHDU) or h.header.get("NAXIS", 0) >= 2]
-        if not found:
-            raise FrameError(f"{self.path}: no image HDU")
-        index = found[0]
+        index = image_hdu_index(hdul)
         hdu = hdul[index]
         header = hdu.header
         if header.get("NAXIS", 0) != 2:
@@ -151,15 +152,14 @@ class FrameSource:
         self.shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
         self.bzero = float(header.get("BZERO", 0.0))
         self.bscale = float(header.get("BSCALE", 1.0))
-        if isinstance(hdu, fits.CompImageHDU):
-            self.is_float = header.get("ZBITPIX", header.get("BITPIX")) < 0
-            self._hdul, self._hdu = hdul, hdu
-            return
-        bitpix = int(header["BITPIX"])
+        bitpix = int(header["BITPIX"])  # a compressed image's header states the image's BITPIX (the table's ZBITPIX)
         if bitpix not in _DTYPES:
             raise FrameError(f"{self.path}: unsupported BITPIX {bitpix}")
         self.raw_dtype = _DTYPES[bitpix]
         self.is_float = bitpix < 0
+        if isinstance(hdu, fits.CompImageHDU):
+            self._hdul, self._hdu = hdul, hdu
+            return
         self._offset = int(hdul.fileinfo(index)["datLoc"])
         needed = self._offset + self.shape[0] * self.shape[1] * self.raw_dtype.itemsize
         size = self.path.stat().st_size
@@ -168,11 +168,22 @@ class FrameSource:
         self._fd = os.open(self.path, os.O_RDONLY)
 
     def read_rows(self, r0: int, r1: int, out: np.ndarray) -> bytes:
-        """Decode rows ``[r0, r1)`` (ADU, BZERO/BSCALE applied) into ``out`` (float32); return per-row sha256s."""
-        if self._fd is None:
-            with self._lock:
-                np.copyto(out, self._hdu.section[r0:r1, :], casting="unsafe")
-            return _row_digests(np.ascontiguousarray(out).data.cast("B"), r1 - r0)
+        """Decode rows ``[r0, r1)`` (ADU, BZERO/BSCALE applied) into ``out`` (float32); return per-row sha256s.
+
+        The digests are of the stored values in the file's big-endian type, so a frame has the same digests whether
+        it is stored plain or tile-compressed."""
+        raw = self._compressed_rows(r0, r1) if self._fd is None else self._plain_rows(r0, r1)
+        digest = _row_digests(raw.data.cast("B"), r1 - r0)
+        np.copyto(out, raw, casting="unsafe")
+        if self.bscale != 1.0:
+            out *= np.float32(self.bscale)
+        if self.bzero != 0.0:
+            out += np.float32(self.bzero)
+        return digest
+
+    def _plain_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``[r0, r1)`` as stored, by positioned reads of the uncompressed data."""
+        assert self._fd is not None
         raw = np.empty((r1 - r0, self.shape[1]), dtype=self.raw_dtype)
         view = raw.data.cast("B")
         offset = self._offset + r0 * self.shape[1] * self.raw_dtype.itemsize
@@ -182,13 +193,20 @@ class FrameSource:
             if got <= 0:
                 raise FrameError(f"{self.path}: unexpected end of file in rows {r0 + 1}-{r1}")
             done += got
-        digest = _row_digests(view, r1 - r0)
-        np.copyto(out, raw, casting="unsafe")
-        if self.bscale != 1.0:
-            out *= np.float32(self.bscale)
-        if self.bzero != 0.0:
-            out += np.float32(self.bzero)
-        return digest
+        return raw
+
+    def _compressed_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``[r0, r1)`` of a tile-compressed image as stored: astropy's ``section`` decompresses only the tiles
+        that hold them (one tile per row as darkd and ``fpack`` write, so memory ∝ the band, not the image; a file
+        tiled in larger blocks costs up to one row of tiles). Damaged compressed bytes raise :class:`FrameError`."""
+        try:
+            with self._lock:
+                stored = self._hdu.section[r0:r1, :]
+        except Exception as exc:
+            if not decompress_error(exc):
+                raise
+            raise FrameError(f"{self.path}: cannot decompress rows {r0 + 1}-{r1} ({exc})") from exc
+        return np.ascontiguousarray(stored, dtype=self.raw_dtype)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from calib.frames import FrameError, atomic_write_bytes, fits_bytes, read_header
+from calib.frames import FrameError, atomic_write_bytes, check_compression, fits_bytes, read_header
 from calib.quality import (
     FrameExpectation,
     QualityThresholds,
@@ -87,9 +87,11 @@ class SeriesRequest:
     extra_headers: dict[str, Any] = field(default_factory=dict)
     expected: FrameExpectation | None = None
     quality: QualityThresholds | None = None
+    compression: str = "none"  # "rice": lossless tile compression of the written frames ([library] compression)
 
     def validate(self) -> None:
         FrameType(self.frame_type)
+        check_compression(self.compression)
         if not 1 <= self.count <= MAX_FRAMES_PER_KEY:
             raise ValueError(f"count must be 1..{MAX_FRAMES_PER_KEY}, got {self.count}")
         if not self.exposure_s >= 0:
@@ -190,12 +192,15 @@ def fits_text(text: str) -> str:
     return "".join(c if " " <= c <= "~" else "?" for c in text)
 
 
-def encode_frame(data: np.ndarray, header: fits.Header) -> bytes:
-    """Serialise to FITS bytes as ADU (``BITPIX=16``/``BZERO=32768``, ``BUNIT``, ``CHECKSUM``/``DATASUM``)."""
+def encode_frame(data: np.ndarray, header: fits.Header, compression: str = "none") -> bytes:
+    """Serialise to FITS bytes as ADU (``BITPIX=16``/``BZERO=32768``, ``BUNIT``, ``CHECKSUM``/``DATASUM``).
+
+    ``compression="rice"``: the image in a lossless Rice tile-compressed extension (HDU 1) after an empty primary
+    (:func:`calib.frames.to_hdulist`; ``[library] compression``)."""
     header = header.copy()
     if "BUNIT" not in header:
         header["BUNIT"] = ("adu", "pixel values are ADU")
-    return fits_bytes(data, header, bitpix16=True)
+    return fits_bytes(data, header, bitpix16=True, compression=compression)
 
 
 # ---------------------------------------------------------------------------------------------------- processing
@@ -228,7 +233,7 @@ def process_frame(frame: CapturedFrame, request: SeriesRequest, profile: CameraP
     header["QCMEAN"] = (round(verdict.metrics["corrected_mean_adu"], 3), "[adu] mean(DATASEC) - mean(BIASSEC)")
     if verdict.reasons:
         header["QCREASON"] = fits_text("; ".join(verdict.reasons))[:68]
-    return ProcessedFrame(encode_frame(frame.data, header), verdict, ovs.mean_adu if ovs else None,
+    return ProcessedFrame(encode_frame(frame.data, header, request.compression), verdict, ovs.mean_adu if ovs else None,
                           ovs.std_adu if ovs else None)
 
 

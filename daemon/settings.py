@@ -47,6 +47,9 @@ class LibrarySettings(BaseModel):
     review_k_sigma: float = 5.0  # a new master is held for review when more than review_max_moved_fraction of its
     review_max_moved_fraction: float = 0.001  # pixels moved beyond k·σ from the previous master (calib/compare.py)
     min_free_bytes: int = Field(default=1 << 30, ge=0, le=1 << 50)  # disk margin kept free beyond a job's needs
+    #: captured frames (16-bit integers) written as lossless Rice tile-compressed FITS ("rice") or plain ("none");
+    #: masters (float32) are never compressed (calib/frames.py, docs/benchmarks.md for the measured ratio)
+    compression: Literal["none", "rice"] = "none"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.root / 'index.sqlite3'}"

@@ -338,7 +338,8 @@ class _Builder:
         request = SeriesRequest(frame_type=FRAME_TYPES[key.kind], exposure_s=key.exposure_s,
                                 count=item.frames_target, set_point_c=key.set_point_c,
                                 settings=key.capture_settings(), name_prefix=Layout.frame_prefix(key),
-                                max_retakes=self.max_retakes, expected=expected)
+                                max_retakes=self.max_retakes, expected=expected,
+                                compression=self.settings.library.compression)
         base_done = self.done
         self.done = base_done + entry.frames
         last: list[float | None] = [None]  # wall time of the previous frame of this series (None: none yet)

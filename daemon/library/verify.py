@@ -5,7 +5,9 @@ Checks, each reported as a :class:`Problem` with a stable ``code``:
 * ``missing-file``   a frame or master recorded in the index does not exist;
 * ``checksum``       a file's SHA-256 (or size) differs from the index (corrupted or replaced), or its FITS
                      ``CHECKSUM``/``DATASUM`` do not match its bytes (astropy ``fits.open(checksum=True)`` warns); a
-                     file written before darkd wrote those keys only gets a warning that it has none;
+                     file written before darkd wrote those keys only gets a warning that it has none; a
+                     Rice tile-compressed frame (``[library] compression = "rice"``) is checked on its compressed
+                     table (:func:`calib.frames.fits_checksum_problems`), its header read from the image inside;
 * ``header``         a frame's or master's header is unreadable or contradicts its entry's key (kind, exposure,
                      gain, offset, binning, geometry);
 * ``count``          a master's ``NCOMBINE`` differs from the accepted frames recorded, or a ready entry has no master;
