@@ -30,7 +30,9 @@ run over ``DATASEC`` when the master's header has one (elsewhere the map is 0), 
 * bias: ``RTS`` (random-telegraph noise is a read-noise effect of the pixel's source follower);
 * flat: ``COLD`` and ``DEAD`` on the master divided by its mean (``RTS`` is not tested: a flat stack's spread is
   shot noise that follows the vignetting);
-* ``WARM`` needs darks at several exposures of one key: a library-level step (:func:`warm_pixels`), not one master.
+* ``WARM`` (dark only) needs darks at other exposures of the same key: when the library has them, the new dark's map
+  tests the ladder of this master and those (``ladder``: exposure and ``D_t`` of each, the same master bias
+  subtracted), so the map of a library's later darks gains the ``WARM`` flag.
 
 The stack's spread (:func:`stack_spread_adu`) is computed after the integration from an evenly spaced subsample of at
 most ``SPREAD_FRAMES`` = 12 input frames, read band by band, each pixel's highest value left out (a cosmic ray hits a
@@ -279,12 +281,14 @@ def _region(shape: tuple[int, int], header: Mapping[str, object] | None) -> tupl
 
 def master_defect_map(kind: str, master: np.ndarray, header: Mapping[str, object] | None = None, *,
                       bias: np.ndarray | None = None, spread_adu: np.ndarray | None = None,
-                      thresholds: DefectThresholds | None = None, cards: Sequence[tuple[str, object, str]] = ()
+                      thresholds: DefectThresholds | None = None, cards: Sequence[tuple[str, object, str]] = (),
+                      exposure_s: float | None = None, ladder: Sequence[tuple[float, np.ndarray]] = ()
                       ) -> DefectMap:
     """The defect map of one master of ``kind`` (bias, dark, flat-dark, flat), tested over ``DATASEC``.
 
     Which tests run for which kind: see the module docstring. ``bias`` (ADU): the master bias for ``D − B``;
-    ``spread_adu``: :func:`stack_spread_adu` of the master's frames (no ``RTS`` test without it).
+    ``spread_adu``: :func:`stack_spread_adu` of the master's frames (no ``RTS`` test without it). ``ladder`` (a dark
+    with ``bias`` and its ``exposure_s``): ``(exposure_s, master dark)`` of the same key at other exposures → ``WARM``.
     """
     data = np.asarray(master, dtype=np.float32)
     ys, xs = _region(data.shape, header)
@@ -298,7 +302,23 @@ def master_defect_map(kind: str, master: np.ndarray, header: Mapping[str, object
                 raise ValueError(f"master bias {np.shape(bias)} and the {kind} {data.shape} differ in shape")
             region = region - np.asarray(bias, dtype=np.float32)[ys, xs]
             reference = "master bias"
-        found = build_defect_map(shape, dark_minus_bias=region, temporal_std_adu=spread, thresholds=thresholds)
+        steps: tuple[list[float], list[np.ndarray]] | None = None
+        if kind == "dark" and bias is not None and exposure_s is not None and ladder:
+            ref = np.asarray(bias, dtype=np.float32)[ys, xs]
+            steps = ([float(exposure_s)], [region])
+            for t_s, other in ladder:
+                if np.shape(other) != data.shape:
+                    raise ValueError(f"ladder dark {np.shape(other)} and the dark {data.shape} differ in shape")
+                if float(t_s) not in steps[0]:
+                    steps[0].append(float(t_s))
+                    steps[1].append(np.asarray(other, dtype=np.float32)[ys, xs] - ref)
+            if len(steps[0]) < 2:
+                steps = None
+        found = build_defect_map(shape, dark_minus_bias=region, ladder=steps, temporal_std_adu=spread,
+                                 thresholds=thresholds)
+        if steps is not None:
+            cards = (*cards, ("DFLADDER", " ".join(f"{t:g}" for t in sorted(steps[0]))[:68],
+                              "[s] dark exposures of the WARM test"))
     elif kind == "bias":
         found = build_defect_map(shape, temporal_std_adu=spread, thresholds=thresholds)
     elif kind == "flat":

@@ -176,11 +176,14 @@ def _record_treatment(header: fits.Header, prep: Preprocessing, first: fits.Head
 
 def master_defects_hdu(kind: str, data: np.ndarray, header: fits.Header, paths: Sequence[str | os.PathLike[str]],
                        bias: str | os.PathLike[str] | np.ndarray | None = None,
-                       thresholds: DefectThresholds | None = None) -> tuple[fits.ImageHDU, dict[str, int]]:
+                       thresholds: DefectThresholds | None = None,
+                       ladder: Sequence[tuple[float, str | os.PathLike[str]]] = ()
+                       ) -> tuple[fits.ImageHDU, dict[str, int]]:
     """The ``MASK`` extension of a new master and its counts (see the module docstring and :mod:`calib.defects`).
 
     The stack's spread (RTS test) comes from a subsample of ``paths`` (bias, dark, flat-dark; at least 3 frames,
-    untrimmed).
+    untrimmed). ``ladder``: ``(exposure_s, path)`` of master darks of the same key at other exposures (WARM test,
+    with ``bias``).
     """
     spread, n_spread = None, 0
     if kind != "flat" and len(paths) >= 3:
@@ -197,8 +200,19 @@ def master_defects_hdu(kind: str, data: np.ndarray, header: fits.Header, paths: 
     cards: list[tuple[str, object, str]] = [("DFNSPRD", n_spread, "frames sampled for the RTS spread (0: no test)")]
     if bias is not None and not isinstance(bias, np.ndarray):
         cards.append(("DFBIAS", Path(bias).name[-68:], "master bias of the HOT test"))
+    steps: list[tuple[float, np.ndarray]] = []
+    if kind == "dark" and reference is not None:
+        for t_s, other_path in ladder:
+            other, _, _ = _load_master(other_path, "ladder dark")
+            if other.shape == data.shape:
+                steps.append((float(t_s), other))
+            else:
+                log.warning("ladder dark %s is %s, the dark %s: left out of the WARM test", other_path, other.shape,
+                            data.shape)
+    exposure = header.get("EXPTIME")
     found = master_defect_map(kind, data, header, bias=reference, spread_adu=spread, thresholds=thresholds,
-                              cards=cards)
+                              cards=cards, ladder=steps,
+                              exposure_s=float(exposure) if isinstance(exposure, int | float) else None)
     return defect_hdu(found), defect_stats(found)
 
 
@@ -208,7 +222,8 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
                  params: IntegrationParams | None = None, extra_header: Mapping[str, Any] | fits.Header | None = None,
                  temperature_tolerance_c: float = 1.0, overscan: str = "none", trim: bool = False,
                  biassec: str | None = None, trimsec: str | None = None, overscan_fit_order: int = 0,
-                 defects: bool = True, defect_bias: str | os.PathLike[str] | np.ndarray | None = None) -> MasterResult:
+                 defects: bool = True, defect_bias: str | os.PathLike[str] | np.ndarray | None = None,
+                 defect_ladder: Sequence[tuple[float, str | os.PathLike[str]]] = ()) -> MasterResult:
     """Integrate ``paths`` into a master of ``kind`` and write it atomically to ``output``.
 
     ``bias``/``flat_dark`` (path to a master, or an array in ADU) are used for flats only; darks are never
@@ -280,7 +295,7 @@ def build_master(kind: str, paths: Sequence[str | os.PathLike[str]], *, output: 
     record_interchange_keys(header, [h for _, h in headers])
     extra_hdus = []
     if defects:
-        mask_hdu, counts = master_defects_hdu(kind, result.data, header, paths, defect_bias)
+        mask_hdu, counts = master_defects_hdu(kind, result.data, header, paths, defect_bias, ladder=defect_ladder)
         extra_hdus.append(mask_hdu)
         stats.update(counts)
         header["DEFECTS"] = (mask_hdu.header["NDEFECTS"], "flagged pixels in the MASK extension")

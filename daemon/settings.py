@@ -144,6 +144,8 @@ class WatchSettings(BaseModel):
     readout_s: float = Field(default=2.0, ge=0)  # for the build-time estimate
     #: build once the camera took no exposure for anyone this long (the imaging program stopped or disconnected)
     idle_s: float | None = Field(default=None, gt=0, le=7 * 86_400)
+    #: replace the pixels flagged in the master's defect map (``darkd calibrate --cosmetic``) in every calibrated light
+    cosmetic: bool = False
 
 
 class Settings(BaseModel):

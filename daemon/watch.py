@@ -15,6 +15,8 @@ one usable-master rule (:func:`daemon.library.selection.select_for_light`). With
 once — :func:`calib.calibration.calibrate_files` in the watcher's own thread, never on the event loop — into the
 output folder (``[watch] output``: relative to the watched folder, default ``<folder>/calibrated``, the light's
 sub-folders kept; or one absolute folder); the output's header names the master (``CALDARK`` and its SHA-256).
+With ``[watch] cosmetic`` the pixels of the master's defect map are replaced by the median of their good neighbours
+(``COSMETIC`` in the header, :mod:`calib.cosmetic`).
 Without one, the dark's key goes on the **standing plan** (table ``watch_keys``) and the light waits (``waiting``).
 A key whose set point the cooler cannot reach (colder than ``ambient_c − max_cooling_delta_c``, the planner's rule,
 :func:`daemon.planning.plan_from_keys`) is ``unbuildable`` with that reason, and so are its lights: never retried.
@@ -445,7 +447,8 @@ class ClosedLoop:
         master = selection.entry.master
         out_dir = self.output_dir(path)
         try:
-            (output,) = calibrate_files([str(path)], dark=master, output_dir=out_dir)
+            (output,) = calibrate_files([str(path)], dark=master, output_dir=out_dir,
+                                        cosmetic=self.settings.watch.cosmetic)
         except Exception as exc:  # a mismatch or an unwritable output: reported on the light, not retried
             log.warning("%s: calibration failed: %s", path, exc)
             self._record(path, info.key.camera, info.key.slug, "failed", f"calibration failed: {exc}")

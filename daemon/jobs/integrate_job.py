@@ -94,7 +94,8 @@ def build_entry_master(library: dict[str, Any], entry_id: int, *, job_id: int | 
             extra["CCDTMAX"] = (round(max(temps), 3), "[C] highest sensor temperature of the frames")
         previous = _previous_defects(index, entry)
         result = build_master(entry.calib_kind, paths, output=Path(entry.master_target), params=params,
-                              extra_header=extra, defect_bias=_defect_bias(index, entry))
+                              extra_header=extra, defect_bias=_defect_bias(index, entry),
+                              defect_ladder=_defect_ladder(index, entry))
         stats = dict(result.stats)
         view = index.set_master(entry_id, result.path, stats)
         health_warnings = _health(index, view, health)
@@ -126,6 +127,19 @@ def _defect_bias(index: LibraryIndex, entry: EntryView) -> str | None:
         return None
     bias = index.usable_master(entry.with_kind("bias"), expired_ok=True)
     return bias.master if bias is not None and bias.master and Path(bias.master).is_file() else None
+
+
+def _defect_ladder(index: LibraryIndex, entry: EntryView) -> list[tuple[float, str]]:
+    """Usable master darks of the same key at other exposures: ``(exposure_s, path)`` for the WARM test."""
+    if entry.kind != "dark":
+        return []
+    ladder: dict[float, str] = {}
+    for other in index.entries(camera=entry.camera, kind="dark", status="ready"):
+        if (other.id != entry.id and other.exposure_s != entry.exposure_s and other.master
+                and not entry.key.matches(other.key, ignore=("exposure_s",))
+                and other.exposure_s not in ladder and index.master_problem(other) is None):
+            ladder[other.exposure_s] = other.master
+    return sorted(ladder.items())
 
 
 def _previous_defects(index: LibraryIndex, entry: EntryView) -> DefectMap | None:

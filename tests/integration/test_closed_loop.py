@@ -95,7 +95,7 @@ def test_missing_darks_are_built_in_the_build_window(tmp_path: Path) -> None:
     def night(now: list[datetime]) -> None:
         now[0] = datetime(2026, 12, 2, 23, 0).astimezone()
 
-    closed_loop(tmp_path, {"build_window": "22:00-05:00"}, close_sky=night)
+    closed_loop(tmp_path, {"build_window": "22:00-05:00", "cosmetic": True}, close_sky=night)
 
 
 def closed_loop(tmp_path: Path, when: dict[str, Any], close_sky: Callable[[list[datetime]], None]) -> None:
@@ -146,6 +146,8 @@ def closed_loop(tmp_path: Path, when: dict[str, Any], close_sky: Callable[[list[
         header = fits.getheader(out_ready)
         assert header["CALDARK"] == Path(first_dark.master or "").name and header["DARKSHA"] == first_dark.master_sha256
         assert header["EXPTIME"] == READY_S
+        # [watch] cosmetic: the master's defect-map pixels replaced, and counted
+        assert ("COSMETIC" in header) == bool(when.get("cosmetic")) and header.get("COSMETIC", 1) > 0
 
         # while the camera may image nothing is built; the standing plan (in the index) holds the missing key
         with index.read_session() as s:

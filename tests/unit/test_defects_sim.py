@@ -140,6 +140,13 @@ def test_the_integrate_job_maps_against_the_keys_bias_and_warns_of_drift(tmp_pat
     assert first["defect_drift"] is None and first["stats"]["defects_hot"] >= 51
     with fits.open(first["master"]) as hdul:
         assert hdul["MASK"].header["DFREF"] == "master bias" and hdul["MASK"].header["DFBIAS"] == "master.fits"
+        assert "DFLADDER" not in hdul["MASK"].header  # the key's only dark: no WARM test
+
+    short = index.upsert_entry(key.with_kind("dark", exposure_s=30.0), 6)  # the same key at another exposure
+    record(short.id, write_frames(model, "dark", 30.0, 6, Path(short.master_target).parent / "frames", 23))
+    with fits.open(build_entry_master(settings.model_dump(mode="json"), short.id)["master"]) as hdul:
+        assert hdul["MASK"].header["DFLADDER"] == "30 120"  # the library's 120 s dark is its ladder
+        assert hdul["MASK"].header["NWARM"] >= 45
 
     for path in first_frames:  # months later the camera has 25 more hot pixels; the entry is rebuilt
         index.remove_frame(path)
@@ -159,3 +166,28 @@ def test_ageing_the_simulated_sensor_adds_hot_pixels_and_changes_nothing_else() 
     assert not changed[:G.ob_rows].any() and not changed[:, G.effective_width:].any()  # effective area only
     with pytest.raises(ValueError, match="added_hot_pixels"):
         SensorModel(G, seed=SEED, added_hot_pixels=-1)
+
+
+def test_a_dark_with_darks_at_other_exposures_flags_the_pixels_that_grow_as_warm(
+        masters: dict[str, object], tmp_path: Path) -> None:
+    """WARM: with the same key's master dark at another exposure (the library's ladder), the new dark's map flags the
+    pixels whose dark signal grows faster than their neighbours' — the simulator's hot pixels (dark current ×22 and
+    more), not pixels with nothing wrong."""
+    model: SensorModel = masters["model"]  # type: ignore[assignment]
+    bias = masters["bias"]
+    short = build_master("dark", write_frames(model, "dark", 30.0, N_FRAMES, tmp_path / "d30", 3),
+                         output=tmp_path / "md30.fits", defect_bias=bias.path)  # type: ignore[attr-defined]
+    long = build_master("dark", write_frames(model, "dark", EXPOSURE_S, N_FRAMES, tmp_path / "d120", 2),
+                        output=tmp_path / "md120.fits", defect_bias=bias.path,  # type: ignore[attr-defined]
+                        defect_ladder=[(30.0, short.path)])
+    found_map = read_master_defects(long.path)
+    assert found_map is not None and Defect.WARM in found_map.tested
+    assert fits.getheader(long.path, "MASK")["DFLADDER"] == "30 120"
+    injected = effective(*model.hot_pixels()[:2])
+    dark_rel = model._fixed.dark_rel[G.ob_rows:, :G.effective_width]
+    warm = {(int(y), int(x)) for x, y in found_map.positions(Defect.WARM)}
+    completeness = len(warm & injected) / len(injected)
+    nothing_wrong = {p for p in warm - injected if dark_rel[p] < 1.5}
+    assert completeness >= 0.9 and not nothing_wrong
+    # without the ladder there is no WARM test at all
+    assert Defect.WARM not in read_master_defects(masters["dark"].path).tested  # type: ignore[attr-defined,union-attr]
