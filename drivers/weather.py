@@ -8,11 +8,15 @@ Rule (INDI weather interface): the light vector ``WEATHER_STATUS`` has one light
 (warning) or ``Alert`` (danger). The sky is **unsafe** when any light, or the vector's own state, is ``Alert``;
 ``Busy`` counts as safe. A device without ``WEATHER_STATUS`` but with a safety light vector (``SAFETY_STATUS`` or
 ``SAFETY``) is read the same way. No such property (yet), or no connection: the status is **unknown** (``safe=None``).
+The reading also carries the ambient temperature when the device reports one (``WEATHER_PARAMETERS.
+WEATHER_TEMPERATURE``): the build job stamps it on its frames as ``AMBTEMP`` (a camera's health compares cooler power
+at equal ambient).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib
 import logging
 from collections.abc import Mapping
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 INDI_CLIENT_MODULE = "drivers.indi.client"
 STATUS_PROPERTIES = ("WEATHER_STATUS", "SAFETY_STATUS", "SAFETY")  # first one the device defines is used
 ALERT = "Alert"
+AMBIENT_PROPERTY = ("WEATHER_PARAMETERS", "WEATHER_TEMPERATURE")  # the ambient temperature a weather device reports
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class WeatherReading:
     safe: bool | None
     reasons: list[str] = field(default_factory=list)
     source: str = ""
+    #: the ambient temperature the device reports (INDI ``WEATHER_PARAMETERS.WEATHER_TEMPERATURE``, °C), if any
+    ambient_c: float | None = None
 
     @property
     def unsafe(self) -> bool:
@@ -98,11 +105,20 @@ class IndiWeatherMonitor:
             return WeatherReading(None, ["not connected"], self.device)
         if not client.server_up:
             return WeatherReading(None, [f"INDI server {self.host}:{self.port} lost"], self.device)
+        ambient_c = self._ambient_c(client)
         for name in STATUS_PROPERTIES:
             snap = client.get(self.device, name)
             if snap is not None and snap.kind == "light":
-                return evaluate_status(name, snap.state, {k: str(v) for k, v in snap.values.items()})
-        return WeatherReading(None, [f"{self.device} has no {'/'.join(STATUS_PROPERTIES)} light vector"], self.device)
+                reading = evaluate_status(name, snap.state, {k: str(v) for k, v in snap.values.items()})
+                return dataclasses.replace(reading, ambient_c=ambient_c)
+        return WeatherReading(None, [f"{self.device} has no {'/'.join(STATUS_PROPERTIES)} light vector"], self.device,
+                              ambient_c)
+
+    def _ambient_c(self, client: Any) -> float | None:
+        """``WEATHER_PARAMETERS.WEATHER_TEMPERATURE`` (°C, the INDI weather interface's name), when defined."""
+        snap = client.get(self.device, AMBIENT_PROPERTY[0])
+        value = snap.values.get(AMBIENT_PROPERTY[1]) if snap is not None and snap.kind == "number" else None
+        return float(value) if isinstance(value, int | float) and abs(value) < 100 else None
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -339,7 +339,7 @@ class _Builder:
                                 count=item.frames_target, set_point_c=key.set_point_c,
                                 settings=key.capture_settings(), name_prefix=Layout.frame_prefix(key),
                                 max_retakes=self.max_retakes, expected=expected,
-                                compression=self.settings.library.compression)
+                                compression=self.settings.library.compression, extra_headers=self.ambient_card())
         base_done = self.done
         self.done = base_done + entry.frames
         last: list[float | None] = [None]  # wall time of the previous frame of this series (None: none yet)
@@ -502,6 +502,15 @@ class _Builder:
             if self.gate is not None:
                 self.gate.close()
                 self.gate = None
+
+    def ambient_card(self) -> dict[str, Any]:
+        """``AMBTEMP`` for a series' frames: the ambient temperature the weather device reports (read
+        at the start of every series), so a camera's health can compare cooler power at equal ambient
+        (:mod:`daemon.health`)."""
+        ambient_c = self.gate.monitor.reading().ambient_c if self.gate is not None else None
+        if ambient_c is None:
+            return {}
+        return {"AMBTEMP": (round(ambient_c, 2), "[C] ambient temperature (weather device)")}
 
     def watch_weather(self, weather: dict[str, Any]) -> None:
         """Connect the weather gate; a device that cannot be reached fails the job (it asked to be watched)."""

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from astropy.io import fits
 
 from daemon.events import EventBus
 from daemon.jobs.build_library import SKY_CLEAR_STEP
@@ -129,6 +130,9 @@ def test_build_only_while_it_rains(rig: tuple[JobEngine, LibraryIndex, Weather, 
     assert SKY_CLEAR_STEP in steps and steps.index(SKY_CLEAR_STEP) < len(steps) - 1
     assert yielded_s < 3.0
     assert verify_library(index).ok
+    # the weather device's ambient temperature (the stock simulator's WEATHER_TEMPERATURE, 15 °C) is on every frame
+    for name in frame_names(index, entry.id):
+        assert fits.getheader(Path(done.frames_dir) / name)["AMBTEMP"] == 15.0
 
 
 def test_unreachable_weather_device_fails_the_job(rig: tuple[JobEngine, LibraryIndex, Weather, int]) -> None:
