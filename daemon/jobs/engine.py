@@ -41,7 +41,7 @@ pydantic model: the typed params, checked first), ``validate`` (checks against t
   a ``warning`` event); ``paused`` remains reserved for a user's (or the start window's) pause.
 
 Events on the bus: ``job`` {job_id, kind, state, progress_done, progress_total, step, eta_s} on every change,
-``frame`` {job_id, path, ok, reasons}, ``warning`` {job_id, message}.
+``frame`` {job_id, camera, path, ok, reasons}, ``warning`` {job_id, message}.
 """
 
 from __future__ import annotations
@@ -226,7 +226,8 @@ class JobContext:
         self.bus.publish("warning", {"job_id": self.job_id, "message": message})
 
     def frame(self, path: str, ok: bool, reasons: list[str]) -> None:
-        self.bus.publish("frame", {"job_id": self.job_id, "path": str(path), "ok": bool(ok), "reasons": list(reasons)})
+        self.bus.publish("frame", {"job_id": self.job_id, "camera": self.job.camera, "path": str(path), "ok": bool(ok),
+                                   "reasons": list(reasons)})
 
     def save_result(self, result: Mapping[str, Any]) -> None:
         """Persist partial results (e.g. which entry each plan item uses) so a resumed run can find them."""
