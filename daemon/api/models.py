@@ -183,6 +183,7 @@ class SampleOut(BaseModel):
 class CoverageRow(BaseModel):
     """One key of the coverage table: ``ready``, ``stale``, ``in-progress``, ``bad`` or ``missing`` (from the plan)."""
 
+    camera: str | None = None  # every camera of the (shared) index has its rows
     slug: str
     description: str
     kind: str
