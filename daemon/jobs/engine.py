@@ -66,7 +66,7 @@ from pydantic import BaseModel, ValidationError
 from daemon.events import EventBus
 from daemon.jobs.errors import JobConflict, JobInterrupted, JobNotFound, JobStoreError
 from daemon.jobs.queue import JobQueue, JobRow, process_owner
-from daemon.jobs.states import ACTIVE_STATES, COMMANDS, KIND_MODULES, JobState
+from daemon.jobs.states import COMMANDS, KIND_MODULES, JobState
 from daemon.library.catalog import LibraryIndex
 from daemon.library.verify import remove_partial_files
 from daemon.settings import Settings
@@ -479,12 +479,9 @@ class JobEngine:
         room = self.room_problem(kind, clean)
         if room is not None:
             raise NoRoom(room)
-        with self._lock:
-            if self.uses_camera(kind):
-                busy = [j for j in self.queue.jobs(ACTIVE_STATES) if self.uses_camera(j.kind) and j.camera == camera]
-                if busy:
-                    raise JobConflict(f"capture job {busy[0].id} ({busy[0].state}) already uses camera {camera!r}")
-            row = self.queue.add_job(kind, clean, camera=camera)
+        with self._lock:  # the check and the insert in one transaction: hosts sharing the index submit safely too
+            row = self.queue.add_job(kind, clean, camera=camera,
+                                     conflicts=(lambda j: self.uses_camera(j.kind)) if self.uses_camera(kind) else None)
         self._log_quietly(row.id, f"submitted ({kind})")
         self.publish_job(row)
         self._wake.set()

@@ -32,19 +32,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterable, Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from daemon.jobs.errors import JobConflict, JobNotFound, JobStoreError
-from daemon.jobs.states import JOB_STATES, JobState, can_transition
+from daemon.jobs.states import ACTIVE_STATES, JOB_STATES, JobState, can_transition
 from daemon.library.models import Job, JobLog
 from daemon.library.store import iso_utc, jsonable
 
@@ -209,9 +210,22 @@ class JobQueue:
 
     # --- writes ------------------------------------------------------------------------------------------------------
     def add_job(self, kind: str, params: Mapping[str, Any], *, camera: str | None = None,
-                state: str = JobState.QUEUED) -> JobRow:
+                state: str = JobState.QUEUED, conflicts: Callable[[JobRow], bool] | None = None) -> JobRow:
+        """Add a job. With ``conflicts``: in the same write transaction, refuse (:class:`JobConflict`) when an active
+        job of the same camera is one (one capture job per camera across every daemon sharing the index: on
+        PostgreSQL a transaction-scoped advisory lock per camera serialises two hosts submitting at once; SQLite's
+        ``BEGIN IMMEDIATE`` already does)."""
         _check_state(state)
         with self._write() as s:
+            if conflicts is not None and camera is not None:
+                if s.get_bind().dialect.name == "postgresql":
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                              {"k": zlib.crc32(f"darkd-camera:{camera}".encode())})
+                active = s.scalars(select(Job).where(Job.camera == camera, Job.state.in_(
+                    [st.value for st in ACTIVE_STATES])).order_by(Job.id)).all()
+                busy = [r for r in map(_row, active) if conflicts(r)]
+                if busy:
+                    raise JobConflict(f"capture job {busy[0].id} ({busy[0].state}) already uses camera {camera!r}")
             job = Job(kind=kind, params=jsonable(dict(params)), state=state, camera=camera, progress_done=0,
                       progress_total=0, warnings=[])
             s.add(job)

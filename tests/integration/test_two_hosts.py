@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from calib.frames import read_header
 from daemon.events import EventBus
 from daemon.indiserver import LocalIndiServer
 from daemon.jobs.engine import JobEngine
+from daemon.jobs.errors import JobConflict
 from daemon.jobs.queue import JobQueue, JobRow
 from daemon.jobs.states import FINAL_STATES
 from daemon.library.catalog import LibraryIndex
@@ -203,3 +205,33 @@ def test_two_hosts_split_one_plan_on_one_postgresql_index_and_survive_a_kill(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
         index.close()
+
+
+def test_two_hosts_submitting_for_one_camera_at_once_get_one_capture_job(pg: PostgresServer, tmp_path: Path) -> None:
+    """The one-capture-job-per-camera check and the insert share a transaction under a per-camera advisory lock:
+    eight connections (as many hosts) submitting for one camera at the same instant leave exactly one job."""
+    url = pg.create_database(f"submit{os.getpid()}x{next(_databases)}")
+    indexes = [LibraryIndex.open(LibrarySettings(root=tmp_path / "lib", database_url=url)) for _ in range(8)]
+    barrier = threading.Barrier(len(indexes))
+    outcomes: list[str] = []
+
+    def submit(index: LibraryIndex) -> None:
+        barrier.wait()
+        try:
+            JobQueue(index).add_job("build-library", {}, camera="ZWO CCD ASI1600MM Pro",
+                                    conflicts=lambda j: j.kind == "build-library")
+            outcomes.append("added")
+        except JobConflict:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=submit, args=(index,)) for index in indexes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    try:
+        assert sorted(outcomes) == ["added"] + ["refused"] * 7
+        assert len(JobQueue(indexes[0]).jobs()) == 1
+    finally:
+        for index in indexes:
+            index.close()

@@ -15,8 +15,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from daemon.events import EventBus
 from daemon.jobs.engine import JobEngine
+from daemon.jobs.errors import JobConflict
 from daemon.jobs.queue import JobQueue, owner_is_dead, process_owner
 from daemon.library.catalog import LibraryIndex
 from daemon.settings import IndiSettings, Settings
@@ -123,3 +126,18 @@ def test_with_its_device_named_an_engine_claims_only_that_cameras_capture_jobs(i
         wait_for(state_is(engine, mine.id, "succeeded"))
         wait_for(state_is(engine, plain.id, "succeeded"))
         assert engine.get(theirs.id).state == "queued" and not engine.serves("Cam B") and engine.serves("Cam A")
+
+
+def test_one_capture_job_per_camera_is_checked_in_the_insert_transaction(index: LibraryIndex) -> None:
+    """The conflict check of a submit runs in the transaction that adds the job (PostgreSQL: under an advisory lock
+    per camera), so two hosts submitting for one camera at once cannot both get in."""
+    queue = JobQueue(index)
+    capture = lambda j: j.kind == "capture"  # noqa: E731
+    first = queue.add_job("capture", {}, camera="Cam A", conflicts=capture)
+    with pytest.raises(JobConflict, match=f"capture job {first.id} \\(queued\\) already uses camera 'Cam A'"):
+        queue.add_job("capture", {}, camera="Cam A", conflicts=capture)
+    queue.add_job("capture", {}, camera="Cam B", conflicts=capture)  # another camera
+    queue.add_job("steps", {}, camera="Cam A")  # no conflict rule: not a capture
+    queue.update_job(first.id, state="running")
+    queue.update_job(first.id, state="succeeded")
+    queue.add_job("capture", {}, camera="Cam A", conflicts=capture)  # the first one ended
