@@ -23,8 +23,8 @@ pydantic model: the typed params, checked first), ``validate`` (checks against t
   released meanwhile (this daemon was cut off longer than ``lease_s``) is stopped here and its end is not written
   over the new owner's. With ``[indi] device`` set, the engine claims only capture jobs for that camera, so each
   host builds its own camera's keys; non-capture jobs go to whichever daemon claims them first. Two daemons never
-  build the same key twice: one capture job per camera (:meth:`JobEngine.submit`, checked in the shared queue) and
-  one entry per key (unique ``entries.directory``).
+  build the same key twice: one capture job per camera (:meth:`JobEngine.submit`, checked in the transaction that
+  adds the job, under a per-camera lock on PostgreSQL) and one entry per key (unique ``entries.directory``).
 * **The engine survives its own storage**: a database error while a job runs fails that job; when the job's end
   cannot be recorded (read-only, malformed or locked index) the engine frees its slot at once, keeps the outcome and
   writes it on every dispatcher tick until the index takes it, so no job stays ``running`` forever.
