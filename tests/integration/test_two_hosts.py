@@ -58,7 +58,7 @@ HOSTS: dict[str, dict[str, Any]] = {
     "qhy": {"device": "QHY CCD QHY163M-Sim", "profile": "qhy163m-sim-small", "gain": 120, "offset": 30},
     "asi": {"device": "ZWO CCD ASI1600MM Pro", "profile": None, "gain": 139, "offset": 21},
 }
-DARK_FRAMES = 8
+DARK_FRAMES = 6
 _databases = itertools.count(1)
 
 DAEMON = ("import json, sys; sys.path.insert(0, {repo!r}); "
@@ -70,7 +70,7 @@ def settings_for(root: Path, url: str, port: int, device: str, profile: str | No
                               reconnect_timeout_s=30.0, warm_up_at_end=False)
     return Settings(camera_profile=profile or "auto",
                     indi=IndiSettings(port=port, device=device, connect_timeout_s=20.0), cooling=cooling,
-                    library=LibrarySettings(root=root, database_url=url, frames_bias=4, frames_dark=4))
+                    library=LibrarySettings(root=root, database_url=url, frames_bias=3, frames_dark=3))
 
 
 def daemon_main(cfg: dict[str, Any]) -> int:

@@ -88,7 +88,7 @@ def test_a_running_engine_renews_its_claim_and_releases_a_dead_hosts_job_when_it
     queue = JobQueue(index)
     engine = engine_for(index, lease_s=0.6)
     with engine:
-        row = engine.submit("steps", {"steps": 40, "step_s": 0.05})
+        row = engine.submit("steps", {"steps": 30, "step_s": 0.05})
         wait_for(lambda: engine.get(row.id).lease_until_utc is not None)
         first = engine.get(row.id).lease_until_utc
         assert first is not None
