@@ -1,7 +1,8 @@
 """Prometheus metrics of one daemon (one :class:`DaemonMetrics` per runtime, with its own registry — no globals).
 
-Names follow Prometheus conventions with units in them: ``darkd_sensor_temperature_celsius``,
-``darkd_cooler_power_percent``, ``darkd_frames_captured_total{result="accepted"|"rejected"}``,
+Names follow Prometheus conventions with units in them: ``darkd_sensor_temperature_celsius{camera}``,
+``darkd_set_point_celsius{camera}``, ``darkd_cooler_power_percent{camera}``, ``darkd_camera_connected{camera}``,
+``darkd_camera_stable{camera}``, ``darkd_frames_captured_total{camera,result="accepted"|"rejected"}``,
 ``darkd_job_duration_seconds{kind,state}`` (wall time from start to end of a finished job),
 ``darkd_library_entries{status}`` (read from the index at scrape time),
 ``darkd_http_request_duration_seconds{method,route,status}`` (server-side latency of the API),
@@ -11,10 +12,14 @@ Names follow Prometheus conventions with units in them: ``darkd_sensor_temperatu
 ``darkd_camera_health_slope_per_day{…}`` and ``…_slope_uncertainty_per_day{…}`` (its trend),
 ``darkd_camera_health_warning{camera,quantity,series}`` (1 while beyond its ``[health]`` limit) — :mod:`daemon.health`,
 read at scrape time.
+
+Per-camera series carry a ``camera`` label (the INDI device name; ``unknown`` before the camera first reported it),
+so one Grafana board shows every rig of a fleet whose daemons share one index (each daemon is scraped on its own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +34,9 @@ from daemon.jobs.states import FINAL_STATES
 from drivers.camera import CameraState
 
 log = logging.getLogger(__name__)
+
+#: the ``camera`` label before the camera has reported its device name (and of a frame event without a camera)
+UNKNOWN_CAMERA = "unknown"
 
 HTTP_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 JOB_DURATION_BUCKETS_S = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14_400, 28_800, 57_600)
@@ -105,15 +113,15 @@ class DaemonMetrics:
                  health_report: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.temperature_c = Gauge("darkd_sensor_temperature_celsius", "Sensor temperature (°C)", registry=r)
-        self.set_point_c = Gauge("darkd_set_point_celsius", "Cooler set point (°C; NaN when none)", registry=r)
-        self.cooler_power_pct = Gauge("darkd_cooler_power_percent", "Cooler power (%)", registry=r)
-        self.camera_connected = Gauge("darkd_camera_connected", "1 when the camera is connected", registry=r)
-        self.camera_stable = Gauge("darkd_camera_stable", "1 when the sensor is stable at its set point", registry=r)
-        self.frames = Counter("darkd_frames_captured", "Frames captured, by quality check result", ["result"],
-                              registry=r)
-        for result in ("accepted", "rejected"):
-            self.frames.labels(result=result)
+        cam = ["camera"]
+        self.temperature_c = Gauge("darkd_sensor_temperature_celsius", "Sensor temperature (°C)", cam, registry=r)
+        self.set_point_c = Gauge("darkd_set_point_celsius", "Cooler set point (°C; NaN when none)", cam, registry=r)
+        self.cooler_power_pct = Gauge("darkd_cooler_power_percent", "Cooler power (%)", cam, registry=r)
+        self.camera_connected = Gauge("darkd_camera_connected", "1 when the camera is connected", cam, registry=r)
+        self.camera_stable = Gauge("darkd_camera_stable", "1 when the sensor is stable at its set point", cam,
+                                   registry=r)
+        self.frames = Counter("darkd_frames_captured", "Frames captured, by camera and quality check result",
+                              ["camera", "result"], registry=r)
         self.job_duration_s = Histogram("darkd_job_duration_seconds", "Wall time of finished jobs (s)",
                                         ["kind", "state"], buckets=JOB_DURATION_BUCKETS_S, registry=r)
         self.jobs_finished = Counter("darkd_jobs_finished", "Jobs that reached a final state", ["kind", "state"],
@@ -127,8 +135,10 @@ class DaemonMetrics:
         self.disk_low = Counter("darkd_disk_low", "Jobs held or paused for lack of room on the library disk",
                                 registry=r)
         self.events = Counter("darkd_events", "Events published on the bus, by type", ["type"], registry=r)
+        self._camera = UNKNOWN_CAMERA  # the camera label of the state gauges (the device, once reported)
+        self._cameras_seen: set[str] = set()
         for gauge in (self.temperature_c, self.set_point_c, self.cooler_power_pct):
-            gauge.set(float("nan"))  # unknown until the camera monitor's first reading
+            gauge.labels(camera=self._camera).set(float("nan"))  # unknown until the camera monitor's first reading
         if count_by_status is not None:
             r.register(_LibraryCollector(count_by_status))
         if health_report is not None:
@@ -137,20 +147,48 @@ class DaemonMetrics:
         self._seen_jobs: set[int] = set()
         self._lock = threading.Lock()
 
+    def _state_gauges(self) -> tuple[Gauge, ...]:
+        return (self.temperature_c, self.set_point_c, self.cooler_power_pct, self.camera_connected,
+                self.camera_stable)
+
+    def _seen(self, camera: str) -> None:
+        """Start a camera's frame counters at 0 (both results), so a rate query finds them before the first frame."""
+        with self._lock:
+            if camera in self._cameras_seen:
+                return
+            self._cameras_seen.add(camera)
+        for result in ("accepted", "rejected"):
+            self.frames.labels(camera=camera, result=result)
+
     def observe_camera(self, state: CameraState) -> None:
+        """The camera monitor's reading, labelled with the device it names (a disconnected reading keeps the last
+        one; the ``unknown`` series go once the device is known)."""
         nan = float("nan")
-        self.camera_connected.set(1.0 if state.connected else 0.0)
-        self.camera_stable.set(1.0 if state.stable else 0.0)
-        self.temperature_c.set(state.temperature_c if state.temperature_c is not None else nan)
-        self.set_point_c.set(state.set_point_c if state.set_point_c is not None else nan)
-        self.cooler_power_pct.set(state.cooler_power_pct if state.cooler_power_pct is not None else nan)
+        with self._lock:
+            if state.device and state.device != self._camera:
+                if self._camera == UNKNOWN_CAMERA:
+                    for gauge in self._state_gauges():
+                        with contextlib.suppress(KeyError):
+                            gauge.remove(UNKNOWN_CAMERA)
+                self._camera = state.device
+            camera = self._camera
+        if camera != UNKNOWN_CAMERA:
+            self._seen(camera)
+        self.camera_connected.labels(camera=camera).set(1.0 if state.connected else 0.0)
+        self.camera_stable.labels(camera=camera).set(1.0 if state.stable else 0.0)
+        self.temperature_c.labels(camera=camera).set(state.temperature_c if state.temperature_c is not None else nan)
+        self.set_point_c.labels(camera=camera).set(state.set_point_c if state.set_point_c is not None else nan)
+        self.cooler_power_pct.labels(camera=camera).set(
+            state.cooler_power_pct if state.cooler_power_pct is not None else nan)
 
     def observe_event(self, event: Mapping[str, Any]) -> None:
         """Update counters from a bus event (``frame``, ``job``, ``warning``; ``temperature`` only counted)."""
         kind = str(event.get("type"))
         self.events.labels(type=kind).inc()
         if kind == "frame":
-            self.frames.labels(result="accepted" if event.get("ok") else "rejected").inc()
+            camera = str(event.get("camera") or UNKNOWN_CAMERA)
+            self._seen(camera)
+            self.frames.labels(camera=camera, result="accepted" if event.get("ok") else "rejected").inc()
         elif kind == "warning":
             self.warnings.inc()
         elif kind == "integrity":

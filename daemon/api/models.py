@@ -169,6 +169,8 @@ class JobOut(BaseModel):
     started_utc: str | None = None
     finished_utc: str | None = None
     updated_utc: str | None = None
+    owner: str | None = None  # the daemon process that runs (or last ran) it: several hosts may share one index
+    lease_until_utc: str | None = None  # until when that daemon's claim holds (renewed while the job runs)
 
 
 class SampleOut(BaseModel):
@@ -181,6 +183,7 @@ class SampleOut(BaseModel):
 class CoverageRow(BaseModel):
     """One key of the coverage table: ``ready``, ``stale``, ``in-progress``, ``bad`` or ``missing`` (from the plan)."""
 
+    camera: str | None = None  # every camera of the (shared) index has its rows
     slug: str
     description: str
     kind: str

@@ -226,7 +226,8 @@ def complete_key(key: LibraryKey, camera: Camera) -> LibraryKey:
     overscan = key.overscan or (OverscanMode(state.overscan).value if state.overscan is not None else None)
     binning = key.binning or 1
     profile: CameraProfile | None = getattr(camera, "profile", None)
-    if profile is not None:
+    whole_frame = overscan is None or OverscanMode(overscan) is not OverscanMode.INCLUDE
+    if profile is not None and not (whole_frame and profile.ignore is None):  # a generic profile: the frame received
         geometry = profile.geometry(overscan).binned(binning)
         width_px, height_px = geometry.width_px, geometry.height_px
     else:

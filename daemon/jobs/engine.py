@@ -15,6 +15,16 @@ pydantic model: the typed params, checked first), ``validate`` (checks against t
 * **Crash safety**: :meth:`start` removes leftovers of interrupted atomic writes and puts jobs left ``running`` by a
   dead daemon back in the queue; the job resumes from what is on disk (the capture code never retakes a complete
   frame). :meth:`stop` puts running jobs back to ``queued`` the same way.
+* **Several daemons, one index** (two camera hosts sharing a PostgreSQL index and a library root): a job is claimed
+  with a compare-and-set that records the claiming process as its ``owner`` with a lease of ``lease_s`` seconds, which
+  the dispatcher renews while the job runs (every ``lease_s / 3``). "Left running by a dead daemon" means an
+  abandoned lease (:func:`daemon.jobs.queue.is_abandoned`: expired, or its process gone from this machine): a daemon
+  that starts, or any dispatcher tick, queues such jobs again, never another live daemon's. A job whose lease was
+  released meanwhile (this daemon was cut off longer than ``lease_s``) is stopped here and its end is not written
+  over the new owner's. With ``[indi] device`` set, the engine claims only capture jobs for that camera, so each
+  host builds its own camera's keys; non-capture jobs go to whichever daemon claims them first. Two daemons never
+  build the same key twice: one capture job per camera (:meth:`JobEngine.submit`, checked in the transaction that
+  adds the job, under a per-camera lock on PostgreSQL) and one entry per key (unique ``entries.directory``).
 * **The engine survives its own storage**: a database error while a job runs fails that job; when the job's end
   cannot be recorded (read-only, malformed or locked index) the engine frees its slot at once, keeps the outcome and
   writes it on every dispatcher tick until the index takes it, so no job stays ``running`` forever.
@@ -31,7 +41,7 @@ pydantic model: the typed params, checked first), ``validate`` (checks against t
   a ``warning`` event); ``paused`` remains reserved for a user's (or the start window's) pause.
 
 Events on the bus: ``job`` {job_id, kind, state, progress_done, progress_total, step, eta_s} on every change,
-``frame`` {job_id, path, ok, reasons}, ``warning`` {job_id, message}.
+``frame`` {job_id, camera, path, ok, reasons}, ``warning`` {job_id, message}.
 """
 
 from __future__ import annotations
@@ -48,15 +58,15 @@ import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 from pydantic import BaseModel, ValidationError
 
 from daemon.events import EventBus
 from daemon.jobs.errors import JobConflict, JobInterrupted, JobNotFound, JobStoreError
-from daemon.jobs.queue import JobQueue, JobRow
-from daemon.jobs.states import ACTIVE_STATES, COMMANDS, KIND_MODULES, JobState
+from daemon.jobs.queue import JobQueue, JobRow, process_owner
+from daemon.jobs.states import COMMANDS, KIND_MODULES, JobState
 from daemon.library.catalog import LibraryIndex
 from daemon.library.verify import remove_partial_files
 from daemon.settings import Settings
@@ -68,6 +78,9 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 30.0
 
 __all__ = ["JobContext", "JobEngine", "JobHandler", "NoRoom", "handler_module"]
+
+#: How long a claim on a running job holds without renewal (s): after a crash on another host, its jobs wait this long.
+LEASE_S = 60.0
 
 #: ``step`` of a queued job held back because the library disk is short of room.
 WAITING_FOR_DISK_STEP = "waiting for disk space"
@@ -138,7 +151,7 @@ class _Running:
     kind: str
     camera: str | None
     stop: threading.Event = field(default_factory=threading.Event)
-    reason: str | None = None  # cancel | pause | shutdown | window
+    reason: str | None = None  # cancel | pause | shutdown | window | lease (released to another daemon)
     thread: threading.Thread | None = None
     stop_requested_s: float | None = None  # time.monotonic() of the first stop request
     slow_stop_warned: bool = False
@@ -213,7 +226,8 @@ class JobContext:
         self.bus.publish("warning", {"job_id": self.job_id, "message": message})
 
     def frame(self, path: str, ok: bool, reasons: list[str]) -> None:
-        self.bus.publish("frame", {"job_id": self.job_id, "path": str(path), "ok": bool(ok), "reasons": list(reasons)})
+        self.bus.publish("frame", {"job_id": self.job_id, "camera": self.job.camera, "path": str(path), "ok": bool(ok),
+                                   "reasons": list(reasons)})
 
     def save_result(self, result: Mapping[str, Any]) -> None:
         """Persist partial results (e.g. which entry each plan item uses) so a resumed run can find them."""
@@ -230,7 +244,7 @@ class JobEngine:
     def __init__(self, settings: Settings, index: LibraryIndex, camera_factory: Callable[[], Camera],
                  bus: EventBus | None = None, *, poll_s: float = 1.0, integration_workers: int = 1,
                  disconnect_camera_on_stop: bool = False, kinds: Mapping[str, str | Any] | None = None,
-                 worker_niceness: int = 0) -> None:
+                 worker_niceness: int = 0, lease_s: float = LEASE_S) -> None:
         self.settings = settings
         self.index = index
         self.queue = JobQueue(index)
@@ -253,6 +267,10 @@ class JobEngine:
         self._held_for_room: set[int] = set()  # queued jobs already told they wait for disk space
         #: Why the job queue cannot be written right now (``None``: it can, as far as the engine knows).
         self.store_problem: str | None = None
+        #: this daemon process as the ``owner`` of the jobs it runs, and how long its claims hold (see the docstring)
+        self.owner = process_owner()
+        self.lease_s = float(lease_s)
+        self._renew_due_s = 0.0  # time.monotonic() of the next lease renewal
 
     # --- lifecycle ---------------------------------------------------------------------------------------------------
     def start(self) -> JobEngine:
@@ -263,12 +281,13 @@ class JobEngine:
         removed = remove_partial_files(self.index.layout.root)
         for path in removed:
             log.warning("removed leftover of an interrupted write: %s", path)
-        for job in self.queue.jobs(JobState.RUNNING):
-            row = self.queue.transition_job(job.id, {JobState.RUNNING}, state=JobState.QUEUED,
-                                            step="resuming after restart")
-            if row is not None:
-                self.queue.append_job_log(job.id, "daemon restarted: job queued again, resuming from the files on disk")
-                self.publish_job(row)
+        if not self.settings.library.resolved_database_url().startswith("sqlite") and not self.settings.indi.device:
+            log.warning("shared index without [indi] device: this daemon may claim capture jobs of other hosts' "
+                        "cameras; name this daemon's camera to keep each host to its own")
+        for row in self.queue.release_abandoned(self.owner, at_start=True, step="resuming after restart",
+                                                log_line="daemon restarted: job queued again, resuming from the "
+                                                         "files on disk"):
+            self.publish_job(row)
         self._stopping.clear()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="darkd-jobs", daemon=True)
         self._dispatcher.start()
@@ -460,12 +479,9 @@ class JobEngine:
         room = self.room_problem(kind, clean)
         if room is not None:
             raise NoRoom(room)
-        with self._lock:
-            if self.uses_camera(kind):
-                busy = [j for j in self.queue.jobs(ACTIVE_STATES) if self.uses_camera(j.kind) and j.camera == camera]
-                if busy:
-                    raise JobConflict(f"capture job {busy[0].id} ({busy[0].state}) already uses camera {camera!r}")
-            row = self.queue.add_job(kind, clean, camera=camera)
+        with self._lock:  # the check and the insert in one transaction: hosts sharing the index submit safely too
+            row = self.queue.add_job(kind, clean, camera=camera,
+                                     conflicts=(lambda j: self.uses_camera(j.kind)) if self.uses_camera(kind) else None)
         self._log_quietly(row.id, f"submitted ({kind})")
         self.publish_job(row)
         self._wake.set()
@@ -529,7 +545,8 @@ class JobEngine:
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
             recorded = self._survive(self._retry_unfinished)  # a failed retry must not keep commands from acting
-            if self._survive(self._tick) and recorded and not self.unfinished():
+            leased = self._survive(self._keep_leases)
+            if self._survive(self._tick) and recorded and leased and not self.unfinished():
                 self.store_problem = None
             self._wake.wait(self.poll_s)
             self._wake.clear()
@@ -547,6 +564,24 @@ class JobEngine:
             log.exception("job dispatcher step %s failed", getattr(step, "__name__", step))
         return False
 
+    def _keep_leases(self) -> None:
+        """Extend this daemon's claims on the jobs it runs (and on those whose end is not recorded yet), every
+        ``lease_s / 3``; then queue again the jobs whose daemon died (here or on another host)."""
+        if time.monotonic() >= self._renew_due_s:
+            with self._lock:
+                ids = set(self._running) | set(self._unfinished)
+            self.queue.renew_leases(self.owner, ids, _now() + timedelta(seconds=self.lease_s))
+            self._renew_due_s = time.monotonic() + self.lease_s / 3
+        for row in self.queue.release_abandoned(self.owner, step="resuming: its daemon stopped renewing its claim",
+                                                log_line="job queued again: its daemon's claim ran out"):
+            self.publish_job(row)
+
+    def serves(self, camera: str | None) -> bool:
+        """Whether this engine may claim a capture job for ``camera``: any camera unless ``[indi] device`` names
+        this daemon's one (several daemons on one index each build their own camera's keys)."""
+        device = self.settings.indi.device
+        return not device or camera == device
+
     def _tick(self) -> None:
         now = _now()
         with self._lock:
@@ -557,6 +592,11 @@ class JobEngine:
             row = self.queue.get_job(job_id)
             if row is None or row.state in (JobState.PAUSED, JobState.CANCELLED):
                 self._request_stop(run, "cancel" if row is None or row.state == JobState.CANCELLED else "pause")
+            elif row.state == JobState.QUEUED or row.owner not in (None, self.owner):
+                if run.reason is None:
+                    log.warning("job %s: this daemon's claim was released (now %s); stopping it here", job_id,
+                                row.owner or "queued")
+                self._request_stop(run, "lease")
             elif (end := _parse_time(row.params.get("not_after"))) is not None and now > end and not run.stop.is_set():
                 self.queue.append_job_log(job_id, "start window ended: pausing")
                 self._request_stop(run, "window")
@@ -577,6 +617,8 @@ class JobEngine:
                     self.publish_job(row)
                 continue
             if self.uses_camera(job.kind):
+                if not self.serves(job.camera):
+                    continue  # another daemon's camera
                 with self._lock:
                     if any(r.camera == job.camera and self.uses_camera(r.kind) for r in self._running.values()):
                         continue
@@ -585,7 +627,8 @@ class JobEngine:
             self._launch(job, now)
 
     def _launch(self, job: JobRow, now: datetime) -> None:
-        fields: dict[str, Any] = {"state": JobState.RUNNING, "finished_utc": None, "error": None}
+        fields: dict[str, Any] = {"state": JobState.RUNNING, "finished_utc": None, "error": None,
+                                  "owner": self.owner, "lease_until_utc": now + timedelta(seconds=self.lease_s)}
         if job.started_utc is None:
             fields["started_utc"] = now
         row = self.queue.transition_job(job.id, {JobState.QUEUED}, **fields)
@@ -643,8 +686,14 @@ class JobEngine:
             log.warning("job %s: log line not stored (%s): %s", job_id, exc, line)
 
     def _write_outcome(self, job_id: int, outcome: dict[str, Any]) -> None:
-        final = self.queue.transition_job(job_id, {JobState.RUNNING}, **outcome)
+        final = self.queue.transition_owned_job(job_id, {JobState.RUNNING}, self.owner, lease_until_utc=None,
+                                                **outcome)
         if final is None:  # already paused/cancelled by a command: keep that state
+            current = self.queue.get_job(job_id)
+            if current is not None and current.owner not in (None, self.owner):
+                log.warning("job %s is run by %s now; its end here (%s) is not recorded", job_id, current.owner,
+                            outcome["state"])
+                return
             final = self.queue.update_job(job_id, eta_s=None)
         self.publish_job(final)
 

@@ -180,6 +180,10 @@ class Job(Base):
     started_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now, onupdate=utc_now)
+    #: the daemon process running the job (:func:`daemon.jobs.queue.process_owner`) and until when its claim holds;
+    #: renewed while it runs (a lease: several daemons on one index, :mod:`daemon.jobs.queue`)
+    owner: Mapped[str | None] = mapped_column(String(255))
+    lease_until_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     log: Mapped[list[JobLog]] = relationship(back_populates="job", cascade="all, delete-orphan", order_by="JobLog.id")
 

@@ -140,8 +140,8 @@ def test_server_on_the_simulated_camera(sim_server: IndiServer, tmp_path: Path) 
         assert temps[0]["time"] < temps[1]["time"] and time.monotonic() - started < 10
 
         text = httpx.get(f"{base}/metrics", headers=auth(READ)).text
-        assert metric(text, "darkd_camera_connected") == 1.0
-        assert abs(metric(text, "darkd_sensor_temperature_celsius") - AMBIENT_C) < 3.0
+        assert metric(text, f'darkd_camera_connected{{camera="{SIM_DEVICE}"}}') == 1.0
+        assert abs(metric(text, f'darkd_sensor_temperature_celsius{{camera="{SIM_DEVICE}"}}') - AMBIENT_C) < 3.0
         assert 'darkd_library_entries{status="ready"} 0.0' in text
 
         status = httpx.get(f"{base}/api/v1/status", headers=auth(READ)).json()
@@ -200,7 +200,8 @@ def test_capture_job_through_the_api(sim_server: IndiServer, tmp_path: Path) -> 
         running = [e for e in events if e["type"] == "job" and e["state"] == "running"]
         assert running and running[0]["job_id"] == job_id
         text = httpx.get(f"{base}/metrics", headers=auth(READ)).text
-        captured = sum(metric(text, f'darkd_frames_captured_total{{result="{r}"}}') for r in ("accepted", "rejected"))
+        captured = sum(metric(text, f'darkd_frames_captured_total{{camera="{SIM_DEVICE}",result="{r}"}}')
+                       for r in ("accepted", "rejected"))
         assert captured == len(frames)
 
 

@@ -61,7 +61,7 @@ def test_migrations_build_the_models_schema_and_go_down_and_up_again(url: str) -
     migrate(engine)
     with engine.connect() as conn:
         assert {"entries", "frames", "jobs", "job_log", "alembic_version"} <= set(inspect(conn).get_table_names())
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0006"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0007"
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diffs == [], f"models and migrations disagree on PostgreSQL: {diffs}"
     with engine.begin() as conn:

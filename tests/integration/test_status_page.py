@@ -107,6 +107,7 @@ def test_page_builds_job_and_coverage(rendered: tuple[str, Path]) -> None:
     assert dom.count('class="badge ready"') == 2
     assert dom.count('class="badge in-progress"') == 1
     assert dom.count('class="badge missing"') == 1  # the 300 s dark of the plan
+    assert dom.count(f"<tr><td>{CAMERA}</td><td>") == 4  # each coverage row names its camera (a fleet shares one index)
     assert "QHY CCD QHY163M-Sim: -10.02 °C → -10.0 °C, cooler 56 %, stable, exposing" in dom
     assert "(last 6 h, 361 readings)" in dom  # 360 seeded + the current snapshot
     assert 'class="temp"' in dom and 'class="power"' in dom

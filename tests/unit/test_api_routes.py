@@ -271,15 +271,16 @@ def _metric(text: str, name: str) -> float:
 
 def test_metrics_count_frames_and_library(client: TestClient, runtime: Runtime, seeded: dict[str, Any]) -> None:
     for ok in (True, True, False):
-        runtime.bus.publish("frame", {"job_id": 1, "path": "/f.fits", "ok": ok, "reasons": []})
+        runtime.bus.publish("frame", {"job_id": 1, "camera": CAMERA, "path": "/f.fits", "ok": ok, "reasons": []})
     deadline = time.monotonic() + 5
     while True:
         text = client.get("/metrics").text
-        if _metric(text, 'darkd_frames_captured_total{result="rejected"}') == 1 or time.monotonic() > deadline:
+        rejected = _metric(text, f'darkd_frames_captured_total{{camera="{CAMERA}",result="rejected"}}')
+        if rejected == 1 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert _metric(text, 'darkd_frames_captured_total{result="accepted"}') == 2
-    assert _metric(text, 'darkd_frames_captured_total{result="rejected"}') == 1
+    assert _metric(text, f'darkd_frames_captured_total{{camera="{CAMERA}",result="accepted"}}') == 2
+    assert _metric(text, f'darkd_frames_captured_total{{camera="{CAMERA}",result="rejected"}}') == 1
     assert _metric(text, 'darkd_library_entries{status="ready"}') == 1
     assert _metric(text, 'darkd_library_entries{status="planned"}') == 2
     assert client.get("/api/v1/metrics").text.count("darkd_library_entries{") == 6
@@ -299,8 +300,9 @@ def test_camera_snapshot_samples_and_metrics(client: TestClient, runtime: Runtim
     status = client.get("/api/v1/status").json()
     assert status["samples"][-1]["temperature_c"] == -9.8 and status["camera"]["set_point_c"] == -10.0
     text = client.get("/metrics").text
-    assert _metric(text, "darkd_sensor_temperature_celsius") == -9.8
-    assert _metric(text, "darkd_cooler_power_percent") == 55.0
+    assert _metric(text, f'darkd_sensor_temperature_celsius{{camera="{CAMERA}"}}') == -9.8
+    assert _metric(text, f'darkd_cooler_power_percent{{camera="{CAMERA}"}}') == 55.0
+    assert 'camera="unknown"' not in text  # the placeholder series went once the device was known
 
 
 def test_status_page_is_served(client: TestClient) -> None:

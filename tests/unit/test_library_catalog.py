@@ -119,7 +119,7 @@ def test_migration_0002_keeps_every_row_of_a_0001_library(tmp_path: Path) -> Non
 
     with LibraryIndex(LibrarySettings(root=root)) as index:
         with index.engine.connect() as conn:
-            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0006"
+            assert conn.execute(text("select version_num from alembic_version")).scalar() == "0007"
         (entry,) = index.entries()
         assert entry.bit_depth is None and entry.status == "capturing" and entry.frames == 1
         assert entry.slug == "dark_60s_m10C_g120_o30_bin1_rm0_usb30_glow-auto_os-ignore_64x48"  # slug unchanged

@@ -38,7 +38,7 @@ def test_migrations_create_schema_from_empty(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert set(inspect(conn).get_table_names()) >= {"entries", "frames", "jobs", "job_log", "alembic_version",
                                                         "camera_defaults"}
-        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0006"
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0007"
         assert conn.execute(text("pragma journal_mode")).scalar() == "wal"
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()

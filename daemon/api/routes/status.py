@@ -56,8 +56,9 @@ def _current_job(runtime: Runtime) -> dict[str, Any] | None:
 
 
 def coverage(runtime: Runtime) -> list[dict[str, Any]]:
-    """One row per key: the newest entry's status (planned/capturing/integrating shown as ``in-progress``), then
-    keys of the latest plan that no entry covers, as ``missing``.
+    """One row per camera and key, for every camera of the index (a fleet sharing one index shows all its rigs): the
+    newest entry's status (planned/capturing/integrating shown as ``in-progress``), then keys of the latest plan
+    that no entry covers, as ``missing``.
 
     A ``ready`` entry is shown ``ready`` only when the usable-master rule accepts it for its own key now (file
     checked); otherwise ``review`` (held for review) or ``unusable``, with the rule's ``reason``."""
@@ -69,7 +70,7 @@ def coverage(runtime: Runtime) -> list[dict[str, Any]]:
         if e.status == "ready":
             reason = runtime.index.usable_refusal(e, when=now)
             status = "ready" if reason is None else "review" if e.review else "unusable"
-        rows[(e.camera, e.slug)] = {"slug": e.slug, "description": e.key.describe(), "kind": e.kind,
+        rows[(e.camera, e.slug)] = {"camera": e.camera, "slug": e.slug, "description": e.key.describe(), "kind": e.kind,
                                     "exposure_s": e.exposure_s, "set_point_c": e.set_point_c, "status": status,
                                     "entry_id": e.id, "frames": e.frames, "frames_target": e.frames_target,
                                     "reason": reason}
@@ -77,11 +78,11 @@ def coverage(runtime: Runtime) -> list[dict[str, Any]]:
     for item in plan.items if plan is not None else []:
         k = item.key
         if (k.camera, k.slug) not in rows:
-            rows[(k.camera, k.slug)] = {"slug": k.slug, "description": k.describe(), "kind": k.kind,
+            rows[(k.camera, k.slug)] = {"camera": k.camera, "slug": k.slug, "description": k.describe(), "kind": k.kind,
                                         "exposure_s": k.exposure_s, "set_point_c": k.set_point_c,
                                         "status": "missing" if item.reachable else "unreachable",
                                         "entry_id": None, "frames": 0, "frames_target": item.frames_target}
-    return sorted(rows.values(), key=lambda r: (r["set_point_c"], r["kind"], r["exposure_s"]))
+    return sorted(rows.values(), key=lambda r: (r["camera"], r["set_point_c"], r["kind"], r["exposure_s"]))
 
 
 @router.get("/status", response_model=StatusOut, dependencies=[Depends(require("read"))],

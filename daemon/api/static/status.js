@@ -107,7 +107,7 @@ function showCoverage(rows, counts) {
   const body = document.querySelector("#coverage tbody");
   body.replaceChildren(...rows.map(r => {
     const tr = document.createElement("tr");
-    const cells = [r.kind, r.kind === "bias" ? "–" : r.exposure_s + " s", r.set_point_c + " °C", null,
+    const cells = [r.camera || "", r.kind, r.kind === "bias" ? "–" : r.exposure_s + " s", r.set_point_c + " °C", null,
       `${r.frames}/${r.frames_target}`, r.slug];
     for (const c of cells) {
       const td = document.createElement("td");
@@ -117,7 +117,7 @@ function showCoverage(rows, counts) {
     }
     return tr;
   }));
-  if (!rows.length) body.innerHTML = '<tr><td colspan="6" class="muted">the library is empty and no plan was made yet</td></tr>';
+  if (!rows.length) body.innerHTML = '<tr><td colspan="7" class="muted">the library is empty and no plan was made yet</td></tr>';
   document.getElementById("counts").textContent = "(" + Object.entries(counts).filter(([, n]) => n).map(([k, n]) => `${n} ${k}`).join(", ") + ")";
 }
 
