@@ -178,7 +178,7 @@ class JobContext:
             raise JobInterrupted(self._running.reason or "stop")
 
     def camera(self) -> Camera:
-        return self.engine.camera()
+        return self.engine.camera(self.job.camera)
 
     @property
     def pool(self) -> ProcessPoolExecutor:
@@ -224,17 +224,20 @@ class JobEngine:
     """Runs the jobs of one library index (see the module docstring).
 
     ``camera_factory`` is called once, on the first capture job; the engine connects the camera when it is not
-    connected but leaves disconnecting to its owner unless ``disconnect_camera_on_stop``.
+    connected but leaves disconnecting to its owner unless ``disconnect_camera_on_stop``. With ``camera_for`` (the
+    daemon's runtime, several cameras) a job gets ``camera_for(job.camera)`` instead: its owner makes, caches and
+    connects each camera, so jobs on different cameras never wait for each other.
     """
 
     def __init__(self, settings: Settings, index: LibraryIndex, camera_factory: Callable[[], Camera],
                  bus: EventBus | None = None, *, poll_s: float = 1.0, integration_workers: int = 1,
                  disconnect_camera_on_stop: bool = False, kinds: Mapping[str, str | Any] | None = None,
-                 worker_niceness: int = 0) -> None:
+                 worker_niceness: int = 0, camera_for: Callable[[str | None], Camera] | None = None) -> None:
         self.settings = settings
         self.index = index
         self.queue = JobQueue(index)
         self.camera_factory = camera_factory
+        self.camera_for = camera_for
         self.bus = bus or EventBus()
         self.poll_s = poll_s
         self.integration_workers = integration_workers
@@ -309,8 +312,10 @@ class JobEngine:
         self.stop()
 
     # --- shared resources --------------------------------------------------------------------------------------------
-    def camera(self) -> Camera:
-        """The camera (made by the factory on first use, connected if it is not)."""
+    def camera(self, name: str | None = None) -> Camera:
+        """The camera of a job named ``name`` (made by the factory on first use, connected if it is not)."""
+        if self.camera_for is not None:
+            return self.camera_for(name)
         with self._camera_lock:  # held while connecting: two jobs must not connect the same camera twice
             if self._camera is None:
                 self._camera = self.camera_factory()
