@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 WORKER_NICENESS = 10
 
 
-class UnknownCamera(LookupError):
+class UnknownCamera(ValueError):
     """A camera id or name that no configured camera has."""
 
 
@@ -223,7 +223,7 @@ class Runtime:
 
     def _start_job_engine(self) -> None:
         self.engine = JobEngine(self.settings, self.index, self.camera, self.bus, worker_niceness=self.worker_niceness,
-                                camera_for=self.camera_for)
+                                camera_for=self.camera_for, camera_name=self.job_camera)
         self.engine.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -293,6 +293,21 @@ class Runtime:
             return self.default_camera
         raise UnknownCamera(f"no configured camera {name!r} (configured: {', '.join(self.cameras)}; a camera is named "
                             "by its [[cameras]] id or its INDI device)")
+
+    def job_camera(self, name: str | None) -> str | None:
+        """The camera a capture job records (``jobs.camera``): with one camera the name its params give (as before
+        ``[[cameras]]``); with several the id of the camera it names (so the engine's one-capture-job-per-camera
+        rule holds whatever alias a plan uses), :class:`UnknownCamera` for a camera not configured."""
+        return name if len(self.cameras) == 1 else self.slot(name).id
+
+    def submit_job(self, kind: str, params: Mapping[str, Any], camera_id: str | None = None) -> Any:
+        """Queue a job (``POST /jobs``); ``camera_id``: the configured camera a capture job runs on (default: the one
+        its plan names). :class:`UnknownCamera` for an id not configured; the engine's errors otherwise."""
+        if self.engine is None:
+            raise RuntimeError(self.engine_error or "the job engine is not running")
+        if camera_id is not None and camera_id not in self.cameras:
+            raise UnknownCamera(f"no configured camera {camera_id!r} (configured: {', '.join(self.cameras)})")
+        return self.engine.submit(kind, params, camera=camera_id)
 
     def camera(self) -> Camera:
         """The default camera's object (created on first use, not necessarily connected yet)."""

@@ -226,18 +226,21 @@ class JobEngine:
     ``camera_factory`` is called once, on the first capture job; the engine connects the camera when it is not
     connected but leaves disconnecting to its owner unless ``disconnect_camera_on_stop``. With ``camera_for`` (the
     daemon's runtime, several cameras) a job gets ``camera_for(job.camera)`` instead: its owner makes, caches and
-    connects each camera, so jobs on different cameras never wait for each other.
+    connects each camera, so jobs on different cameras never wait for each other. ``camera_name`` turns the camera a
+    capture job names into the one name its owner knows it by (``ValueError`` for a camera it does not have).
     """
 
     def __init__(self, settings: Settings, index: LibraryIndex, camera_factory: Callable[[], Camera],
                  bus: EventBus | None = None, *, poll_s: float = 1.0, integration_workers: int = 1,
                  disconnect_camera_on_stop: bool = False, kinds: Mapping[str, str | Any] | None = None,
-                 worker_niceness: int = 0, camera_for: Callable[[str | None], Camera] | None = None) -> None:
+                 worker_niceness: int = 0, camera_for: Callable[[str | None], Camera] | None = None,
+                 camera_name: Callable[[str | None], str | None] | None = None) -> None:
         self.settings = settings
         self.index = index
         self.queue = JobQueue(index)
         self.camera_factory = camera_factory
         self.camera_for = camera_for
+        self.camera_name = camera_name
         self.bus = bus or EventBus()
         self.poll_s = poll_s
         self.integration_workers = integration_workers
@@ -446,16 +449,19 @@ class JobEngine:
         return row
 
     # --- commands ----------------------------------------------------------------------------------------------------
-    def submit(self, kind: str, params: Mapping[str, Any] | None = None) -> JobRow:
+    def submit(self, kind: str, params: Mapping[str, Any] | None = None, *, camera: str | None = None) -> JobRow:
         """Validate and queue a job. ``ValueError`` for bad params (a pydantic ``ValidationError`` names the field),
         :class:`JobConflict` when a capture job already holds the camera, :class:`JobStoreError` when the index cannot
-        be written."""
+        be written. ``camera``: the camera a capture job runs on, when not the one its params name."""
         module = self.handler(kind)
         try:
             typed = module.Params.model_validate(dict(params or {}))
         except ValidationError as exc:
             raise ValueError(describe_invalid(kind, exc)) from exc
-        clean, camera = module.validate(typed.model_dump(mode="json", exclude_unset=True), self.settings, self.index)
+        clean, named = module.validate(typed.model_dump(mode="json", exclude_unset=True), self.settings, self.index)
+        camera = camera if camera is not None and self.uses_camera(kind) else named
+        if self.camera_name is not None and self.uses_camera(kind):
+            camera = self.camera_name(camera)
         for name in ("not_before", "not_after"):
             if name in clean:
                 try:

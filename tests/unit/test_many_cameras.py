@@ -9,6 +9,7 @@ exposure, which only a daemon capturing on both cameras at once can pass.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,7 +58,7 @@ class ThreadedRuntime(Runtime):
 
     def _start_job_engine(self) -> None:
         self.engine = InThreadEngine(self.settings, self.index, self.camera, self.bus, poll_s=0.02,
-                                     camera_for=self.camera_for)
+                                     camera_for=self.camera_for, camera_name=self.job_camera)
         self.engine.start()
 
 
@@ -90,17 +91,25 @@ class Daemon:
                                             device=device, seed=n + 1,
                                             reconnect_timeout_s=60.0)
                      for n, (cam_id, device) in enumerate(DEVICES.items())}
-        self.runtime = ThreadedRuntime(self.settings, camera_factories={k: (lambda c=c: c) for k, c in self.cams.items()},
-                                       monitor_interval_s=0.02, warm_on_shutdown=False)
+        factories = {cam_id: (lambda c=cam: c) for cam_id, cam in self.cams.items()}
+        self.runtime = ThreadedRuntime(self.settings, camera_factories=factories, monitor_interval_s=0.02,
+                                       warm_on_shutdown=False)
         self.client = TestClient(create_app(self.runtime), client=LOCAL, raise_server_exceptions=False)
 
-    def submit(self, cam_id: str, keys: list[dict[str, Any]]) -> int:
-        plan = plan_from_keys([{**KEY, "camera": DEVICES[cam_id], **k} for k in keys], None, self.settings,
-                              ambient_c=None, readout_s=1.0)
-        response = self.client.post("/api/v1/jobs", json={"kind": "build-library", "params": {"plan": plan.to_dict()}})
+    def post(self, keys: list[dict[str, Any]], name: str, query: str = "") -> Any:
+        """``POST /jobs[?query]`` of a build-library job whose plan keys call the camera ``name``."""
+        plan = plan_from_keys([{**KEY, "camera": name, **k} for k in keys], None, self.settings, ambient_c=None,
+                              readout_s=1.0)
+        return self.client.post(f"/api/v1/jobs{query}", json={"kind": "build-library",
+                                                              "params": {"plan": plan.to_dict()}})
+
+    def submit(self, cam_id: str, keys: list[dict[str, Any]], name: str | None = None) -> int:
+        """Queue a build-library job on camera ``cam_id`` (its keys name the camera's device, or ``name`` given
+        with ``?camera=<cam_id>``)."""
+        response = self.post(keys, name or DEVICES[cam_id], f"?camera={cam_id}" if name else "")
         assert response.status_code == 201, response.text
         body = response.json()
-        assert body["camera"] == DEVICES[cam_id]
+        assert body["camera"] == cam_id  # several cameras: jobs record the camera id
         return int(body["id"])
 
     def job(self, job_id: int) -> dict[str, Any]:
@@ -146,13 +155,17 @@ def test_two_cameras_build_their_libraries_at_the_same_time(daemon_factory: Call
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "camera_not_found"
 
     main = daemon.submit("main", [{"kind": "bias", "exposure_s": 0}, {"kind": "dark", "exposure_s": 300}])
-    guide = daemon.submit("guide", [{"kind": "dark", "exposure_s": 60}])
+    # at most one capture job per camera: main's job cannot end before guide's first exposure (the gate)
+    busy = daemon.post([{"kind": "dark", "exposure_s": 10}], DEVICES["main"])
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "job_conflict"
+    # the guide camera's keys under another name (an imaging program's INSTRUME), the camera chosen by id
+    guide = daemon.submit("guide", [{"kind": "dark", "exposure_s": 60}], name="ZWO ASI120MM Mini")
     jobs = daemon.wait_jobs(main, guide)
     assert [j["state"] for j in jobs] == ["succeeded", "succeeded"], [j["error"] for j in jobs]
     assert all(c.passed_gate for c in daemon.cams.values())  # both first exposures were in flight together
     assert (jobs[0]["result"]["frames_captured"], jobs[1]["result"]["frames_captured"]) == (5, 2)
     index = daemon.runtime.index
-    by_camera = {cam_id: index.entries(camera=device) for cam_id, device in DEVICES.items()}
+    by_camera = {"main": index.entries(camera=DEVICES["main"]), "guide": index.entries(camera="ZWO ASI120MM Mini")}
     assert sorted(e.kind for e in by_camera["main"]) == ["bias", "dark"] and len(by_camera["guide"]) == 1
     assert all(e.status == "ready" and e.master is not None for entries in by_camera.values() for e in entries)
     assert verify_library(index).ok
@@ -165,6 +178,9 @@ def test_a_camera_that_disappears_does_not_stop_the_other(daemon_factory: Callab
     daemon = daemon_factory()
     # once connected, the guide camera's link drops during its first exposure and its server never comes back
     daemon.cams["guide"].faults = SimFaults(disconnect_exposures=1, refuse_connects=1_000_000)
+    for query, name in (("", "QHY163M"), ("?camera=spare", DEVICES["main"])):  # a camera not configured: refused
+        refused = daemon.post([{"kind": "dark", "exposure_s": 120}], name, query)
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "unknown_camera", refused.text
     main = daemon.submit("main", [{"kind": "dark", "exposure_s": 120}])
     guide = daemon.submit("guide", [{"kind": "dark", "exposure_s": 120}])
     main_job, guide_job = daemon.wait_jobs(main, guide)
@@ -218,3 +234,24 @@ def test_cameras_inherit_indi_and_profile_and_are_checked(tmp_path: Path) -> Non
                              ([{"id": "a", "device": "A", "colour": "red"}], "Extra inputs")):
         with pytest.raises(ValidationError, match=message):
             Settings.model_validate({"cameras": cameras})
+
+
+def test_camera_status_shows_every_configured_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``darkd camera status`` with two ``[[cameras]]`` on INDI ports where no server listens: each camera is
+    reported (not only the first), ``--camera`` picks one, an unknown id is a usage error."""
+    from daemon.cli import main as darkd
+
+    config = tmp_path / "darkd.toml"
+    config.write_text('[indi]\nconnect_timeout_s = 2\n[[cameras]]\nid = "main"\nport = 1\ndevice = "A"\n'
+                      'profile = "none"\n[[cameras]]\nid = "guide"\nport = 2\ndevice = "B"\nprofile = "none"\n')
+    assert darkd(["camera", "status", "--json", "--config", str(config)]) == 1
+    listed = json.loads(capsys.readouterr().out)
+    assert [(c["id"], c["connected"]) for c in listed] == [("main", False), ("guide", False)]
+    assert "127.0.0.1:2" in listed[1]["error"]
+    assert darkd(["camera", "status", "--config", str(config)]) == 1
+    text = capsys.readouterr().out
+    assert text.startswith("camera main\n") and "\ncamera guide\n" in text
+    assert darkd(["camera", "status", "--json", "--camera", "guide", "--config", str(config)]) == 1
+    assert "127.0.0.1:2" in json.loads(capsys.readouterr().out)["error"]
+    assert darkd(["camera", "status", "--camera", "spare", "--config", str(config)]) == 2
+    assert "no configured camera 'spare'" in capsys.readouterr().err
