@@ -219,6 +219,13 @@ def test_a_config_without_cameras_is_one_default_camera_from_indi(tmp_path: Path
     assert runtime.slot("any name a key gives it") is runtime.default_camera  # one camera serves every name
 
 
+def test_the_demo_config_names_two_simulated_cameras() -> None:
+    demo = Path(__file__).resolve().parents[2] / "config" / "darkd-two-cameras.toml"
+    cameras = load_settings(demo, environ={}).camera_configs()
+    assert [(c.id, c.indi.port, c.indi.device) for c in cameras] == [
+        ("main", 7624, "QHY CCD QHY163M-Sim"), ("second", 7625, "ZWO CCD ASI1600MM Pro")]
+
+
 def test_cameras_inherit_indi_and_profile_and_are_checked(tmp_path: Path) -> None:
     config = tmp_path / "darkd.toml"
     config.write_text('camera_profile = "auto"\n[indi]\nhost = "rig"\nconnect_timeout_s = 5\n'
