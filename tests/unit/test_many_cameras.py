@@ -217,6 +217,10 @@ def test_a_config_without_cameras_is_one_default_camera_from_indi(tmp_path: Path
         DEFAULT_CAMERA_ID, "pier1", 7000, "QHY CCD QHY163M", "qhy163m")
     runtime = Runtime(load_settings(config, environ={}), connect_camera=False, start_engine=False)
     assert runtime.slot("any name a key gives it") is runtime.default_camera  # one camera serves every name
+    assert runtime.job_camera("QHY163M") == "QHY163M"  # jobs keep the name their plan gives, as before
+    (snapshot,) = runtime.camera_snapshots()
+    assert snapshot["id"] == DEFAULT_CAMERA_ID and snapshot["indi_host"] == "pier1" and not snapshot["connected"]
+    assert runtime.camera_snapshot() == snapshot  # GET /camera: the default camera, never read yet
 
 
 def test_the_demo_config_names_two_simulated_cameras() -> None:
