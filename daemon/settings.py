@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "darkd.toml"
 
@@ -148,10 +149,46 @@ class WatchSettings(BaseModel):
     cosmetic: bool = False
 
 
+#: ``[[cameras]] id``: short, URL-safe (``GET /api/v1/cameras/{id}``, thread and log names)
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: the id of the one camera built from the top-level ``camera_profile`` and ``[indi]`` when ``[[cameras]]`` is absent
+DEFAULT_CAMERA_ID = "default"
+MAX_CAMERAS = 32
+
+
+class CameraSettings(BaseModel):
+    """``[[cameras]]``: one camera of a daemon that serves several. Unset connection fields come from ``[indi]``,
+    an unset profile from the top-level ``camera_profile`` (:meth:`Settings.camera_configs`)."""
+
+    model_config = {"extra": "forbid"}
+
+    id: str = Field(pattern=CAMERA_ID_PATTERN)
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    device: str | None = None  # None: the first CCD the server announces (only sensible with one camera per server)
+    profile: str | None = None
+    connect_timeout_s: float | None = Field(default=None, gt=0)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """A configured camera, resolved: its id, its INDI connection and its profile name."""
+
+    id: str
+    indi: IndiSettings
+    profile: str
+
+    def matches(self, name: str | None) -> bool:
+        """Whether a job's or a library key's camera name is this camera's id or its INDI device name."""
+        return name is not None and name in (self.id, self.indi.device)
+
+
 class Settings(BaseModel):
     """Everything the daemon reads from its configuration."""
 
     camera_profile: str = "auto"  # detected from the driver, model and sensor size; or a config/cameras/<name>.toml
+    #: several cameras in one daemon; empty: one camera (id ``default``) from ``camera_profile`` and ``[indi]``
+    cameras: list[CameraSettings] = Field(default_factory=list, max_length=MAX_CAMERAS)
     indi: IndiSettings = Field(default_factory=IndiSettings)
     cooling: CoolingSettings = Field(default_factory=CoolingSettings)
     library: LibrarySettings = Field(default_factory=LibrarySettings)
@@ -161,6 +198,30 @@ class Settings(BaseModel):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
+
+    @model_validator(mode="after")
+    def _distinct_cameras(self) -> Settings:
+        ids = [c.id for c in self.cameras]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"[[cameras]]: ids must be distinct, got {', '.join(ids)}")
+        targets = [(c.indi.host, c.indi.port, c.indi.device) for c in self.camera_configs()]
+        if len(set(targets)) != len(targets):
+            raise ValueError("[[cameras]]: two cameras name the same INDI host, port and device")
+        if len(targets) > 1 and any(device is None for _, _, device in targets):
+            raise ValueError("[[cameras]]: with several cameras each needs its INDI device name (device = ...)")
+        return self
+
+    def camera_configs(self) -> list[CameraConfig]:
+        """The configured cameras, the first being the default one (``GET /camera``, jobs naming no camera)."""
+        if not self.cameras:
+            return [CameraConfig(DEFAULT_CAMERA_ID, self.indi, self.camera_profile)]
+        out = []
+        for cam in self.cameras:
+            given = {k: v for k, v in (("host", cam.host), ("port", cam.port), ("device", cam.device),
+                                       ("connect_timeout_s", cam.connect_timeout_s)) if v is not None}
+            out.append(CameraConfig(cam.id, self.indi.model_copy(update={"device": None, **given}),
+                                    cam.profile or self.camera_profile))
+        return out
 
 
 def _apply_env(data: dict[str, Any], environ: dict[str, str], prefix: str = "DARKD_") -> dict[str, Any]:

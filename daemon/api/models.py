@@ -68,6 +68,12 @@ class CameraOut(BaseModel):
     age_s: float | None = None
     reconnects: int = 0
     last_error: str | None = None
+    id: str | None = Field(default=None, description="the camera's id ([[cameras]] id; 'default' for a daemon "
+                                                     "configured with one camera by [indi])")
+    indi_host: str | None = None
+    indi_port: int | None = None
+    indi_device: str | None = Field(default=None, description="the configured INDI device (None: the first CCD)")
+    profile: str | None = Field(default=None, description="the configured camera profile ('auto': detected)")
 
 
 @pydantic_dataclass(frozen=True, kw_only=True)

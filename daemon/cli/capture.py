@@ -125,13 +125,20 @@ def _profile(name: str | None) -> CameraProfile | str | None:
     return load_profile(str(name))
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, camera_id: str | None = None) -> Settings:
+    """The config with one camera's connection in ``[indi]``/``camera_profile``: ``camera_id`` (else ``--camera``,
+    else the default camera) from ``[[cameras]]``, then ``--host/--port/--device`` on top."""
     from daemon.settings import load_settings
 
     settings = load_settings(args.config)
-    indi = settings.indi.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port),
-                                                              ("device", args.device)) if v is not None})
-    return settings.model_copy(update={"indi": indi})
+    wanted = camera_id or getattr(args, "camera", None)
+    configs = settings.camera_configs()
+    chosen = [c for c in configs if c.id == wanted] if wanted else configs[:1]
+    if not chosen:
+        raise ValueError(f"no configured camera {wanted!r} (configured: {', '.join(c.id for c in configs)})")
+    indi = chosen[0].indi.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port),
+                                                               ("device", args.device)) if v is not None})
+    return settings.model_copy(update={"indi": indi, "camera_profile": chosen[0].profile})
 
 
 def _open_camera(args: argparse.Namespace, settings: Settings) -> Camera:
@@ -147,7 +154,11 @@ def run_capture(args: argparse.Namespace) -> int:
     from drivers.camera import CameraError, CaptureSettings, FrameType, OverscanMode
     from drivers.profiles import ProfileError
 
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except ValueError as exc:  # an unknown --camera
+        sys.stderr.write(f"darkd capture: {exc}\n")
+        return 2
     cooling = settings.cooling.model_copy(update={k: v for k, v in (("hold_s", args.hold), ("tolerance_c",
                                                                     args.tolerance)) if v is not None})
     capture_settings = CaptureSettings(gain=args.gain, offset=args.offset, binning=args.binning,
@@ -220,29 +231,58 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    """One camera (``--camera``, ``--host/--port/--device``, or the only configured one) as before; with several
+    ``[[cameras]]`` every camera in turn, each under a ``camera <id>`` heading (``--json``: a list with ``id``)."""
+    from daemon.settings import load_settings
+
+    try:
+        configs = load_settings(args.config).camera_configs()
+        one = args.camera is not None or len(configs) == 1 or any(
+            v is not None for v in (args.host, args.port, args.device))
+        ids = [args.camera] if one else [c.id for c in configs]
+        settings = [_settings(args, cam_id) for cam_id in ids]
+    except ValueError as exc:
+        sys.stderr.write(f"darkd camera status: {exc}\n")
+        return 2
+    if one:
+        code, info, lines = _status_of(args, settings[0])
+        if args.json and info is not None:
+            sys.stdout.write(json.dumps(info, sort_keys=True) + "\n")
+        elif lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+        return code
+    results = [_status_of(args, s) for s in settings]
+    if args.json:
+        infos = [{"id": cam_id, **(info or {"connected": False})} for cam_id, (_, info, _) in zip(ids, results,
+                                                                                                    strict=True)]
+        sys.stdout.write(json.dumps(infos, sort_keys=True) + "\n")
+    else:
+        blocks = [f"camera {cam_id}\n" + "\n".join(lines or [f"connected       False ({(info or {}).get('error')})"])
+                  for cam_id, (_, info, lines) in zip(ids, results, strict=True)]
+        sys.stdout.write("\n\n".join(blocks) + "\n")
+    return max(code for code, _, _ in results)
+
+
+def _status_of(args: argparse.Namespace, settings: Settings) -> tuple[int, dict[str, Any] | None, list[str]]:
+    """Connect one camera and read its state: (exit code, the JSON dict, the text lines); errors go to stderr."""
     from drivers.camera import CameraError
     from drivers.profiles import ProfileError
 
-    settings = _settings(args)
     try:
         camera = _open_camera(args, settings)
     except ProfileError as exc:
         sys.stderr.write(f"darkd camera status: {exc}\n")
-        return 2
+        return 2, None, []
     try:
         caps = camera.connect(settings.indi.connect_timeout_s)
         state = camera.state()
     except CameraError as exc:
-        if args.json:
-            sys.stdout.write(json.dumps({"connected": False, "error": str(exc)}) + "\n")
-        else:
+        if not args.json:
             sys.stderr.write(f"darkd camera status: {exc}\n")
-        return 1
+        return 1, {"connected": False, "error": str(exc)}, []
     finally:
         camera.disconnect()
-    if args.json:
-        sys.stdout.write(json.dumps({**_jsonable(state), "capabilities": _jsonable(caps)}, sort_keys=True) + "\n")
-        return 0
+    info = {**_jsonable(state), "capabilities": _jsonable(caps)}
     lines = [f"device          {state.device}", f"connected       {state.connected}",
              f"sensor          {caps.width_px} x {caps.height_px} px, {caps.bits_per_pixel} bit"]
     for label, value, unit in (("temperature", state.temperature_c, " °C"), ("set point", state.set_point_c, " °C"),
@@ -258,8 +298,7 @@ def run_status(args: argparse.Namespace) -> int:
     if missing:
         lines.append(f"not offered     {', '.join(missing)}")
     lines.extend(_driver_lines(caps))
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    return 0, info, lines
 
 
 def _driver_lines(caps: Any) -> list[str]:  # a CameraCapabilities
@@ -280,6 +319,8 @@ def _driver_lines(caps: Any) -> list[str]:  # a CameraCapabilities
 
 
 def _connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--camera", metavar="ID", help="a camera of the config's [[cameras]] (default: the first; "
+                        "camera status: every configured camera)")
     parser.add_argument("--host", help="INDI server host (default from config)")
     parser.add_argument("--port", type=int, help="INDI server port (default from config)")
     parser.add_argument("--device", help="INDI device name (default: first CCD)")

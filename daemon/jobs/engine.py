@@ -191,7 +191,7 @@ class JobContext:
             raise JobInterrupted(self._running.reason or "stop")
 
     def camera(self) -> Camera:
-        return self.engine.camera()
+        return self.engine.camera(self.job.camera)
 
     @property
     def pool(self) -> ProcessPoolExecutor:
@@ -238,17 +238,24 @@ class JobEngine:
     """Runs the jobs of one library index (see the module docstring).
 
     ``camera_factory`` is called once, on the first capture job; the engine connects the camera when it is not
-    connected but leaves disconnecting to its owner unless ``disconnect_camera_on_stop``.
+    connected but leaves disconnecting to its owner unless ``disconnect_camera_on_stop``. With ``camera_for`` (the
+    daemon's runtime, several cameras) a job gets ``camera_for(job.camera)`` instead: its owner makes, caches and
+    connects each camera, so jobs on different cameras never wait for each other. ``camera_name`` turns the camera a
+    capture job names into the one name its owner knows it by (``ValueError`` for a camera it does not have).
     """
 
     def __init__(self, settings: Settings, index: LibraryIndex, camera_factory: Callable[[], Camera],
                  bus: EventBus | None = None, *, poll_s: float = 1.0, integration_workers: int = 1,
                  disconnect_camera_on_stop: bool = False, kinds: Mapping[str, str | Any] | None = None,
-                 worker_niceness: int = 0, lease_s: float = LEASE_S) -> None:
+                 worker_niceness: int = 0, lease_s: float = LEASE_S,
+                 camera_for: Callable[[str | None], Camera] | None = None,
+                 camera_name: Callable[[str | None], str | None] | None = None) -> None:
         self.settings = settings
         self.index = index
         self.queue = JobQueue(index)
         self.camera_factory = camera_factory
+        self.camera_for = camera_for
+        self.camera_name = camera_name
         self.bus = bus or EventBus()
         self.poll_s = poll_s
         self.integration_workers = integration_workers
@@ -281,7 +288,8 @@ class JobEngine:
         removed = remove_partial_files(self.index.layout.root)
         for path in removed:
             log.warning("removed leftover of an interrupted write: %s", path)
-        if not self.settings.library.resolved_database_url().startswith("sqlite") and not self.settings.indi.device:
+        if (not self.settings.library.resolved_database_url().startswith("sqlite")
+                and not any(c.indi.device for c in self.settings.camera_configs())):
             log.warning("shared index without [indi] device: this daemon may claim capture jobs of other hosts' "
                         "cameras; name this daemon's camera to keep each host to its own")
         for row in self.queue.release_abandoned(self.owner, at_start=True, step="resuming after restart",
@@ -328,8 +336,10 @@ class JobEngine:
         self.stop()
 
     # --- shared resources --------------------------------------------------------------------------------------------
-    def camera(self) -> Camera:
-        """The camera (made by the factory on first use, connected if it is not)."""
+    def camera(self, name: str | None = None) -> Camera:
+        """The camera of a job named ``name`` (made by the factory on first use, connected if it is not)."""
+        if self.camera_for is not None:
+            return self.camera_for(name)
         with self._camera_lock:  # held while connecting: two jobs must not connect the same camera twice
             if self._camera is None:
                 self._camera = self.camera_factory()
@@ -460,16 +470,19 @@ class JobEngine:
         return row
 
     # --- commands ----------------------------------------------------------------------------------------------------
-    def submit(self, kind: str, params: Mapping[str, Any] | None = None) -> JobRow:
+    def submit(self, kind: str, params: Mapping[str, Any] | None = None, *, camera: str | None = None) -> JobRow:
         """Validate and queue a job. ``ValueError`` for bad params (a pydantic ``ValidationError`` names the field),
         :class:`JobConflict` when a capture job already holds the camera, :class:`JobStoreError` when the index cannot
-        be written."""
+        be written. ``camera``: the camera a capture job runs on, when not the one its params name."""
         module = self.handler(kind)
         try:
             typed = module.Params.model_validate(dict(params or {}))
         except ValidationError as exc:
             raise ValueError(describe_invalid(kind, exc)) from exc
-        clean, camera = module.validate(typed.model_dump(mode="json", exclude_unset=True), self.settings, self.index)
+        clean, named = module.validate(typed.model_dump(mode="json", exclude_unset=True), self.settings, self.index)
+        camera = camera if camera is not None and self.uses_camera(kind) else named
+        if self.camera_name is not None and self.uses_camera(kind):
+            camera = self.camera_name(camera)
         for name in ("not_before", "not_after"):
             if name in clean:
                 try:
@@ -577,10 +590,13 @@ class JobEngine:
             self.publish_job(row)
 
     def serves(self, camera: str | None) -> bool:
-        """Whether this engine may claim a capture job for ``camera``: any camera unless ``[indi] device`` names
-        this daemon's one (several daemons on one index each build their own camera's keys)."""
-        device = self.settings.indi.device
-        return not device or camera == device
+        """Whether this engine may claim a capture job for ``camera``: any camera unless this daemon's cameras are
+        named (``[indi] device``, or the ``device`` of every ``[[cameras]]`` entry); then only theirs, by id or INDI
+        device (several daemons on one index each build their own cameras' keys)."""
+        configs = self.settings.camera_configs()
+        if not any(c.indi.device for c in configs):
+            return True
+        return any(c.matches(camera) for c in configs)
 
     def _tick(self) -> None:
         now = _now()

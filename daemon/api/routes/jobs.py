@@ -10,6 +10,8 @@ system refuses (no such entry, no lights) → 422 ``invalid_job``; a library ind
 job needs plus ``[library] min_free_bytes`` → 503 ``library_disk_full`` saying how much. Paths inside ``params`` (keys
 such as ``lights_dir``, ``output_dir``, ``darks``) must resolve under ``[api] allowed_roots`` and are replaced by their
 resolved form before the engine sees them; each file of a ``lights_dir`` is resolved too (no symlink out).
+``POST /jobs?camera=<id>``: the configured camera (``[[cameras]]`` id) a capture job runs on, default the one its plan
+names; an id not configured, or (with several cameras) a plan naming none of them, is a 422 ``unknown_camera``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from daemon.jobs.engine import NoRoom
 from daemon.jobs.errors import JobConflict, JobNotFound, JobStoreError
 from daemon.jobs.queue import describe_db_error
 from daemon.planning import find_lights
-from daemon.runtime import Runtime
+from daemon.runtime import Runtime, UnknownCamera
+from daemon.settings import CAMERA_ID_PATTERN
 
 PATH_KEYS = frozenset({"path", "paths", "dir", "output", "lights", "darks", "biases", "flats", "files", "frames"})
 PATH_SUFFIXES = ("_dir", "_path", "_paths", "_file", "_files", "_folder")
@@ -96,18 +99,21 @@ async def _call(runtime: Runtime, fn: Callable[..., Any], *args: Any) -> dict[st
 
 @router.post("", response_model=JobOut, status_code=201, dependencies=[Depends(require("control"))],
              summary="Queue a job: build-library, integrate, calibrate or measure (params typed per kind)")
-async def submit(body: JobIn, runtime: RuntimeDep) -> dict[str, Any]:
-    engine = _engine(runtime)
+async def submit(body: JobIn, runtime: RuntimeDep,
+                 camera: Annotated[str | None, Query(pattern=CAMERA_ID_PATTERN)] = None) -> dict[str, Any]:
+    _engine(runtime)
 
     def work() -> Any:
         params = check_paths(body.params.model_dump(mode="json", exclude_unset=True), runtime)
         try:
-            return engine.submit(body.kind, params)
+            return runtime.submit_job(body.kind, params, camera)
         except ModuleNotFoundError as exc:
             raise ApiError(422, "job_kind_unavailable", f"job kind {body.kind!r} is not available in this "
                            "version of the daemon") from exc
         except (JobConflict, JobStoreError, SQLAlchemyError):
             raise
+        except UnknownCamera as exc:
+            raise ApiError(422, "unknown_camera", str(exc)) from exc
         except INVALID_PARAMS as exc:
             raise ApiError(422, "invalid_job", str(exc) or type(exc).__name__) from exc
 
