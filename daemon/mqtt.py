@@ -47,7 +47,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +125,7 @@ class MqttPublisher:
 
     def __init__(self, settings: MqttSettings, bus: EventBus, *,
                  camera_state: Callable[[], Mapping[str, Any]] | None = None,
-                 camera_states: Callable[[], list[Mapping[str, Any]]] | None = None,
+                 camera_states: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
                  camera_ids: list[str] | None = None,
                  count_by_status: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.settings = settings
@@ -355,8 +355,8 @@ class MqttPublisher:
             return
         for snap in snapshots:
             camera_id = topic_id(str(snap.get("id") or "default"))
-            self.publish_state(f"camera/{camera_id}", {"id": snap.get("id"), **{k: snap.get(k) for k in _CAMERA_FIELDS}},
-                               only_if_changed=True)
+            payload = {"id": snap.get("id"), **{k: snap.get(k) for k in _CAMERA_FIELDS}}
+            self.publish_state(f"camera/{camera_id}", payload, only_if_changed=True)
 
     def _publish_library(self) -> None:
         if self._count_by_status is None:

@@ -308,7 +308,8 @@ class SimCamera:
         height, width = self.geometry.shape(self._overscan is OverscanMode.INCLUDE)
         return CameraCapabilities(
             device=self.device, width_px=width, height_px=height, pixel_size_um=PIXEL_SIZE_UM, bits_per_pixel=16,
-            has_cooler=self.has_cooler, has_cooler_power=self.has_cooler, has_temp_ramp=self.has_cooler, has_gain=True, has_offset=True,
+            has_cooler=self.has_cooler, has_cooler_power=self.has_cooler, has_temp_ramp=self.has_cooler,
+            has_gain=True, has_offset=True,
             has_read_mode=True, has_usb_traffic=True, has_amp_glow=True, has_overscan=True, max_binning=MAX_BINNING,
             profile=self.profile.name if self.profile is not None else None)
 

@@ -97,5 +97,6 @@ async def status(runtime: RuntimeDep,
                 "counts": runtime.index.count_by_status(), "samples": downsample(list(runtime.samples), since)}
 
     data = await run_in_threadpool(gather)
-    return {"camera": runtime.camera_snapshot(), "cameras": runtime.camera_snapshots(), "server_time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    return {"camera": runtime.camera_snapshot(), "cameras": runtime.camera_snapshots(),
+            "server_time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             **data}
