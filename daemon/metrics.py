@@ -15,6 +15,8 @@ read at scrape time.
 
 Per-camera series carry a ``camera`` label (the INDI device name; ``unknown`` before the camera first reported it),
 so one Grafana board shows every rig of a fleet whose daemons share one index (each daemon is scraped on its own).
+A daemon with several ``[[cameras]]`` has one series per camera, labelled with the camera's id (the name its capture
+jobs record, so its frame counters carry the same label; :meth:`DaemonMetrics.observe_camera`).
 """
 
 from __future__ import annotations
@@ -135,10 +137,11 @@ class DaemonMetrics:
         self.disk_low = Counter("darkd_disk_low", "Jobs held or paused for lack of room on the library disk",
                                 registry=r)
         self.events = Counter("darkd_events", "Events published on the bus, by type", ["type"], registry=r)
-        self._camera = UNKNOWN_CAMERA  # the camera label of the state gauges (the device, once reported)
+        self._labels: dict[str, str] = {}  # "": the device label of a single-camera daemon's state gauges
+        self._unknown_dropped = False
         self._cameras_seen: set[str] = set()
         for gauge in (self.temperature_c, self.set_point_c, self.cooler_power_pct):
-            gauge.labels(camera=self._camera).set(float("nan"))  # unknown until the camera monitor's first reading
+            gauge.labels(camera=UNKNOWN_CAMERA).set(float("nan"))  # unknown until the camera monitor's first reading
         if count_by_status is not None:
             r.register(_LibraryCollector(count_by_status))
         if health_report is not None:
@@ -160,25 +163,33 @@ class DaemonMetrics:
         for result in ("accepted", "rejected"):
             self.frames.labels(camera=camera, result=result)
 
-    def observe_camera(self, state: CameraState) -> None:
-        """The camera monitor's reading, labelled with the device it names (a disconnected reading keeps the last
-        one; the ``unknown`` series go once the device is known)."""
+    def observe_camera(self, state: CameraState, camera_id: str | None = None) -> None:
+        """A camera monitor's reading. ``camera_id`` (a daemon with several ``[[cameras]]``): the series labelled
+        with that camera id — the label its capture jobs' frame counters carry too. ``None`` (one camera): labelled
+        with the device the reading names (a disconnected reading keeps the last one; the ``unknown`` series go once
+        the device is known). The constructor's ``unknown`` series go with the first labelled reading."""
         nan = float("nan")
         with self._lock:
-            if state.device and state.device != self._camera:
-                if self._camera == UNKNOWN_CAMERA:
-                    for gauge in self._state_gauges():
-                        with contextlib.suppress(KeyError):
-                            gauge.remove(UNKNOWN_CAMERA)
-                self._camera = state.device
-            camera = self._camera
-        if camera != UNKNOWN_CAMERA:
-            self._seen(camera)
-        self.camera_connected.labels(camera=camera).set(1.0 if state.connected else 0.0)
-        self.camera_stable.labels(camera=camera).set(1.0 if state.stable else 0.0)
-        self.temperature_c.labels(camera=camera).set(state.temperature_c if state.temperature_c is not None else nan)
-        self.set_point_c.labels(camera=camera).set(state.set_point_c if state.set_point_c is not None else nan)
-        self.cooler_power_pct.labels(camera=camera).set(
+            if camera_id is not None:
+                label = camera_id
+            else:
+                if state.device:
+                    self._labels[""] = state.device
+                label = self._labels.get("", UNKNOWN_CAMERA)
+            drop_unknown = label != UNKNOWN_CAMERA and not self._unknown_dropped
+            self._unknown_dropped = self._unknown_dropped or drop_unknown
+        if drop_unknown:
+            for gauge in self._state_gauges():
+                with contextlib.suppress(KeyError):
+                    gauge.remove(UNKNOWN_CAMERA)
+            self._seen(label)
+        elif label != UNKNOWN_CAMERA:
+            self._seen(label)
+        self.camera_connected.labels(camera=label).set(1.0 if state.connected else 0.0)
+        self.camera_stable.labels(camera=label).set(1.0 if state.stable else 0.0)
+        self.temperature_c.labels(camera=label).set(state.temperature_c if state.temperature_c is not None else nan)
+        self.set_point_c.labels(camera=label).set(state.set_point_c if state.set_point_c is not None else nan)
+        self.cooler_power_pct.labels(camera=label).set(
             state.cooler_power_pct if state.cooler_power_pct is not None else nan)
 
     def observe_event(self, event: Mapping[str, Any]) -> None:

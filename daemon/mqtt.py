@@ -9,7 +9,10 @@ topic                      retained payload
 ========================== ======== =================================================================================
 ``<base>/status``          yes      ``online`` / ``offline`` (also the last will: a daemon that dies shows offline)
 ``<base>/camera``          yes      ``{connected, device, temperature_c, set_point_c, cooler_power_pct, cooler_on,
-                                    stable, exposing, last_error}``, every ``state_interval_s`` when it changed
+                                    stable, exposing, last_error}`` of the first (default) camera, every
+                                    ``state_interval_s`` when it changed
+``<base>/camera/<id>``     yes      the same for each configured camera (``[[cameras]]`` id, ``topic_id``), plus
+                                    ``id``; published by a daemon that knows its cameras (``camera_states``)
 ``<base>/job``             yes      the latest job event: ``{job_id, kind, state, progress_done, progress_total,
                                     progress_pct, step, eta_s, time}``, one message per progress step
 ``<base>/warning``         yes      the latest warning: ``{job_id, message, time}``
@@ -20,7 +23,9 @@ topic                      retained payload
 Home Assistant discovery (``discovery = true``): one retained config per entity on
 ``<discovery_prefix>/<component>/<node_id>/<object_id>/config`` (the topic layout and payload keys of
 https://www.home-assistant.io/integrations/mqtt/ "MQTT Discovery"; ``node_id`` and ``object_id`` use only
-``[a-zA-Z0-9_-]``), all grouped under one device, with ``<base>/status`` as availability. Discovery and every
+``[a-zA-Z0-9_-]``), all grouped under one device, with one set of camera entities per camera on
+``<base>/camera/<id>`` (object ids ``<id>_sensor_temperature`` …; a single ``default`` camera keeps the plain ids on
+``<base>/camera``), with ``<base>/status`` as availability. Discovery and every
 retained state are published again after each (re)connect and when Home Assistant announces itself on
 ``<discovery_prefix>/status`` (its birth message ``online``), so a broker restarted without persistence is complete
 again at once.
@@ -42,7 +47,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +125,8 @@ class MqttPublisher:
 
     def __init__(self, settings: MqttSettings, bus: EventBus, *,
                  camera_state: Callable[[], Mapping[str, Any]] | None = None,
+                 camera_states: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
+                 camera_ids: list[str] | None = None,
                  count_by_status: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.settings = settings
         self.bus = bus
@@ -128,6 +135,9 @@ class MqttPublisher:
         self.availability_topic = f"{self.base}/status"
         self.client_id = settings.client_id or f"darkd-{self.node_id}"
         self._camera_state = camera_state
+        self._camera_states = camera_states
+        #: the configured camera ids (discovery: one entity set per camera); ``None``/``["default"]``: one camera
+        self.camera_ids = [topic_id(c) for c in camera_ids] if camera_ids else []
         self._count_by_status = count_by_status
         self._client: Client | None = None
         self._sub: Subscription | None = None
@@ -279,10 +289,18 @@ class MqttPublisher:
         device = {"identifiers": [f"darkd_{self.node_id}"], "name": f"darkd {self.node_id}", "manufacturer": "darkd",
                   "model": "dark library daemon", "sw_version": version}
         out: dict[str, dict[str, Any]] = {}
+        per_camera = self.camera_ids != [] and self.camera_ids != ["default"]
+        entities: list[tuple[Entity, str, str, str]] = []  # entity, object id, name, state topic suffix
         for e in ENTITIES:
+            if e.topic == "camera" and per_camera:
+                entities += [(e, f"{c}_{e.object_id}", f"{c} {e.name[0].lower()}{e.name[1:]}", f"camera/{c}")
+                             for c in self.camera_ids]
+            else:
+                entities.append((e, e.object_id, e.name, e.topic))
+        for e, object_id, name, state_topic in entities:
             config: dict[str, Any] = {
-                "name": e.name, "unique_id": f"darkd_{self.node_id}_{e.object_id}",
-                "state_topic": f"{self.base}/{e.topic}", "value_template": e.value_template,
+                "name": name, "unique_id": f"darkd_{self.node_id}_{object_id}",
+                "state_topic": f"{self.base}/{state_topic}", "value_template": e.value_template,
                 "availability_topic": self.availability_topic, "payload_available": ONLINE,
                 "payload_not_available": OFFLINE, "device": device,
                 "origin": {"name": "darkd", "sw_version": version},
@@ -294,8 +312,8 @@ class MqttPublisher:
                 if value is not None:
                     config[key] = value
             if e.attributes:
-                config["json_attributes_topic"] = f"{self.base}/{e.topic}"
-            out[f"{self.settings.discovery_prefix}/{e.component}/{self.node_id}/{e.object_id}/config"] = config
+                config["json_attributes_topic"] = f"{self.base}/{state_topic}"
+            out[f"{self.settings.discovery_prefix}/{e.component}/{self.node_id}/{object_id}/config"] = config
         return out
 
     def _publish_discovery(self, client: Client) -> None:
@@ -320,14 +338,25 @@ class MqttPublisher:
         return client.publish(topic, text, retain=retain).rc == 0
 
     def _publish_camera(self) -> None:
-        if self._camera_state is None:
+        """``<base>/camera`` (the first camera, as before several cameras) and ``<base>/camera/<id>`` per camera."""
+        if self._camera_state is not None:
+            try:
+                snapshot = self._camera_state()
+            except Exception:  # the monitor's snapshot must never end the publisher
+                log.exception("MQTT: camera snapshot unavailable")
+            else:
+                self.publish_state("camera", {k: snapshot.get(k) for k in _CAMERA_FIELDS}, only_if_changed=True)
+        if self._camera_states is None:
             return
         try:
-            snapshot = self._camera_state()
-        except Exception:  # the monitor's snapshot must never end the publisher
-            log.exception("MQTT: camera snapshot unavailable")
+            snapshots = list(self._camera_states())
+        except Exception:
+            log.exception("MQTT: camera snapshots unavailable")
             return
-        self.publish_state("camera", {k: snapshot.get(k) for k in _CAMERA_FIELDS}, only_if_changed=True)
+        for snap in snapshots:
+            camera_id = topic_id(str(snap.get("id") or "default"))
+            payload = {"id": snap.get("id"), **{k: snap.get(k) for k in _CAMERA_FIELDS}}
+            self.publish_state(f"camera/{camera_id}", payload, only_if_changed=True)
 
     def _publish_library(self) -> None:
         if self._count_by_status is None:

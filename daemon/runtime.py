@@ -208,6 +208,7 @@ class Runtime:
         self._spawn("metrics-events", self._pump_metrics, sub)
         if self.settings.mqtt.enabled:
             self.mqtt = MqttPublisher(self.settings.mqtt, self.bus, camera_state=self.camera_snapshot,
+                                      camera_states=self.camera_snapshots, camera_ids=list(self.cameras),
                                       count_by_status=self.index.count_by_status).start()
         if self._start_engine:
             self._start_job_engine()
@@ -406,8 +407,8 @@ class Runtime:
 
     def _record_slot(self, slot: CameraSlot, state: CameraState) -> None:
         now = slot.set_state(state)
-        if slot is self.default_camera:  # the gauges have no camera label yet: they show the default camera
-            self.metrics.observe_camera(state)
+        # one series per camera: by id with several cameras (their jobs' frames carry the id), else by device
+        self.metrics.observe_camera(state, slot.id if len(self.cameras) > 1 else None)
         if not state.connected or state.temperature_c is None:
             return
         sample = {"time": now.isoformat().replace("+00:00", "Z"), "temperature_c": state.temperature_c,

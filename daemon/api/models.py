@@ -206,6 +206,8 @@ class StatusOut(BaseModel):
     """Everything the status page shows, in one request."""
 
     camera: CameraOut
+    cameras: list[CameraOut] = Field(default_factory=list, description="every configured camera, in configuration "
+                                     "order (the first is ``camera``)")
     samples: list[SampleOut]
     current_job: JobOut | None
     coverage: list[CoverageRow]

@@ -181,8 +181,10 @@ class SimCamera:
                  ambient_c: float = 20.0, max_delta_c: float = MAX_DELTA_C, light_leak_e_per_s: float = 0.0,
                  profile: CameraProfile | None = None, faults: SimFaults | None = None, device: str = DEVICE_NAME,
                  reconnect: bool = True, reconnect_timeout_s: float = 60.0, sample_interval_s: float = 1.0,
-                 readout_s: float | None = None) -> None:
+                 readout_s: float | None = None, has_cooler: bool = True) -> None:
         self.clock: Clock = clock or ManualClock()
+        #: False: an uncooled camera (a guide camera): no cooler, no cooler power, a sensor that follows ambient
+        self.has_cooler = bool(has_cooler)
         self.geometry = geometry
         self.seed = int(seed)
         self.profile = profile
@@ -306,7 +308,8 @@ class SimCamera:
         height, width = self.geometry.shape(self._overscan is OverscanMode.INCLUDE)
         return CameraCapabilities(
             device=self.device, width_px=width, height_px=height, pixel_size_um=PIXEL_SIZE_UM, bits_per_pixel=16,
-            has_cooler=True, has_cooler_power=True, has_temp_ramp=True, has_gain=True, has_offset=True,
+            has_cooler=self.has_cooler, has_cooler_power=self.has_cooler, has_temp_ramp=self.has_cooler,
+            has_gain=True, has_offset=True,
             has_read_mode=True, has_usb_traffic=True, has_amp_glow=True, has_overscan=True, max_binning=MAX_BINNING,
             profile=self.profile.name if self.profile is not None else None)
 
@@ -322,7 +325,8 @@ class SimCamera:
         end_s = self._exposure_end_s
         return CameraState(
             connected=True, device=self.device, temperature_c=temperature_c, set_point_c=self._set_point_c,
-            cooler_on=self.cooler.cooler_on, cooler_power_pct=power_pct, stable=self._stable,
+            cooler_on=self.cooler.cooler_on if self.has_cooler else None,
+            cooler_power_pct=power_pct if self.has_cooler else None, stable=self._stable,
             gain=float(self._numbers["gain"]), offset=float(self._numbers["offset"]), binning=self._binning,
             read_mode=self._numbers["read_mode"], overscan=self._overscan, exposing=end_s is not None,
             usb_traffic=self._numbers["usb_traffic"], amp_glow=self._amp_glow,
@@ -331,6 +335,9 @@ class SimCamera:
     # ------------------------------------------------------------------ cooling
     def set_temperature(self, set_point_c: float, ramp_c_per_min: float | None = None) -> None:
         self._ensure()
+        if not self.has_cooler:
+            raise SettingNotApplied(f"{self.device} has no cooler", setting="set_point_c", requested=set_point_c,
+                                    actual=None)
         low, high = SET_POINT_RANGE_C
         if not low <= set_point_c <= high:
             raise SettingNotApplied(f"set point {set_point_c} °C is outside the driver's range {low}..{high} °C",
@@ -494,7 +501,7 @@ class SimCamera:
             offset=self._numbers["offset"], amp_glow=self._amp_glow,
             overscan_include=self._overscan is OverscanMode.INCLUDE, binning=self._binning,
             roi=self._roi or (0, 0, full_w, full_h), light_leak_e_per_s=leak_e_per_s, start_utc=self.clock.utcnow(),
-            vendor_records=self._vendor_records(), device_name=self.device, has_cooler=True)
+            vendor_records=self._vendor_records(), device_name=self.device, has_cooler=self.has_cooler)
 
     def _vendor_records(self) -> list[FitsRecord]:
         """The QHY driver's own keywords (:data:`drivers.sim.vendors` QHY ``fits_keys``) with this camera's values."""

@@ -172,6 +172,17 @@ def test_two_cameras_build_their_libraries_at_the_same_time(daemon_factory: Call
     # each camera kept its own connection: every frame of a camera came from that camera's one object
     assert daemon.cams["main"].state().connected and daemon.cams["guide"].state().connected
     assert daemon.runtime.readiness()["checks"]["indi"] is True
+    # every camera everywhere: the status page lists both cameras, /metrics has one series per camera
+    status = daemon.client.get("/api/v1/status").json()
+    assert status["camera"]["id"] == "main"
+    assert [(c["id"], c["device"], c["connected"]) for c in status["cameras"]] == [
+        ("main", DEVICES["main"], True), ("guide", DEVICES["guide"], True)]
+    metrics = daemon.client.get("/metrics").text  # one series per camera, by id (as its frame counters)
+    for cam_id in DEVICES:
+        assert f'darkd_camera_connected{{camera="{cam_id}"}} 1.0' in metrics
+        assert f'darkd_sensor_temperature_celsius{{camera="{cam_id}"}}' in metrics
+    assert 'darkd_frames_captured_total{camera="guide",result="accepted"} 2.0' in metrics
+    assert 'camera="unknown"' not in metrics
 
 
 def test_a_camera_that_disappears_does_not_stop_the_other(daemon_factory: Callable[..., Daemon]) -> None:
@@ -266,3 +277,23 @@ def test_camera_status_shows_every_configured_camera(tmp_path: Path, capsys: pyt
     assert "127.0.0.1:2" in json.loads(capsys.readouterr().out)["error"]
     assert darkd(["camera", "status", "--camera", "spare", "--config", str(config)]) == 2
     assert "no configured camera 'spare'" in capsys.readouterr().err
+
+
+def test_mqtt_publishes_and_announces_every_camera(tmp_path: Path) -> None:
+    """``<base>/camera/<id>`` per camera (retained) next to today's ``<base>/camera`` (the first camera), and one
+    set of Home Assistant camera entities per camera; no broker needed (the retained state is kept offline)."""
+    from daemon.events import EventBus
+    from daemon.mqtt import MqttPublisher
+    from daemon.settings import MqttSettings
+
+    runtime = Runtime(two_camera_settings(tmp_path / "lib"), connect_camera=False, start_engine=False)
+    publisher = MqttPublisher(MqttSettings(node_id="pier"), EventBus(), camera_state=runtime.camera_snapshot,
+                              camera_states=runtime.camera_snapshots, camera_ids=list(runtime.cameras))
+    publisher._publish_camera()
+    assert publisher.retained_topics() == ["darkd/pier/camera", "darkd/pier/camera/guide", "darkd/pier/camera/main"]
+    assert json.loads(publisher._retained["darkd/pier/camera/guide"])["id"] == "guide"
+    discovery = publisher.discovery_messages()
+    temps = {c["state_topic"] for t, c in discovery.items() if t.endswith("sensor_temperature/config")}
+    assert temps == {"darkd/pier/camera/main", "darkd/pier/camera/guide"}
+    assert "homeassistant/sensor/pier/guide_sensor_temperature/config" in discovery
+    assert discovery["homeassistant/sensor/pier/job_state/config"]["state_topic"] == "darkd/pier/job"

@@ -1,6 +1,7 @@
 """The status page (``GET /``, static, no data in it) and its one data call ``GET /api/v1/status`` (read scope).
 
-The page shows the sensor temperature and cooler power over the last hours (the runtime's ring buffer), the current
+The page shows one card per configured camera (temperature, set point, cooler power, connected, error; ``cameras``),
+the first camera's sensor temperature and cooler power over the last hours (its ring buffer), the current
 job with progress, and the library coverage table: every key the library has, with its status, plus the keys of the
 latest plan (``POST /library/plan``) that the library lacks (``missing``).
 """
@@ -96,5 +97,6 @@ async def status(runtime: RuntimeDep,
                 "counts": runtime.index.count_by_status(), "samples": downsample(list(runtime.samples), since)}
 
     data = await run_in_threadpool(gather)
-    return {"camera": runtime.camera_snapshot(), "server_time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    return {"camera": runtime.camera_snapshot(), "cameras": runtime.camera_snapshots(),
+            "server_time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             **data}

@@ -90,6 +90,22 @@ function showCamera(c) {
   }));
 }
 
+function showCameras(cameras) {
+  // one row per configured camera; shown only when there are several (the card above is the first one)
+  document.getElementById("cameras-card").hidden = cameras.length < 2;
+  const body = document.querySelector("#cameras tbody");
+  body.replaceChildren(...cameras.map(c => {
+    const tr = document.createElement("tr");
+    tr.dataset.camera = c.id || "";
+    const cells = [c.id || "–", c.device || c.indi_device || "–", c.connected ? "yes" : "no",
+      fmt(c.temperature_c, 2, " °C"), fmt(c.set_point_c, 1, " °C"), fmt(c.cooler_power_pct, 0, " %"),
+      c.last_error || ""];
+    for (const v of cells) { const td = document.createElement("td"); td.textContent = v; tr.append(td); }
+    if (c.last_error) tr.className = "error";
+    return tr;
+  }));
+}
+
 function showJob(job) {
   const box = document.getElementById("job");
   if (!job) { box.className = "muted"; box.textContent = "no job running"; return; }
@@ -129,6 +145,8 @@ async function refresh() {
     if (!r.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : r.statusText);
     drawChart(body.samples, body.server_time);
     showCamera(body.camera);
+    document.getElementById("camera-name").textContent = (body.cameras || []).length > 1 ? body.camera.id : "";
+    showCameras(body.cameras || []);
     showJob(body.current_job);
     showCoverage(body.coverage, body.counts);
     document.getElementById("updated").textContent = "updated " + new Date(body.server_time).toLocaleTimeString();
