@@ -1,9 +1,11 @@
-"""Shared fixtures and markers: a real indiserver running the simulated QHY163M (reduced sensor, fast time scale), and
-the skip markers of the tests that need INDI programs (one definition instead of a ``skipif`` per file).
+"""Shared fixtures and markers: a real indiserver running the simulated QHY163M (reduced sensor, fast time scale), the
+skip markers of the tests that need INDI programs (one definition instead of a ``skipif`` per file), and the library
+settings on both index back-ends (SQLite, and a real PostgreSQL server: ``library_settings``).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sys
@@ -12,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from daemon.settings import LibrarySettings
 from tests.indi_server import IndiServer, running_indiserver
+from tests.postgres_server import PostgresServer, postgres_or_skip
 
 SIM_DRIVER = "indi_darkd_sim_ccd"
 SIM_DEVICE = "QHY CCD QHY163M-Sim"
@@ -50,3 +54,25 @@ def sim_server(tmp_path: Path) -> Iterator[IndiServer]:
     """A fresh indiserver + simulated QHY163M for one test (SMALL sensor, time scale 100)."""
     with running_indiserver([SIM_DRIVER], env=sim_env(), log_path=tmp_path / "indiserver.log") as server:
         yield server
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server (Debian's ``postgresql``) for the whole run of one worker; skipped with the reason
+    when the package is missing."""
+    with postgres_or_skip() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def library_settings(request: pytest.FixtureRequest, tmp_path: Path) -> LibrarySettings:
+    """The library of one test on each index back-end: SQLite in the root, and a fresh database on the real
+    PostgreSQL server (issue 17: the library and job-queue tests run on both)."""
+    if request.param == "sqlite":
+        return LibrarySettings(root=tmp_path / "lib")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return LibrarySettings(root=tmp_path / "lib",
+                           database_url=server.create_database(f"t{os.getpid()}_{next(_databases)}"))

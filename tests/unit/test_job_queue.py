@@ -18,7 +18,16 @@ from tests.db_faults import DatabaseFault
 
 
 @pytest.fixture
-def index(tmp_path: Path) -> Iterator[LibraryIndex]:
+def index(library_settings: LibrarySettings) -> Iterator[LibraryIndex]:
+    """On SQLite and on a real PostgreSQL server (``tests/conftest.py``)."""
+    idx = LibraryIndex.open(library_settings)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture
+def sqlite_index(tmp_path: Path) -> Iterator[LibraryIndex]:
+    """SQLite only: :class:`tests.db_faults.DatabaseFault` raises SQLite's own errors."""
     idx = LibraryIndex.open(LibrarySettings(root=tmp_path / "lib"))
     yield idx
     idx.close()
@@ -89,9 +98,10 @@ def test_only_one_thread_claims_a_queued_job(queue: JobQueue) -> None:
     assert len(wins) == 1 and queue.get_job(job.id).step == f"worker {wins[0]}"  # type: ignore[union-attr]
 
 
-def test_failing_writes_raise_job_store_error_with_the_reason(index: LibraryIndex, queue: JobQueue) -> None:
+def test_failing_writes_raise_job_store_error_with_the_reason(sqlite_index: LibraryIndex) -> None:
+    queue = JobQueue(sqlite_index)
     job = queue.add_job("integrate", {"entry_id": 1})
-    fault = DatabaseFault(index.engine)
+    fault = DatabaseFault(sqlite_index.engine)
     try:
         assert queue.writable_problem() is None
         fault.read_only()

@@ -130,8 +130,8 @@ def test_migration_0002_keeps_every_row_of_a_0001_library(tmp_path: Path) -> Non
 
 
 # --- integrity on use -----------------------------------------------------------------------------------------------
-def test_a_corrupt_master_is_never_used_and_is_marked_bad(tmp_path: Path) -> None:
-    with LibraryIndex(LibrarySettings(root=tmp_path / "lib")) as index:
+def test_a_corrupt_master_is_never_used_and_is_marked_bad(library_settings: LibrarySettings) -> None:
+    with LibraryIndex(library_settings) as index:  # SQLite and PostgreSQL (tests/conftest.py)
         older = _master(index, _flat(1000, 1), created=datetime.now(UTC) - timedelta(days=3), review=False)
         newer = _master(index, _flat(1000, 2), review=False)
         assert index.select_master(KEY).require().id == newer
@@ -154,8 +154,8 @@ def test_a_corrupt_master_is_never_used_and_is_marked_bad(tmp_path: Path) -> Non
         assert library_status(KEY, index, datetime.now(UTC))[1].id == older  # type: ignore[union-attr]
 
 
-def test_plan_does_not_call_a_corrupt_master_ready(tmp_path: Path) -> None:
-    with LibraryIndex(LibrarySettings(root=tmp_path / "lib")) as index:
+def test_plan_does_not_call_a_corrupt_master_ready(library_settings: LibrarySettings) -> None:
+    with LibraryIndex(library_settings) as index:  # SQLite and PostgreSQL (tests/conftest.py)
         only = _master(index, _flat(1000), review=False)
         assert library_status(KEY, index, datetime.now(UTC))[0] == "ready"
         path = Path(index.get(only).master)  # type: ignore[arg-type,union-attr]

@@ -25,8 +25,9 @@ KEY = LibraryKey(camera="QHY CCD QHY163M-Sim", kind="dark", exposure_s=300, set_
 
 
 @pytest.fixture
-def index(tmp_path: Path) -> LibraryIndex:
-    idx = LibraryIndex.open(LibrarySettings(root=tmp_path / "lib"))
+def index(library_settings: LibrarySettings) -> LibraryIndex:
+    """On SQLite and on a real PostgreSQL server (``tests/conftest.py``)."""
+    idx = LibraryIndex.open(library_settings)
     yield idx
     idx.close()
 
