@@ -63,6 +63,16 @@ class LazyChoices:
         return f"LazyChoices({self.module}.{self.attribute})"
 
 
+def subcommands_of(subparsers: argparse._SubParsersAction, command: str) -> argparse._SubParsersAction:
+    """The sub-command list of an already registered ``command`` (e.g. ``library``, ``camera``), for a module that
+    adds one of its own (``darkd library export-phd2``, ``darkd camera health``); that module comes after the
+    command's own in :data:`COMMAND_MODULES`."""
+    for action in subparsers.choices[command]._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise RuntimeError(f"darkd {command} has no sub-commands to extend")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="darkd", description="Dark libraries and CMOS calibration for INDI cameras.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")

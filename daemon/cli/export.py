@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from daemon.cli import subcommands_of
+
 if TYPE_CHECKING:  # imported by the command when it runs (start-up time of every darkd command)
     from daemon.library.catalog import LibraryIndex
     from daemon.library.store import EntryView
@@ -105,17 +107,9 @@ def cmd_export_phd2(args: argparse.Namespace) -> int:
     return 0
 
 
-def _library_actions(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The sub-commands of ``darkd library`` (registered by :mod:`daemon.cli.library`, which comes first)."""
-    library = subparsers.choices["library"]
-    for action in library._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise RuntimeError("darkd library has no sub-commands to extend")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    export = _library_actions(subparsers).add_parser(
+    export = subcommands_of(subparsers, "library").add_parser(
         "export-phd2", help="write a camera's darks as PHD2's dark library (PHD2_dark_lib_<profile>.fit)")
     export.add_argument("--camera", required=True, help="camera name as in the library (e.g. the guide camera's)")
     export.add_argument("--profile", type=int, required=True, metavar="N", help="PHD2 profile id (file name suffix)")

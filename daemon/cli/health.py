@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from daemon.cli import subcommands_of
+
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
@@ -96,16 +98,9 @@ def run_health(args: argparse.Namespace) -> int:
     return 1 if report["warnings"] else 0
 
 
-def _camera_actions(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The sub-commands of ``darkd camera`` (registered by :mod:`daemon.cli.capture`, which comes first)."""
-    for action in subparsers.choices["camera"]._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise RuntimeError("darkd camera has no sub-commands to extend")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    health = _camera_actions(subparsers).add_parser(
+    health = subcommands_of(subparsers, "camera").add_parser(
         "health", help="a camera's health over months: trends of every master's statistics, warnings")
     health.add_argument("--camera", help="only this camera (as in the library)")
     health.add_argument("--json", action="store_true", help="machine-readable output (one JSON object)")
