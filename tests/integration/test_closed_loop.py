@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +40,7 @@ from drivers.camera import CaptureSettings, FrameType, OverscanMode
 from drivers.profiles import load_profile
 from drivers.sim.inprocess import ManualClock, SimCamera
 from tests.conftest import SIM_DEVICE, requires
-from tests.engines import InThreadEngine
+from tests.engines import InThreadEngine, wait_for
 from tests.indi_server import IndiServer
 from tests.integration.test_weather_sim import WEATHER_DEVICE, WEATHER_DRIVER, Weather
 
@@ -63,14 +62,6 @@ for src, dst in zip(sys.argv[2::2], sys.argv[3::2]):
             time.sleep(pause_s)
 """
 
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.integration
@@ -119,7 +110,7 @@ def closed_loop(tmp_path: Path, when: dict[str, Any], close_sky: Callable[[list[
                "kind": "dark"}
         job = engine.submit("build-library", {"plan": plan_from_keys([{**key, "exposure_s": READY_S}], None, settings,
                                                                      readout_s=1.0).to_dict()})
-        wait_for(lambda: engine.get(job.id).state in FINAL_STATES, 60, "the first dark")
+        wait_for(lambda: engine.get(job.id).state in FINAL_STATES, 60, "the first dark", poll_s=0.02)
         assert engine.get(job.id).state == "succeeded", engine.get(job.id).error
         user = CaptureSettings(gain=120, offset=30, overscan=OverscanMode.INCLUDE)
         shots = [capture_series(camera, SeriesRequest(FrameType.LIGHT, exposure_s, 1, SET_POINT_C, user, "light"),
@@ -136,7 +127,7 @@ def closed_loop(tmp_path: Path, when: dict[str, Any], close_sky: Callable[[list[
             with index.read_session() as s:
                 return {row.path: row for row in s.scalars(select(WatchLight))}
 
-        wait_for(lambda: len(lights_by_path()) == 2, 20, "both lights taken")
+        wait_for(lambda: len(lights_by_path()) == 2, 20, "both lights taken", poll_s=0.02)
         taken = lights_by_path()
         assert taken[str(light_ready)].status == "calibrated", taken[str(light_ready)].reason
         assert taken[str(light_missing)].status == "waiting"
@@ -161,7 +152,8 @@ def closed_loop(tmp_path: Path, when: dict[str, Any], close_sky: Callable[[list[
 
         # the camera cannot image now, so the standing plan is built; then the waiting light is calibrated
         close_sky(local_now)
-        wait_for(lambda: lights_by_path()[str(light_missing)].status == "calibrated", 60, "the second light")
+        wait_for(lambda: lights_by_path()[str(light_missing)].status == "calibrated", 60, "the second light",
+                 poll_s=0.02)
         builds = [j for j in engine.list() if j.kind == "build-library"]
         assert len(builds) == 2 and all(j.state == "succeeded" for j in builds)
         if "weather" in when:  # the build watches the same device: it yields the camera if the sky opens

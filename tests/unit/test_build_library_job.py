@@ -24,7 +24,7 @@ from daemon.settings import CoolingSettings, LibrarySettings, Settings
 from drivers.profiles import load_profile
 from drivers.sim.inprocess import Clock, ManualClock, ScaledClock, SimCamera, SimFaults
 from tests.conftest import SIM_DEVICE
-from tests.engines import InThreadEngine
+from tests.engines import InThreadEngine, wait_for
 
 PROFILE = "qhy163m-sim-small"
 SET_POINT_C = -10.0
@@ -42,14 +42,6 @@ def make_settings(root: Path) -> Settings:
 def make_plan(settings: Settings, keys: list[dict[str, Any]]) -> Plan:
     return plan_from_keys([{**KEY, **k} for k in keys], None, settings, ambient_c=None, readout_s=1.0)
 
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Rig:

@@ -26,8 +26,6 @@ The lights share one frame shot by the simulated camera with the user's settings
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,7 @@ from drivers.camera import CaptureSettings, FrameType, OverscanMode
 from drivers.profiles import load_profile
 from drivers.sim.inprocess import ManualClock, SimCamera
 from tests.conftest import SIM_DEVICE
-from tests.engines import InThreadEngine
+from tests.engines import InThreadEngine, wait_for
 
 PROFILE = "qhy163m-sim-small"
 SET_POINT_C = -10.0
@@ -57,14 +55,6 @@ COOLING = CoolingSettings(tolerance_c=0.3, hold_s=30.0, timeout_s=3600.0, unreac
 DRIVER_KEYS = ("ROWORDER", "INSTRUME", "EXPTIME", "DARKTIME", "CCD-TEMP", "PIXSIZE1", "PIXSIZE2", "XBINNING",
                "YBINNING", "XPIXSZ", "YPIXSZ", "FRAME", "IMAGETYP", "DATE-OBS", "GAIN", "OFFSET", "AMPGLOW", "READMODE")
 
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def program_headers(driver: fits.Header) -> dict[str, fits.Header]:

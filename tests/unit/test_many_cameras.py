@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from daemon.settings import DEFAULT_CAMERA_ID, Settings, load_settings
 from drivers.camera import CapturedFrame, FrameType
 from drivers.profiles import load_profile
 from drivers.sim.inprocess import ManualClock, SimCamera, SimFaults
-from tests.engines import InThreadEngine
+from tests.engines import InThreadEngine, wait_for
 
 PROFILE = "qhy163m-sim-small"
 LOCAL = ("127.0.0.1", 50000)
@@ -71,14 +70,6 @@ def two_camera_settings(root: Path) -> Settings:
         "cameras": [{"id": cam_id, "device": device, "port": 7624 + n}
                     for n, (cam_id, device) in enumerate(DEVICES.items())]})
 
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Daemon:
