@@ -109,6 +109,10 @@ class IndiClient(PyIndi.BaseClient):
         self.host = host
         self.port = port
         self._cond = threading.Condition()
+        #: one property write at a time: libindiclient's sendNew* is not safe from two threads at once (their XML
+        #: interleaves on the socket: the driver logs "oneNumber requires 'device' attribute" and ignores both), and
+        #: the element values are set on libindiclient's shared copy of the property just before sending
+        self._send_lock = threading.Lock()
         self._props: dict[tuple[str, str], PropertySnapshot] = {}
         self._devices: set[str] = set()
         self._epochs: dict[str, int] = collections.defaultdict(int)
@@ -410,7 +414,8 @@ class IndiClient(PyIndi.BaseClient):
         return self.wait_for(ready, timeout_s, f"image from {device}", device=device, epoch=epoch)
 
     def set_blob_mode(self, device: str, only: bool = False) -> None:
-        self.setBLOBMode(PyIndi.B_ONLY if only else PyIndi.B_ALSO, device, "")
+        with self._send_lock:  # also a write on the socket (see ``_send_lock``)
+            self.setBLOBMode(PyIndi.B_ONLY if only else PyIndi.B_ALSO, device, "")
 
     # ---------------------------------------------------------------- sending
     def _device(self, device: str) -> Any:
@@ -421,43 +426,46 @@ class IndiClient(PyIndi.BaseClient):
 
     def send_number(self, device: str, name: str, values: Mapping[str, float]) -> int:
         """Set elements of number vector ``name``; returns the version before sending (for :meth:`wait_update`)."""
-        before = self.version()
-        prop = self._device(device).getNumber(name)
-        if not prop.isValid():
-            raise PropertyMissing(f"{device}: number property {name} is not defined")
-        for element, value in values.items():
-            widget = prop.findWidgetByName(element)
-            if widget is None:
-                raise PropertyMissing(f"{device}: {name} has no element {element}")
-            widget.setValue(float(value))
-        self.sendNewNumber(prop)
-        return before
+        with self._send_lock:
+            before = self.version()
+            prop = self._device(device).getNumber(name)
+            if not prop.isValid():
+                raise PropertyMissing(f"{device}: number property {name} is not defined")
+            for element, value in values.items():
+                widget = prop.findWidgetByName(element)
+                if widget is None:
+                    raise PropertyMissing(f"{device}: {name} has no element {element}")
+                widget.setValue(float(value))
+            self.sendNewNumber(prop)
+            return before
 
     def send_switch(self, device: str, name: str, on: Iterable[str]) -> int:
         """Turn exactly the elements ``on`` of switch vector ``name`` on (others off); returns the prior version."""
-        before = self.version()
-        wanted = set(on)
-        prop = self._device(device).getSwitch(name)
-        if not prop.isValid():
-            raise PropertyMissing(f"{device}: switch property {name} is not defined")
-        names = {w.getName() for w in prop}
-        unknown = wanted - names
-        if unknown:
-            raise PropertyMissing(f"{device}: {name} has no element(s) {sorted(unknown)} (has {sorted(names)})")
-        for w in prop:
-            w.setState(PyIndi.ISS_ON if w.getName() in wanted else PyIndi.ISS_OFF)
-        self.sendNewSwitch(prop)
-        return before
+        with self._send_lock:
+            before = self.version()
+            wanted = set(on)
+            prop = self._device(device).getSwitch(name)
+            if not prop.isValid():
+                raise PropertyMissing(f"{device}: switch property {name} is not defined")
+            names = {w.getName() for w in prop}
+            unknown = wanted - names
+            if unknown:
+                raise PropertyMissing(f"{device}: {name} has no element(s) {sorted(unknown)} (has {sorted(names)})")
+            for w in prop:
+                w.setState(PyIndi.ISS_ON if w.getName() in wanted else PyIndi.ISS_OFF)
+            self.sendNewSwitch(prop)
+            return before
 
     def send_text(self, device: str, name: str, values: Mapping[str, str]) -> int:
-        before = self.version()
-        prop = self._device(device).getText(name)
-        if not prop.isValid():
-            raise PropertyMissing(f"{device}: text property {name} is not defined")
-        for element, value in values.items():
-            widget = prop.findWidgetByName(element)
-            if widget is None:
-                raise PropertyMissing(f"{device}: {name} has no element {element}")
-            widget.setText(str(value))
-        self.sendNewText(prop)
-        return before
+        with self._send_lock:
+            before = self.version()
+            prop = self._device(device).getText(name)
+            if not prop.isValid():
+                raise PropertyMissing(f"{device}: text property {name} is not defined")
+            for element, value in values.items():
+                widget = prop.findWidgetByName(element)
+                if widget is None:
+                    raise PropertyMissing(f"{device}: {name} has no element {element}")
+                widget.setText(str(value))
+            self.sendNewText(prop)
+            return before
