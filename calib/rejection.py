@@ -656,150 +656,21 @@ def _kernel_network(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def _numba_kernel() -> Kernel:  # pragma: no cover - exercised only where numba is installed
-    """Compile the kernel once per process; numba caches the machine code on disk (``cache=True``: next to this
-    module in ``__pycache__``, or in the user's cache directory / ``NUMBA_CACHE_DIR`` when that is not writable), so
-    later processes load it instead of compiling."""
-    import numba
+    """The compiled Winsorized kernel (:func:`calib.kernels.winsorized_kernel`); importing :mod:`calib.kernels`
+    imports numba, whose machine code is cached on disk, so later processes load it instead of compiling."""
+    from calib.kernels import winsorized_kernel
 
-    return numba.njit(nogil=True, cache=True)(_winsorized_kernel)
-
-
-_BLOCK = 64  # pixels sorted together in the kernel: n × 64 × 4 B stays in L1 for n ≤ 128
+    kernel: Kernel = winsorized_kernel
+    return kernel
 
 
 @functools.cache
 def _numba_sorter() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:  # pragma: no cover - needs numba
-    """The compiled :func:`_block_sort` (machine code cached on disk like the kernel's)."""
-    import numba
+    """The compiled :func:`calib.kernels.block_sort` (machine code cached on disk like the kernel's)."""
+    from calib.kernels import block_sort
 
-    sorter: Callable[[np.ndarray, np.ndarray, np.ndarray], None] = numba.njit(nogil=True, cache=True)(_block_sort)
+    sorter: Callable[[np.ndarray, np.ndarray, np.ndarray], None] = block_sort
     return sorter
-
-
-def _block_sort(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray) -> None:  # pragma: no cover - numba
-    """Sort ``stack`` (n, P) along axis 0 in place by the comparators ``(pair_a[k], pair_b[k])``, 64 columns at a
-    time copied into a small buffer (the comparator loop over the 64 columns compiles to SIMD min/max)."""
-    n, ncols = stack.shape
-    block = _BLOCK
-    buf = np.empty((n, block), dtype=stack.dtype)
-    for b0 in range(0, ncols, block):
-        w = min(block, ncols - b0)
-        for i in range(n):
-            for j in range(w):
-                buf[i, j] = stack[i, b0 + j]
-        for k in range(pair_a.shape[0]):
-            ra = pair_a[k]
-            rb = pair_b[k]
-            for j in range(w):
-                x = buf[ra, j]
-                y = buf[rb, j]
-                buf[ra, j] = x if x < y else y
-                buf[rb, j] = y if x < y else x
-        for i in range(n):
-            for j in range(w):
-                stack[i, b0 + j] = buf[i, j]
-
-
-def _winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray, out: np.ndarray,
-                       low: np.ndarray, high: np.ndarray, k_low: float, k_high: float, median: bool,
-                       max_outer: int, max_inner: int) -> None:  # pragma: no cover - compiled by numba
-    """The compiled per-pixel algorithm (see :func:`winsorized_combine_numba`); plain Python that numba compiles."""
-    clamp, gain, tol = WINSOR_CLAMP, WINSOR_GAIN, WINSOR_TOLERANCE
-    n, ncols = stack.shape
-    block = _BLOCK
-    npairs = pair_a.shape[0]
-    per_pixel_sort = npairs == 1 and pair_a[0] < 0
-    buf = np.empty((n, block), dtype=np.float32)
-    v = np.empty(n, dtype=np.float64)
-    p1 = np.empty(n + 1, dtype=np.float64)
-    p2 = np.empty(n + 1, dtype=np.float64)
-    for b0 in range(0, ncols, block):
-        w = min(block, ncols - b0)
-        for i in range(n):
-            for j in range(w):
-                buf[i, j] = stack[i, b0 + j]
-        if not per_pixel_sort:
-            for k in range(npairs):
-                ra = pair_a[k]
-                rb = pair_b[k]
-                for j in range(w):
-                    x = buf[ra, j]
-                    y = buf[rb, j]
-                    buf[ra, j] = x if x < y else y
-                    buf[rb, j] = y if x < y else x
-        for j in range(w):
-            p = b0 + j
-            for i in range(n):
-                v[i] = buf[i, j]
-            if per_pixel_sort:
-                v.sort()
-            p1[0] = 0.0
-            p2[0] = 0.0
-            for i in range(n):
-                p1[i + 1] = p1[i] + v[i]
-                p2[i + 1] = p2[i] + v[i] * v[i]
-            lo, hi = 0, n
-            for _outer in range(max_outer):
-                m = hi - lo
-                if m < 3:
-                    break
-                c = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
-                pos = lo + 0.25 * (m - 1)
-                i0 = int(np.floor(pos))
-                q1 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
-                pos = lo + 0.75 * (m - 1)
-                i0 = int(np.floor(pos))
-                q3 = v[i0] + (pos - i0) * (v[min(i0 + 1, hi - 1)] - v[i0])
-                s = (q3 - q1) / 1.349
-                if s <= 0:
-                    mean = (p1[hi] - p1[lo]) / m
-                    var = 0.0
-                    for i in range(lo, hi):
-                        var += (v[i] - mean) ** 2
-                    s = np.sqrt(var / m)
-                if s <= 0:
-                    break
-                prev = np.inf
-                for _inner in range(max_inner):
-                    # clamped mean/variance from the prefix sums: only the ends of the sorted values are clamped
-                    h = clamp * s
-                    t0 = c - h
-                    t1 = c + h
-                    a = lo
-                    while a < hi and v[a] < t0:
-                        a += 1
-                    b = hi
-                    while b > a and v[b - 1] > t1:
-                        b -= 1
-                    s1 = (a - lo) * t0 + (p1[b] - p1[a]) + (hi - b) * t1
-                    s2 = (a - lo) * t0 * t0 + (p2[b] - p2[a]) + (hi - b) * t1 * t1
-                    mean = s1 / m
-                    ns = gain * np.sqrt(max(s2 / m - mean * mean, 0.0))
-                    c = mean
-                    done = abs(ns - s) < tol * s or abs(ns - prev) < tol * s or ns <= 0
-                    prev = s
-                    s = ns
-                    if done:
-                        break
-                if s <= 0:
-                    break
-                t_low = c - k_low * s
-                t_high = c + k_high * s
-                nlo, nhi = lo, hi
-                while nlo < hi and v[nlo] < t_low:
-                    nlo += 1
-                while nhi > nlo and v[nhi - 1] > t_high:
-                    nhi -= 1
-                if nhi <= nlo or (nlo == lo and nhi == hi):
-                    break
-                lo, hi = nlo, nhi
-            m = hi - lo
-            if median:
-                out[p] = 0.5 * (v[lo + (m - 1) // 2] + v[lo + m // 2])
-            else:
-                out[p] = (p1[hi] - p1[lo]) / m
-            low[p] = lo
-            high[p] = n - hi
 
 
 def sigma_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: float, median: bool = False,
@@ -821,55 +692,8 @@ def sigma_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: 
 
 @functools.cache
 def _numba_sigma_kernel() -> Callable[..., None]:  # pragma: no cover - exercised only where numba is installed
-    """The compiled :func:`_sigma_kernel` (machine code cached on disk like the Winsorized kernel's)."""
-    import numba
+    """The compiled :func:`calib.kernels.sigma_kernel` (machine code cached on disk like the Winsorized kernel's)."""
+    from calib.kernels import sigma_kernel
 
-    kernel: Callable[..., None] = numba.njit(nogil=True, cache=True)(_sigma_kernel)
+    kernel: Callable[..., None] = sigma_kernel
     return kernel
-
-
-def _sigma_kernel(stack: np.ndarray, out: np.ndarray, low: np.ndarray, high: np.ndarray, k_low: float,
-                  k_high: float, median: bool, limit: int) -> None:  # pragma: no cover - compiled by numba
-    """Per pixel: iterate median/std clipping on the sorted column until nothing changes, < 3 values or ``limit``."""
-    n, ncols = stack.shape
-    v = np.empty(n, dtype=np.float32)
-    for p in range(ncols):
-        for i in range(n):
-            v[i] = stack[i, p]
-        lo, hi = 0, n
-        for _it in range(limit):
-            m = hi - lo
-            if m < 3:
-                break
-            c = np.float64(np.float32(0.5) * (v[lo + (m - 1) // 2] + v[lo + m // 2]))
-            total = 0.0
-            for i in range(lo, hi):
-                total += v[i]
-            mean32 = np.float32(total / m)
-            var = 0.0
-            for i in range(lo, hi):
-                d = np.float64(v[i] - mean32)
-                var += d * d
-            sd = np.sqrt(var / m)
-            if not sd > 0:
-                break
-            t_low = np.float32(c - k_low * sd)
-            t_high = np.float32(c + k_high * sd)
-            nlo, nhi = lo, hi
-            while nlo < hi and v[nlo] < t_low:
-                nlo += 1
-            while nhi > nlo and v[nhi - 1] > t_high:
-                nhi -= 1
-            if nhi <= nlo or (nlo == lo and nhi == hi):
-                break
-            lo, hi = nlo, nhi
-        m = hi - lo
-        if median:
-            out[p] = np.float32(0.5) * (v[lo + (m - 1) // 2] + v[lo + m // 2])
-        else:
-            total = 0.0
-            for i in range(lo, hi):
-                total += v[i]
-            out[p] = total / m
-        low[p] = lo
-        high[p] = n - hi
