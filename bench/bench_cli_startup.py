@@ -32,7 +32,7 @@ TARGET_S = 0.3
 # Packages whose cumulative import time is reported per command (the heavy stack and the settings/camera modules).
 PACKAGES = ("numpy", "astropy.io.fits", "sqlalchemy", "alembic", "pydantic", "fastapi", "daemon.settings",
             "drivers.camera", "daemon.library.catalog", "calib.integration")
-ENTRY = "import sys; from daemon.cli import main; sys.exit(main())"
+ENTRY = "import sys; from daemon.cli import run; sys.exit(run())"  # the console script (pyproject.toml)
 
 
 def _machine() -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import enum
+import gc
 import importlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 # One module per command group; each defines register(subparsers) and sets a ``func`` default returning an exit code.
 COMMAND_MODULES = (
@@ -83,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Parse ``argv`` (default: the process's arguments) and run the command; returns its exit code.
+
+    In-process callers (the tests) use this; the console script is :func:`run`."""
+    return _execute(build_parser().parse_args(argv))
+
+
+def _execute(args: argparse.Namespace) -> int:
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -94,5 +101,38 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+Handler = TypeVar("Handler", bound=Callable[[argparse.Namespace], int])
+_BRIEF = "darkd_brief"
+
+
+def brief(handler: Handler) -> Handler:
+    """Mark a command handler as brief: it reads or changes a few rows of the library and ends (``darkd library``,
+    ``darkd jobs list``), so :func:`run` leaves the cyclic garbage collector off while it runs. Not for a command whose
+    length depends on the data (``library verify``, ``plan``) or that runs on (``serve``)."""
+    setattr(handler, _BRIEF, True)
+    return handler
+
+
+def run() -> int:
+    """The ``darkd`` console script (``[project.scripts]``): :func:`main` in a process that ends with the command.
+
+    Start-up time (issue 16; measured in docs/benchmarks.md, "Command start-up time"). A command that reads the
+    library imports SQLAlchemy and pydantic: some 70 000 objects that live as long as the process. The cyclic garbage
+    collector would walk them again and again while they accumulate (a full pass each time the survivors have grown
+    by a quarter) and free next to nothing, so it is off while the command line is parsed, and stays off through a
+    :func:`brief` command (its garbage goes with the process); every other command runs with it on. Once the command
+    has returned, every object still alive is frozen out of the collector (``gc.freeze``), so the interpreter's exit
+    does not collect and free the module graph one object at a time; the process gives the memory back anyway.
+    ``atexit`` handlers (logging) and the flushing of stdout/stderr run as usual.
+    """
+    gc.disable()
+    args = build_parser().parse_args()
+    if not getattr(args.func, _BRIEF, False):
+        gc.enable()
+    code = _execute(args)
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

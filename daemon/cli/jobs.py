@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from daemon.cli import brief
 from daemon.jobs.errors import JobStoreError
 from daemon.jobs.states import COMMANDS, JOB_STATES, JobState
 
@@ -74,7 +75,7 @@ def _guarded(command: Callable[[argparse.Namespace, JobQueue], int]) -> Callable
             return 2
 
     run.__doc__ = command.__doc__
-    return run
+    return brief(run)  # every jobs command reads or changes a few rows and ends
 
 
 @_guarded

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daemon.cli import LazyChoices
+from daemon.cli import LazyChoices, brief
 
 if TYPE_CHECKING:  # the library stack is imported by the command that runs (start-up time of every darkd command)
     from daemon.library.catalog import LibraryIndex
@@ -277,7 +277,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lib.add_argument("--temperature", type=float, metavar="C", help="set point within the configured tolerance")
     lib.add_argument("--gain", type=int)
     _config(lib)
-    lib.set_defaults(func=_guard(cmd_list))
+    lib.set_defaults(func=brief(_guard(cmd_list)))
     sub = lib.add_subparsers(dest="library_command", required=False, metavar="ACTION")
     verify = sub.add_parser("verify", help="check index against files: checksums, counts, headers, orphans, partials")
     verify.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
@@ -291,13 +291,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show = sub.add_parser("show", help="one entry with its frames (JSON)")
     show.add_argument("id", type=int)
     _config(show, nested=True)
-    show.set_defaults(func=_guard(cmd_show))
+    show.set_defaults(func=brief(_guard(cmd_show)))
     accept = sub.add_parser("accept", help="accept a master held for review")
     accept.add_argument("id", type=int)
     _config(accept, nested=True)
-    accept.set_defaults(func=_guard(cmd_accept))
+    accept.set_defaults(func=brief(_guard(cmd_accept)))
     bad = sub.add_parser("bad", help="mark an entry bad (never selected again)")
     bad.add_argument("id", type=int)
     bad.add_argument("--reason", required=True)
     _config(bad, nested=True)
-    bad.set_defaults(func=_guard(cmd_bad))
+    bad.set_defaults(func=brief(_guard(cmd_bad)))

@@ -11,7 +11,6 @@ Logs go to stderr; under journald (``JOURNAL_STREAM`` set) each line carries its
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import logging
 import os
@@ -61,6 +60,8 @@ def configure_logging(fmt: str, verbose: int) -> None:
 
 def health_ok(host: str, port: int, timeout_s: float = 5.0) -> bool:
     """True when ``GET /health`` on our own server answers 200 within ``timeout_s``."""
+    import http.client  # here, not at module level: every darkd command imports this module to build its parser
+
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     conn = http.client.HTTPConnection(probe_host, port, timeout=timeout_s)
     try:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from daemon.settings import load_settings
 from drivers.camera import FrameType, OverscanMode
 
 HEAVY = ("numpy", "astropy", "sqlalchemy", "alembic", "pydantic", "fastapi", "uvicorn", "matplotlib", "numba",
-         "calib", "drivers", "daemon.settings", "daemon.library")
+         "calib", "drivers", "daemon.settings", "daemon.library", "http")  # http: http.client pulls in ssl and email
 
 PROBE = """
 import json, sys
@@ -61,6 +62,42 @@ def test_library_commands_import_the_index_but_not_astropy_numpy_or_the_api(tmp_
     loaded = imported_by(*argv, config=config)
     assert "daemon.library" in loaded, "the probe must really have opened the index"
     assert not loaded & {"numpy", "astropy", "fastapi", "uvicorn", "calib", "matplotlib", "drivers", "alembic"}
+
+
+# The console script's ``run``: the collector stays off through a brief command and everything alive is frozen at the
+# end (so the exit does not free the module graph object by object); any other command runs with the collector on.
+RUN_PROBE = """
+import gc, json, sys
+from daemon.cli import run
+code = run()
+print(json.dumps({"code": code, "gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}))
+"""
+
+
+def _run_probe(*argv: str, config: Path) -> dict[str, int | bool]:
+    proc = subprocess.run([sys.executable, "-c", RUN_PROBE, *argv], capture_output=True, text=True, check=True,
+                          env={**os.environ, "DARKD_CONFIG": str(config)}, timeout=120)
+    result: dict[str, int | bool] = json.loads(proc.stdout.splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize(("argv", "brief"), [(("library",), True), (("jobs", "list"), True),
+                                             (("library", "verify", "--no-checksums"), False)])
+def test_the_console_script_pauses_the_collector_only_for_brief_commands(tmp_path: Path, argv: tuple[str, ...],
+                                                                         brief: bool) -> None:
+    config = tmp_path / "darkd.toml"
+    config.write_text(f'[library]\nroot = "{tmp_path / "library"}"\n', encoding="utf-8")
+    LibraryIndex.open(load_settings(config).library).close()
+    result = _run_probe(*argv, config=config)
+    assert result["code"] == 0
+    assert result["gc_enabled"] is not brief, result
+    assert int(result["frozen"]) > 10_000, result  # the imported stack, frozen once the command returned
+
+
+def test_the_darkd_console_script_is_run() -> None:
+    """``darkd`` must start through :func:`daemon.cli.run` (the start-up measures above live there), not ``main``."""
+    (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "darkd"]
+    assert script.value == "daemon.cli:run"
 
 
 def test_an_index_behind_the_head_is_still_upgraded(tmp_path: Path) -> None:
