@@ -24,6 +24,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -264,6 +265,52 @@ def _uint16_adu(data: np.ndarray) -> np.ndarray:
     return adu
 
 
+_FLOAT32_BE = np.dtype(">f4")
+
+
+def in_file_order(data: np.ndarray, pool: Executor | None = None) -> np.ndarray:
+    """``data`` (float32, or uint16) as a FITS file stores it: big-endian float32, or for uint16 big-endian int16
+    ``data − 32768`` (read back with ``BZERO = 32768``), converted row band by row band on ``pool``'s threads (NumPy
+    releases the GIL). astropy writes such an array, and sums it for ``DATASUM``, without byteswapped copies of its
+    own; :func:`file_order_hdu` and :func:`to_hdulist` give the same file as for ``data`` itself."""
+    if data.dtype == np.float32:
+        out = np.empty(data.shape, dtype=_FLOAT32_BE)
+        target = out
+    elif data.dtype == np.uint16:
+        out = np.empty(data.shape, dtype=">i2")
+        target = out.view(">u2")  # u − 32768 as int16 is u XOR 0x8000
+    else:
+        raise ValueError(f"no file order for {data.dtype} data (float32 or uint16)")
+    flat_in, flat_out = data.reshape(-1), target.reshape(-1)
+    step = max(1 << 20, -(-flat_in.size // 8))
+
+    def convert(start: int) -> None:
+        chunk = slice(start, start + step)
+        if data.dtype == np.float32:
+            np.copyto(flat_out[chunk], flat_in[chunk])
+        else:
+            np.bitwise_xor(flat_in[chunk], np.uint16(0x8000), out=flat_out[chunk])
+
+    starts = range(0, flat_in.size, step)
+    if pool is None:
+        for start in starts:
+            convert(start)
+    else:
+        list(pool.map(convert, starts))
+    return out
+
+
+def file_order_hdu(data: np.ndarray, name: str, pool: Executor | None = None) -> fits.ImageHDU:
+    """An image extension ``name`` holding ``data`` (float32 or uint16) converted by :func:`in_file_order`: written,
+    it is byte for byte ``fits.ImageHDU(data, name=name)`` written (a uint16 image gets astropy's ``BSCALE = 1``,
+    ``BZERO = 32768`` cards, in astropy's place, before ``EXTNAME``)."""
+    hdu = fits.ImageHDU(in_file_order(data, pool), name=name)
+    if data.dtype == np.uint16:
+        hdu.header.insert("EXTNAME", ("BSCALE", 1))
+        hdu.header.insert("EXTNAME", ("BZERO", 32768))
+    return hdu
+
+
 def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16: bool = False,
                extra_hdus: list[fits.ImageHDU] | None = None, compression: str = "none") -> fits.HDUList:
     """Build an HDUList. ``bitpix16`` stores ADU as unsigned 16-bit (``BITPIX=16``, ``BZERO=32768``), else float32.
@@ -288,7 +335,9 @@ def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16:
     if bitpix16:
         primary = fits.PrimaryHDU(_uint16_adu(data), header=hdr, uint=True)
     else:
-        primary = fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=hdr)
+        # float32 as is in either byte order (big-endian: from in_file_order, written without a byteswap)
+        primary = fits.PrimaryHDU(data if data.dtype == _FLOAT32_BE else np.asarray(data, dtype=np.float32),
+                                  header=hdr)
     return fits.HDUList([primary, *(extra_hdus or [])])
 
 

@@ -186,3 +186,21 @@ def test_sigma_clipping_compiled_and_numpy_agree(tmp_path: Path, monkeypatch: py
     np.testing.assert_array_equal(compiled.rejected_high, fallback.rejected_high)
     assert compiled.rejected_high.sum() > 0, "the frames must give the clipping something to reject"
     np.testing.assert_allclose(compiled.data, fallback.data, rtol=1e-6)
+
+
+def test_levels_measured_during_the_pass_equal_a_pass_before(tmp_path: Path) -> None:
+    """Without normalization the frames' levels are taken from rows copied out of the bands (no pass over the files
+    before the integration): the same values as reading those rows first, whatever the band size."""
+    from calib.integration import _levels, open_sources
+
+    paths, _ = _frames(tmp_path, n=5, shape=(70, 33))
+    sources = open_sources(paths)
+    try:
+        expected = _levels(sources, 16, None)
+    finally:
+        for s in sources:
+            s.close()
+    for band_rows in (3, 70):
+        summary = integrate(paths, IntegrationParams(band_rows=band_rows, sample_rows=16, workers=2)).summary
+        assert summary["frame_locations_adu"] == [lv.location_adu for lv in expected]
+        assert summary["frame_scales_adu"] == [lv.scale_adu for lv in expected]

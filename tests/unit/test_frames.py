@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from calib.frames import DiskFullError, FrameError, atomic_write_bytes, read_frame, read_header, write_frame
+from calib.frames import (
+    DiskFullError,
+    FrameError,
+    atomic_write_bytes,
+    read_frame,
+    read_header,
+    to_hdulist,
+    write_frame,
+)
 from tests.full_disk import simulate_full_disk
 
 
@@ -98,3 +108,36 @@ def test_full_disk_is_a_disk_full_error_naming_the_path(tmp_path: Path, monkeypa
     assert str(target) in str(info.value)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["frame.fits"], "temporary file must be removed"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_file_order_hdus_write_the_same_bytes(dtype: type) -> None:
+    """Data converted ahead to the file's byte order (on two threads) gives byte for byte the file astropy writes
+    from the native array, checksums included."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from calib.frames import file_order_hdu, in_file_order
+
+    rng = np.random.default_rng(4)
+    data = (rng.normal(1000, 30, (301, 97)) if dtype == np.float32 else rng.integers(0, 65536, (301, 97))).astype(dtype)
+    native = fits.ImageHDU(data, name="MAP")
+    with ThreadPoolExecutor(2) as pool:
+        ordered = file_order_hdu(data, "MAP", pool)
+        primary = to_hdulist(in_file_order(data, pool), fits.Header()) if dtype == np.float32 else None
+
+    def written(hdul: fits.HDUList) -> bytes:
+        out = io.BytesIO()
+        hdul.writeto(out, checksum=True)
+        return out.getvalue()
+
+    def masked(raw: bytes) -> bytes:  # the CHECKSUM cards carry the time of writing
+        return re.sub(rb"CHECKSUM= '.{16}'", b"CHECKSUM", re.sub(rb"updated [0-9T:-]{19}", b"updated", raw))
+
+    raw = written(fits.HDUList([fits.PrimaryHDU(), ordered]))
+    assert masked(raw) == masked(written(fits.HDUList([fits.PrimaryHDU(), native])))
+    if primary is not None:
+        assert masked(written(primary)) == masked(written(to_hdulist(data, fits.Header())))
+    with fits.open(io.BytesIO(raw)) as back:
+        assert back["MAP"].verify_checksum() == 1 and back["MAP"].verify_datasum() == 1
+        np.testing.assert_array_equal(back["MAP"].data, data)
+        assert back["MAP"].data.dtype.newbyteorder("=") == data.dtype  # float32 comes back big-endian
