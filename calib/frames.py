@@ -268,46 +268,53 @@ def _uint16_adu(data: np.ndarray) -> np.ndarray:
 _FLOAT32_BE = np.dtype(">f4")
 
 
-def in_file_order(data: np.ndarray, pool: Executor | None = None) -> np.ndarray:
-    """``data`` (float32, or uint16) as a FITS file stores it: big-endian float32, or for uint16 big-endian int16
-    ``data − 32768`` (read back with ``BZERO = 32768``), converted row band by row band on ``pool``'s threads (NumPy
-    releases the GIL). astropy writes such an array, and sums it for ``DATASUM``, without byteswapped copies of its
-    own; :func:`file_order_hdu` and :func:`to_hdulist` give the same file as for ``data`` itself."""
-    if data.dtype == np.float32:
-        out = np.empty(data.shape, dtype=_FLOAT32_BE)
-        target = out
-    elif data.dtype == np.uint16:
-        out = np.empty(data.shape, dtype=">i2")
-        target = out.view(">u2")  # u − 32768 as int16 is u XOR 0x8000
-    else:
-        raise ValueError(f"no file order for {data.dtype} data (float32 or uint16)")
-    flat_in, flat_out = data.reshape(-1), target.reshape(-1)
-    step = max(1 << 20, -(-flat_in.size // 8))
-
-    def convert(start: int) -> None:
-        chunk = slice(start, start + step)
-        if data.dtype == np.float32:
-            np.copyto(flat_out[chunk], flat_in[chunk])
-        else:
-            np.bitwise_xor(flat_in[chunk], np.uint16(0x8000), out=flat_out[chunk])
-
-    starts = range(0, flat_in.size, step)
-    if pool is None:
-        for start in starts:
-            convert(start)
-    else:
-        list(pool.map(convert, starts))
-    return out
+def _to_file_order(array: np.ndarray) -> None:
+    if array.dtype == np.uint16:
+        np.bitwise_xor(array, np.uint16(0x8000), out=array)  # u − 32768 as int16 is u XOR 0x8000
+    array.byteswap(inplace=True)
 
 
-def file_order_hdu(data: np.ndarray, name: str, pool: Executor | None = None) -> fits.ImageHDU:
-    """An image extension ``name`` holding ``data`` (float32 or uint16) converted by :func:`in_file_order`: written,
-    it is byte for byte ``fits.ImageHDU(data, name=name)`` written (a uint16 image gets astropy's ``BSCALE = 1``,
-    ``BZERO = 32768`` cards, in astropy's place, before ``EXTNAME``)."""
-    hdu = fits.ImageHDU(in_file_order(data, pool), name=name)
-    if data.dtype == np.uint16:
-        hdu.header.insert("EXTNAME", ("BSCALE", 1))
-        hdu.header.insert("EXTNAME", ("BZERO", 32768))
+def _from_file_order(array: np.ndarray) -> None:
+    array.byteswap(inplace=True)
+    if array.dtype == np.uint16:
+        np.bitwise_xor(array, np.uint16(0x8000), out=array)
+
+
+@contextlib.contextmanager
+def in_file_order(arrays: list[np.ndarray], pool: Executor | None = None) -> Iterator[list[np.ndarray]]:
+    """Views of ``arrays`` (native float32 or uint16, C-contiguous) laid out as a FITS file stores them: big-endian
+    float32; for uint16 big-endian int16 ``u − 32768`` (read back with ``BZERO = 32768``). Their memory is converted
+    in place (one array per thread of ``pool``) and converted back when the block ends, even on error, as astropy
+    does itself for one array at a time: astropy then writes the views, and sums them for ``DATASUM``, without any
+    byteswapped or converted copy (:func:`to_hdulist` takes a big-endian float32 image as is; uint16 views go into
+    :func:`uint16_image_hdu`). The arrays must not be used elsewhere meanwhile. Arrays that cannot be converted in
+    place (another float type, not C-contiguous, read-only, sharing memory with an earlier one) are copied."""
+    own: list[np.ndarray] = []  # converted in place, except copies of those that cannot be
+    for array in arrays:
+        if array.dtype.kind == "f" and array.dtype != np.float32:
+            array = np.asarray(array, dtype=np.float32)
+        if array.dtype not in (np.float32, np.uint16):
+            raise ValueError(f"a FITS image written in file order is float32 or uint16, not {array.dtype}")
+        if not array.flags.c_contiguous or not array.flags.writeable or any(np.may_share_memory(array, o)
+                                                                             for o in own):
+            array = array.copy()
+        own.append(array)
+    arrays = own
+    run = pool.map if pool is not None else map
+    list(run(_to_file_order, arrays))
+    try:
+        yield [a.view(_FLOAT32_BE if a.dtype == np.float32 else ">i2") for a in arrays]
+    finally:
+        list(run(_from_file_order, arrays))
+
+
+def uint16_image_hdu(stored: np.ndarray, name: str) -> fits.ImageHDU:
+    """Image extension ``name`` for a uint16 image given as :func:`in_file_order` lays it out (``stored``: big-endian
+    int16): written, byte for byte the file of ``fits.ImageHDU(image, name=name)`` (astropy's ``BSCALE = 1``,
+    ``BZERO = 32768`` cards, in astropy's place before ``EXTNAME``), read back as the uint16 image."""
+    hdu = fits.ImageHDU(stored, name=name)
+    hdu.header.insert("EXTNAME", ("BSCALE", 1))
+    hdu.header.insert("EXTNAME", ("BZERO", 32768))
     return hdu
 
 
@@ -335,7 +342,7 @@ def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16:
     if bitpix16:
         primary = fits.PrimaryHDU(_uint16_adu(data), header=hdr, uint=True)
     else:
-        # float32 as is in either byte order (big-endian: from in_file_order, written without a byteswap)
+        # float32 as is in either byte order (big-endian from in_file_order: written without a byteswap)
         primary = fits.PrimaryHDU(data if data.dtype == _FLOAT32_BE else np.asarray(data, dtype=np.float32),
                                   header=hdr)
     return fits.HDUList([primary, *(extra_hdus or [])])

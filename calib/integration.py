@@ -41,10 +41,10 @@ from calib.frames import (
     FrameError,
     atomic_file,
     decompress_error,
-    file_order_hdu,
     image_hdu_index,
     in_file_order,
     to_hdulist,
+    uint16_image_hdu,
 )
 from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factors, robust_level
 from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
@@ -184,15 +184,11 @@ class FrameSource:
         it is stored plain or tile-compressed."""
         raw = self._compressed_rows(r0, r1) if self._fd is None else self._plain_rows(r0, r1)
         digest = _row_digests(raw.data.cast("B"), r1 - r0)
+        np.copyto(out, raw, casting="unsafe")
         if self.bscale != 1.0:
-            np.copyto(out, raw, casting="unsafe")
             out *= np.float32(self.bscale)
-            if self.bzero != 0.0:
-                out += np.float32(self.bzero)
-        elif self.bzero != 0.0:  # one pass: each value cast to float32, then BZERO added in float32 (as above)
-            np.add(raw, np.float32(self.bzero), out=out, dtype=np.float32, casting="unsafe")
-        else:
-            np.copyto(out, raw, casting="unsafe")
+        if self.bzero != 0.0:
+            out += np.float32(self.bzero)
         return digest
 
     def _plain_rows(self, r0: int, r1: int) -> np.ndarray:
@@ -516,14 +512,14 @@ def write_integration(result: IntegrationResult, path: str | os.PathLike[str],
     Same guarantees as :func:`calib.frames.atomic_write_bytes` (temporary file in the target folder, fsync, rename,
     fsync of the folder) but streamed by astropy into the temporary file, so the output is not held twice in memory.
     """
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="darkd-write") as pool:  # converted on two cores
-        data = in_file_order(result.data, pool)
-        extras = [file_order_hdu(result.rejected_low, "REJ_LOW", pool),
-                  file_order_hdu(result.rejected_high, "REJ_HIGH", pool)]
-    for hdu, side in zip(extras, ("low", "high"), strict=True):
-        hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
-    hdul = to_hdulist(data, result.header, extra_hdus=[*extras, *extra_hdus])
     target = Path(path)
-    with atomic_file(target) as fh:
-        hdul.writeto(fh, output_verify="silentfix", checksum=True)  # CHECKSUM/DATASUM in every HDU
+    arrays = [result.data, result.rejected_low, result.rejected_high]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="darkd-write") as pool, \
+            in_file_order(arrays, pool) as (data, low, high):  # converted in place on two cores, restored after
+        extras = [uint16_image_hdu(low, "REJ_LOW"), uint16_image_hdu(high, "REJ_HIGH")]
+        for hdu, side in zip(extras, ("low", "high"), strict=True):
+            hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
+        hdul = to_hdulist(data, result.header, extra_hdus=[*extras, *extra_hdus])
+        with atomic_file(target) as fh:
+            hdul.writeto(fh, output_verify="silentfix", checksum=True)  # CHECKSUM/DATASUM in every HDU
     return target
