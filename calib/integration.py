@@ -293,6 +293,18 @@ def _levels(sources: Sequence[FrameSource], sample_rows: int, subtract: np.ndarr
     return levels
 
 
+TAIL_SPLIT = 4  # the last bands are this many times smaller, so that the workers finish at nearly the same time
+
+
+def _bands(height: int, band_rows: int, workers: int) -> list[tuple[int, int]]:
+    """Row bands ``[r0, r1)`` in order: ``band_rows`` rows each, except the last ``workers`` bands' worth of rows,
+    cut ``TAIL_SPLIT`` times smaller (a worker that finishes early then waits for at most a small band)."""
+    tail_start = height if workers < 2 else max(0, height - workers * band_rows)
+    small = max(1, band_rows // TAIL_SPLIT)
+    bands = [(r0, min(r0 + band_rows, tail_start)) for r0 in range(0, tail_start, band_rows)]
+    return bands + [(r0, min(r0 + small, height)) for r0 in range(tail_start, height, small)]
+
+
 class _Integrator:
     """The band pass. Created before the frames are read: it starts loading the compiled kernels (numba's disk cache)
     in a thread, which the bands wait for only once their frames are read. ``sample_rows`` (the rows of
@@ -398,10 +410,9 @@ class _Integrator:
         self.low[r0:r1] = rej_low.reshape(r1 - r0, width)
         self.high[r0:r1] = rej_high.reshape(r1 - r0, width)
 
-    def run(self, pool: ThreadPoolExecutor | None) -> None:
-        """Every band, on ``pool``'s threads (in this thread when ``pool`` is None)."""
-        height, band_rows = self.data.shape[0], self.band_rows
-        bands = [(r0, min(r0 + band_rows, height)) for r0 in range(0, height, band_rows)]
+    def run(self, pool: ThreadPoolExecutor | None, workers: int) -> None:
+        """Every band, on the ``workers`` threads of ``pool`` (in this thread when ``pool`` is None)."""
+        bands = _bands(self.data.shape[0], self.band_rows, 1 if pool is None else workers)
         if pool is None:
             for r0, r1 in bands:
                 self.band(r0, r1)
@@ -473,7 +484,7 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
             if measure_first:
                 levels = _levels(sources, params.sample_rows, subtract)
                 worker.factors = normalization_factors(levels, params.normalization)
-            worker.run(pool if workers > 1 else None)
+            worker.run(pool if workers > 1 else None, workers)
             noise_level = pool.submit(robust_level, worker.data[::4, ::4])
             if not measure_first:
                 levels = worker.levels(pool)

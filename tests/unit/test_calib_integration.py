@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,15 @@ def test_levels_measured_during_the_pass_equal_a_pass_before(tmp_path: Path) -> 
         summary = integrate(paths, IntegrationParams(band_rows=band_rows, sample_rows=16, workers=2)).summary
         assert summary["frame_locations_adu"] == [lv.location_adu for lv in expected]
         assert summary["frame_scales_adu"] == [lv.scale_adu for lv in expected]
+
+
+def test_bands_cover_every_row_once_and_end_small() -> None:
+    from calib.integration import TAIL_SPLIT, _bands
+
+    for height, band_rows, workers in ((3522, 128, 2), (53, 5, 2), (7, 128, 2), (100, 7, 1), (1, 1, 2)):
+        bands = _bands(height, band_rows, workers)
+        assert bands[0][0] == 0 and bands[-1][1] == height
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bands))
+        assert all(0 < r1 - r0 <= band_rows for r0, r1 in bands)
+        if workers > 1 and height > workers * band_rows:
+            assert all(r1 - r0 <= max(1, band_rows // TAIL_SPLIT) for r0, r1 in bands[-workers * TAIL_SPLIT:])
