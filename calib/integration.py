@@ -8,13 +8,16 @@ Algorithm for ``n`` frames of ``H × W`` pixels:
    written with ``[library] compression = "rice"``) go through astropy's ``section``, which decompresses only the
    tiles of the band (one tile per row): memory stays per band too, at the CPU cost of Rice decoding
    (docs/benchmarks.md, "Library frame compression").
-2. First pass: each frame's median and robust scale (1.4826·MAD) on a subsample of rows → normalization factors
-   (:mod:`calib.normalization`).
-3. Second pass, in row bands of ``band_rows`` rows processed by ``workers`` threads (NumPy releases the GIL): build the
+2. Each frame's median and robust scale (1.4826·MAD) on a subsample of rows → normalization factors
+   (:mod:`calib.normalization`). With a normalization this is a first pass over the files; without one the levels
+   are only reported, and are measured on the same rows copied out of the bands of step 3 as they are read.
+3. The pass, in row bands of ``band_rows`` rows processed by ``workers`` threads (NumPy releases the GIL): build the
    ``(n, band_rows, W)`` float32 stack, optionally subtract a calibration image, normalize, sort along the frame
-   axis, reject (:mod:`calib.rejection`), then combine the kept values by mean or median.
+   axis, reject (:mod:`calib.rejection`), then combine the kept values by mean or median. The compiled kernels
+   (numba) are loaded in another thread meanwhile; a band waits for them once its frames are read. The last bands
+   are smaller, so the workers finish together.
    ``band_rows`` is chosen so that ``workers × n × band_rows × W × 4 B × 4`` (stack plus working copies) plus the
-   outputs fits in ``memory_budget_bytes``.
+   outputs (and the sampled rows of step 2) fits in ``memory_budget_bytes``.
 
 Outputs: the float32 master, per-pixel counts of values rejected low/high (uint16), a header with the provenance, and
 a summary (fractions rejected, noise estimate).
@@ -474,12 +477,14 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
         if subtract is not None and subtract.shape != shape:
             raise FrameError(f"calibration image is {subtract.shape[1]}x{subtract.shape[0]}, frames are "
                              f"{shape[1]}x{shape[0]}")
-        extra = subtract.nbytes if subtract is not None else 0
-        band_rows, workers = plan_band_rows(len(sources), shape, params, extra)
-        # without normalization the levels are only reported: measured on rows copied out of the band pass
+        # without normalization the levels are only reported: measured on rows copied out of the band pass (kept
+        # until its end: counted in the memory plan)
         measure_first = params.normalization != "none"
-        worker = _Integrator(sources, params, subtract, band_rows,
-                             None if measure_first else _sample_rows(shape[0], params.sample_rows))
+        sample_rows = None if measure_first else _sample_rows(shape[0], params.sample_rows)
+        extra = (subtract.nbytes if subtract is not None else 0) + (
+            0 if sample_rows is None else len(sources) * sample_rows.size * shape[1] * 4)
+        band_rows, workers = plan_band_rows(len(sources), shape, params, extra)
+        worker = _Integrator(sources, params, subtract, band_rows, sample_rows)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="darkd-integrate") as pool:
             if measure_first:
                 levels = _levels(sources, params.sample_rows, subtract)
