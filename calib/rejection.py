@@ -625,9 +625,11 @@ def _scipy_hidden() -> Iterator[None]:
     numba imports SciPy twice when it is installed: for a version check (``import numba``) and, when its CPU target
     is first set up (the first kernel loaded), ``scipy.linalg.cython_blas`` to know whether ``np.dot``/``np.linalg``
     may be compiled — ≈ 0.15 s of start-up, more than loading our kernels. None of the kernels here uses linear
-    algebra (numba then compiles ``np.convolve``/``np.correlate`` without BLAS, nothing else changes). SciPy stays
-    importable afterwards: the block is removed when numba is loaded."""
-    if "scipy" in sys.modules:
+    algebra (numba then compiles ``np.convolve``/``np.correlate`` with its own inner product; ``np.dot``/``np.linalg``
+    still import SciPy when a kernel using them is compiled). SciPy stays importable afterwards: the block is removed
+    when numba is loaded, and not set again once numba's CPU target is set up (a process that integrates again never
+    blocks SciPy for another thread)."""
+    if "scipy" in sys.modules or "numba.np.arraymath" in sys.modules:  # SciPy loaded, or numba's target set up
         yield
         return
     sys.modules["scipy"] = None  # type: ignore[assignment]  # the import system's "not importable" marker
