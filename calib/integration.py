@@ -328,6 +328,7 @@ class _Integrator:
         self.low = np.empty((height, width), dtype=np.uint16)
         self.high = np.empty((height, width), dtype=np.uint16)
         self.digests: dict[int, list[bytes]] = {}
+        self.rejected: dict[int, tuple[int, int]] = {}  # band start row -> values rejected (low, high) in the band
         self.sample_rows = sample_rows
         self.samples: dict[int, np.ndarray] = {}  # band start row -> (n, rows sampled in the band, W) float32
         self.failed = threading.Event()
@@ -412,6 +413,7 @@ class _Integrator:
         self.data[r0:r1] = combined.reshape(r1 - r0, width)
         self.low[r0:r1] = rej_low.reshape(r1 - r0, width)
         self.high[r0:r1] = rej_high.reshape(r1 - r0, width)
+        self.rejected[r0] = (int(rej_low.sum(dtype=np.int64)), int(rej_high.sum(dtype=np.int64)))
 
     def run(self, pool: ThreadPoolExecutor | None, workers: int) -> None:
         """Every band, on the ``workers`` threads of ``pool`` (in this thread when ``pool`` is None)."""
@@ -497,8 +499,8 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
             noise = noise_level.result().scale_adu
         n = len(sources)
         total = float(n) * shape[0] * shape[1]
-        rej_low = float(worker.low.sum(dtype=np.int64)) / total
-        rej_high = float(worker.high.sum(dtype=np.int64)) / total
+        rej_low = sum(low for low, _ in worker.rejected.values()) / total
+        rej_high = sum(high for _, high in worker.rejected.values()) / total
         bands = sorted(worker.digests)
         digest = combined_digest([*(str(s.path.name) for s in sources), *(s.header.tostring() for s in sources),
                                   *(b"".join(worker.digests[r0][i] for r0 in bands) for i in range(n))])
