@@ -10,7 +10,8 @@ Algorithm for ``n`` frames of ``H × W`` pixels:
    (docs/benchmarks.md, "Library frame compression").
 2. Each frame's median and robust scale (1.4826·MAD) on a subsample of rows → normalization factors
    (:mod:`calib.normalization`). With a normalization this is a first pass over the files; without one the levels
-   are only reported, and are measured on the same rows copied out of the bands of step 3 as they are read.
+   are only reported, and are measured on the same rows copied out of the bands of step 3 as they are read (unless
+   those rows would take more than 1/8 of the memory budget).
 3. The pass, in row bands of ``band_rows`` rows processed by ``workers`` threads (NumPy releases the GIL): build the
    ``(n, band_rows, W)`` float32 stack, optionally subtract a calibration image, normalize, sort along the frame
    axis, reject (:mod:`calib.rejection`), then combine the kept values by mean or median. The compiled kernels
@@ -25,6 +26,7 @@ a summary (fractions rejected, noise estimate).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -273,6 +275,24 @@ def plan_band_rows(n_frames: int, shape: tuple[int, int], params: IntegrationPar
     return int(max(rows, 1)), workers
 
 
+SAMPLES_MAX_BUDGET_FRACTION = 8  # rows copied out of the pass for the levels take at most 1/8 of the memory budget
+
+
+def _plan(n_frames: int, shape: tuple[int, int], params: IntegrationParams,
+          extra_bytes: int) -> tuple[int, int, np.ndarray | None]:
+    """``(band_rows, workers, sample_rows)``: without normalization the levels are only reported, and are measured on
+    the ``sample_rows`` copied out of the band pass (kept until its end, so counted in the memory plan) — unless they
+    would take more than 1/8 of the budget (hundreds of frames) or not fit: then ``sample_rows`` is None and the
+    levels are read in a pass of their own first, as for a normalization."""
+    if params.normalization == "none":
+        rows = _sample_rows(shape[0], params.sample_rows)
+        sample_bytes = n_frames * rows.size * shape[1] * 4
+        if sample_bytes <= params.memory_budget_bytes // SAMPLES_MAX_BUDGET_FRACTION:
+            with contextlib.suppress(ValueError):
+                return *plan_band_rows(n_frames, shape, params, extra_bytes + sample_bytes), rows
+    return *plan_band_rows(n_frames, shape, params, extra_bytes), None
+
+
 def _sample_rows(height: int, sample_rows: int) -> np.ndarray:
     """The evenly spaced rows on which each frame's level (median, robust scale) is measured."""
     return np.unique(np.linspace(0, height - 1, min(sample_rows, height)).astype(int))
@@ -479,13 +499,9 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
         if subtract is not None and subtract.shape != shape:
             raise FrameError(f"calibration image is {subtract.shape[1]}x{subtract.shape[0]}, frames are "
                              f"{shape[1]}x{shape[0]}")
-        # without normalization the levels are only reported: measured on rows copied out of the band pass (kept
-        # until its end: counted in the memory plan)
-        measure_first = params.normalization != "none"
-        sample_rows = None if measure_first else _sample_rows(shape[0], params.sample_rows)
-        extra = (subtract.nbytes if subtract is not None else 0) + (
-            0 if sample_rows is None else len(sources) * sample_rows.size * shape[1] * 4)
-        band_rows, workers = plan_band_rows(len(sources), shape, params, extra)
+        extra = subtract.nbytes if subtract is not None else 0
+        band_rows, workers, sample_rows = _plan(len(sources), shape, params, extra)
+        measure_first = sample_rows is None
         worker = _Integrator(sources, params, subtract, band_rows, sample_rows)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="darkd-integrate") as pool:
             if measure_first:

@@ -217,3 +217,18 @@ def test_bands_cover_every_row_once_and_end_small() -> None:
         assert all(0 < r1 - r0 <= band_rows for r0, r1 in bands)
         if workers > 1 and height > workers * band_rows:
             assert all(r1 - r0 <= max(1, band_rows // TAIL_SPLIT) for r0, r1 in bands[-workers * TAIL_SPLIT:])
+
+
+def test_levels_are_read_first_when_the_sampled_rows_would_take_too_much_memory() -> None:
+    """The rows kept for the levels count in the memory plan; with hundreds of frames (more than 1/8 of the budget) or
+    a tight budget the levels are read in a pass of their own, so no budget that worked before is refused."""
+    from calib.integration import _plan
+
+    full = (3522, 4656)
+    rows16, workers16, sampled16 = _plan(16, full, IntegrationParams(), 0)
+    assert sampled16 is not None and (rows16, workers16) <= plan_band_rows(16, full, IntegrationParams())
+    for n, budget in ((256, 1 << 30), (256, 512 << 20), (64, 400 << 20)):
+        params = IntegrationParams(memory_budget_bytes=budget)
+        band_rows, workers, sampled = _plan(n, full, params, 0)
+        assert sampled is None and (band_rows, workers) == plan_band_rows(n, full, params)
+    assert _plan(16, full, IntegrationParams(normalization="additive"), 0)[2] is None
