@@ -24,6 +24,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -264,6 +265,59 @@ def _uint16_adu(data: np.ndarray) -> np.ndarray:
     return adu
 
 
+_FLOAT32_BE = np.dtype(">f4")
+
+
+def _to_file_order(array: np.ndarray) -> None:
+    if array.dtype == np.uint16:
+        np.bitwise_xor(array, np.uint16(0x8000), out=array)  # u − 32768 as int16 is u XOR 0x8000
+    array.byteswap(inplace=True)
+
+
+def _from_file_order(array: np.ndarray) -> None:
+    array.byteswap(inplace=True)
+    if array.dtype == np.uint16:
+        np.bitwise_xor(array, np.uint16(0x8000), out=array)
+
+
+@contextlib.contextmanager
+def in_file_order(arrays: list[np.ndarray], pool: Executor | None = None) -> Iterator[list[np.ndarray]]:
+    """Views of ``arrays`` (native float32 or uint16, C-contiguous) laid out as a FITS file stores them: big-endian
+    float32; for uint16 big-endian int16 ``u − 32768`` (read back with ``BZERO = 32768``). Their memory is converted
+    in place (one array per thread of ``pool``) and converted back when the block ends, even on error, as astropy
+    does itself for one array at a time: astropy then writes the views, and sums them for ``DATASUM``, without any
+    byteswapped or converted copy (:func:`to_hdulist` takes a big-endian float32 image as is; uint16 views go into
+    :func:`uint16_image_hdu`). The arrays must not be used elsewhere meanwhile. Arrays that cannot be converted in
+    place (another float type, not C-contiguous, read-only, sharing memory with an earlier one) are copied."""
+    own: list[np.ndarray] = []  # converted in place, except copies of those that cannot be
+    for array in arrays:
+        if array.dtype.kind == "f" and array.dtype != np.float32:
+            array = np.asarray(array, dtype=np.float32)
+        if array.dtype not in (np.float32, np.uint16):
+            raise ValueError(f"a FITS image written in file order is float32 or uint16, not {array.dtype}")
+        if not array.flags.c_contiguous or not array.flags.writeable or any(np.may_share_memory(array, o)
+                                                                             for o in own):
+            array = array.copy()
+        own.append(array)
+    arrays = own
+    run = pool.map if pool is not None else map
+    list(run(_to_file_order, arrays))
+    try:
+        yield [a.view(_FLOAT32_BE if a.dtype == np.float32 else ">i2") for a in arrays]
+    finally:
+        list(run(_from_file_order, arrays))
+
+
+def uint16_image_hdu(stored: np.ndarray, name: str) -> fits.ImageHDU:
+    """Image extension ``name`` for a uint16 image given as :func:`in_file_order` lays it out (``stored``: big-endian
+    int16): written, byte for byte the file of ``fits.ImageHDU(image, name=name)`` (astropy's ``BSCALE = 1``,
+    ``BZERO = 32768`` cards, in astropy's place before ``EXTNAME``), read back as the uint16 image."""
+    hdu = fits.ImageHDU(stored, name=name)
+    hdu.header.insert("EXTNAME", ("BSCALE", 1))
+    hdu.header.insert("EXTNAME", ("BZERO", 32768))
+    return hdu
+
+
 def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16: bool = False,
                extra_hdus: list[fits.ImageHDU] | None = None, compression: str = "none") -> fits.HDUList:
     """Build an HDUList. ``bitpix16`` stores ADU as unsigned 16-bit (``BITPIX=16``, ``BZERO=32768``), else float32.
@@ -288,7 +342,9 @@ def to_hdulist(data: np.ndarray, header: fits.Header | None = None, *, bitpix16:
     if bitpix16:
         primary = fits.PrimaryHDU(_uint16_adu(data), header=hdr, uint=True)
     else:
-        primary = fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=hdr)
+        # float32 as is in either byte order (big-endian from in_file_order: written without a byteswap)
+        primary = fits.PrimaryHDU(data if data.dtype == _FLOAT32_BE else np.asarray(data, dtype=np.float32),
+                                  header=hdr)
     return fits.HDUList([primary, *(extra_hdus or [])])
 
 

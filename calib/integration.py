@@ -8,13 +8,17 @@ Algorithm for ``n`` frames of ``H × W`` pixels:
    written with ``[library] compression = "rice"``) go through astropy's ``section``, which decompresses only the
    tiles of the band (one tile per row): memory stays per band too, at the CPU cost of Rice decoding
    (docs/benchmarks.md, "Library frame compression").
-2. First pass: each frame's median and robust scale (1.4826·MAD) on a subsample of rows → normalization factors
-   (:mod:`calib.normalization`).
-3. Second pass, in row bands of ``band_rows`` rows processed by ``workers`` threads (NumPy releases the GIL): build the
+2. Each frame's median and robust scale (1.4826·MAD) on a subsample of rows → normalization factors
+   (:mod:`calib.normalization`). With a normalization this is a first pass over the files; without one the levels
+   are only reported, and are measured on the same rows copied out of the bands of step 3 as they are read (unless
+   those rows would take more than 1/8 of the memory budget).
+3. The pass, in row bands of ``band_rows`` rows processed by ``workers`` threads (NumPy releases the GIL): build the
    ``(n, band_rows, W)`` float32 stack, optionally subtract a calibration image, normalize, sort along the frame
-   axis, reject (:mod:`calib.rejection`), then combine the kept values by mean or median.
+   axis, reject (:mod:`calib.rejection`), then combine the kept values by mean or median. The compiled kernels
+   (numba) are loaded in another thread meanwhile; a band waits for them once its frames are read. The last bands
+   are smaller, so the workers finish together.
    ``band_rows`` is chosen so that ``workers × n × band_rows × W × 4 B × 4`` (stack plus working copies) plus the
-   outputs fits in ``memory_budget_bytes``.
+   outputs (and the sampled rows of step 2) fits in ``memory_budget_bytes``.
 
 Outputs: the float32 master, per-pixel counts of values rejected low/high (uint16), a header with the provenance, and
 a summary (fractions rejected, noise estimate).
@@ -22,13 +26,15 @@ a summary (fractions rejected, noise estimate).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +42,22 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from calib.frames import FrameError, atomic_file, decompress_error, image_hdu_index, to_hdulist
+from calib.frames import (
+    FrameError,
+    atomic_file,
+    decompress_error,
+    image_hdu_index,
+    in_file_order,
+    to_hdulist,
+    uint16_image_hdu,
+)
 from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factors, robust_level
 from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
 from calib.rejection import (
     RejectionParams,
     kept_mean,
     kept_median,
+    load_compiled,
     numba_available,
     reject_sorted,
     sigma_combine_numba,
@@ -260,46 +275,130 @@ def plan_band_rows(n_frames: int, shape: tuple[int, int], params: IntegrationPar
     return int(max(rows, 1)), workers
 
 
+SAMPLES_MAX_BUDGET_FRACTION = 8  # rows copied out of the pass for the levels take at most 1/8 of the memory budget
+
+
+def _plan(n_frames: int, shape: tuple[int, int], params: IntegrationParams,
+          extra_bytes: int) -> tuple[int, int, np.ndarray | None]:
+    """``(band_rows, workers, sample_rows)``: without normalization the levels are only reported, and are measured on
+    the ``sample_rows`` copied out of the band pass (kept until its end, so counted in the memory plan) — unless they
+    would take more than 1/8 of the budget (hundreds of frames) or not fit: then ``sample_rows`` is None and the
+    levels are read in a pass of their own first, as for a normalization."""
+    if params.normalization == "none":
+        rows = _sample_rows(shape[0], params.sample_rows)
+        sample_bytes = n_frames * rows.size * shape[1] * 4
+        if sample_bytes <= params.memory_budget_bytes // SAMPLES_MAX_BUDGET_FRACTION:
+            with contextlib.suppress(ValueError):
+                return *plan_band_rows(n_frames, shape, params, extra_bytes + sample_bytes), rows
+    return *plan_band_rows(n_frames, shape, params, extra_bytes), None
+
+
+def _sample_rows(height: int, sample_rows: int) -> np.ndarray:
+    """The evenly spaced rows on which each frame's level (median, robust scale) is measured."""
+    return np.unique(np.linspace(0, height - 1, min(sample_rows, height)).astype(int))
+
+
+def _level(rows_adu: np.ndarray, rows: np.ndarray, subtract: np.ndarray | None) -> FrameLevel:
+    """A frame's level from its decoded ``rows`` (``rows_adu``: one row per entry of ``rows``), after ``subtract``."""
+    return robust_level(rows_adu - subtract[rows] if subtract is not None else rows_adu)
+
+
 def _levels(sources: Sequence[FrameSource], sample_rows: int, subtract: np.ndarray | None) -> list[FrameLevel]:
+    """Every frame's level, read before the integration (the normalization factors need them)."""
     height, width = sources[0].shape
-    rows = np.unique(np.linspace(0, height - 1, min(sample_rows, height)).astype(int))
+    rows = _sample_rows(height, sample_rows)
     levels = []
-    buf = np.empty((1, width), dtype=np.float32)
+    buf = np.empty((len(rows), width), dtype=np.float32)
     for src in sources:
-        samples = []
-        for r in rows:
-            src.read_rows(int(r), int(r) + 1, buf)
-            row = buf[0] - subtract[r] if subtract is not None else buf[0]
-            samples.append(row.copy())
-        levels.append(robust_level(np.concatenate(samples)))
+        for k, r in enumerate(rows):
+            src.read_rows(int(r), int(r) + 1, buf[k:k + 1])
+        levels.append(_level(buf, rows, subtract))
     return levels
 
 
+TAIL_SPLIT = 4  # the last bands are this many times smaller, so that the workers finish at nearly the same time
+
+
+def _bands(height: int, band_rows: int, workers: int) -> list[tuple[int, int]]:
+    """Row bands ``[r0, r1)`` in order: ``band_rows`` rows each, except the last ``workers`` bands' worth of rows,
+    cut ``TAIL_SPLIT`` times smaller (a worker that finishes early then waits for at most a small band)."""
+    tail_start = height if workers < 2 else max(0, height - workers * band_rows)
+    small = max(1, band_rows // TAIL_SPLIT)
+    bands = [(r0, min(r0 + band_rows, tail_start)) for r0 in range(0, tail_start, band_rows)]
+    return bands + [(r0, min(r0 + small, height)) for r0 in range(tail_start, height, small)]
+
+
 class _Integrator:
-    def __init__(self, sources: Sequence[FrameSource], params: IntegrationParams,
-                 factors: Sequence[tuple[float, float]], subtract: np.ndarray | None) -> None:
-        self.sources, self.params, self.factors, self.subtract = sources, params, factors, subtract
+    """The band pass. Created before the frames are read: it starts loading the compiled kernels (numba's disk cache)
+    in a thread, which the bands wait for only once their frames are read. ``sample_rows`` (the rows of
+    :func:`_sample_rows`), when given, are copied out of the bands as they are read, for the frames' levels, instead
+    of a separate pass over the files before the integration (possible when no normalization needs them first)."""
+
+    def __init__(self, sources: Sequence[FrameSource], params: IntegrationParams, subtract: np.ndarray | None,
+                 band_rows: int, sample_rows: np.ndarray | None = None) -> None:
+        self.sources, self.params, self.subtract, self.band_rows = sources, params, subtract, band_rows
+        self.factors: Sequence[tuple[float, float]] = [(1.0, 0.0)] * len(sources)
         self.rparams = params.rejection_params()
         # the compiled Winsorized kernel when numba is installed (same algorithm; see calib.rejection)
-        self.use_kernel = (params.rejection == "winsorized" and params.max_iterations is None
-                           and numba_available())
-        self.use_sigma_kernel = params.rejection == "sigma" and numba_available()
+        compiled = numba_available()
+        self.use_kernel = params.rejection == "winsorized" and params.max_iterations is None and compiled
+        self.use_sigma_kernel = params.rejection == "sigma" and compiled
         height, width = sources[0].shape
         self.data = np.empty((height, width), dtype=np.float32)
         self.low = np.empty((height, width), dtype=np.uint16)
         self.high = np.empty((height, width), dtype=np.uint16)
         self.digests: dict[int, list[bytes]] = {}
+        self.rejected: dict[int, tuple[int, int]] = {}  # band start row -> values rejected (low, high) in the band
+        self.sample_rows = sample_rows
+        self.samples: dict[int, np.ndarray] = {}  # band start row -> (n, rows sampled in the band, W) float32
         self.failed = threading.Event()
+        # stack buffers of finished bands, reused: a fresh (n, band_rows, W) array per band is a fresh mapping whose
+        # pages the kernel faults in and zeroes each time (tens of MB per band)
+        self._buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        self.compiled: Future[None] | None = None
+        if compiled:
+            loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkd-load-kernels")
+            self.compiled = loader.submit(load_compiled, len(sources), winsorized=self.use_kernel,
+                                          sigma=self.use_sigma_kernel, sort=not self.use_kernel)
+            loader.shutdown(wait=False)
+
+    def levels(self, pool: ThreadPoolExecutor) -> list[FrameLevel]:
+        """Every frame's level from the rows sampled during the band pass (the same rows and values as
+        :func:`_levels` reads), frames measured in parallel on ``pool``."""
+        assert self.sample_rows is not None
+        rows, bands = self.sample_rows, sorted(self.samples)
+
+        def level(i: int) -> FrameLevel:
+            return _level(np.concatenate([self.samples[r0][i] for r0 in bands]), rows, self.subtract)
+
+        return list(pool.map(level, range(len(self.sources))))
 
     def band(self, r0: int, r1: int) -> None:
         if self.failed.is_set():
             return
         n = len(self.sources)
         width = self.data.shape[1]
-        stack = np.empty((n, r1 - r0, width), dtype=np.float32)
+        try:
+            buffer = self._buffers.get_nowait()
+        except queue.Empty:
+            buffer = np.empty(n * self.band_rows * width, dtype=np.float32)
+        try:
+            self._band(r0, r1, buffer[:n * (r1 - r0) * width].reshape(n, r1 - r0, width))
+        finally:
+            self._buffers.put(buffer)
+
+    def _band(self, r0: int, r1: int, stack: np.ndarray) -> None:
+        n = len(self.sources)
+        width = self.data.shape[1]
         digests = []
+        sampled = None
+        if self.sample_rows is not None:
+            picked = self.sample_rows[(self.sample_rows >= r0) & (self.sample_rows < r1)] - r0
+            sampled = np.empty((n, picked.size, width), dtype=np.float32) if picked.size else None
         for i, src in enumerate(self.sources):
             digests.append(src.read_rows(r0, r1, stack[i]))
+            if sampled is not None:
+                sampled[i] = stack[i, picked]
             if self.subtract is not None:
                 stack[i] -= self.subtract[r0:r1]
             mul, add = self.factors[i]
@@ -310,6 +409,10 @@ class _Integrator:
             if (src.is_float or self.subtract is not None) and not np.isfinite(stack[i]).all():
                 raise FrameError(f"{src.path}: NaN or infinite pixel values in rows {r0 + 1}-{r1}")
         self.digests[r0] = digests
+        if sampled is not None:
+            self.samples[r0] = sampled
+        if self.compiled is not None:
+            self.compiled.result()  # the compiled kernels are loaded (re-raises what loading raised)
         flat = stack.reshape(n, -1)
         if self.use_kernel:  # the kernel sorts each block of pixels itself, in the L1 cache, fused with the clipping
             combined, rej_low, rej_high = winsorized_combine_numba(
@@ -330,23 +433,25 @@ class _Integrator:
         self.data[r0:r1] = combined.reshape(r1 - r0, width)
         self.low[r0:r1] = rej_low.reshape(r1 - r0, width)
         self.high[r0:r1] = rej_high.reshape(r1 - r0, width)
+        self.rejected[r0] = (int(rej_low.sum(dtype=np.int64)), int(rej_high.sum(dtype=np.int64)))
 
-    def run(self, band_rows: int, workers: int) -> None:
-        height = self.data.shape[0]
-        bands = [(r0, min(r0 + band_rows, height)) for r0 in range(0, height, band_rows)]
-        if workers == 1:
+    def run(self, pool: ThreadPoolExecutor | None, workers: int) -> None:
+        """Every band, on the ``workers`` threads of ``pool`` (in this thread when ``pool`` is None)."""
+        bands = _bands(self.data.shape[0], self.band_rows, 1 if pool is None else workers)
+        if pool is None:
             for r0, r1 in bands:
                 self.band(r0, r1)
             return
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="darkd-integrate") as pool:
-            futures = [pool.submit(self.band, r0, r1) for r0, r1 in bands]
-            try:
-                for fut in futures:
-                    fut.result()
-            except BaseException:
-                self.failed.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        futures = [pool.submit(self.band, r0, r1) for r0, r1 in bands]
+        try:
+            for fut in futures:
+                fut.result()
+        except BaseException:
+            self.failed.set()
+            for fut in futures:
+                fut.cancel()
+            wait(futures)
+            raise
 
 
 def _header(sources: Sequence[FrameSource], params: IntegrationParams, digest_hex: str,
@@ -395,16 +500,23 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
             raise FrameError(f"calibration image is {subtract.shape[1]}x{subtract.shape[0]}, frames are "
                              f"{shape[1]}x{shape[0]}")
         extra = subtract.nbytes if subtract is not None else 0
-        band_rows, workers = plan_band_rows(len(sources), shape, params, extra)
-        levels = _levels(sources, params.sample_rows, subtract)
-        factors = normalization_factors(levels, params.normalization)
-        worker = _Integrator(sources, params, factors, subtract)
-        worker.run(band_rows, workers)
+        band_rows, workers, sample_rows = _plan(len(sources), shape, params, extra)
+        measure_first = sample_rows is None
+        worker = _Integrator(sources, params, subtract, band_rows, sample_rows)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="darkd-integrate") as pool:
+            if measure_first:
+                levels = _levels(sources, params.sample_rows, subtract)
+                worker.factors = normalization_factors(levels, params.normalization)
+            worker.run(pool if workers > 1 else None, workers)
+            noise_level = pool.submit(robust_level, worker.data[::4, ::4])
+            if not measure_first:
+                levels = worker.levels(pool)
+            factors = worker.factors
+            noise = noise_level.result().scale_adu
         n = len(sources)
         total = float(n) * shape[0] * shape[1]
-        rej_low = float(worker.low.sum(dtype=np.int64)) / total
-        rej_high = float(worker.high.sum(dtype=np.int64)) / total
-        noise = robust_level(worker.data[::4, ::4]).scale_adu
+        rej_low = sum(low for low, _ in worker.rejected.values()) / total
+        rej_high = sum(high for _, high in worker.rejected.values()) / total
         bands = sorted(worker.digests)
         digest = combined_digest([*(str(s.path.name) for s in sources), *(s.header.tostring() for s in sources),
                                   *(b"".join(worker.digests[r0][i] for r0 in bands) for i in range(n))])
@@ -434,11 +546,14 @@ def write_integration(result: IntegrationResult, path: str | os.PathLike[str],
     Same guarantees as :func:`calib.frames.atomic_write_bytes` (temporary file in the target folder, fsync, rename,
     fsync of the folder) but streamed by astropy into the temporary file, so the output is not held twice in memory.
     """
-    extras = [fits.ImageHDU(result.rejected_low, name="REJ_LOW"), fits.ImageHDU(result.rejected_high, name="REJ_HIGH")]
-    for hdu, side in zip(extras, ("low", "high"), strict=True):
-        hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
-    hdul = to_hdulist(result.data, result.header, extra_hdus=[*extras, *extra_hdus])
     target = Path(path)
-    with atomic_file(target) as fh:
-        hdul.writeto(fh, output_verify="silentfix", checksum=True)  # CHECKSUM/DATASUM in every HDU
+    arrays = [result.data, result.rejected_low, result.rejected_high]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="darkd-write") as pool, \
+            in_file_order(arrays, pool) as (data, low, high):  # converted in place on two cores, restored after
+        extras = [uint16_image_hdu(low, "REJ_LOW"), uint16_image_hdu(high, "REJ_HIGH")]
+        for hdu, side in zip(extras, ("low", "high"), strict=True):
+            hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
+        hdul = to_hdulist(data, result.header, extra_hdus=[*extras, *extra_hdus])
+        with atomic_file(target) as fh:
+            hdul.writeto(fh, output_verify="silentfix", checksum=True)  # CHECKSUM/DATASUM in every HDU
     return target

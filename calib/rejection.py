@@ -33,9 +33,12 @@ Algorithms (``m`` = number of values still kept for a pixel, ``c`` = centre, ``�
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -610,6 +613,48 @@ def numba_available() -> bool:
     import os
 
     return not os.environ.get("DARKD_NO_NUMBA") and importlib.util.find_spec("numba") is not None
+
+
+_LOAD_LOCK = threading.Lock()  # one thread at a time loads numba and the kernels (see load_compiled)
+
+
+@contextlib.contextmanager
+def _scipy_hidden() -> Iterator[None]:
+    """While numba loads, make ``import scipy`` fail unless SciPy is already imported.
+
+    numba imports SciPy twice when it is installed: for a version check (``import numba``) and, when its CPU target
+    is first set up (the first kernel loaded), ``scipy.linalg.cython_blas`` to know whether ``np.dot``/``np.linalg``
+    may be compiled — ≈ 0.15 s of start-up, more than loading our kernels. None of the kernels here uses linear
+    algebra (numba then compiles ``np.convolve``/``np.correlate`` with its own inner product; ``np.dot``/``np.linalg``
+    still import SciPy when a kernel using them is compiled). SciPy stays importable afterwards: the block is removed
+    when numba is loaded, and not set again once numba's CPU target is set up (a process that integrates again never
+    blocks SciPy for another thread)."""
+    if "scipy" in sys.modules or "numba.np.arraymath" in sys.modules:  # SciPy loaded, or numba's target set up
+        yield
+        return
+    sys.modules["scipy"] = None  # type: ignore[assignment]  # the import system's "not importable" marker
+    try:
+        yield
+    finally:
+        if sys.modules.get("scipy", False) is None:
+            del sys.modules["scipy"]
+
+
+def load_compiled(n_frames: int, *, winsorized: bool = False, sigma: bool = False, sort: bool = False) -> None:
+    """Load the compiled kernels that integrating ``n_frames`` frames will call — the fused Winsorized kernel, the
+    sigma kernel, the block sort — from numba's disk cache (or compile them): import numba without SciPy
+    (:func:`_scipy_hidden`) and run each one through its own wrapper on a one-pixel stack of ``n_frames`` frames,
+    which gives the exact argument types of the real calls, so those find the machine code loaded.
+    :mod:`calib.integration` runs this in a thread while the first bands are read (reading releases the GIL).
+    Raises ``ImportError`` without numba."""
+    one_pixel = np.zeros((n_frames, 1), dtype=np.float32)
+    with _LOAD_LOCK, _scipy_hidden():
+        if winsorized:
+            winsorized_combine_numba(one_pixel, 4.0, 3.0, presorted=False)
+        if sort:
+            sort_frames_inplace(one_pixel)
+        if sigma:
+            sigma_combine_numba(one_pixel, 4.0, 3.0)
 
 
 def winsorized_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,48 @@ def test_sigma_clipping_compiled_and_numpy_agree(tmp_path: Path, monkeypatch: py
     np.testing.assert_array_equal(compiled.rejected_high, fallback.rejected_high)
     assert compiled.rejected_high.sum() > 0, "the frames must give the clipping something to reject"
     np.testing.assert_allclose(compiled.data, fallback.data, rtol=1e-6)
+
+
+def test_levels_measured_during_the_pass_equal_a_pass_before(tmp_path: Path) -> None:
+    """Without normalization the frames' levels are taken from rows copied out of the bands (no pass over the files
+    before the integration): the same values as reading those rows first, whatever the band size."""
+    from calib.integration import _levels, open_sources
+
+    paths, _ = _frames(tmp_path, n=5, shape=(70, 33))
+    sources = open_sources(paths)
+    try:
+        expected = _levels(sources, 16, None)
+    finally:
+        for s in sources:
+            s.close()
+    for band_rows in (3, 70):
+        summary = integrate(paths, IntegrationParams(band_rows=band_rows, sample_rows=16, workers=2)).summary
+        assert summary["frame_locations_adu"] == [lv.location_adu for lv in expected]
+        assert summary["frame_scales_adu"] == [lv.scale_adu for lv in expected]
+
+
+def test_bands_cover_every_row_once_and_end_small() -> None:
+    from calib.integration import TAIL_SPLIT, _bands
+
+    for height, band_rows, workers in ((3522, 128, 2), (53, 5, 2), (7, 128, 2), (100, 7, 1), (1, 1, 2)):
+        bands = _bands(height, band_rows, workers)
+        assert bands[0][0] == 0 and bands[-1][1] == height
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bands))
+        assert all(0 < r1 - r0 <= band_rows for r0, r1 in bands)
+        if workers > 1 and height > workers * band_rows:
+            assert all(r1 - r0 <= max(1, band_rows // TAIL_SPLIT) for r0, r1 in bands[-workers * TAIL_SPLIT:])
+
+
+def test_levels_are_read_first_when_the_sampled_rows_would_take_too_much_memory() -> None:
+    """The rows kept for the levels count in the memory plan; with hundreds of frames (more than 1/8 of the budget) or
+    a tight budget the levels are read in a pass of their own, so no budget that worked before is refused."""
+    from calib.integration import _plan
+
+    full = (3522, 4656)
+    rows16, workers16, sampled16 = _plan(16, full, IntegrationParams(), 0)
+    assert sampled16 is not None and (rows16, workers16) <= plan_band_rows(16, full, IntegrationParams())
+    for n, budget in ((256, 1 << 30), (256, 512 << 20), (64, 400 << 20)):
+        params = IntegrationParams(memory_budget_bytes=budget)
+        band_rows, workers, sampled = _plan(n, full, params, 0)
+        assert sampled is None and (band_rows, workers) == plan_band_rows(n, full, params)
+    assert _plan(16, full, IntegrationParams(normalization="additive"), 0)[2] is None

@@ -277,3 +277,27 @@ def test_compiled_sigma_kernel_matches_numpy_path(n: int, combine_median: bool, 
     np.testing.assert_array_equal(high, n - hi)
     expected = kept_median(stack, lo, hi) if combine_median else kept_mean(stack, lo, hi)
     np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_numba_is_set_up_without_importing_scipy() -> None:
+    """numba would import SciPy (≈ 0.1 s of every ``darkd integrate``) for linear algebra none of the kernels uses:
+    :func:`load_compiled` sets numba up inside ``_scipy_hidden``. SciPy stays importable afterwards, and is not hidden
+    again once numba is set up. (A trivial function stands in for the kernels: compiling those from a cold cache
+    would take seconds.)"""
+    pytest.importorskip("numba")
+    pytest.importorskip("scipy")
+    import subprocess
+    import sys
+
+    code = "\n".join((
+        "import sys, numpy as np",
+        "from calib.rejection import _scipy_hidden",
+        "with _scipy_hidden():",
+        "    import numba",
+        "    assert numba.njit(lambda a: a.sum())(np.ones(3)) == 3.0  # sets up numba's CPU target",
+        "assert 'scipy' not in sys.modules, sorted(m for m in sys.modules if m.startswith('scipy'))[:5]",
+        "with _scipy_hidden():",
+        "    import scipy.linalg",
+    ))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]

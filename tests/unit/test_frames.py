@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from calib.frames import DiskFullError, FrameError, atomic_write_bytes, read_frame, read_header, write_frame
+from calib.frames import (
+    DiskFullError,
+    FrameError,
+    atomic_write_bytes,
+    read_frame,
+    read_header,
+    to_hdulist,
+    write_frame,
+)
 from tests.full_disk import simulate_full_disk
 
 
@@ -98,3 +108,43 @@ def test_full_disk_is_a_disk_full_error_naming_the_path(tmp_path: Path, monkeypa
     assert str(target) in str(info.value)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["frame.fits"], "temporary file must be removed"
+
+
+def test_images_written_in_file_order_give_the_same_bytes() -> None:
+    """A float32 image and uint16 maps converted in place to the file's byte order (two threads) give byte for byte
+    the file astropy writes from the native arrays, checksums included, and are restored afterwards — also when the
+    same map is given twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from calib.frames import in_file_order, uint16_image_hdu
+
+    rng = np.random.default_rng(4)
+    image = rng.normal(1000, 30, (301, 97)).astype(np.float32)
+    low = rng.integers(0, 65536, (301, 97)).astype(np.uint16)
+    high = rng.integers(0, 9, (301, 97)).astype(np.uint16)
+    before = [image.copy(), low.copy(), high.copy()]
+
+    def written(hdul: fits.HDUList) -> bytes:
+        out = io.BytesIO()
+        hdul.writeto(out, checksum=True)
+        return out.getvalue()
+
+    def masked(raw: bytes) -> bytes:  # the CHECKSUM cards carry the time of writing
+        return re.sub(rb"CHECKSUM= '.{16}'", b"CHECKSUM", re.sub(rb"updated [0-9T:-]{19}", b"updated", raw))
+
+    expected = written(to_hdulist(image, fits.Header(), extra_hdus=[fits.ImageHDU(low, name="LOW"),
+                                                                     fits.ImageHDU(high, name="HIGH"),
+                                                                     fits.ImageHDU(high, name="AGAIN")]))
+    with ThreadPoolExecutor(2) as pool, in_file_order([image, low, high, high], pool) as (i, lo, hi, again):
+        raw = written(to_hdulist(i, fits.Header(), extra_hdus=[uint16_image_hdu(lo, "LOW"),
+                                                               uint16_image_hdu(hi, "HIGH"),
+                                                               uint16_image_hdu(again, "AGAIN")]))
+    assert masked(raw) == masked(expected)
+    for array, original in zip((image, low, high), before, strict=True):
+        np.testing.assert_array_equal(array, original)
+        assert array.dtype == original.dtype
+    with fits.open(io.BytesIO(raw)) as back:
+        for hdu in back:
+            assert hdu.verify_checksum() == 1 and hdu.verify_datasum() == 1
+        np.testing.assert_array_equal(back["LOW"].data, low)
+        assert back["LOW"].data.dtype == np.uint16
