@@ -54,6 +54,7 @@ from calib.frames import (
 from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factors, robust_level
 from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
 from calib.rejection import (
+    SINGLE_PASS_METHODS,
     RejectionParams,
     kept_mean,
     kept_median,
@@ -61,6 +62,7 @@ from calib.rejection import (
     numba_available,
     reject_sorted,
     sigma_combine_numba,
+    single_pass_combine_numba,
     sort_frames_inplace,
     winsorized_combine_numba,
 )
@@ -343,6 +345,7 @@ class _Integrator:
         compiled = numba_available()
         self.use_kernel = params.rejection == "winsorized" and params.max_iterations is None and compiled
         self.use_sigma_kernel = params.rejection == "sigma" and compiled
+        self.use_single_pass_kernel = params.rejection in SINGLE_PASS_METHODS and compiled
         height, width = sources[0].shape
         self.data = np.empty((height, width), dtype=np.float32)
         self.low = np.empty((height, width), dtype=np.uint16)
@@ -359,7 +362,8 @@ class _Integrator:
         if compiled:
             loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkd-load-kernels")
             self.compiled = loader.submit(load_compiled, len(sources), winsorized=self.use_kernel,
-                                          sigma=self.use_sigma_kernel, sort=not self.use_kernel)
+                                          sigma=self.use_sigma_kernel, single_pass=self.use_single_pass_kernel,
+                                          sort=not (self.use_kernel or self.use_single_pass_kernel))
             loader.shutdown(wait=False)
 
     def levels(self, pool: ThreadPoolExecutor) -> list[FrameLevel]:
@@ -418,6 +422,9 @@ class _Integrator:
             combined, rej_low, rej_high = winsorized_combine_numba(
                 flat, self.params.sigma_low, self.params.sigma_high, median=self.params.combine == "median",
                 presorted=False)
+        elif self.use_single_pass_kernel:  # sorts each block of pixels itself too
+            combined, rej_low, rej_high = single_pass_combine_numba(flat, self.rparams,
+                                                                    median=self.params.combine == "median")
         elif self.use_sigma_kernel:
             sort_frames_inplace(flat)
             combined, rej_low, rej_high = sigma_combine_numba(
@@ -527,7 +534,7 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
                                        "frame_scales_adu": [lv.scale_adu for lv in levels],
                                        "normalization_factors": [list(f) for f in factors], "band_rows": band_rows,
                                        "workers": workers, "elapsed_s": 0.0, "input_digest": digest,
-                   "compiled_kernel": worker.use_kernel or worker.use_sigma_kernel}
+                   "compiled_kernel": worker.use_kernel or worker.use_sigma_kernel or worker.use_single_pass_kernel}
         header = _header(sources, params, digest, summary)
         summary["elapsed_s"] = time.perf_counter() - t0
         log.info("integrated %d frames %dx%d in %.2f s (%d-row bands, %d workers), %.3f%% rejected", n, shape[1],

@@ -31,10 +31,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from calib.rejection import WINSOR_CLAMP, WINSOR_GAIN, WINSOR_TOLERANCE
+from calib.rejection import SINGLE_PASS_METHODS, WINSOR_CLAMP, WINSOR_GAIN, WINSOR_TOLERANCE
 
 BLOCK = 64  # pixels sorted together: n × 64 × 4 B stays in L1 for n ≤ 128
 _K2 = (WINSOR_CLAMP * WINSOR_GAIN) ** 2
+_MINMAX = SINGLE_PASS_METHODS.index("minmax")
+_PERCENTILE = SINGLE_PASS_METHODS.index("percentile")
 
 _inline = numba.njit(inline="always", error_model="numpy")
 _kernel = numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -288,3 +290,55 @@ def sigma_kernel(stack: np.ndarray, out: np.ndarray, low: np.ndarray, high: np.n
             out[p] = total / m
         low[p] = lo
         high[p] = n - hi
+
+
+@_kernel
+def single_pass_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray, out: np.ndarray, low: np.ndarray,
+                       high: np.ndarray, method: int, p_low: float, p_high: float,
+                       median: bool) -> None:  # pragma: no cover - compiled by numba
+    """The one-pass rejections of :data:`calib.rejection.SINGLE_PASS_METHODS` (``method`` is the index there) +
+    combination, per pixel on its sorted values (each
+    block of 64 columns sorted in the L1 cache by :func:`_load_block`), with the arithmetic of
+    :func:`calib.rejection.reject_sorted`:
+
+    * ``none`` keeps every value;
+    * ``minmax`` drops the ``p_low`` lowest and ``p_high`` highest values when at least one value is left;
+    * ``percentile``: ``c`` = the float32 median; where ``c > 0``, rejects ``v < float32(c·(1 − p_low))`` and
+      ``v > float32(c·(1 + p_high))``, unless that would reject every value.
+
+    ``out[p]`` is the float64 mean (or the float32 median) of the kept values, ``low[p]``/``high[p]`` the numbers
+    rejected at each end."""
+    n, ncols = stack.shape
+    buf = np.empty((n, BLOCK), dtype=np.float32)
+    half = np.float32(0.5)
+    for b0 in range(0, ncols, BLOCK):
+        w = min(BLOCK, ncols - b0)
+        _load_block(stack, b0, w, pair_a, pair_b, buf)
+        for j in range(w):
+            lo, hi = 0, n
+            if method == _MINMAX:
+                n_low, n_high = int(p_low), int(p_high)
+                if n - n_low - n_high >= 1:
+                    lo, hi = n_low, n - n_high
+            elif method == _PERCENTILE:
+                c = np.float64(half * (buf[(n - 1) // 2, j] + buf[n // 2, j]))
+                if c > 0:
+                    t_low = np.float32(c * (1.0 - p_low))
+                    t_high = np.float32(c * (1.0 + p_high))
+                    nlo, nhi = 0, n
+                    while nlo < n and buf[nlo, j] < t_low:
+                        nlo += 1
+                    while nhi > 0 and not buf[nhi - 1, j] <= t_high:
+                        nhi -= 1
+                    if nhi > nlo:
+                        lo, hi = nlo, nhi
+            m = hi - lo
+            if median:
+                out[b0 + j] = half * (buf[lo + (m - 1) // 2, j] + buf[lo + m // 2, j])
+            else:
+                total = 0.0
+                for i in range(lo, hi):
+                    total += buf[i, j]
+                out[b0 + j] = total / m
+            low[b0 + j] = lo
+            high[b0 + j] = n - hi

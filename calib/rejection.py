@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 METHODS = ("none", "minmax", "percentile", "sigma", "winsorized", "linear-fit", "esd")
+SINGLE_PASS_METHODS = ("none", "minmax", "percentile")  # one pass, no iteration (the compiled single-pass kernel)
 WINSOR_CLAMP = 1.5
 WINSOR_GAIN = 1.134
 WINSOR_TOLERANCE = 5e-4
@@ -640,10 +641,12 @@ def _scipy_hidden() -> Iterator[None]:
             del sys.modules["scipy"]
 
 
-def load_compiled(n_frames: int, *, winsorized: bool = False, sigma: bool = False, sort: bool = False) -> None:
+def load_compiled(n_frames: int, *, winsorized: bool = False, sigma: bool = False, sort: bool = False,
+                  single_pass: bool = False) -> None:
     """Load the compiled kernels that integrating ``n_frames`` frames will call — the fused Winsorized kernel, the
-    sigma kernel, the block sort — from numba's disk cache (or compile them): import numba without SciPy
-    (:func:`_scipy_hidden`) and run each one through its own wrapper on a one-pixel stack of ``n_frames`` frames,
+    sigma kernel, the block sort, the one-pass rejections' kernel — from numba's disk cache (or compile them):
+    import numba without SciPy (:func:`_scipy_hidden`) and run each one through its own wrapper on a one-pixel stack
+    of ``n_frames`` frames,
     which gives the exact argument types of the real calls, so those find the machine code loaded.
     :mod:`calib.integration` runs this in a thread while the first bands are read (reading releases the GIL).
     Raises ``ImportError`` without numba."""
@@ -655,6 +658,8 @@ def load_compiled(n_frames: int, *, winsorized: bool = False, sigma: bool = Fals
             sort_frames_inplace(one_pixel)
         if sigma:
             sigma_combine_numba(one_pixel, 4.0, 3.0)
+        if single_pass:
+            single_pass_combine_numba(one_pixel, RejectionParams(method="percentile"))
 
 
 def winsorized_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: float,
@@ -741,4 +746,31 @@ def _numba_sigma_kernel() -> Callable[..., None]:  # pragma: no cover - exercise
     from calib.kernels import sigma_kernel
 
     kernel: Callable[..., None] = sigma_kernel
+    return kernel
+
+
+def single_pass_combine_numba(stack: np.ndarray, params: RejectionParams, median: bool = False) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray]:
+    """The one-pass rejections ``none``, ``minmax`` and ``percentile`` + combination of ``stack`` (n, P) float32
+    (finite values, any order: each block of 64 columns is sorted in the L1 cache, the stack is not modified) with
+    the compiled :func:`calib.kernels.single_pass_kernel`, the arithmetic of :func:`reject_sorted` and
+    :func:`kept_mean` (the float64 sum of the kept values, where that sums all and subtracts the rejected ones).
+    Returns ``(combined float32, rejected_low int32, rejected_high int32)``. Raises ``ImportError`` without numba."""
+    n, ncols = stack.shape
+    out = np.empty(ncols, dtype=np.float32)
+    low = np.empty(ncols, dtype=np.int32)
+    high = np.empty(ncols, dtype=np.int32)
+    p_low, p_high = ((params.n_low, params.n_high) if params.method == "minmax" else (params.pct_low, params.pct_high))
+    pair_a, pair_b = _kernel_network(n)
+    _numba_single_pass_kernel()(stack, pair_a, pair_b, out, low, high, SINGLE_PASS_METHODS.index(params.method),
+                                float(p_low), float(p_high), bool(median))
+    return out, low, high
+
+
+@functools.cache
+def _numba_single_pass_kernel() -> Callable[..., None]:  # pragma: no cover - exercised only where numba is installed
+    """The compiled :func:`calib.kernels.single_pass_kernel` (machine code cached on disk like the others)."""
+    from calib.kernels import single_pass_kernel
+
+    kernel: Callable[..., None] = single_pass_kernel
     return kernel

@@ -43,7 +43,7 @@ def _expected(stack: np.ndarray, method: str, combine: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("combine", ["mean", "median"])
-@pytest.mark.parametrize("method", ["none", "winsorized", "sigma", "minmax", "esd"])
+@pytest.mark.parametrize("method", ["none", "winsorized", "sigma", "minmax", "percentile", "esd"])
 def test_banded_result_equals_in_memory_algorithm(tmp_path: Path, method: str, combine: str) -> None:
     """Bands (5 rows, 2 workers) give exactly what the same algorithm gives on the whole stack in memory: the NumPy
     reference, or the compiled Winsorized kernel where integration uses it (the kernel's agreement with the reference,

@@ -219,6 +219,36 @@ def test_compiled_kernel_matches_numpy_path() -> None:
                                & (high == 16 - hi)], rtol=1e-6)
 
 
+@pytest.mark.parametrize("combine_median", [False, True])
+@pytest.mark.parametrize(("method", "extra"), [("none", {}), ("minmax", {"n_low": 2, "n_high": 1}),
+                                               ("percentile", {}), ("percentile", {"pct_low": 0.01, "pct_high": 0.02})])
+def test_compiled_single_pass_kernel_matches_numpy_path(method: str, extra: dict[str, float],
+                                                        combine_median: bool) -> None:
+    """none / minmax / percentile: the compiled one-pass kernel (which sorts the unsorted stack itself) rejects the
+    same values as the NumPy reference and gives the same combined value; data around 0 (as after a bias is
+    subtracted) covers percentile's 'no rejection where the median is not positive', non-integer data the sums."""
+    pytest.importorskip("numba")
+    from calib.rejection import kept_mean, kept_median, reject_sorted, single_pass_combine_numba
+
+    rng = np.random.default_rng(23)
+    stack = np.round(rng.normal(2000.0, 40.0, (16, 20000)) / 16.0).astype(np.float32) * 16.0
+    stack[:, :3000] = rng.normal(0.0, 30.0, (16, 3000)).astype(np.float32)  # medians near 0, non-integer
+    stack[:, 3000:6000] += rng.random((16, 3000)).astype(np.float32)
+    stack.reshape(-1)[rng.integers(0, stack.size, 400)] += 5000.0
+    stack.reshape(-1)[rng.integers(0, stack.size, 400)] -= 1500.0
+    params = RejectionParams(method=method, **extra)  # type: ignore[arg-type]
+    original = stack.copy()
+    out, low, high = single_pass_combine_numba(stack, params, median=combine_median)
+    np.testing.assert_array_equal(stack, original)
+    sort_frames_inplace(stack)
+    lo, hi = reject_sorted(stack, np.zeros(20000, dtype=np.int32), np.full(20000, 16, dtype=np.int32), params)
+    np.testing.assert_array_equal(low, lo)
+    np.testing.assert_array_equal(high, 16 - hi)
+    assert (low + high).sum() > (1000 if method != "none" else -1), "the data must give the method work"
+    expected = kept_median(stack, lo, hi) if combine_median else kept_mean(stack, lo, hi)
+    np.testing.assert_allclose(out, expected.astype(np.float32), rtol=1e-6, atol=1e-4)
+
+
 @pytest.mark.parametrize("n", [1, 5, 16, 300])
 def test_compiled_kernel_sorts_itself(n: int) -> None:
     """The fused sort (a Batcher network on 64-pixel blocks, or a per-pixel sort above 256 frames) gives the same
