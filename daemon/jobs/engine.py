@@ -59,6 +59,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 from pydantic import BaseModel, ValidationError
@@ -279,15 +280,25 @@ class JobEngine:
         self.lease_s = float(lease_s)
         self._renew_due_s = 0.0  # time.monotonic() of the next lease renewal
 
+    def own_library_dirs(self) -> list[Path]:
+        """Where this daemon alone writes, so where it may delete the leftovers of interrupted writes when it starts:
+        its cameras' directories (:meth:`Layout.camera_dir`) when every configured camera names its INDI device —
+        another host sharing the library root may be writing in its own cameras' directories at this moment — else
+        the whole library root (one daemon, one camera: the usual set-up)."""
+        devices = [c.indi.device for c in self.settings.camera_configs()]
+        if not all(devices):
+            return [self.index.layout.root]
+        return [self.index.layout.camera_dir(device) for device in devices if device]
+
     # --- lifecycle ---------------------------------------------------------------------------------------------------
     def start(self) -> JobEngine:
         """Clean up after a crash and start the dispatcher: jobs left ``running`` are queued again and resumed."""
         if self._dispatcher is not None:
             return self
         self.index.create()
-        removed = remove_partial_files(self.index.layout.root)
-        for path in removed:
-            log.warning("removed leftover of an interrupted write: %s", path)
+        for directory in self.own_library_dirs():
+            for path in remove_partial_files(directory):
+                log.warning("removed leftover of an interrupted write: %s", path)
         if (not self.settings.library.resolved_database_url().startswith("sqlite")
                 and not any(c.indi.device for c in self.settings.camera_configs())):
             log.warning("shared index without [indi] device: this daemon may claim capture jobs of other hosts' "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.library.keys import LibraryKey
+from daemon.library.keys import LibraryKey, slug_part
 
 MASTER_NAME = "master.fits"
 FRAMES_DIR = "frames"
@@ -24,10 +24,14 @@ class Layout:
 
     root: Path
 
+    def camera_dir(self, camera: str) -> Path:
+        """``<root>/<camera>``: the entries of every kind of one camera (its INDI device name, as in the keys)."""
+        return self.root / slug_part(camera)
+
     def entry_dir(self, key: LibraryKey, generation: int = 1) -> Path:
         """Directory of an entry; ``generation`` > 1 for later rebuilds of the same key."""
         name = key.slug if generation <= 1 else f"{key.slug}.{generation}"
-        path = self.root / key.camera_slug / key.kind / name
+        path = self.camera_dir(key.camera) / key.kind / name
         if not self.contains(path):
             raise ValueError(f"entry directory {path} of {key.describe()} would lie outside the library root")
         return path

@@ -172,7 +172,8 @@ def test_two_hosts_split_one_plan_on_one_postgresql_index_and_survive_a_kill(
             assert procs[name].wait(timeout=120) == 0, (tmp_path / log_name).read_text()[-3000:]
         for name, job_id in jobs.items():
             job = queue.get_job(job_id)
-            assert job is not None and job.state == "succeeded", (name, job)
+            assert job is not None and job.state == "succeeded", (name, job and job.error, job and job.warnings,
+                                                                   queue.job_log(job_id)[-10:])
         owners = {name: queue.get_job(job_id).owner for name, job_id in jobs.items()}  # type: ignore[union-attr]
         assert len({qhy_owner, *owners.values()}) == 3  # the QHY host before and after the kill, the ASI host
         qhy_log = [line for _, line in queue.job_log(jobs["qhy"])]

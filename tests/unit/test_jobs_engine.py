@@ -24,7 +24,7 @@ from daemon.jobs.errors import JobConflict, JobNotFound
 from daemon.jobs.params import JobParams
 from daemon.jobs.queue import JobQueue
 from daemon.library.catalog import LibraryIndex
-from daemon.settings import LibrarySettings, Settings
+from daemon.settings import IndiSettings, LibrarySettings, Settings
 
 
 class StepParams(JobParams):
@@ -203,6 +203,23 @@ def test_crash_recovery_requeues_running_jobs_and_removes_partial_files(index: L
     assert engine.kinds["steps"].runs[0]["start"] == 2
     assert engine.get(orphan.id).result == {"steps": 6, "resumed_from": 2}
     assert "daemon restarted" in " ".join(line for _, line in JobQueue(index).job_log(orphan.id))
+
+
+def test_a_daemon_naming_its_cameras_removes_leftovers_only_in_their_directories(index: LibraryIndex) -> None:
+    """Several hosts, one library root (issue 17): a restarting daemon must not delete the temporary file another
+    host is writing at that moment (a frame or master of its own camera); it cleans its own cameras' directories."""
+    mine = index.layout.camera_dir("QHY CCD QHY163M") / "dark" / "x" / "frames" / ".dark_0003.fits.abc.part"
+    theirs = index.layout.camera_dir("ZWO CCD ASI1600MM Pro") / "dark" / "y" / ".master.fits.def.part"
+    for path in (mine, theirs):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"SIMPLE  = half a frame")
+    named = Settings(library=index.settings, indi=IndiSettings(device="QHY CCD QHY163M"))
+    engine = JobEngine(named, index, no_camera, EventBus(), poll_s=0.05, kinds={"steps": StepJob()})
+    assert engine.own_library_dirs() == [index.layout.root / "QHY-CCD-QHY163M"]
+    with engine:
+        pass
+    assert not mine.exists() and theirs.exists()
+    assert make_engine(index).own_library_dirs() == [index.layout.root]  # no device named: the whole root
 
 
 def test_stop_puts_running_jobs_back_in_the_queue_and_the_next_engine_resumes_them(index: LibraryIndex) -> None:
