@@ -5,7 +5,9 @@ The queue has no policy of its own beyond the state machine of :mod:`daemon.jobs
 refused) and compare-and-set transitions (:meth:`JobQueue.transition_job`), which make two workers — threads or
 processes — claiming the same queued job safe. It returns plain :class:`JobRow` dataclasses, never ORM objects.
 
-Writes go through the store's write session (SQLite: ``BEGIN IMMEDIATE``; a claim also locks the job's row, which
+Reads are SQLAlchemy Core queries over :mod:`daemon.library.tables` (``darkd jobs list`` never loads
+``sqlalchemy.orm``: start-up time); writes use the ORM classes, imported by the first write. Writes go through the
+store's write session (SQLite: ``BEGIN IMMEDIATE``; a claim also locks the job's row, which
 matters on PostgreSQL). A database error (read-only or malformed file, disk full, lock timeout) becomes
 :class:`daemon.jobs.errors.JobStoreError`, so callers see one exception with a plain message instead of SQLAlchemy's.
 
@@ -38,16 +40,21 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, Row, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from daemon.jobs.errors import JobConflict, JobNotFound, JobStoreError
 from daemon.jobs.states import ACTIVE_STATES, JOB_STATES, JobState, can_transition
-from daemon.library.models import Job, JobLog
 from daemon.library.store import iso_utc, jsonable
+from daemon.library.tables import job_log as job_log_table
+from daemon.library.tables import jobs as jobs_table
+
+if TYPE_CHECKING:  # the ORM is imported by the first write (start-up time of ``darkd jobs list``)
+    from sqlalchemy.orm import Session
+
+    from daemon.library.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +68,7 @@ class SessionSource(Protocol):
     """The library database's sessions (:class:`daemon.library.store.LibraryStore`): the queue writes through the
     same one-writer-at-a-time discipline as the entries and frames."""
 
-    def read_session(self) -> AbstractContextManager[Session]: ...
+    def read_connection(self) -> AbstractContextManager[Connection]: ...
 
     def write_session(self) -> AbstractContextManager[Session]: ...
 
@@ -100,7 +107,8 @@ class JobRow:
         return data
 
 
-def _row(j: Job) -> JobRow:
+def _row(j: Job | Row[Any]) -> JobRow:
+    """The job's row, from its ORM object (writes) or its Core row of the ``jobs`` table (reads)."""
     return JobRow(id=j.id, kind=j.kind, params=dict(j.params or {}), state=j.state, camera=j.camera,
                   progress_done=j.progress_done, progress_total=j.progress_total, step=j.step, eta_s=j.eta_s,
                   warnings=list(j.warnings or []), error=j.error, result=dict(j.result) if j.result else None,
@@ -180,10 +188,10 @@ class JobQueue:
 
     # --- sessions ----------------------------------------------------------------------------------------------------
     @contextmanager
-    def _read(self) -> Iterator[Session]:
+    def _read(self) -> Iterator[Connection]:
         try:
-            with self._source.read_session() as session:
-                yield session
+            with self._source.read_connection() as conn:
+                yield conn
         except SQLAlchemyError as exc:
             raise JobStoreError(f"the job queue cannot be read: {describe_db_error(exc)}") from exc
 
@@ -197,6 +205,8 @@ class JobQueue:
 
     def writable_problem(self) -> str | None:
         """``None`` when a job can be written now, else why not. Writes a job row and rolls it back (for ``/ready``)."""
+        from daemon.library.models import Job
+
         try:
             with self._source.write_session() as session:
                 session.add(Job(kind="probe", params={}, state=JobState.CANCELLED.value, progress_done=0,
@@ -216,6 +226,8 @@ class JobQueue:
         PostgreSQL a transaction-scoped advisory lock per camera serialises two hosts submitting at once; SQLite's
         ``BEGIN IMMEDIATE`` already does)."""
         _check_state(state)
+        from daemon.library.models import Job
+
         with self._write() as s:
             if conflicts is not None and camera is not None:
                 if s.get_bind().dialect.name == "postgresql":
@@ -265,6 +277,8 @@ class JobQueue:
         ids = sorted({int(i) for i in job_ids})
         if not ids:
             return []
+        from daemon.library.models import Job
+
         with self._write() as s:
             jobs = s.scalars(select(Job).where(Job.id.in_(ids), Job.state == JobState.RUNNING.value,
                                                Job.owner == owner).with_for_update()).all()
@@ -275,10 +289,13 @@ class JobQueue:
     def release_abandoned(self, me: str, *, at_start: bool = False, step: str, log_line: str) -> list[JobRow]:
         """Put every abandoned ``running`` job (:func:`is_abandoned`) back in the queue, each re-checked under its row
         lock; returns the released rows (owner and lease cleared, ``step`` set, ``log_line`` appended)."""
+        from daemon.library.models import Job, JobLog
+
         now = utc_now()
-        with self._read() as s:
-            rows = s.execute(select(Job.id, Job.owner, Job.lease_until_utc)
-                             .where(Job.state == JobState.RUNNING.value)).all()
+        job_ = jobs_table.c
+        with self._read() as conn:
+            rows = conn.execute(select(job_.id, job_.owner, job_.lease_until_utc)
+                                .where(job_.state == JobState.RUNNING.value)).all()
         candidates = [r.id for r in rows if is_abandoned(r.owner, r.lease_until_utc, now, me, at_start=at_start)]
         released = []
         for job_id in candidates:
@@ -324,6 +341,8 @@ class JobQueue:
             return _row(job)
 
     def append_job_log(self, job_id: int, line: str) -> None:
+        from daemon.library.models import JobLog
+
         with self._write() as s:
             self._job(s, job_id)
             s.add(JobLog(job_id=int(job_id), line=str(line)))
@@ -332,6 +351,8 @@ class JobQueue:
     def _job(s: Session, job_id: int) -> Job:
         """The job's row, locked until the write commits (``SELECT … FOR UPDATE``: on PostgreSQL a second claimer
         waits and then sees the new state; SQLite serialises writers with ``BEGIN IMMEDIATE`` instead)."""
+        from daemon.library.models import Job
+
         job = s.get(Job, int(job_id), with_for_update=True)
         if job is None:
             raise JobNotFound(f"no job with id {job_id}")
@@ -339,21 +360,24 @@ class JobQueue:
 
     # --- reads -------------------------------------------------------------------------------------------------------
     def get_job(self, job_id: int) -> JobRow | None:
-        with self._read() as s:
-            job = s.get(Job, int(job_id))
+        with self._read() as conn:
+            job = conn.execute(select(jobs_table).where(jobs_table.c.id == int(job_id))).first()
             return _row(job) if job is not None else None
 
     def jobs(self, state: str | Iterable[str] | None = None) -> list[JobRow]:
         """Jobs ordered by id, all or those in ``state`` (a name or several)."""
-        query = select(Job).order_by(Job.id)
+        job = jobs_table.c
+        query = select(jobs_table).order_by(job.id)
         if state is not None:
-            query = query.where(Job.state.in_([str(state)] if isinstance(state, str) else [str(s) for s in state]))
-        with self._read() as s:
-            return [_row(j) for j in s.scalars(query).all()]
+            query = query.where(job.state.in_([str(state)] if isinstance(state, str) else [str(s) for s in state]))
+        with self._read() as conn:
+            return [_row(j) for j in conn.execute(query).all()]
 
     def job_log(self, job_id: int) -> list[tuple[datetime, str]]:
-        with self._read() as s:
-            rows = s.scalars(select(JobLog).where(JobLog.job_id == int(job_id)).order_by(JobLog.id)).all()
+        line = job_log_table.c
+        with self._read() as conn:
+            rows = conn.execute(select(line.time_utc, line.line).where(line.job_id == int(job_id))
+                                .order_by(line.id)).all()
             return [(r.time_utc, r.line) for r in rows]
 
 

@@ -11,7 +11,7 @@
 * **Review is decided before a master becomes selectable**: :meth:`~LibraryIndex.set_master` compares the new master
   with the one it replaces first, then records it ``ready`` together with the verdict in one write transaction.
 
-Import direction (no cycles): ``keys`` ← ``models`` ← ``store`` ← ``selection``, ``review`` ← ``catalog``;
+Import direction (no cycles): ``keys`` ← ``tables`` ← ``models`` ← ``store`` ← ``selection``, ``review`` ← ``catalog``;
 ``integrity`` ← ``store``.
 """
 
@@ -25,10 +25,10 @@ from typing import Any
 
 from daemon.library.integrity import FileCheck, sha256_file
 from daemon.library.keys import LibraryKey
-from daemon.library.models import utc_now
 from daemon.library.review import judge, previous_master
 from daemon.library.selection import Selection, refusal, select_master
 from daemon.library.store import EntryView, LibraryStore
+from daemon.library.tables import utc_now
 from daemon.settings import LibrarySettings
 
 log = logging.getLogger(__name__)

@@ -1,160 +1,75 @@
-"""SQLAlchemy 2.0 declarative schema of the library index: entries, frames, jobs, job_log.
+"""The ORM classes of the library index (SQLAlchemy 2.0 declarative), mapped onto the Core tables of
+:mod:`daemon.library.tables` (the schema's one definition): entries, frames, jobs, job_log, camera_defaults,
+master_history, watch_lights, watch_keys. Writes and most reads use these classes; the annotations below type the
+mapped columns (they define nothing: each class's columns are its table's).
 
 The schema is created and upgraded only by the Alembic migrations in ``daemon/library/migrations`` (never by
-``create_all``); these classes must stay in step with the latest revision. Times are timezone-aware UTC.
+``create_all``). Times are timezone-aware UTC.
 """
 
 from __future__ import annotations
 
-import typing
-from datetime import UTC, datetime
-from types import UnionType
-from typing import Annotated, Any, Literal, Union
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    TypeDecorator,
-    UniqueConstraint,
-)
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Mapped, MappedColumn, mapped_column, relationship
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.orm import DeclarativeBase, Mapped, relationship
 
-from daemon.library.keys import KEY_SPECS, key_types
+from daemon.library import tables
+from daemon.library.tables import UTCDateTime, utc_now
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stores UTC, always returns timezone-aware UTC datetimes (SQLite drops the zone otherwise)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: the index stores timezone-aware UTC times only")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+__all__ = ["Base", "CameraDefaults", "Entry", "Frame", "Job", "JobLog", "MasterHistory", "UTCDateTime", "WatchKey",
+           "WatchLight", "utc_now"]
 
 
 class Base(DeclarativeBase):
-    pass
+    metadata = tables.metadata
 
 
-def _key_column_type(annotation: Any) -> tuple[TypeEngine[Any], str, bool]:
-    """(SQL type, Python type name, nullable) of a key field from its annotation (``Annotated``, ``Literal``,
-    ``| None`` unwrapped). The SQL type is a class to instantiate."""
-    nullable = False
-    hint = annotation
-    while True:
-        origin = typing.get_origin(hint)
-        if origin is Annotated:
-            hint = typing.get_args(hint)[0]
-        elif origin in (Union, UnionType):
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            nullable = nullable or len(args) < len(typing.get_args(hint))
-            hint = args[0]
-        elif origin is Literal:
-            hint = type(typing.get_args(hint)[0])
-        else:
-            break
-    if hint is str:
-        return String(), "str", nullable
-    if hint is int:
-        return Integer(), "int", nullable
-    if hint is float:
-        return Float(), "float", nullable
-    raise TypeError(f"library key field of type {annotation!r} has no column type")
+class Entry(Base):
+    """One library entry: a key (one column per :class:`LibraryKey` field, mapped from the table: ``getattr``
+    or ``tables.entries.c``), its frames, and (once integrated) its master."""
 
+    __table__ = tables.entries
 
-def _key_column(name: str, annotation: Any) -> MappedColumn[Any]:
-    sql, python, nullable = _key_column_type(annotation)
-    length = KEY_SPECS[name].sql_length
-    return mapped_column(name, String(length) if python == "str" and length else sql, nullable=nullable)
+    id: Mapped[int]
+    slug: Mapped[str]
 
+    directory: Mapped[str]  # relative to the library root when inside it
+    status: Mapped[str]
+    frames_target: Mapped[int]
+    note: Mapped[str | None]
+    review: Mapped[bool]
+    review_reason: Mapped[str | None]
 
-class KeyColumns:
-    """Mixin carrying one column per :class:`LibraryKey` field, added below from the key definition (the key is
-    defined once, in :mod:`daemon.library.keys`); read them with :func:`key_column` or ``getattr``."""
+    master_path: Mapped[str | None]
+    master_sha256: Mapped[str | None]
+    master_stats: Mapped[dict[str, Any] | None]
+    master_created_utc: Mapped[datetime | None]
+    valid_until_utc: Mapped[datetime | None]
 
-
-for _name, _annotation in key_types().items():
-    setattr(KeyColumns, _name, _key_column(_name, _annotation))
-
-
-class Entry(KeyColumns, Base):
-    """One library entry: a key (columns from :class:`LibraryKey`), its frames, and (once integrated) its master."""
-
-    __tablename__ = "entries"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    slug: Mapped[str] = mapped_column(String(255), nullable=False)
-
-    directory: Mapped[str] = mapped_column(Text, nullable=False)  # relative to the library root when inside it
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="planned")
-    frames_target: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    note: Mapped[str | None] = mapped_column(Text)
-    review: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    review_reason: Mapped[str | None] = mapped_column(Text)
-
-    master_path: Mapped[str | None] = mapped_column(Text)
-    master_sha256: Mapped[str | None] = mapped_column(String(64))
-    master_stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    master_created_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    valid_until_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    created_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
-    updated_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now, onupdate=utc_now)
+    created_utc: Mapped[datetime]
+    updated_utc: Mapped[datetime]
 
     frames: Mapped[list[Frame]] = relationship(back_populates="entry", cascade="all, delete-orphan",
                                                order_by="Frame.index")
-
-    # one entry per directory: two hosts planning the same key at once cannot both create it (the loser retries)
-    __table_args__ = (Index("ix_entries_slug", "camera", "slug"), Index("ix_entries_status", "status"),
-                      UniqueConstraint("directory", name="uq_entries_directory"))
-
-
-def key_column(name: str) -> InstrumentedAttribute[Any]:
-    """The :class:`Entry` column of key field ``name`` (for queries; the columns are derived, so not typed)."""
-    if name not in KEY_SPECS:
-        raise KeyError(f"{name!r} is not a library key field")
-    column: InstrumentedAttribute[Any] = getattr(Entry, name)
-    return column
 
 
 class Frame(Base):
     """A captured calibration frame that belongs to an entry (accepted or rejected by the quality check)."""
 
-    __tablename__ = "frames"
+    __table__ = tables.frames
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), nullable=False, index=True)
-    path: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
-    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
-    size_bytes: Mapped[int | None] = mapped_column(Integer)
-    index: Mapped[int] = mapped_column(Integer, nullable=False)
-    temperature_start_c: Mapped[float | None] = mapped_column(Float)
-    temperature_end_c: Mapped[float | None] = mapped_column(Float)
-    quality_ok: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
-    reasons: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
-    created_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
+    id: Mapped[int]
+    entry_id: Mapped[int]
+    path: Mapped[str]
+    sha256: Mapped[str]
+    size_bytes: Mapped[int | None]
+    index: Mapped[int]
+    temperature_start_c: Mapped[float | None]
+    temperature_end_c: Mapped[float | None]
+    quality_ok: Mapped[bool]
+    reasons: Mapped[list[str]]
+    created_utc: Mapped[datetime]
 
     entry: Mapped[Entry] = relationship(back_populates="frames")
 
@@ -162,28 +77,28 @@ class Frame(Base):
 class Job(Base):
     """A persistent job of the queue (the JOBS engine owns the semantics of ``params`` and ``result``)."""
 
-    __tablename__ = "jobs"
+    __table__ = tables.jobs
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(32), nullable=False)
-    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
-    state: Mapped[str] = mapped_column(String(16), nullable=False, default="queued", index=True)
-    camera: Mapped[str | None] = mapped_column(String(255))
-    progress_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    progress_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    step: Mapped[str | None] = mapped_column(Text)
-    eta_s: Mapped[float | None] = mapped_column(Float)
-    warnings: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
-    error: Mapped[str | None] = mapped_column(Text)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
-    started_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now, onupdate=utc_now)
+    id: Mapped[int]
+    kind: Mapped[str]
+    params: Mapped[dict[str, Any]]
+    state: Mapped[str]
+    camera: Mapped[str | None]
+    progress_done: Mapped[int]
+    progress_total: Mapped[int]
+    step: Mapped[str | None]
+    eta_s: Mapped[float | None]
+    warnings: Mapped[list[str]]
+    error: Mapped[str | None]
+    result: Mapped[dict[str, Any] | None]
+    created_utc: Mapped[datetime]
+    started_utc: Mapped[datetime | None]
+    finished_utc: Mapped[datetime | None]
+    updated_utc: Mapped[datetime]
     #: the daemon process running the job (:func:`daemon.jobs.queue.process_owner`) and until when its claim holds;
     #: renewed while it runs (a lease: several daemons on one index, :mod:`daemon.jobs.queue`)
-    owner: Mapped[str | None] = mapped_column(String(255))
-    lease_until_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    owner: Mapped[str | None]
+    lease_until_utc: Mapped[datetime | None]
 
     log: Mapped[list[JobLog]] = relationship(back_populates="job", cascade="all, delete-orphan", order_by="JobLog.id")
 
@@ -191,12 +106,12 @@ class Job(Base):
 class JobLog(Base):
     """One line of a job's log."""
 
-    __tablename__ = "job_log"
+    __table__ = tables.job_log
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True)
-    time_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
-    line: Mapped[str] = mapped_column(Text, nullable=False)
+    id: Mapped[int]
+    job_id: Mapped[int]
+    time_utc: Mapped[datetime]
+    line: Mapped[str]
 
     job: Mapped[Job] = relationship(back_populates="log")
 
@@ -208,12 +123,12 @@ class CameraDefaults(Base):
     overscan (``None`` = not reported), ``has_gain``/``has_offset``, ``profile``; ``read_mode_labels``: the mode
     names the driver offers, in index order."""
 
-    __tablename__ = "camera_defaults"
+    __table__ = tables.camera_defaults
 
-    camera: Mapped[str] = mapped_column(String(255), primary_key=True)
-    values: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    read_mode_labels: Mapped[list[str]] = mapped_column(JSON, nullable=False)
-    recorded_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
+    camera: Mapped[str]
+    values: Mapped[dict[str, Any]]
+    read_mode_labels: Mapped[list[str]]
+    recorded_utc: Mapped[datetime]
 
 
 class MasterHistory(Base):
@@ -222,27 +137,24 @@ class MasterHistory(Base):
     the library's one-current-master-per-entry. ``series``: what the values are compared along (the key slug, or
     ``set point -20 °C`` for cooler power); ``ambient_c`` only when the frames recorded it."""
 
-    __tablename__ = "master_history"
+    __table__ = tables.master_history
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    camera: Mapped[str] = mapped_column(String(255), nullable=False)
-    entry_id: Mapped[int] = mapped_column(Integer, nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)
-    slug: Mapped[str] = mapped_column(String(255), nullable=False)
-    series: Mapped[str] = mapped_column(String(255), nullable=False)
-    set_point_c: Mapped[float | None] = mapped_column(Float)
-    exposure_s: Mapped[float | None] = mapped_column(Float)
-    created_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    quantity: Mapped[str] = mapped_column(String(64), nullable=False)
-    value: Mapped[float] = mapped_column(Float, nullable=False)
-    uncertainty: Mapped[float | None] = mapped_column(Float)
-    unit: Mapped[str] = mapped_column(String(32), nullable=False)
-    ambient_c: Mapped[float | None] = mapped_column(Float)
-    method: Mapped[str | None] = mapped_column(Text)
-    recorded_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
-
-    __table_args__ = (UniqueConstraint("entry_id", "created_utc", "quantity", name="uq_master_history_point"),
-                      Index("ix_master_history_camera", "camera", "quantity", "created_utc"))
+    id: Mapped[int]
+    camera: Mapped[str]
+    entry_id: Mapped[int]
+    kind: Mapped[str]
+    slug: Mapped[str]
+    series: Mapped[str]
+    set_point_c: Mapped[float | None]
+    exposure_s: Mapped[float | None]
+    created_utc: Mapped[datetime]
+    quantity: Mapped[str]
+    value: Mapped[float]
+    uncertainty: Mapped[float | None]
+    unit: Mapped[str]
+    ambient_c: Mapped[float | None]
+    method: Mapped[str | None]
+    recorded_utc: Mapped[datetime]
 
 
 class WatchLight(Base):
@@ -251,19 +163,19 @@ class WatchLight(Base):
     (``output`` written with ``master``), ``unbuildable`` (its dark can never be built: ``reason``), ``failed``
     (calibration failed: ``reason``). ``slug`` / ``camera``: its dark's key."""
 
-    __tablename__ = "watch_lights"
+    __table__ = tables.watch_lights
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    path: Mapped[str] = mapped_column(String(1024), nullable=False, unique=True)
-    folder: Mapped[str] = mapped_column(String(1024), nullable=False)
-    camera: Mapped[str] = mapped_column(String(255), nullable=False)
-    slug: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
-    reason: Mapped[str | None] = mapped_column(Text)
-    output: Mapped[str | None] = mapped_column(Text)
-    master: Mapped[str | None] = mapped_column(Text)
-    seen_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
-    done_utc: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    id: Mapped[int]
+    path: Mapped[str]
+    folder: Mapped[str]
+    camera: Mapped[str]
+    slug: Mapped[str]
+    status: Mapped[str]
+    reason: Mapped[str | None]
+    output: Mapped[str | None]
+    master: Mapped[str | None]
+    seen_utc: Mapped[datetime]
+    done_utc: Mapped[datetime | None]
 
 
 class WatchKey(Base):
@@ -271,16 +183,15 @@ class WatchKey(Base):
     when the camera is free and cannot image), ``building`` (in build-library job ``job_id``), ``built``,
     ``unbuildable`` (``reason``: a set point the cooler cannot reach, or ``attempts`` failed builds)."""
 
-    __tablename__ = "watch_keys"
-    __table_args__ = (UniqueConstraint("camera", "slug", name="uq_watch_keys_camera_slug"),)
+    __table__ = tables.watch_keys
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    camera: Mapped[str] = mapped_column(String(255), nullable=False)
-    slug: Mapped[str] = mapped_column(String(255), nullable=False)
-    key: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
-    reason: Mapped[str | None] = mapped_column(Text)
-    job_id: Mapped[int | None] = mapped_column(Integer)
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    added_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now)
-    updated_utc: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utc_now, onupdate=utc_now)
+    id: Mapped[int]
+    camera: Mapped[str]
+    slug: Mapped[str]
+    key: Mapped[dict[str, Any]]
+    status: Mapped[str]
+    reason: Mapped[str | None]
+    job_id: Mapped[int | None]
+    attempts: Mapped[int]
+    added_utc: Mapped[datetime]
+    updated_utc: Mapped[datetime]

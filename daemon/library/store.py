@@ -9,7 +9,10 @@ and CLI readers can share it; write transactions start with ``BEGIN IMMEDIATE`` 
 timeout instead of failing on a lock upgrade. ``LibrarySettings.database_url`` may point at PostgreSQL instead.
 
 Every public method opens and closes its own session and returns plain dataclasses (:class:`EntryView`,
-:class:`FrameView`, :class:`JobRow`), never ORM objects, so results can cross threads and processes freely.
+:class:`FrameView`, :class:`JobRow`), never ORM objects, so results can cross threads and processes freely. Reads run
+as SQLAlchemy Core ``select()`` over :mod:`daemon.library.tables` (:meth:`LibraryStore.read_connection`); writes use
+the ORM classes of :mod:`daemon.library.models` (:meth:`LibraryStore.write_session`), imported by the first write, so
+a command that only reads (``darkd library``, ``darkd jobs list``) never loads ``sqlalchemy.orm`` (start-up time).
 """
 
 from __future__ import annotations
@@ -25,18 +28,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, RowMapping, Select, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session
 
 from daemon.library.integrity import sha256_file
 from daemon.library.keys import KEY_FIELDS, KEY_SPECS, LibraryKey
 from daemon.library.layout import Layout
-from daemon.library.models import CameraDefaults, Entry, Frame, key_column
+from daemon.library.tables import camera_defaults as camera_defaults_table
+from daemon.library.tables import entries as entries_table
+from daemon.library.tables import frames as frames_table
 from daemon.settings import LibrarySettings
 
-if TYPE_CHECKING:  # Alembic is imported only when a schema change is due (start-up time of every darkd command)
+if TYPE_CHECKING:  # Alembic is imported only when a schema change is due, the ORM by the first write (start-up time)
     from alembic.config import Config
+    from sqlalchemy.orm import Session
+
+    from daemon.library.models import Entry, Frame
 
 log = logging.getLogger(__name__)
 
@@ -307,8 +314,16 @@ class LibraryStore:
         return self._engine
 
     @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """A short read transaction on the library database, for Core queries (no ORM)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
     def read_session(self) -> Iterator[Session]:
-        """A short read transaction on the library database."""
+        """A short read transaction on the library database, for ORM queries."""
+        from sqlalchemy.orm import Session
+
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
@@ -317,6 +332,8 @@ class LibraryStore:
         """A write transaction, one at a time in this process (SQLite: ``BEGIN IMMEDIATE``, so writers of other
         processes queue on the busy timeout). Everything the library database holds is written through this: entries,
         frames and the job queue (:mod:`daemon.jobs.queue`). An exception rolls the transaction back."""
+        from sqlalchemy.orm import Session
+
         with self._write_lock, self.engine.connect() as conn:
             conn.info["darkd_write"] = True
             try:
@@ -329,8 +346,8 @@ class LibraryStore:
     def ping(self) -> bool:
         """True when the database answers (for readiness checks); never raises."""
         try:
-            with self.read_session() as s:
-                s.execute(select(1))
+            with self.read_connection() as conn:
+                conn.execute(select(1))
             return True
         except Exception:  # any failure means "not ready"
             log.exception("library index not reachable")
@@ -340,37 +357,38 @@ class LibraryStore:
         """SQLite ``PRAGMA integrity_check`` result when it is not ``ok`` (``None`` = fine or not SQLite)."""
         if not self.url.startswith("sqlite"):
             return None
-        with self.read_session() as s:
-            rows = [str(r[0]) for r in s.execute(text("PRAGMA integrity_check")).all()]
+        with self.read_connection() as conn:
+            rows = [str(r[0]) for r in conn.execute(text("PRAGMA integrity_check")).all()]
         return None if rows == ["ok"] else "; ".join(rows[:5])
 
     def count_by_status(self) -> dict[str, int]:
         """Number of entries per status (every status present, zero included), e.g. for metrics."""
-        with self.read_session() as s:
-            rows = s.execute(select(Entry.status, func.count()).group_by(Entry.status)).all()
+        with self.read_connection() as conn:
+            rows = conn.execute(select(entries_table.c.status, func.count()).group_by(entries_table.c.status)).all()
         counts = dict.fromkeys(STATUSES, 0)
         counts.update({status: int(n) for status, n in rows})
         return counts
 
     # --- entries: reads ----------------------------------------------------------------------------------------------
     @staticmethod
-    def _frame_stats(s: Session, entry_ids: list[int]) -> dict[int, dict[str, Any]]:
+    def _frame_stats(conn: Connection, entry_ids: list[int]) -> dict[int, dict[str, Any]]:
         """Per entry: accepted/rejected counts and temperature statistics of accepted frames, in one SQL query.
 
         Per-frame temperature = mean of start and end readings (either one when the other is missing).
         """
         if not entry_ids:
             return {}
-        per_frame = func.coalesce((Frame.temperature_start_c + Frame.temperature_end_c) / 2.0,
-                                  Frame.temperature_start_c, Frame.temperature_end_c)
-        query = (select(Frame.entry_id, Frame.quality_ok, func.count(), func.avg(per_frame),
-                        func.min(Frame.temperature_start_c), func.min(Frame.temperature_end_c),
-                        func.max(Frame.temperature_start_c), func.max(Frame.temperature_end_c))
-                 .group_by(Frame.entry_id, Frame.quality_ok))
+        frame = frames_table.c
+        per_frame = func.coalesce((frame.temperature_start_c + frame.temperature_end_c) / 2.0,
+                                  frame.temperature_start_c, frame.temperature_end_c)
+        query = (select(frame.entry_id, frame.quality_ok, func.count(), func.avg(per_frame),
+                        func.min(frame.temperature_start_c), func.min(frame.temperature_end_c),
+                        func.max(frame.temperature_start_c), func.max(frame.temperature_end_c))
+                 .group_by(frame.entry_id, frame.quality_ok))
         if len(entry_ids) <= 500:
-            query = query.where(Frame.entry_id.in_(entry_ids))
+            query = query.where(frame.entry_id.in_(entry_ids))
         out: dict[int, dict[str, Any]] = {}
-        for entry_id, ok, count, mean_c, min_a, min_b, max_a, max_b in s.execute(query).all():
+        for entry_id, ok, count, mean_c, min_a, min_b, max_a, max_b in conn.execute(query).all():
             stats = out.setdefault(entry_id, {"frames": 0, "rejected": 0, "mean": None, "min": None, "max": None})
             if not ok:
                 stats["rejected"] = int(count)
@@ -383,25 +401,31 @@ class LibraryStore:
             stats["max"] = max(highs) if highs else None
         return out
 
-    def _view(self, row: Entry, stats: Mapping[str, Any] | None = None) -> EntryView:
+    def _view(self, row: RowMapping, stats: Mapping[str, Any] | None = None) -> EntryView:
+        """An entry's view from its ``entries`` row (by column name) and :meth:`_frame_stats`."""
         st = stats or {"frames": 0, "rejected": 0, "mean": None, "min": None, "max": None}
-        directory = self.layout.from_stored(row.directory)
+        directory = self.layout.from_stored(row["directory"])
         return EntryView(
-            **{name: getattr(row, name) for name in KEY_FIELDS},
-            id=row.id, status=row.status, frames=st["frames"], frames_target=row.frames_target,
+            **{name: row[name] for name in KEY_FIELDS},
+            id=row["id"], status=row["status"], frames=st["frames"], frames_target=row["frames_target"],
             frames_rejected=st["rejected"],
-            master=str(self.layout.from_stored(row.master_path)) if row.master_path else None,
-            master_sha256=row.master_sha256, master_stats=dict(row.master_stats) if row.master_stats else None,
+            master=str(self.layout.from_stored(row["master_path"])) if row["master_path"] else None,
+            master_sha256=row["master_sha256"],
+            master_stats=dict(row["master_stats"]) if row["master_stats"] else None,
             temperature_mean_c=st["mean"], temperature_min_c=st["min"], temperature_max_c=st["max"],
-            created_utc=row.created_utc, updated_utc=row.updated_utc, master_created_utc=row.master_created_utc,
-            valid_until_utc=row.valid_until_utc, review=row.review, review_reason=row.review_reason, note=row.note,
+            created_utc=row["created_utc"], updated_utc=row["updated_utc"],
+            master_created_utc=row["master_created_utc"], valid_until_utc=row["valid_until_utc"],
+            review=row["review"], review_reason=row["review_reason"], note=row["note"],
             directory=str(directory), frames_dir=str(directory / "frames"),
             master_target=str(directory / "master.fits"),
         )
 
-    def _views(self, s: Session, rows: list[Entry]) -> list[EntryView]:
-        stats = self._frame_stats(s, [r.id for r in rows])
-        return [self._view(r, stats.get(r.id)) for r in rows]
+    def _select_views(self, query: Select[Any]) -> list[EntryView]:
+        """The entries of ``query`` (a ``select()`` of the ``entries`` table) with their frame statistics."""
+        with self.read_connection() as conn:
+            rows = [row._mapping for row in conn.execute(query).all()]
+            stats = self._frame_stats(conn, [r["id"] for r in rows])
+        return [self._view(r, stats.get(r["id"])) for r in rows]
 
     def entries(self, **filters: Any) -> list[EntryView]:
         """Entries matching all ``filters`` (ordered by id).
@@ -414,23 +438,24 @@ class LibraryStore:
         unknown = sorted(set(filters) - set(KEY_FIELDS) - set(ENTRY_FILTERS))
         if unknown:
             raise ValueError(f"unknown library filter(s): {', '.join(unknown)}")
-        query = select(Entry).order_by(Entry.id)
+        entry = entries_table.c
+        query = select(entries_table).order_by(entry.id)
         f = {k: v for k, v in filters.items() if v is not None}
         key: LibraryKey | None = f.pop("key", None)
         if key is not None:
             for name in KEY_FIELDS:
                 if name != "set_point_c":
-                    column = key_column(name)
+                    column = entry[name]
                     query = query.where(column.is_(None) if getattr(key, name) is None
                                         else column == getattr(key, name))
             f.setdefault("set_point_c", key.set_point_c)
         if "status" in f:
             statuses = [f.pop("status")] if isinstance(f["status"], str) else list(f.pop("status"))
-            query = query.where(Entry.status.in_(statuses))
+            query = query.where(entry.status.in_(statuses))
         if "kind" in f:
-            query = query.where(key_column("kind") == str(f.pop("kind")).lower().replace("-", ""))
+            query = query.where(entry.kind == str(f.pop("kind")).lower().replace("-", ""))
         for name, value in f.items():
-            column = getattr(Entry, name)
+            column = entry[name]
             tolerance = (self.settings.temperature_tolerance_c if name == "set_point_c"
                          else KEY_SPECS[name].tolerance if name in KEY_SPECS else None)
             if tolerance is not None:
@@ -438,16 +463,16 @@ class LibraryStore:
                 query = query.where(column >= low, column <= high)
             else:
                 query = query.where(column == value)
-        with self.read_session() as s:
-            return self._views(s, list(s.scalars(query).all()))
+        return self._select_views(query)
 
     def get(self, entry_id: int) -> EntryView | None:
-        with self.read_session() as s:
-            row = s.get(Entry, int(entry_id))
-            return self._views(s, [row])[0] if row is not None else None
+        views = self._select_views(select(entries_table).where(entries_table.c.id == int(entry_id)))
+        return views[0] if views else None
 
     def frames_of(self, entry_id: int, *, accepted_only: bool = False) -> list[FrameView]:
         """Frames of an entry ordered by index (rejected ones too unless ``accepted_only``)."""
+        from daemon.library.models import Frame
+
         with self.read_session() as s:
             query = select(Frame).where(Frame.entry_id == int(entry_id)).order_by(Frame.index, Frame.id)
             if accepted_only:
@@ -476,8 +501,10 @@ class LibraryStore:
             return self._upsert_entry(key, frames_target)
 
     def _upsert_entry(self, key: LibraryKey, frames_target: int) -> EntryView:
+        from daemon.library.models import Entry
+
         with self.write_session() as s:
-            rows = s.scalars(select(Entry).where(key_column("camera") == key.camera, Entry.slug == key.slug)
+            rows = s.scalars(select(Entry).where(entries_table.c.camera == key.camera, Entry.slug == key.slug)
                              .order_by(Entry.id)).all()
             current = next((r for r in rows if r.status in IN_PROGRESS), None)  # the slug encodes every key field
             if current is None:
@@ -501,6 +528,8 @@ class LibraryStore:
         return view
 
     def _entry(self, s: Session, entry_id: int) -> Entry:
+        from daemon.library.models import Entry
+
         row = s.get(Entry, int(entry_id))
         if row is None:
             raise EntryNotFound(f"no library entry with id {entry_id}")
@@ -529,6 +558,8 @@ class LibraryStore:
         p = Path(path)
         size = p.stat().st_size if p.exists() else None
         stored = self.layout.to_stored(p)
+        from daemon.library.models import Frame
+
         with self.write_session() as s:
             self._entry(s, entry_id)
             row = s.scalars(select(Frame).where(Frame.path == stored)).one_or_none()
@@ -557,6 +588,8 @@ class LibraryStore:
 
         Returns whether a record was removed."""
         stored = self.layout.to_stored(Path(path))
+        from daemon.library.models import Frame
+
         with self.write_session() as s:
             row = s.scalars(select(Frame).where(Frame.path == stored)).one_or_none()
             if row is None:
@@ -607,11 +640,20 @@ class LibraryStore:
         return self._get_required(entry_id)
 
     def mark_stale(self, now: datetime | None = None) -> list[int]:
-        """Ready entries whose validity has ended become ``stale``; returns their ids (see ``ageing``)."""
+        """Ready entries whose validity has ended become ``stale``; returns their ids (see ``ageing``).
+
+        Looked for first in a read transaction: when none has expired (the usual case, e.g. each ``darkd library``)
+        no write transaction is opened."""
         now = now or datetime.now(UTC)
+        entry = entries_table.c
+        expired = (entry.status == "ready", entry.valid_until_utc.is_not(None), entry.valid_until_utc < now)
+        with self.read_connection() as conn:
+            if conn.execute(select(entry.id).where(*expired).limit(1)).first() is None:
+                return []
+        from daemon.library.models import Entry
+
         with self.write_session() as s:
-            rows = s.scalars(select(Entry).where(Entry.status == "ready", Entry.valid_until_utc.is_not(None),
-                                                 Entry.valid_until_utc < now)).all()
+            rows = s.scalars(select(Entry).where(*expired)).all()
             for row in rows:
                 row.status = "stale"
                 row.note = f"validity ended {iso_utc(row.valid_until_utc)}"
@@ -620,6 +662,8 @@ class LibraryStore:
     # --- camera defaults (the driver's state at connect; policy in daemon/light_rule.py) -----------------------------
     def record_camera_defaults(self, camera: str, values: Mapping[str, Any], read_mode_labels: Iterable[str]) -> None:
         """Store (replace) ``camera``'s driver-reported state and read-mode labels."""
+        from daemon.library.models import CameraDefaults
+
         with self.write_session() as s:
             row = s.get(CameraDefaults, camera)
             if row is None:
@@ -631,9 +675,11 @@ class LibraryStore:
 
     def camera_defaults(self, camera: str) -> tuple[dict[str, Any], list[str]] | None:
         """``(values, read_mode_labels)`` recorded for ``camera``, or ``None``."""
-        with self.read_session() as s:
-            row = s.get(CameraDefaults, camera)
-            return None if row is None else (dict(row.values), list(row.read_mode_labels))
+        table = camera_defaults_table
+        with self.read_connection() as conn:
+            row = conn.execute(select(table.c["values"], table.c.read_mode_labels)
+                               .where(table.c.camera == camera)).first()
+        return None if row is None else (dict(row[0]), list(row[1]))
 
 
 def jsonable(value: Any) -> Any:

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import LazyChoices, build_parser
+from daemon.jobs.queue import JobQueue
 from daemon.library.catalog import LibraryIndex
+from daemon.library.keys import LibraryKey
 from daemon.settings import load_settings
 from drivers.camera import FrameType, OverscanMode
 
@@ -62,6 +64,36 @@ def test_library_commands_import_the_index_but_not_astropy_numpy_or_the_api(tmp_
     loaded = imported_by(*argv, config=config)
     assert "daemon.library" in loaded, "the probe must really have opened the index"
     assert not loaded & {"numpy", "astropy", "fastapi", "uvicorn", "calib", "matplotlib", "drivers", "alembic"}
+
+
+# The read-only listings query the index with SQLAlchemy Core (daemon.library.tables); the ORM is loaded by writes only.
+ORM_PROBE = """
+import sys
+from daemon.cli import main
+main(sys.argv[1:])
+print(sorted(m for m in sys.modules if m == "sqlalchemy.orm" or m == "daemon.library.models"))
+"""
+
+
+@pytest.mark.parametrize("argv", [("library",), ("library", "--json"), ("jobs", "list"), ("jobs", "list", "--json")])
+def test_listing_the_library_or_the_jobs_does_not_import_the_orm(tmp_path: Path, argv: tuple[str, ...]) -> None:
+    config = tmp_path / "darkd.toml"
+    config.write_text(f'[library]\nroot = "{tmp_path / "library"}"\n', encoding="utf-8")
+    index = LibraryIndex.open(load_settings(config).library)
+    try:  # not empty: an entry with a frame, and a job
+        entry = index.upsert_entry(LibraryKey(camera="cam", kind="dark", exposure_s=60, set_point_c=-10, gain=120,
+                                              offset=30, width_px=64, height_px=48), frames_target=2)
+        frame = Path(entry.frames_dir) / "f0.fits"
+        frame.write_bytes(b"x")
+        index.record_frame(entry.id, frame, "ab" * 32, 0, temperature_start_c=-10.1, temperature_end_c=-9.9)
+        JobQueue(index).add_job("measure", {})
+    finally:
+        index.close()
+    proc = subprocess.run([sys.executable, "-c", ORM_PROBE, *argv], capture_output=True, text=True, check=True,
+                          env={**os.environ, "DARKD_CONFIG": str(config)}, timeout=120)
+    listing, modules = proc.stdout.rsplit("\n", 2)[:2]
+    assert ("60s" if argv == ("library",) else "dark" if argv[0] == "library" else "measure") in listing, listing
+    assert modules == "[]", f"darkd {' '.join(argv)} imported {modules}"
 
 
 # The console script's ``run``: the collector stays off through a brief command and everything alive is frozen at the
