@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import PyIndi
 
@@ -426,18 +426,7 @@ class IndiClient(PyIndi.BaseClient):
 
     def send_number(self, device: str, name: str, values: Mapping[str, float]) -> int:
         """Set elements of number vector ``name``; returns the version before sending (for :meth:`wait_update`)."""
-        with self._send_lock:
-            before = self.version()
-            prop = self._device(device).getNumber(name)
-            if not prop.isValid():
-                raise PropertyMissing(f"{device}: number property {name} is not defined")
-            for element, value in values.items():
-                widget = prop.findWidgetByName(element)
-                if widget is None:
-                    raise PropertyMissing(f"{device}: {name} has no element {element}")
-                widget.setValue(float(value))
-            self.sendNewNumber(prop)
-            return before
+        return self._send_elements(device, name, "number", values, lambda widget, value: widget.setValue(float(value)))
 
     def send_switch(self, device: str, name: str, on: Iterable[str]) -> int:
         """Turn exactly the elements ``on`` of switch vector ``name`` on (others off); returns the prior version."""
@@ -457,15 +446,26 @@ class IndiClient(PyIndi.BaseClient):
             return before
 
     def send_text(self, device: str, name: str, values: Mapping[str, str]) -> int:
+        """Set elements of text vector ``name``; returns the version before sending (for :meth:`wait_update`)."""
+        return self._send_elements(device, name, "text", values, lambda widget, value: widget.setText(str(value)))
+
+    def _send_elements(self, device: str, name: str, kind: Literal["number", "text"], values: Mapping[str, Any],
+                       assign: Callable[[Any, Any], None]) -> int:
+        """Set the elements ``values`` of ``device``'s ``kind`` vector ``name`` (``assign(widget, value)``) and send
+        the vector, one write at a time on this connection; returns the version before sending."""
         with self._send_lock:
             before = self.version()
-            prop = self._device(device).getText(name)
+            dev = self._device(device)
+            prop = dev.getNumber(name) if kind == "number" else dev.getText(name)
             if not prop.isValid():
-                raise PropertyMissing(f"{device}: text property {name} is not defined")
+                raise PropertyMissing(f"{device}: {kind} property {name} is not defined")
             for element, value in values.items():
                 widget = prop.findWidgetByName(element)
                 if widget is None:
                     raise PropertyMissing(f"{device}: {name} has no element {element}")
-                widget.setText(str(value))
-            self.sendNewText(prop)
+                assign(widget, value)
+            if kind == "number":
+                self.sendNewNumber(prop)
+            else:
+                self.sendNewText(prop)
             return before
