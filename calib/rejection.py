@@ -672,8 +672,8 @@ def winsorized_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_h
     columns are taken in blocks of 64 pixels, copied into a small buffer that stays in the L1 cache and sorted there
     by the same Batcher network as :func:`sort_frames_inplace` (the comparator loop over the 64 pixels compiles to
     SIMD min/max); more than 256 frames are sorted per pixel instead. The stack is not modified in that case.
-    The inner loop uses prefix sums of the sorted values: only the values beyond ``c ± 1.5σ`` (found by scanning from
-    both ends) are clamped, so an iteration costs O(clamped values), not O(n).
+    Each Winsorization step takes the clamped moments from prefix sums of the sorted values, so it costs O(1) plus
+    the moves of the clamp bounds, not O(n); formulas in :mod:`calib.kernels`.
     Returns ``(combined float32, rejected_low int32, rejected_high int32)``. Raises ``ImportError`` without numba.
     """
     stack = sorted_stack
