@@ -52,6 +52,21 @@ def _flat(value: float, seed: int = 0) -> np.ndarray:
 
 
 # --- one key definition ---------------------------------------------------------------------------------------------
+def test_the_orm_annotations_name_exactly_their_tables_columns() -> None:
+    """The schema is defined once, in daemon/library/tables.py; the ORM classes only type its columns (``Mapped``
+    annotations). They must name exactly the table's columns (an entry's key columns come from KEY_SPECS and are
+    not annotated), so the two can never drift apart."""
+    from sqlalchemy import inspect
+
+    from daemon.library import models
+
+    for cls in (models.Entry, models.Frame, models.Job, models.JobLog, models.CameraDefaults, models.MasterHistory,
+                models.WatchLight, models.WatchKey):
+        typed = set(cls.__annotations__) - set(inspect(cls).relationships.keys())
+        columns = {c.key for c in cls.__table__.columns} - (set(KEY_FIELDS) if cls is models.Entry else set())
+        assert typed == columns, (cls.__name__, typed ^ columns)
+
+
 def test_every_outside_form_of_the_key_is_derived_from_the_dataclass() -> None:
     columns = {c.name for c in Entry.__table__.columns}
     assert set(KEY_FIELDS) <= columns
