@@ -194,7 +194,7 @@ def test_cancel_interrupts_cooling_and_aborts_the_running_exposure(rig: tuple[Jo
 
 # ---------------------------------------------------------------------------------------------------- kill -9
 DAEMON = ("import json, sys; sys.path.insert(0, {repo!r}); "
-          "from tests.integration.test_jobs_sim import daemon_main; sys.exit(daemon_main(json.loads(sys.argv[1])))")
+          "from {module} import daemon_main; sys.exit(daemon_main(json.loads(sys.argv[1])))")
 
 
 def daemon_main(cfg: dict[str, Any]) -> int:
@@ -215,9 +215,12 @@ def daemon_main(cfg: dict[str, Any]) -> int:
     return 0
 
 
-def start_daemon(cfg: dict[str, Any], log_path: Path) -> subprocess.Popen[bytes]:
+def start_daemon(cfg: dict[str, Any], log_path: Path,
+                 module: str = "tests.integration.test_jobs_sim") -> subprocess.Popen[bytes]:
+    """``module``'s ``daemon_main(cfg)`` in a process of its own session (killable with its workers), output to
+    ``log_path``."""
     with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-c", DAEMON.format(repo=str(REPO)), json.dumps(cfg)],
+        return subprocess.Popen([sys.executable, "-c", DAEMON.format(repo=str(REPO), module=module), json.dumps(cfg)],
                                 cwd=REPO, stdout=log, stderr=log, start_new_session=True)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import signal
 import subprocess
@@ -45,11 +44,11 @@ from daemon.settings import CoolingSettings, IndiSettings, LibrarySettings, Sett
 from drivers.factory import open_indi_camera
 from tests.conftest import requires_sim_driver, sim_env
 from tests.integration.test_jobs_sim import frame_names, wait_for
+from tests.integration.test_jobs_sim import start_daemon as start_host
 from tests.postgres_server import PostgresServer, postgres_or_skip
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_sim_driver]
 
-REPO = Path(__file__).resolve().parents[2]
 DARKD = str(Path(sys.executable).parent / "darkd")
 TIME_SCALE = 300  # a 60 s dark takes 0.2 s of wall time
 SET_POINT_C = -10.0
@@ -60,9 +59,6 @@ HOSTS: dict[str, dict[str, Any]] = {
 }
 DARK_FRAMES = 6
 _databases = itertools.count(1)
-
-DAEMON = ("import json, sys; sys.path.insert(0, {repo!r}); "
-          "from tests.integration.test_two_hosts import daemon_main; sys.exit(daemon_main(json.loads(sys.argv[1])))")
 
 
 def settings_for(root: Path, url: str, port: int, device: str, profile: str | None) -> Settings:
@@ -97,9 +93,8 @@ def daemon_main(cfg: dict[str, Any]) -> int:
 
 
 def start_daemon(cfg: dict[str, Any], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-c", DAEMON.format(repo=str(REPO)), json.dumps(cfg)],
-                                cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+    """:func:`daemon_main` of this module in a process of its own (see test_jobs_sim's ``start_daemon``)."""
+    return start_host(cfg, log_path, module="tests.integration.test_two_hosts")
 
 
 @pytest.fixture(scope="module")
