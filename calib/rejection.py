@@ -21,6 +21,10 @@ Algorithms (``m`` = number of values still kept for a pixel, ``c`` = centre, ``�
   ``5e-4`` relative (or returns to within ``5e-4`` of its value two iterations before: on quantised ADU values the
   clamped σ can alternate between two values forever; at most 100 iterations). Then reject ``x < c − sigma_low·σ``
   and ``x > c + sigma_high·σ``. Repeat the outer loop until nothing more is rejected or fewer than 3 values remain.
+  When the Winsorized ``σ`` collapses (``σ ≤ 1e-6·max(|c|, 1)``: more than about two thirds of the kept values are
+  equal, and each step shrinks ``σ`` towards 0), the inner loop stops there and the values different from the median
+  are rejected (``c`` = median, ``σ`` = 0): a lone cosmic ray on a pixel whose other values agree is rejected
+  whatever the rounding of the last steps.
 * ``linear-fit`` — fit a least-squares line ``a + b·i`` to the kept sorted values ``y_i`` (``i`` = rank);
   ``σ`` = mean absolute residual; the lowest value is rejected when its residual is below ``−sigma_low·σ``, the highest
   when above ``+sigma_high·σ`` (one value per end per iteration); iterate until no change or fewer than 3 values.
@@ -49,6 +53,7 @@ SINGLE_PASS_METHODS = ("none", "minmax", "percentile")  # one pass, no iteration
 WINSOR_CLAMP = 1.5
 WINSOR_GAIN = 1.134
 WINSOR_TOLERANCE = 5e-4
+WINSOR_COLLAPSE = 1e-6  # σ ≤ this × max(|c|, 1): collapsed (see the module docstring)
 _WINSOR_MAX_INNER = 100
 _MAX_OUTER = 100
 
@@ -311,7 +316,7 @@ def _winsor_step(sub: np.ndarray, c: np.ndarray, sg: np.ndarray, prev: np.ndarra
     tol = np.float32(WINSOR_TOLERANCE) * sg
     moving = np.abs(new_sigma - sg) >= tol
     moving &= np.abs(new_sigma - prev) >= tol
-    moving &= new_sigma > 0
+    moving &= new_sigma > _collapse_floor(c)
     s1 += c
     np.copyto(c, s1, where=live)
     np.copyto(prev, sg, where=live)
@@ -382,6 +387,12 @@ def _winsorize(s: np.ndarray, lo: np.ndarray, hi: np.ndarray, centre: np.ndarray
     return centre, sigma
 
 
+def _collapse_floor(centre: np.ndarray) -> np.ndarray:
+    """The Winsorized σ at or below which a pixel's σ has collapsed: ``WINSOR_COLLAPSE × max(|c|, 1)``."""
+    floor: np.ndarray = WINSOR_COLLAPSE * np.maximum(np.abs(centre), 1.0)
+    return floor
+
+
 def _thresholds(centre: np.ndarray, sigma: np.ndarray, k_low: float, k_high: float) -> tuple[np.ndarray, np.ndarray]:
     ok = sigma > 0
     t_low = np.where(ok, centre - k_low * sigma, -np.inf)
@@ -402,8 +413,12 @@ def _robust_sigma(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def _winsorized_step(p: RejectionParams) -> Step:
     def step(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        centre, sigma = _winsorize(s, lo, hi, _median(s, lo, hi), _robust_sigma(s, lo, hi))
-        return _apply_thresholds(s, lo, hi, *_thresholds(centre, sigma, p.sigma_low, p.sigma_high))
+        median = _median(s, lo, hi).astype(np.float64)
+        centre, sigma = _winsorize(s, lo, hi, median, _robust_sigma(s, lo, hi))
+        collapsed = sigma <= _collapse_floor(centre)
+        centre = np.where(collapsed, median, centre)
+        sigma = np.where(collapsed, 0.0, sigma)
+        return _apply_thresholds(s, lo, hi, centre - p.sigma_low * sigma, centre + p.sigma_high * sigma)
     return step
 
 

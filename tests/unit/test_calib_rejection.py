@@ -203,20 +203,34 @@ def test_sorting_network_equals_numpy_sort(n: int) -> None:
     np.testing.assert_array_equal(values, expected)
 
 
-def test_compiled_kernel_matches_numpy_path() -> None:
+@pytest.mark.parametrize("n", [4, 5, 7, 16, 33, 48, 49, 64])
+def test_compiled_kernel_matches_numpy_path(n: int) -> None:
+    """The compiled Winsorized kernel rejects what the NumPy reference rejects (ties at a threshold aside), through
+    both of its paths — the pixels of a block in SIMD lanes (n ≤ ``VECTOR_MAX_N``) and one by one in pairs — with
+    columns that make each branch work: an IQR of 0 (the start falls back to the standard deviation), constant
+    columns (nothing to clip), outliers at both ends (more than one outer pass), and a partial last block."""
     pytest.importorskip("numba")
+    from calib.kernels import VECTOR_MAX_N
     from calib.rejection import kept_mean, reject_sorted, winsorized_combine_numba
 
-    rng = np.random.default_rng(17)
-    stack = np.round(rng.normal(2000.0, 40.0, (16, 30000)) / 16.0).astype(np.float32) * 16.0  # x16 quantised
-    stack.reshape(-1)[rng.integers(0, stack.size, 500)] += 5000.0
+    assert 16 <= VECTOR_MAX_N < 64, "the cases below are meant to cover both paths"
+    rng = np.random.default_rng(17 + n)
+    ncols = 30000 if n <= 16 else 8000
+    stack = np.round(rng.normal(2000.0, 40.0, (n, ncols)) / 16.0).astype(np.float32) * 16.0  # x16 quantised
+    stack.reshape(-1)[rng.integers(0, stack.size, ncols // 40)] += 5000.0
+    stack.reshape(-1)[rng.integers(0, stack.size, ncols // 80)] -= 1500.0
+    stack[:, :50] = 2000.0  # constant
+    stack[:, 50:100] = 2000.0
+    stack[0, 50:100] = 2500.0  # IQR 0, one outlier
+    stack[: n // 2, 100:150] = 1984.0  # two levels
     sort_frames_inplace(stack)
-    lo0, hi0 = np.zeros(30000, dtype=np.int32), np.full(30000, 16, dtype=np.int32)
-    lo, hi = reject_sorted(stack, lo0, hi0, RejectionParams())
+    lo, hi = reject_sorted(stack, np.zeros(ncols, dtype=np.int32), np.full(ncols, n, dtype=np.int32),
+                           RejectionParams())
     out, low, high = winsorized_combine_numba(stack, 4.0, 3.0)
-    assert np.mean(low == lo) > 0.9999 and np.mean(high == 16 - hi) > 0.9999
-    np.testing.assert_allclose(out[(low == lo) & (high == 16 - hi)], kept_mean(stack, lo, hi)[(low == lo)
-                               & (high == 16 - hi)], rtol=1e-6)
+    assert (lo > 0).sum() + (hi < n).sum() > ncols // 100, "the data must give the rejection work"
+    same = (low == lo) & (high == n - hi)
+    assert np.mean(same) > 0.9999
+    np.testing.assert_allclose(out[same], kept_mean(stack, lo, hi)[same], rtol=1e-6)
 
 
 @pytest.mark.parametrize("combine_median", [False, True])
