@@ -314,10 +314,34 @@ def _outside_counts(col: np.ndarray, t0: np.ndarray, t1: np.ndarray, below: np.n
             above[j] += col[k, j] > t1[j]
 
 
+@_compiled
+def _lanes_step(s1: np.ndarray, s2: np.ndarray, inv_n: float, origin: np.ndarray, c: np.ndarray, h: np.ndarray,
+                h_before: np.ndarray, live: np.ndarray, w: int) -> int:  # pragma: no cover - compiled by numba
+    """The end of a Winsorization step for the pixels ``j < w`` in SIMD lanes, from their clamped sums ``s1``, ``s2``
+    (of deviations from ``origin``): the new centre and half-width where ``live``, which pixels are still moving
+    (the tests of :func:`_winsor_step`); returns how many are."""
+    n_live = 0
+    for j in range(w):
+        mean = s1[j] * inv_n
+        h_new = np.sqrt(max(_K2 * (s2[j] * inv_n - mean * mean), 0.0))
+        hj = h[j]
+        cj = c[j]
+        tol = WINSOR_TOLERANCE * hj
+        done = (abs(h_new - hj) < tol) | (abs(h_new - h_before[j]) < tol) | _collapsed(cj + origin[j], h_new)
+        moving = live[j]
+        h_before[j] = hj if moving else h_before[j]
+        c[j] = mean if moving else cj
+        h[j] = h_new if moving else hj
+        still = moving and not done
+        live[j] = still
+        n_live += still
+    return n_live
+
+
 @_inline
 def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarray, w: int, kept_lo: np.ndarray,
-                  kept_hi: np.ndarray, lanes: np.ndarray, live: np.ndarray, below: np.ndarray, above: np.ndarray,
-                  k_low: float, k_high: float, max_outer: int, max_inner: int) -> None:
+                  kept_hi: np.ndarray, lanes: np.ndarray, sums: np.ndarray, live: np.ndarray, below: np.ndarray,
+                  above: np.ndarray, k_low: float, k_high: float, max_outer: int, max_inner: int) -> None:
     """The first outer pass of every pixel of a block at once, the pixels in SIMD lanes; the rest one by one.
 
     In the first pass every pixel keeps all ``n`` values, so its median and quartiles sit at the same rows for
@@ -326,11 +350,14 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     operations per pixel). All pixels step together until at most :data:`_STRAGGLERS` are still moving; those
     finish one by one from where they are (:func:`_winsor_iterate`). Then the clip thresholds are counted for
     every pixel (:func:`_outside_counts`); the few pixels that reject something go on one by one
-    (:func:`_outer_passes`). ``lanes`` (7, BLOCK) float64 holds per pixel: centre, half-width, the half-width one
-    step earlier, the two clamp bounds, the two clamped sums."""
+    (:func:`_outer_passes`). ``lanes`` (6, BLOCK) float64 holds per pixel: centre, half-width, the half-width one
+    step earlier, the two clip thresholds, the median the steps work from (``origin``); ``sums`` (4, BLOCK) float32
+    the two clamp bounds and the two clamped sums. The steps work on float32 deviations from the median, ``dev``
+    (exact for values on a 0.5 grid below 2²³, as ADU are; the reference also works in float32 deviations), 8
+    pixels per 256-bit SIMD operation."""
     n = col.shape[0]
-    c, h, h_before, t0, t1, s1, s2, origin = (lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5], lanes[6],
-                                              lanes[7])
+    c, h, h_before, t0, t1, origin = lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5]
+    b0, b1, s1, s2 = sums[0], sums[1], sums[2], sums[3]
     im0, im1 = (n - 1) // 2, n // 2
     pos = 0.25 * (n - 1)
     i1 = int(np.floor(pos))
@@ -359,26 +386,15 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
         c[j] = 0.0
     for k in range(n):
         for j in range(w):
-            dev[k, j] = col[k, j] - origin[j]
+            dev[k, j] = np.float32(col[k, j] - origin[j])
     steps = 0
     while steps < max_inner and n_live > _STRAGGLERS:
         steps += 1
         for j in range(w):
-            t0[j] = c[j] - h[j]
-            t1[j] = c[j] + h[j]
-        _clamped_sums(dev, t0, t1, s1, s2, w)
-        n_live = 0
-        for j in range(w):
-            mean = s1[j] * inv_n
-            h_new = np.sqrt(max(_K2 * (s2[j] * inv_n - mean * mean), 0.0))
-            tol = WINSOR_TOLERANCE * h[j]
-            done = (abs(h_new - h[j]) < tol) | (abs(h_new - h_before[j]) < tol) | _collapsed(c[j] + origin[j], h_new)
-            moving = live[j]
-            h_before[j] = h[j] if moving else h_before[j]
-            c[j] = mean if moving else c[j]
-            h[j] = h_new if moving else h[j]
-            live[j] = moving and not done
-            n_live += live[j]
+            b0[j] = c[j] - h[j]
+            b1[j] = c[j] + h[j]
+        _clamped_sums(dev, b0, b1, s1, s2, w)
+        n_live = _lanes_step(s1, s2, inv_n, origin, c, h, h_before, live, w)
     for j in range(w):
         c[j] += origin[j]
     if n_live > 0:
@@ -416,8 +432,9 @@ def winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
     p2 = np.empty((n + 1, BLOCK), dtype=np.float64)
     kept_lo = np.empty(BLOCK, dtype=np.int64)
     kept_hi = np.empty(BLOCK, dtype=np.int64)
-    lanes = np.empty((8, BLOCK), dtype=np.float64)
-    dev = np.empty((n, BLOCK), dtype=np.float64)
+    lanes = np.empty((6, BLOCK), dtype=np.float64)
+    sums = np.empty((4, BLOCK), dtype=np.float32)
+    dev = np.empty((n, BLOCK), dtype=np.float32)
     live = np.empty(BLOCK, dtype=np.bool_)
     below = np.empty(BLOCK, dtype=np.int64)
     above = np.empty(BLOCK, dtype=np.int64)
@@ -426,8 +443,8 @@ def winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
         _load_block(stack, b0, w, pair_a, pair_b, buf)
         _prefix_sums(buf, w, col, p1, p2)
         if 3 <= n <= VECTOR_MAX_N:
-            _vector_block(col, p1, p2, dev, w, kept_lo, kept_hi, lanes, live, below, above, k_low, k_high, max_outer,
-                          max_inner)
+            _vector_block(col, p1, p2, dev, w, kept_lo, kept_hi, lanes, sums, live, below, above, k_low, k_high,
+                          max_outer, max_inner)
         else:
             _pairs_block(col, p1, p2, w, kept_lo, kept_hi, k_low, k_high, max_outer, max_inner)
         for j in range(w):
