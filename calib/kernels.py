@@ -40,7 +40,7 @@ import numpy as np
 from calib.rejection import SINGLE_PASS_METHODS, WINSOR_CLAMP, WINSOR_COLLAPSE, WINSOR_GAIN, WINSOR_TOLERANCE
 
 BLOCK = 64  # pixels sorted together: n × 64 × 4 B stays in L1 for n ≤ 128
-VECTOR_MAX_N = 48  # up to this many frames, the first pass of a block's pixels runs in SIMD lanes (_vector_block)
+VECTOR_MAX_N = 64  # up to this many frames, the first pass of a block's pixels runs in SIMD lanes (_vector_block)
 _STRAGGLERS = 8  # pixels of a block left to Winsorize one by one when the others have converged
 _K2 = (WINSOR_CLAMP * WINSOR_GAIN) ** 2
 _H_COLLAPSE = WINSOR_CLAMP * WINSOR_COLLAPSE  # the collapse floor of σ (calib.rejection), as a half-width
