@@ -199,37 +199,19 @@ def _winsor_iterate(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, j: int, lo:
 
 
 @_inline
-def _outer_passes(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, j: int, lo: int, hi: int, k_low: float,
-                  k_high: float, max_outer: int, max_inner: int) -> tuple[int, int]:
-    """The outer loop for one pixel from the kept range ``col[lo:hi, j]``: Winsorize, clip, repeat while something
-    is rejected and at least 3 values are kept; returns the final kept range."""
-    for _outer in range(max_outer):
-        if hi - lo < 3:
-            break
-        c, h = _winsor_start(col, p1, j, lo, hi)
-        if not h > 0:
-            break
-        c, h = _winsor_iterate(col, p1, p2, j, lo, hi, c, h, np.inf, max_inner)
-        nlo, nhi = _clip(col, j, lo, hi, c, h, k_low, k_high)
-        if not (nlo < nhi and (nlo != lo or nhi != hi)):
-            break
-        lo, hi = nlo, nhi
-    return lo, hi
-
-
-@_inline
-def _pairs_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, w: int, kept_lo: np.ndarray, kept_hi: np.ndarray,
-                 k_low: float, k_high: float, max_outer: int, max_inner: int) -> None:
-    """Every pixel of a block one by one (:func:`_outer_passes`), except that pixels ``j`` and ``j + 32`` are
-    iterated side by side so the CPU overlaps their two chains of dependent operations; sets
-    ``col[kept_lo[j]:kept_hi[j], j]`` to the kept values."""
-    n = col.shape[0]
-    half = BLOCK // 2
-    for j0 in range(min(half, w)):
-        j1 = j0 + half
-        lo0, hi0, lo1, hi1 = 0, n, 0, n
+def _pairs(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, pix: np.ndarray, count: int, kept_lo: np.ndarray,
+           kept_hi: np.ndarray, k_low: float, k_high: float, max_outer: int, max_inner: int) -> None:
+    """The outer loop, one pixel at a time, for the pixels ``j = pix[i]`` (``i < count``) from their kept rows
+    ``kept_lo[j]:kept_hi[j]``, which it narrows: Winsorize (:func:`_winsor_step`), clip (:func:`_clip`), repeat
+    while something is rejected and at least 3 values are kept. Pixels ``pix[i]`` and ``pix[i + ⌈count/2⌉]`` are
+    iterated side by side, so the CPU overlaps their two chains of dependent operations."""
+    half = (count + 1) // 2
+    for i in range(half):
+        j0 = pix[i]
+        j1 = pix[i + half] if i + half < count else j0
+        lo0, hi0, lo1, hi1 = kept_lo[j0], kept_hi[j0], kept_lo[j1], kept_hi[j1]
         on0 = True  # the pixel's outer loop goes on
-        on1 = j1 < w
+        on1 = i + half < count
         for _outer in range(max_outer):
             on0 = on0 and hi0 - lo0 >= 3
             on1 = on1 and hi1 - lo1 >= 3
@@ -267,7 +249,7 @@ def _pairs_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, w: int, kept_l
                 if on1:
                     lo1, hi1 = nlo, nhi
         kept_lo[j0], kept_hi[j0] = lo0, hi0
-        if j1 < w:
+        if i + half < count:
             kept_lo[j1], kept_hi[j1] = lo1, hi1
 
 
@@ -340,8 +322,9 @@ def _lanes_step(s1: np.ndarray, s2: np.ndarray, inv_n: float, origin: np.ndarray
 
 @_inline
 def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarray, w: int, kept_lo: np.ndarray,
-                  kept_hi: np.ndarray, lanes: np.ndarray, sums: np.ndarray, live: np.ndarray, below: np.ndarray,
-                  above: np.ndarray, k_low: float, k_high: float, max_outer: int, max_inner: int) -> None:
+                  kept_hi: np.ndarray, pix: np.ndarray, lanes: np.ndarray, sums: np.ndarray, live: np.ndarray,
+                  below: np.ndarray, above: np.ndarray, k_low: float, k_high: float, max_outer: int,
+                  max_inner: int) -> None:
     """The first outer pass of every pixel of a block at once, the pixels in SIMD lanes; the rest one by one.
 
     In the first pass every pixel keeps all ``n`` values, so its median and quartiles sit at the same rows for
@@ -350,7 +333,7 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     operations per pixel). All pixels step together until at most :data:`_STRAGGLERS` are still moving; those
     finish one by one from where they are (:func:`_winsor_iterate`). Then the clip thresholds are counted for
     every pixel (:func:`_outside_counts`); the few pixels that reject something go on one by one
-    (:func:`_outer_passes`). ``lanes`` (6, BLOCK) float64 holds per pixel: centre, half-width, the half-width one
+    (:func:`_pairs`). ``lanes`` (6, BLOCK) float64 holds per pixel: centre, half-width, the half-width one
     step earlier, the two clip thresholds, the median the steps work from (``origin``); ``sums`` (4, BLOCK) float32
     the two clamp bounds and the two clamped sums. The steps work on float32 deviations from the median, ``dev``
     (exact for values on a 0.5 grid below 2²³, as ADU are; the reference also works in float32 deviations), 8
@@ -408,13 +391,16 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
         t0[j] = centre - k_low * sigma
         t1[j] = centre + k_high * sigma
     _outside_counts(col, t0, t1, below, above, w)
+    count = 0
     for j in range(w):
-        lo, hi = 0, n
+        kept_lo[j], kept_hi[j] = 0, n
         nlo = below[j]
         nhi = max(n - above[j], nlo)
         if nlo < nhi and (nlo != 0 or nhi != n):
-            lo, hi = _outer_passes(col, p1, p2, j, nlo, nhi, k_low, k_high, max_outer - 1, max_inner)
-        kept_lo[j], kept_hi[j] = lo, hi
+            kept_lo[j], kept_hi[j] = nlo, nhi
+            pix[count] = j
+            count += 1
+    _pairs(col, p1, p2, pix, count, kept_lo, kept_hi, k_low, k_high, max_outer - 1, max_inner)
 
 
 @_kernel
@@ -424,7 +410,7 @@ def winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
     """Winsorized clipping + combination of every column of ``stack`` (n, P) float32 (finite values): ``out[p]``
     the mean (or median) of the kept values, ``low[p]``/``high[p]`` the numbers rejected at each end. Sorts each
     column first (see :func:`_load_block`). Up to :data:`VECTOR_MAX_N` frames the pixels of a block go through
-    their first pass together (:func:`_vector_block`); above, one by one in pairs (:func:`_pairs_block`)."""
+    their first pass together (:func:`_vector_block`); above, one by one in pairs (:func:`_pairs`)."""
     n, ncols = stack.shape
     buf = np.empty((n, BLOCK), dtype=np.float32)
     col = np.empty((n, BLOCK), dtype=np.float64)
@@ -432,6 +418,8 @@ def winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
     p2 = np.empty((n + 1, BLOCK), dtype=np.float64)
     kept_lo = np.empty(BLOCK, dtype=np.int64)
     kept_hi = np.empty(BLOCK, dtype=np.int64)
+    pix = np.empty(BLOCK, dtype=np.int64)
+    every = np.arange(BLOCK)
     lanes = np.empty((6, BLOCK), dtype=np.float64)
     sums = np.empty((4, BLOCK), dtype=np.float32)
     dev = np.empty((n, BLOCK), dtype=np.float32)
@@ -443,10 +431,12 @@ def winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
         _load_block(stack, b0, w, pair_a, pair_b, buf)
         _prefix_sums(buf, w, col, p1, p2)
         if 3 <= n <= VECTOR_MAX_N:
-            _vector_block(col, p1, p2, dev, w, kept_lo, kept_hi, lanes, sums, live, below, above, k_low, k_high,
-                          max_outer, max_inner)
+            _vector_block(col, p1, p2, dev, w, kept_lo, kept_hi, pix, lanes, sums, live, below, above, k_low,
+                          k_high, max_outer, max_inner)
         else:
-            _pairs_block(col, p1, p2, w, kept_lo, kept_hi, k_low, k_high, max_outer, max_inner)
+            for j in range(w):
+                kept_lo[j], kept_hi[j] = 0, n
+            _pairs(col, p1, p2, every, w, kept_lo, kept_hi, k_low, k_high, max_outer, max_inner)
         for j in range(w):
             lo, hi = kept_lo[j], kept_hi[j]
             out[b0 + j] = _combined(col, p1, j, lo, hi, median)
