@@ -15,7 +15,8 @@ Algorithm for ``n`` frames of ``H × W`` pixels:
 3. The pass, in row bands of ``band_rows`` rows processed by ``workers`` threads (NumPy releases the GIL): build the
    ``(n, band_rows, W)`` float32 stack, optionally subtract a calibration image, normalize, sort along the frame
    axis, reject (:mod:`calib.rejection`), then combine the kept values by mean or median. The compiled kernels
-   (numba) are loaded in another thread meanwhile; a band waits for them once its frames are read. The last bands
+   (numba) are loaded in another thread; the bands wait for them before they read their frames (loading holds the
+   GIL: reading meanwhile, one GIL-releasing sha256 call per row, only slowed the loading down). The last bands
    are smaller, so the workers finish together.
    ``band_rows`` is chosen so that ``workers × n × band_rows × W × 4 B × 4`` (stack plus working copies) plus the
    outputs (and the sampled rows of step 2) fits in ``memory_budget_bytes``.
@@ -337,9 +338,10 @@ def _bands(height: int, band_rows: int, workers: int) -> list[tuple[int, int]]:
 
 class _Integrator:
     """The band pass. Created before the frames are read: it starts loading the compiled kernels (numba's disk cache)
-    in a thread, which the bands wait for only once their frames are read. ``sample_rows`` (the rows of
-    :func:`_sample_rows`), when given, are copied out of the bands as they are read, for the frames' levels, instead
-    of a separate pass over the files before the integration (possible when no normalization needs them first)."""
+    in a thread, which the bands wait for before they read their frames (see the module docstring). ``sample_rows``
+    (the rows of :func:`_sample_rows`), when given, are copied out of the bands as they are read, for the frames'
+    levels, instead of a separate pass over the files before the integration (possible when no normalization needs
+    them first)."""
 
     def __init__(self, sources: Sequence[FrameSource], params: IntegrationParams, subtract: np.ndarray | None,
                  band_rows: int, sample_rows: np.ndarray | None = None) -> None:
@@ -399,6 +401,11 @@ class _Integrator:
     def _band(self, r0: int, r1: int, stack: np.ndarray) -> None:
         n = len(self.sources)
         width = self.data.shape[1]
+        if self.compiled is not None:
+            # the compiled kernels are loaded (re-raises what loading raised). Not later: the loading holds the GIL,
+            # and reading a band meanwhile (a GIL-releasing sha256 call per row) stretched it from ~0.27 s to
+            # 0.31-0.51 s (16 full-size darks) to read ~0.03 s ahead
+            self.compiled.result()
         digests = []
         sampled = None
         if self.sample_rows is not None:
@@ -420,8 +427,6 @@ class _Integrator:
         self.digests[r0] = digests
         if sampled is not None:
             self.samples[r0] = sampled
-        if self.compiled is not None:
-            self.compiled.result()  # the compiled kernels are loaded (re-raises what loading raised)
         flat = stack.reshape(n, -1)
         if self.use_kernel:  # the kernel sorts each block of pixels itself, in the L1 cache, fused with the clipping
             combined, rej_low, rej_high = winsorized_combine_numba(
