@@ -15,7 +15,8 @@ Algorithm for ``n`` frames of ``H × W`` pixels:
 3. The pass, in row bands of ``band_rows`` rows processed by ``workers`` threads (NumPy releases the GIL): build the
    ``(n, band_rows, W)`` float32 stack, optionally subtract a calibration image, normalize, sort along the frame
    axis, reject (:mod:`calib.rejection`), then combine the kept values by mean or median. The compiled kernels
-   (numba) are loaded in another thread meanwhile; a band waits for them once its frames are read. The last bands
+   (numba) are loaded in another thread; the bands wait for them before they read their frames (loading holds the
+   GIL: reading meanwhile, one GIL-releasing sha256 call per row, only slowed the loading down). The last bands
    are smaller, so the workers finish together.
    ``band_rows`` is chosen so that ``workers × n × band_rows × W × 4 B × 4`` (stack plus working copies) plus the
    outputs (and the sampled rows of step 2) fits in ``memory_budget_bytes``.
@@ -191,11 +192,16 @@ class FrameSource:
         it is stored plain or tile-compressed."""
         raw = self._compressed_rows(r0, r1) if self._fd is None else self._plain_rows(r0, r1)
         digest = _row_digests(raw.data.cast("B"), r1 - r0)
-        np.copyto(out, raw, casting="unsafe")
+        # the stored values cast to float32 and scaled in float32 (BSCALE, then BZERO), the conversion fused with
+        # the first operation: one pass over the band instead of two (e.g. 16-bit camera frames: float32(v) + 32768)
         if self.bscale != 1.0:
-            out *= np.float32(self.bscale)
-        if self.bzero != 0.0:
-            out += np.float32(self.bzero)
+            np.multiply(raw, np.float32(self.bscale), out=out, dtype=np.float32, casting="unsafe")
+            if self.bzero != 0.0:
+                out += np.float32(self.bzero)
+        elif self.bzero != 0.0:
+            np.add(raw, np.float32(self.bzero), out=out, dtype=np.float32, casting="unsafe")
+        else:
+            np.copyto(out, raw, casting="unsafe")
         return digest
 
     def _plain_rows(self, r0: int, r1: int) -> np.ndarray:
@@ -332,9 +338,10 @@ def _bands(height: int, band_rows: int, workers: int) -> list[tuple[int, int]]:
 
 class _Integrator:
     """The band pass. Created before the frames are read: it starts loading the compiled kernels (numba's disk cache)
-    in a thread, which the bands wait for only once their frames are read. ``sample_rows`` (the rows of
-    :func:`_sample_rows`), when given, are copied out of the bands as they are read, for the frames' levels, instead
-    of a separate pass over the files before the integration (possible when no normalization needs them first)."""
+    in a thread, which the bands wait for before they read their frames (see the module docstring). ``sample_rows``
+    (the rows of :func:`_sample_rows`), when given, are copied out of the bands as they are read, for the frames'
+    levels, instead of a separate pass over the files before the integration (possible when no normalization needs
+    them first)."""
 
     def __init__(self, sources: Sequence[FrameSource], params: IntegrationParams, subtract: np.ndarray | None,
                  band_rows: int, sample_rows: np.ndarray | None = None) -> None:
@@ -394,6 +401,11 @@ class _Integrator:
     def _band(self, r0: int, r1: int, stack: np.ndarray) -> None:
         n = len(self.sources)
         width = self.data.shape[1]
+        if self.compiled is not None:
+            # the compiled kernels are loaded (re-raises what loading raised). Not later: the loading holds the GIL,
+            # and reading a band meanwhile (a GIL-releasing sha256 call per row) stretched it from ~0.27 s to
+            # 0.31-0.51 s (16 full-size darks) to read ~0.03 s ahead
+            self.compiled.result()
         digests = []
         sampled = None
         if self.sample_rows is not None:
@@ -415,8 +427,6 @@ class _Integrator:
         self.digests[r0] = digests
         if sampled is not None:
             self.samples[r0] = sampled
-        if self.compiled is not None:
-            self.compiled.result()  # the compiled kernels are loaded (re-raises what loading raised)
         flat = stack.reshape(n, -1)
         if self.use_kernel:  # the kernel sorts each block of pixels itself, in the L1 cache, fused with the clipping
             combined, rej_low, rej_high = winsorized_combine_numba(
@@ -552,15 +562,22 @@ def write_integration(result: IntegrationResult, path: str | os.PathLike[str],
 
     Same guarantees as :func:`calib.frames.atomic_write_bytes` (temporary file in the target folder, fsync, rename,
     fsync of the folder) but streamed by astropy into the temporary file, so the output is not held twice in memory.
+    The arrays are written in file order (:func:`calib.frames.in_file_order`) and converted back while the file is
+    synced to disk.
     """
     target = Path(path)
     arrays = [result.data, result.rejected_low, result.rejected_high]
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="darkd-write") as pool, \
-            in_file_order(arrays, pool) as (data, low, high):  # converted in place on two cores, restored after
-        extras = [uint16_image_hdu(low, "REJ_LOW"), uint16_image_hdu(high, "REJ_HIGH")]
-        for hdu, side in zip(extras, ("low", "high"), strict=True):
-            hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
-        hdul = to_hdulist(data, result.header, extra_hdus=[*extras, *extra_hdus])
-        with atomic_file(target) as fh:
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkd-fsync") as syncer, atomic_file(target) as fh:
+        with in_file_order(arrays, pool) as (data, low, high):  # converted in place on two cores, restored after
+            extras = [uint16_image_hdu(low, "REJ_LOW"), uint16_image_hdu(high, "REJ_HIGH")]
+            for hdu, side in zip(extras, ("low", "high"), strict=True):
+                hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
+            hdul = to_hdulist(data, result.header, extra_hdus=[*extras, *extra_hdus])
             hdul.writeto(fh, output_verify="silentfix", checksum=True)  # CHECKSUM/DATASUM in every HDU
+            fh.flush()
+            # every byte is in the page cache now: the disk writes of the fsync go on while the arrays are restored;
+            # atomic_file's own fsync before the rename then finds nothing left to write
+            synced = syncer.submit(os.fsync, fh.fileno())
+        synced.result()
     return target

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from daemon.cli import LazyChoices
+from daemon.cli import LazyChoices, collector_off
 
 if TYPE_CHECKING:  # calib (NumPy, astropy) is imported by the command that runs (start-up time of every command)
     from calib.integration import IntegrationParams
@@ -150,7 +150,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--output", "-o", type=Path, required=True, help="output FITS file")
     _add_integration_options(p)
-    p.set_defaults(func=_integrate)
+    p.set_defaults(func=collector_off(_integrate))  # its only cyclic garbage: the inputs' headers (see collector_off)
 
     p = subparsers.add_parser("master", help="build a master bias, dark, flat or flat-dark",
                               description="Masters: bias/dark/flat-dark without normalization or bias subtraction; "

@@ -118,6 +118,26 @@ def test_float_and_compressed_inputs(tmp_path: Path) -> None:
     np.testing.assert_allclose(res.data, expected, atol=1e-3)
 
 
+@pytest.mark.parametrize(("dtype", "bscale", "bzero"), [(">i2", 0.25, -3.5), (">i2", 1.0, 32768.0), (">i4", 3.0, 0.0),
+                                                      (">f4", 1.0, 0.125), (">f8", 0.5, 7.0), (">i2", 1.0, 0.0)])
+def test_scaled_inputs_decode_in_float32(tmp_path: Path, dtype: str, bscale: float, bzero: float) -> None:
+    """Stored values with BSCALE/BZERO are decoded as float32(v)·BSCALE + BZERO in float32 (BSCALE first), as astropy
+    scales them; one frame with no rejection gives them back bit for bit, and writing leaves the result unchanged."""
+    stored = np.random.default_rng(3).normal(0, 3000, (23, 17)).astype(dtype)
+    path = tmp_path / "scaled.fits"
+    hdu = fits.PrimaryHDU(stored)
+    hdu.header["BSCALE"], hdu.header["BZERO"] = bscale, bzero
+    hdu.writeto(path)
+    res = integrate([path], IntegrationParams(rejection="none", band_rows=4))
+    expected = stored.astype(np.float32) * np.float32(bscale) + np.float32(bzero)
+    np.testing.assert_array_equal(res.data, expected)
+    np.testing.assert_allclose(res.data, fits.getdata(path).astype(np.float64), rtol=1e-6)
+    before = res.data.copy()
+    write_integration(res, tmp_path / "master.fits")
+    np.testing.assert_array_equal(res.data, before)  # converted back to native order after the write
+    np.testing.assert_array_equal(fits.getdata(tmp_path / "master.fits"), before)
+
+
 def test_memory_plan_respects_the_budget() -> None:
     params = IntegrationParams(memory_budget_bytes=1 << 30)
     rows16, workers16 = plan_band_rows(16, (3522, 4656), params)

@@ -126,6 +126,23 @@ def test_the_console_script_pauses_the_collector_only_for_brief_commands(tmp_pat
     assert int(result["frozen"]) > 10_000, result  # the imported stack, frozen once the command returned
 
 
+def test_the_collector_stays_off_through_darkd_integrate(tmp_path: Path) -> None:
+    """``darkd integrate`` leaves no cyclic garbage worth collecting (the inputs' headers; daemon.cli.collector_off),
+    so it runs with the collector off, as a brief command does, and writes its master as usual."""
+    import numpy as np
+
+    from calib.frames import write_frame
+
+    frames = [write_frame(tmp_path / f"f{i}.fits", np.full((12, 16), 100.0 + i), bitpix16=True) for i in range(3)]
+    out = tmp_path / "master.fits"
+    proc = subprocess.run([sys.executable, "-c", RUN_PROBE, "integrate", *map(str, frames), "-o", str(out),
+                           "--rejection", "none"], capture_output=True, text=True, check=True, timeout=120,
+                          env={**os.environ, "DARKD_NO_NUMBA": "1"})  # the collector, not the kernels, is tested
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["code"] == 0 and result["gc_enabled"] is False, result
+    assert out.exists()
+
+
 def test_the_darkd_console_script_is_run() -> None:
     """``darkd`` must start through :func:`daemon.cli.run` (the start-up measures above live there), not ``main``."""
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "darkd"]
