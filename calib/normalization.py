@@ -30,13 +30,29 @@ class FrameLevel:
 
 
 def robust_level(sample: np.ndarray) -> FrameLevel:
-    """Median and 1.4826·MAD (ADU) of the finite values of ``sample``."""
-    values = np.asarray(sample, dtype=np.float64).ravel()
-    values = values[np.isfinite(values)]
+    """Median and 1.4826·MAD (ADU) of the finite values of ``sample``, in float64 (the same numbers as
+    ``np.median`` of the values as float64; ``sample`` is not modified)."""
+    values = np.array(sample, copy=True).ravel()  # partitioned in place below
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = values[finite]
     if values.size == 0:
         raise ValueError("no finite values to estimate a level from")
-    median = float(np.median(values))
-    return FrameLevel(median, MAD_TO_SIGMA * float(np.median(np.abs(values - median))))
+    median = _median_in_place(values)
+    deviations = np.subtract(values, median, dtype=np.float64)
+    np.abs(deviations, out=deviations)
+    return FrameLevel(median, MAD_TO_SIGMA * _median_in_place(deviations))
+
+
+def _median_in_place(values: np.ndarray) -> float:
+    """``np.median(values.astype(np.float64))`` of a 1-D array, partitioning ``values`` in place (no copies)."""
+    m = values.size
+    k = (m - 1) // 2
+    if m % 2:
+        values.partition(k)
+        return float(values[k])
+    values.partition((k, k + 1))
+    return float(np.mean(values[k:k + 2], dtype=np.float64))
 
 
 def normalization_factors(levels: Sequence[FrameLevel], method: str) -> list[tuple[float, float]]:
