@@ -56,6 +56,7 @@ from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factor
 from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
 from calib.rejection import (
     SINGLE_PASS_METHODS,
+    Outputs,
     RejectionParams,
     kept_mean,
     kept_median,
@@ -364,7 +365,7 @@ class _Integrator:
         self.failed = threading.Event()
         # stack buffers of finished bands, reused: a fresh (n, band_rows, W) array per band is a fresh mapping whose
         # pages the kernel faults in and zeroes each time (tens of MB per band)
-        self._buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        self._buffers: queue.SimpleQueue[tuple[np.ndarray, np.ndarray, np.ndarray]] = queue.SimpleQueue()
         self.compiled: Future[None] | None = None
         if compiled:
             loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkd-load-kernels")
@@ -389,16 +390,23 @@ class _Integrator:
             return
         n = len(self.sources)
         width = self.data.shape[1]
-        try:
-            buffer = self._buffers.get_nowait()
+        try:  # a band's stack and the rejection counts of its pixels, reused from band to band (no page faults)
+            buffers = self._buffers.get_nowait()
         except queue.Empty:
-            buffer = np.empty(n * self.band_rows * width, dtype=np.float32)
+            pixels = self.band_rows * width
+            buffers = (np.empty(n * pixels, dtype=np.float32), np.empty(pixels, dtype=np.int32),
+                       np.empty(pixels, dtype=np.int32))
         try:
-            self._band(r0, r1, buffer[:n * (r1 - r0) * width].reshape(n, r1 - r0, width))
+            stack, low, high = buffers
+            pixels = (r1 - r0) * width
+            self._band(r0, r1, stack[:n * pixels].reshape(n, r1 - r0, width),
+                       (self.data.reshape(-1)[r0 * width:r1 * width], low[:pixels], high[:pixels]))
         finally:
-            self._buffers.put(buffer)
+            self._buffers.put(buffers)
 
-    def _band(self, r0: int, r1: int, stack: np.ndarray) -> None:
+    def _band(self, r0: int, r1: int, stack: np.ndarray, out: Outputs) -> None:
+        """Read, reject and combine rows ``[r0, r1)``; the compiled kernels write into ``out``: the rows of the
+        result and the band's rejection counts."""
         n = len(self.sources)
         width = self.data.shape[1]
         if self.compiled is not None:
@@ -431,15 +439,15 @@ class _Integrator:
         if self.use_kernel:  # the kernel sorts each block of pixels itself, in the L1 cache, fused with the clipping
             combined, rej_low, rej_high = winsorized_combine_numba(
                 flat, self.params.sigma_low, self.params.sigma_high, median=self.params.combine == "median",
-                presorted=False)
+                presorted=False, out=out)
         elif self.use_single_pass_kernel:  # sorts each block of pixels itself too
             combined, rej_low, rej_high = single_pass_combine_numba(flat, self.rparams,
-                                                                    median=self.params.combine == "median")
+                                                                    median=self.params.combine == "median", out=out)
         elif self.use_sigma_kernel:
             sort_frames_inplace(flat)
             combined, rej_low, rej_high = sigma_combine_numba(
                 flat, self.params.sigma_low, self.params.sigma_high, median=self.params.combine == "median",
-                max_iterations=self.params.max_iterations)
+                max_iterations=self.params.max_iterations, out=out)
         else:
             sort_frames_inplace(flat)
             lo0 = np.zeros(flat.shape[1], dtype=np.int32)
@@ -447,7 +455,7 @@ class _Integrator:
             lo, hi = reject_sorted(flat, lo0, hi0, self.rparams)
             combined = kept_mean(flat, lo, hi) if self.params.combine == "mean" else kept_median(flat, lo, hi)
             rej_low, rej_high = lo, n - hi
-        self.data[r0:r1] = combined.reshape(r1 - r0, width)
+            self.data[r0:r1] = combined.reshape(r1 - r0, width)
         self.low[r0:r1] = rej_low.reshape(r1 - r0, width)
         self.high[r0:r1] = rej_high.reshape(r1 - r0, width)
         self.rejected[r0] = (int(rej_low.sum(dtype=np.int64)), int(rej_high.sum(dtype=np.int64)))

@@ -61,6 +61,7 @@ _MAX_OUTER = 100
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 # The compiled kernel: (stack, pair_a, pair_b, out, low, high, k_low, k_high, median, max_outer, max_inner), outputs
 # filled in place; the stack is sorted by the comparators (pair_a[i], pair_b[i]) first (none: already sorted).
+Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # combined float32, rejected low int32, rejected high int32
 Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, bool, int,
                    int], None]
 
@@ -677,9 +678,21 @@ def load_compiled(n_frames: int, *, winsorized: bool = False, sigma: bool = Fals
             single_pass_combine_numba(one_pixel, RejectionParams(method="percentile"))
 
 
+def _outputs(ncols: int, out: Outputs | None) -> Outputs:
+    """The compiled kernels' output arrays for ``ncols`` pixels: ``out`` (checked: C-contiguous float32, int32,
+    int32 of length ``ncols``, e.g. views into the caller's result and reused buffers) or new ones."""
+    if out is None:
+        return np.empty(ncols, dtype=np.float32), np.empty(ncols, dtype=np.int32), np.empty(ncols, dtype=np.int32)
+    for array, dtype in zip(out, (np.float32, np.int32, np.int32), strict=True):
+        if array.shape != (ncols,) or array.dtype != dtype or not array.flags.c_contiguous:
+            raise ValueError(f"kernel output must be a C-contiguous {np.dtype(dtype)} array of {ncols} values, "
+                             f"not {array.dtype} {array.shape}")
+    return out
+
+
 def winsorized_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: float,
-                             median: bool = False, *, presorted: bool = True) -> tuple[np.ndarray, np.ndarray,
-                                                                                       np.ndarray]:
+                             median: bool = False, *, presorted: bool = True,
+                             out: Outputs | None = None) -> Outputs:
     """Winsorized sigma clipping + combination of ``sorted_stack`` (n, P) float32 with the compiled kernel
     (single-threaded, releases the GIL: callers run bands in threads).
 
@@ -687,19 +700,19 @@ def winsorized_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_h
     columns are taken in blocks of 64 pixels, copied into a small buffer that stays in the L1 cache and sorted there
     by the same Batcher network as :func:`sort_frames_inplace` (the comparator loop over the 64 pixels compiles to
     SIMD min/max); more than 256 frames are sorted per pixel instead. The stack is not modified in that case.
-    Each Winsorization step takes the clamped moments from prefix sums of the sorted values, so it costs O(1) plus
-    the moves of the clamp bounds, not O(n); formulas in :mod:`calib.kernels`.
-    Returns ``(combined float32, rejected_low int32, rejected_high int32)``. Raises ``ImportError`` without numba.
+    Up to 64 frames the first outer pass runs for 64 pixels at once in SIMD lanes; the other passes, and every pass
+    above 64 frames, take the clamped moments from prefix sums of the sorted values, O(1) per step plus the moves of
+    the clamp bounds; formulas and the two paths in :mod:`calib.kernels`.
+    Returns ``(combined float32, rejected_low int32, rejected_high int32)``, in ``out`` when given
+    (:func:`_outputs`). Raises ``ImportError`` without numba.
     """
     stack = sorted_stack
     n, ncols = stack.shape
-    out = np.empty(ncols, dtype=np.float32)
-    low = np.empty(ncols, dtype=np.int32)
-    high = np.empty(ncols, dtype=np.int32)
+    combined, low, high = out = _outputs(ncols, out)
     pair_a, pair_b = _kernel_network(0 if presorted else n)
-    _numba_kernel()(stack, pair_a, pair_b, out, low, high, float(sigma_low), float(sigma_high), bool(median),
+    _numba_kernel()(stack, pair_a, pair_b, combined, low, high, float(sigma_low), float(sigma_high), bool(median),
                     _MAX_OUTER, _WINSOR_MAX_INNER)
-    return out, low, high
+    return out
 
 
 _KERNEL_NETWORK_MAX_N = 256
@@ -739,20 +752,18 @@ def _numba_sorter() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:  # 
 
 
 def sigma_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: float, median: bool = False,
-                        max_iterations: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        max_iterations: int | None = None, *, out: Outputs | None = None) -> Outputs:
     """Sigma clipping (method ``sigma``: centre = median, σ = standard deviation, ddof = 0) + combination of
     ``sorted_stack`` (n, P) float32 sorted along the frame axis, finite values only, with a compiled per-pixel loop
     (releases the GIL). Same arithmetic as :func:`reject_sorted` (float32 median and deviations from the float32
     mean, float64 sums, thresholds compared in float32); only the order of the float64 sums differs.
-    Returns ``(combined float32, rejected_low int32, rejected_high int32)``. Raises ``ImportError`` without numba.
+    Returns ``(combined float32, rejected_low int32, rejected_high int32)``, in ``out`` when given
+    (:func:`_outputs`). Raises ``ImportError`` without numba.
     """
-    ncols = sorted_stack.shape[1]
-    out = np.empty(ncols, dtype=np.float32)
-    low = np.empty(ncols, dtype=np.int32)
-    high = np.empty(ncols, dtype=np.int32)
+    combined, low, high = out = _outputs(sorted_stack.shape[1], out)
     limit = _MAX_OUTER if max_iterations is None else min(max_iterations, _MAX_OUTER)
-    _numba_sigma_kernel()(sorted_stack, out, low, high, float(sigma_low), float(sigma_high), bool(median), limit)
-    return out, low, high
+    _numba_sigma_kernel()(sorted_stack, combined, low, high, float(sigma_low), float(sigma_high), bool(median), limit)
+    return out
 
 
 @functools.cache
@@ -764,22 +775,21 @@ def _numba_sigma_kernel() -> Callable[..., None]:  # pragma: no cover - exercise
     return kernel
 
 
-def single_pass_combine_numba(stack: np.ndarray, params: RejectionParams, median: bool = False) -> tuple[
-        np.ndarray, np.ndarray, np.ndarray]:
+def single_pass_combine_numba(stack: np.ndarray, params: RejectionParams, median: bool = False, *,
+                              out: Outputs | None = None) -> Outputs:
     """The one-pass rejections ``none``, ``minmax`` and ``percentile`` + combination of ``stack`` (n, P) float32
     (finite values, any order: each block of 64 columns is sorted in the L1 cache, the stack is not modified) with
     the compiled :func:`calib.kernels.single_pass_kernel`, the arithmetic of :func:`reject_sorted` and
     :func:`kept_mean` (the float64 sum of the kept values, where that sums all and subtracts the rejected ones).
-    Returns ``(combined float32, rejected_low int32, rejected_high int32)``. Raises ``ImportError`` without numba."""
+    Returns ``(combined float32, rejected_low int32, rejected_high int32)``, in ``out`` when given
+    (:func:`_outputs`). Raises ``ImportError`` without numba."""
     n, ncols = stack.shape
-    out = np.empty(ncols, dtype=np.float32)
-    low = np.empty(ncols, dtype=np.int32)
-    high = np.empty(ncols, dtype=np.int32)
+    combined, low, high = out = _outputs(ncols, out)
     p_low, p_high = ((params.n_low, params.n_high) if params.method == "minmax" else (params.pct_low, params.pct_high))
     pair_a, pair_b = _kernel_network(n)
-    _numba_single_pass_kernel()(stack, pair_a, pair_b, out, low, high, SINGLE_PASS_METHODS.index(params.method),
+    _numba_single_pass_kernel()(stack, pair_a, pair_b, combined, low, high, SINGLE_PASS_METHODS.index(params.method),
                                 float(p_low), float(p_high), bool(median))
-    return out, low, high
+    return out
 
 
 @functools.cache

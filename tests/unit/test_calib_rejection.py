@@ -281,6 +281,33 @@ def test_compiled_kernel_sorts_itself(n: int) -> None:
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("kernel", ["winsorized", "sigma", "single_pass"])
+def test_compiled_kernels_write_into_the_given_outputs(kernel: str) -> None:
+    """With ``out``, a kernel fills the caller's arrays (e.g. rows of the master) with what it returns otherwise;
+    arrays of the wrong type or length are refused before the kernel runs."""
+    pytest.importorskip("numba")
+    from calib.rejection import sigma_combine_numba, single_pass_combine_numba, winsorized_combine_numba
+
+    rng = np.random.default_rng(4)
+    stack = np.sort(rng.normal(2000.0, 40.0, (9, 300)).astype(np.float32), axis=0)
+    run = {"winsorized": lambda **kw: winsorized_combine_numba(stack, 4.0, 3.0, **kw),
+           "sigma": lambda **kw: sigma_combine_numba(stack, 4.0, 3.0, **kw),
+           "single_pass": lambda **kw: single_pass_combine_numba(stack, RejectionParams(method="percentile"),
+                                                                 **kw)}[kernel]
+    expected = run()
+    master = np.zeros((3, 100), dtype=np.float32)
+    out = (master.reshape(-1), np.empty(300, dtype=np.int32), np.empty(300, dtype=np.int32))
+    got = run(out=out)
+    assert all(g is o for g, o in zip(got, out, strict=True))
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+    np.testing.assert_array_equal(master.reshape(-1), expected[0])
+    with pytest.raises(ValueError, match="C-contiguous int32 array of 300 values"):
+        run(out=(out[0], out[1].astype(np.uint16), out[2]))
+    with pytest.raises(ValueError, match="float32 array of 300 values"):
+        run(out=(out[0][:299], out[1], out[2]))
+
+
 def test_kept_mean_equals_the_mean_of_the_kept_slice_even_with_nan_excluded() -> None:
     from calib.rejection import kept_mean
 
