@@ -297,19 +297,23 @@ def _outside_counts(col: np.ndarray, t0: np.ndarray, t1: np.ndarray, below: np.n
 
 
 @_compiled
-def _lanes_step(s1: np.ndarray, s2: np.ndarray, inv_n: float, origin: np.ndarray, c: np.ndarray, h: np.ndarray,
+def _lanes_step(s1: np.ndarray, s2: np.ndarray, inv_n: np.float32, floor: np.ndarray, c: np.ndarray, h: np.ndarray,
                 h_before: np.ndarray, live: np.ndarray, w: int) -> int:  # pragma: no cover - compiled by numba
-    """The end of a Winsorization step for the pixels ``j < w`` in SIMD lanes, from their clamped sums ``s1``, ``s2``
-    (of deviations from ``origin``): the new centre and half-width where ``live``, which pixels are still moving
-    (the tests of :func:`_winsor_step`); returns how many are."""
+    """The end of a Winsorization step for the pixels ``j < w`` in SIMD lanes, in float32 (8 pixels per 256-bit
+    operation), from their clamped sums ``s1``, ``s2`` (of deviations from the median): the new centre and
+    half-width where ``live``, which pixels are still moving (the tests of :func:`_winsor_step`, with the collapse
+    floor ``floor`` of the half-width taken at the median); returns how many are."""
+    k2 = np.float32(_K2)
+    tolerance = np.float32(WINSOR_TOLERANCE)
+    zero = np.float32(0.0)
     n_live = 0
     for j in range(w):
         mean = s1[j] * inv_n
-        h_new = np.sqrt(max(_K2 * (s2[j] * inv_n - mean * mean), 0.0))
+        h_new = np.sqrt(max(k2 * (s2[j] * inv_n - mean * mean), zero))
         hj = h[j]
         cj = c[j]
-        tol = WINSOR_TOLERANCE * hj
-        done = (abs(h_new - hj) < tol) | (abs(h_new - h_before[j]) < tol) | _collapsed(cj + origin[j], h_new)
+        tol = tolerance * hj
+        done = (abs(h_new - hj) < tol) | (abs(h_new - h_before[j]) < tol) | (h_new <= floor[j])
         moving = live[j]
         h_before[j] = hj if moving else h_before[j]
         c[j] = mean if moving else cj
@@ -322,9 +326,9 @@ def _lanes_step(s1: np.ndarray, s2: np.ndarray, inv_n: float, origin: np.ndarray
 
 @_inline
 def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarray, w: int, kept_lo: np.ndarray,
-                  kept_hi: np.ndarray, pix: np.ndarray, lanes: np.ndarray, sums: np.ndarray, live: np.ndarray,
-                  below: np.ndarray, above: np.ndarray, k_low: float, k_high: float, max_outer: int,
-                  max_inner: int) -> None:
+                  kept_hi: np.ndarray, pix: np.ndarray, lanes: np.ndarray, state: np.ndarray, sums: np.ndarray,
+                  live: np.ndarray, below: np.ndarray, above: np.ndarray, k_low: float, k_high: float,
+                  max_outer: int, max_inner: int) -> None:
     """The first outer pass of every pixel of a block at once, the pixels in SIMD lanes; the rest one by one.
 
     In the first pass every pixel keeps all ``n`` values, so its median and quartiles sit at the same rows for
@@ -334,10 +338,11 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     finish one by one from where they are (:func:`_winsor_iterate`). Then the clip thresholds are counted for
     every pixel (:func:`_outside_counts`); the few pixels that reject something go on one by one
     (:func:`_pairs`). ``lanes`` (6, BLOCK) float64 holds per pixel: centre, half-width, the half-width one
-    step earlier, the two clip thresholds, the median the steps work from (``origin``); ``sums`` (4, BLOCK) float32
-    the two clamp bounds and the two clamped sums. The steps work on float32 deviations from the median, ``dev``
-    (exact for values on a 0.5 grid below 2²³, as ADU are; the reference also works in float32 deviations), 8
-    pixels per 256-bit SIMD operation."""
+    step earlier, the two clip thresholds, the median the steps work from (``origin``); ``state`` (4, BLOCK)
+    float32 the centre, half-width, the half-width a step earlier and the collapse floor during the SIMD steps;
+    ``sums`` (4, BLOCK) float32 the two clamp bounds and the two clamped sums. The steps work in float32, on
+    deviations from the median, ``dev`` (exact for values on a 0.5 grid below 2²³, as ADU are; the reference also
+    works in float32 deviations), 8 pixels per 256-bit SIMD operation."""
     n = col.shape[0]
     c, h, h_before, t0, t1, origin = lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5]
     b0, b1, s1, s2 = sums[0], sums[1], sums[2], sums[3]
@@ -348,7 +353,7 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     pos = 0.75 * (n - 1)
     i3 = int(np.floor(pos))
     f3, i3b = pos - i3, min(i3 + 1, n - 1)
-    inv_n = 1.0 / n
+    inv_n = np.float32(1.0 / n)
     n_live = 0
     for j in range(w):  # the start of :func:`_winsor_start`, at the same rows for every pixel
         c[j] = 0.5 * (col[im0, j] + col[im1, j])
@@ -364,9 +369,13 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
                 c[j], h[j] = _winsor_start(col, p1, j, 0, n)
                 live[j] = h[j] > 0
                 n_live += live[j]
-    for j in range(w):  # the steps work on deviations from the median (smaller numbers: less rounding)
+    c32, h32, before32, floor32 = state[0], state[1], state[2], state[3]
+    for j in range(w):  # the steps work in float32 on deviations from the median (small numbers: little rounding)
         origin[j] = c[j]
-        c[j] = 0.0
+        c32[j] = 0.0
+        h32[j] = h[j]
+        before32[j] = np.inf
+        floor32[j] = _H_COLLAPSE * max(abs(c[j]), 1.0)
     for k in range(n):
         for j in range(w):
             dev[k, j] = np.float32(col[k, j] - origin[j])
@@ -374,12 +383,14 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     while steps < max_inner and n_live > _STRAGGLERS:
         steps += 1
         for j in range(w):
-            b0[j] = c[j] - h[j]
-            b1[j] = c[j] + h[j]
+            b0[j] = c32[j] - h32[j]
+            b1[j] = c32[j] + h32[j]
         _clamped_sums(dev, b0, b1, s1, s2, w)
-        n_live = _lanes_step(s1, s2, inv_n, origin, c, h, h_before, live, w)
+        n_live = _lanes_step(s1, s2, inv_n, floor32, c32, h32, before32, live, w)
     for j in range(w):
-        c[j] += origin[j]
+        c[j] = np.float64(c32[j]) + origin[j]
+        h[j] = h32[j]
+        h_before[j] = before32[j]
     if n_live > 0:
         for j in range(w):
             if live[j]:
@@ -421,6 +432,7 @@ def winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
     pix = np.empty(BLOCK, dtype=np.int64)
     every = np.arange(BLOCK)
     lanes = np.empty((6, BLOCK), dtype=np.float64)
+    state = np.empty((4, BLOCK), dtype=np.float32)
     sums = np.empty((4, BLOCK), dtype=np.float32)
     dev = np.empty((n, BLOCK), dtype=np.float32)
     live = np.empty(BLOCK, dtype=np.bool_)
@@ -431,8 +443,8 @@ def winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
         _load_block(stack, b0, w, pair_a, pair_b, buf)
         _prefix_sums(buf, w, col, p1, p2)
         if 3 <= n <= VECTOR_MAX_N:
-            _vector_block(col, p1, p2, dev, w, kept_lo, kept_hi, pix, lanes, sums, live, below, above, k_low,
-                          k_high, max_outer, max_inner)
+            _vector_block(col, p1, p2, dev, w, kept_lo, kept_hi, pix, lanes, state, sums, live, below, above,
+                          k_low, k_high, max_outer, max_inner)
         else:
             for j in range(w):
                 kept_lo[j], kept_hi[j] = 0, n
