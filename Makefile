@@ -33,7 +33,9 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | apt
 	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[test]'
 	touch $@
 
+# The compiled kernels, built ahead of time for today's sources and this CPU (calib/aot.py; a no-op when up to date).
 venv: $(VENV)/.installed
+	$(PY) -m calib.aot
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -62,8 +62,6 @@ Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarr
 # The compiled kernel: (stack, pair_a, pair_b, out, low, high, k_low, k_high, median, max_outer, max_inner), outputs
 # filled in place; the stack is sorted by the comparators (pair_a[i], pair_b[i]) first (none: already sorted).
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # combined float32, rejected low int32, rejected high int32
-Kernel = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float, bool, int,
-                   int], None]
 
 
 @dataclass(frozen=True)
@@ -239,7 +237,7 @@ def sort_frames_inplace(flat: np.ndarray) -> None:
     n, ncols = flat.shape
     if 2 <= n <= _KERNEL_NETWORK_MAX_N and flat.flags.c_contiguous and numba_available():
         pair_a, pair_b = _kernel_network(n)
-        _numba_sorter()(flat, pair_a, pair_b)
+        _compiled().block_sort(flat, pair_a, pair_b)
         return
     if n > _NETWORK_MAX_N or n < 2:
         flat.sort(axis=0)
@@ -624,6 +622,22 @@ def kept_median(s: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 # calib.integration when numba is importable and DARKD_NO_NUMBA is not set; results agree with the NumPy path
 # (which is the reference) except for float32-vs-float64 rounding at a threshold.
 
+@functools.cache
+def _compiled() -> Any:  # pragma: no cover - exercised only where numba is installed
+    """The module holding the compiled kernels: the one built ahead of time for today's sources and this CPU
+    (:mod:`calib.aot`: loading it is a ``dlopen``, numba is not imported) when there is one, else
+    :mod:`calib.kernels` (numba's just-in-time kernels, machine code cached on disk). Same functions, same
+    results."""
+    from calib import aot
+
+    prebuilt = aot.load()
+    if prebuilt is not None:
+        return prebuilt
+    from calib import kernels
+
+    return kernels
+
+
 def numba_available() -> bool:
     """True when numba can be imported and ``DARKD_NO_NUMBA`` is not set."""
     import importlib.util
@@ -710,8 +724,8 @@ def winsorized_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_h
     n, ncols = stack.shape
     combined, low, high = out = _outputs(ncols, out)
     pair_a, pair_b = _kernel_network(0 if presorted else n)
-    _numba_kernel()(stack, pair_a, pair_b, combined, low, high, float(sigma_low), float(sigma_high), bool(median),
-                    _MAX_OUTER, _WINSOR_MAX_INNER)
+    _compiled().winsorized_kernel(np.ascontiguousarray(stack), pair_a, pair_b, combined, low, high, float(sigma_low),
+                                  float(sigma_high), bool(median), _MAX_OUTER, _WINSOR_MAX_INNER)
     return out
 
 
@@ -732,25 +746,6 @@ def _kernel_network(n: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-@functools.cache
-def _numba_kernel() -> Kernel:  # pragma: no cover - exercised only where numba is installed
-    """The compiled Winsorized kernel (:func:`calib.kernels.winsorized_kernel`); importing :mod:`calib.kernels`
-    imports numba, whose machine code is cached on disk, so later processes load it instead of compiling."""
-    from calib.kernels import winsorized_kernel
-
-    kernel: Kernel = winsorized_kernel
-    return kernel
-
-
-@functools.cache
-def _numba_sorter() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:  # pragma: no cover - needs numba
-    """The compiled :func:`calib.kernels.block_sort` (machine code cached on disk like the kernel's)."""
-    from calib.kernels import block_sort
-
-    sorter: Callable[[np.ndarray, np.ndarray, np.ndarray], None] = block_sort
-    return sorter
-
-
 def sigma_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: float, median: bool = False,
                         max_iterations: int | None = None, *, out: Outputs | None = None) -> Outputs:
     """Sigma clipping (method ``sigma``: centre = median, σ = standard deviation, ddof = 0) + combination of
@@ -762,17 +757,9 @@ def sigma_combine_numba(sorted_stack: np.ndarray, sigma_low: float, sigma_high: 
     """
     combined, low, high = out = _outputs(sorted_stack.shape[1], out)
     limit = _MAX_OUTER if max_iterations is None else min(max_iterations, _MAX_OUTER)
-    _numba_sigma_kernel()(sorted_stack, combined, low, high, float(sigma_low), float(sigma_high), bool(median), limit)
+    _compiled().sigma_kernel(np.ascontiguousarray(sorted_stack), combined, low, high, float(sigma_low),
+                             float(sigma_high), bool(median), limit)
     return out
-
-
-@functools.cache
-def _numba_sigma_kernel() -> Callable[..., None]:  # pragma: no cover - exercised only where numba is installed
-    """The compiled :func:`calib.kernels.sigma_kernel` (machine code cached on disk like the Winsorized kernel's)."""
-    from calib.kernels import sigma_kernel
-
-    kernel: Callable[..., None] = sigma_kernel
-    return kernel
 
 
 def single_pass_combine_numba(stack: np.ndarray, params: RejectionParams, median: bool = False, *,
@@ -787,15 +774,6 @@ def single_pass_combine_numba(stack: np.ndarray, params: RejectionParams, median
     combined, low, high = out = _outputs(ncols, out)
     p_low, p_high = ((params.n_low, params.n_high) if params.method == "minmax" else (params.pct_low, params.pct_high))
     pair_a, pair_b = _kernel_network(n)
-    _numba_single_pass_kernel()(stack, pair_a, pair_b, combined, low, high, SINGLE_PASS_METHODS.index(params.method),
-                                float(p_low), float(p_high), bool(median))
+    _compiled().single_pass_kernel(np.ascontiguousarray(stack), pair_a, pair_b, combined, low, high,
+                                   SINGLE_PASS_METHODS.index(params.method), float(p_low), float(p_high), bool(median))
     return out
-
-
-@functools.cache
-def _numba_single_pass_kernel() -> Callable[..., None]:  # pragma: no cover - exercised only where numba is installed
-    """The compiled :func:`calib.kernels.single_pass_kernel` (machine code cached on disk like the others)."""
-    from calib.kernels import single_pass_kernel
-
-    kernel: Callable[..., None] = single_pass_kernel
-    return kernel

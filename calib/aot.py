@@ -1,0 +1,152 @@
+"""The compiled kernels of :mod:`calib.kernels`, built ahead of time into an extension module for this machine.
+
+A process that integrates frames needs its kernels at once. numba's just-in-time path, even with the machine code in
+its disk cache, costs ≈ 0.25–0.4 s of start-up that holds the GIL (importing numba, setting up its CPU target,
+linking the cached code): in a whole ``darkd integrate`` of 16 full-size darks, about a seventh of the run.
+``python -m calib.aot`` (run by ``make venv``) compiles the same functions with numba's ahead-of-time compiler
+(``numba.pycc``), for this machine's CPU, into ``calib/_aot_<key><extension suffix>``: loading it is one
+``dlopen``, and numba is not imported at all.
+
+``<key>`` is a digest of the sources the machine code comes from (``calib/kernels.py`` and ``calib/rejection.py``,
+whose constants the kernels use) and of the CPU (model name and feature flags from ``/proc/cpuinfo``). A module
+built from other sources or on another CPU has another name and is never loaded: :func:`load` returns None and
+:mod:`calib.rejection` uses the just-in-time kernels, which give the same results (a test compares them).
+``DARKD_NO_NUMBA=1`` turns both off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.machinery
+import logging
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+_SOURCES = ("kernels.py", "rejection.py")
+PREFIX = "_aot_"
+
+
+def _cpu_identity() -> bytes | None:
+    """The model name and feature flags of the first CPU (Linux ``/proc/cpuinfo``); None elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    first = text.split("\n\n", 1)[0]
+    lines = [line for line in first.splitlines() if line.split(":", 1)[0].strip() in ("model name", "flags")]
+    return "\n".join(lines).encode() if lines else None
+
+
+def key() -> str | None:
+    """The key of the module built from today's sources for this CPU (None where the CPU cannot be identified)."""
+    cpu = _cpu_identity()
+    if cpu is None:
+        return None
+    digest = hashlib.sha256(cpu)
+    for name in _SOURCES:
+        digest.update((PACKAGE_DIR / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def module_name(build_key: str) -> str:
+    return f"{PREFIX}{build_key}"
+
+
+def load() -> ModuleType | None:
+    """The ahead-of-time built kernels for today's sources and this CPU, or None (not built, stale, another CPU, or
+    ``DARKD_NO_NUMBA`` set)."""
+    if os.environ.get("DARKD_NO_NUMBA"):
+        return None
+    build_key = key()
+    if build_key is None:
+        return None
+    name = module_name(build_key)
+    if not any((PACKAGE_DIR / f"{name}{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+        return None
+    try:
+        return importlib.import_module(f"calib.{name}")
+    except ImportError as exc:  # e.g. a truncated file
+        log.warning("ignoring the prebuilt kernels %s: %s", name, exc)
+        return None
+
+
+def signatures() -> dict[str, Any]:
+    """The exported functions and their numba signatures: the argument types the wrappers in
+    :mod:`calib.rejection` pass (C-contiguous float32 stacks, read-only int64 comparator arrays, C-contiguous
+    outputs)."""
+    from numba import types
+
+    stack = types.Array(types.float32, 2, "C")
+    pairs = types.Array(types.int64, 1, "C", readonly=True)
+    out = types.Array(types.float32, 1, "C")
+    counts = types.Array(types.int32, 1, "C")
+    f8, i8, b1 = types.float64, types.int64, types.boolean
+    return {
+        "winsorized_kernel": types.void(stack, pairs, pairs, out, counts, counts, f8, f8, b1, i8, i8),
+        "single_pass_kernel": types.void(stack, pairs, pairs, out, counts, counts, i8, f8, f8, b1),
+        "sigma_kernel": types.void(stack, out, counts, counts, f8, f8, b1, i8),
+        "block_sort": types.void(stack, pairs, pairs),
+    }
+
+
+def build(out_dir: Path = PACKAGE_DIR) -> Path:
+    """Compile the kernels of :func:`signatures` for this CPU into ``out_dir`` (named by :func:`key`); returns the
+    module's path. Needs numba (its ``pycc`` compiler) and a C compiler."""
+    import warnings
+
+    build_key = key()
+    if build_key is None:
+        raise RuntimeError("cannot identify this CPU (/proc/cpuinfo): prebuilt kernels are for Linux hosts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba.pycc is marked for deprecation in favour of a successor tool
+        from numba.pycc import CC
+
+        from calib import kernels
+
+        cc = CC(module_name(build_key))  # type: ignore[no-untyped-call]
+        cc.output_dir = str(out_dir)
+        cc.target_cpu = "host"
+        cc.verbose = False
+        for name, signature in signatures().items():
+            cc.export(name, signature)(getattr(kernels, name).py_func)  # type: ignore[no-untyped-call]
+        cc.compile()
+    (path,) = [p for p in out_dir.glob(f"{module_name(build_key)}.*") if p.suffix in (".so", ".pyd")]
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the module for today's sources unless it exists; remove modules built from older sources."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if os.environ.get("DARKD_NO_NUMBA"):
+        log.info("DARKD_NO_NUMBA is set: no prebuilt kernels")
+        return 0
+    build_key = key()
+    if build_key is None:
+        log.info("cannot identify this CPU: no prebuilt kernels (the just-in-time kernels are used)")
+        return 0
+    current = module_name(build_key)
+    for stale in PACKAGE_DIR.glob(f"{PREFIX}*"):
+        if not stale.name.startswith(current + "."):
+            stale.unlink()
+            log.info("removed %s (built from other sources or for another CPU)", stale.name)
+    if load() is not None:
+        log.info("prebuilt kernels up to date: %s", current)
+        return 0
+    try:
+        path = build()
+    except ImportError as exc:
+        log.info("numba is not installed (%s): no prebuilt kernels", exc)
+        return 0
+    log.info("built %s", path.relative_to(PACKAGE_DIR.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
