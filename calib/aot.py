@@ -7,10 +7,11 @@ linking the cached code): in a whole ``darkd integrate`` of 16 full-size darks, 
 (``numba.pycc``), for this machine's CPU, into ``calib/_aot_<key><extension suffix>``: loading it is one
 ``dlopen``, and numba is not imported at all.
 
-``<key>`` is a digest of the sources the machine code comes from (``calib/kernels.py`` and ``calib/rejection.py``,
-whose constants the kernels use) and of the CPU (model name and feature flags from ``/proc/cpuinfo``). A module
-built from other sources or on another CPU has another name and is never loaded: :func:`load` returns None and
-:mod:`calib.rejection` uses the just-in-time kernels, which give the same results (a test compares them).
+``<key>`` is a digest of the sources the machine code comes from (``calib/kernels.py``; ``calib/rejection.py``,
+whose constants the kernels use; this module, which sets how they are built) and of the CPU (model name and feature
+flags from ``/proc/cpuinfo``). A module built from other sources or on another CPU has another name and is never
+loaded: :func:`load` returns None and :mod:`calib.rejection` uses the just-in-time kernels, which give the same
+results (a test compares them).
 ``DARKD_NO_NUMBA=1`` turns both off.
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-_SOURCES = ("kernels.py", "rejection.py")
+_SOURCES = ("kernels.py", "rejection.py", "aot.py")  # the code, its constants, how it is built
 PREFIX = "_aot_"
 
 
@@ -104,11 +105,23 @@ def build(out_dir: Path = PACKAGE_DIR) -> Path:
     build_key = key()
     if build_key is None:
         raise RuntimeError("cannot identify this CPU (/proc/cpuinfo): prebuilt kernels are for Linux hosts")
+    from unittest import mock
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba.pycc is marked for deprecation in favour of a successor tool
+        from numba.core.compiler import Flags
         from numba.pycc import CC
+        from numba.pycc import compiler as pycc_compiler
 
         from calib import kernels
+
+        class ReleaseGil(Flags):
+            """pycc's compile flags, plus ``release_gil``: the exported functions release the GIL while they run,
+            as ``nogil=True`` makes the JIT kernels do (the integration runs its bands on threads)."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+                self.release_gil = True  # type: ignore[assignment]
 
         cc = CC(module_name(build_key))  # type: ignore[no-untyped-call]
         cc.output_dir = str(out_dir)
@@ -116,7 +129,8 @@ def build(out_dir: Path = PACKAGE_DIR) -> Path:
         cc.verbose = False
         for name, signature in signatures().items():
             cc.export(name, signature)(getattr(kernels, name).py_func)  # type: ignore[no-untyped-call]
-        cc.compile()
+        with mock.patch.object(pycc_compiler, "Flags", ReleaseGil):
+            cc.compile()
     (path,) = [p for p in out_dir.glob(f"{module_name(build_key)}.*") if p.suffix in (".so", ".pyd")]
     return path
 

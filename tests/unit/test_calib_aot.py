@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +73,43 @@ def test_a_process_integrating_with_the_prebuilt_kernels_never_imports_numba(tmp
     assert result.stdout.strip() == "False"
 
 
+def test_prebuilt_kernels_release_the_gil_while_they_run() -> None:
+    """The bands of an integration run on threads: while a prebuilt kernel runs in one, Python code runs in another
+    (as with the JIT kernels' nogil=True). Holding the GIL, the kernel would stop this thread's loop for its whole
+    run: the longest gap between two steps of the loop would be about the kernel's time."""
+    prebuilt = _prebuilt()
+    from calib.rejection import _kernel_network
+
+    stack = np.random.default_rng(2).normal(2000.0, 40.0, (16, 400_000)).astype(np.float32)
+    pair_a, pair_b = _kernel_network(16)
+    out = (np.empty(400_000, np.float32), np.empty(400_000, np.int32), np.empty(400_000, np.int32))
+    done = threading.Event()
+    kernel_s: list[float] = []
+
+    def run() -> None:
+        for _ in range(3):
+            t0 = time.perf_counter()
+            prebuilt.winsorized_kernel(stack, pair_a, pair_b, *out, 4.0, 3.0, False, 100, 100)
+            kernel_s.append(time.perf_counter() - t0)
+        done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    last = time.perf_counter()
+    longest_gap_s = 0.0
+    while not done.is_set():
+        now = time.perf_counter()
+        longest_gap_s = max(longest_gap_s, now - last)
+        last = now
+    thread.join()
+    assert longest_gap_s < 0.5 * min(kernel_s), (longest_gap_s, kernel_s)
+
+
 def test_the_key_names_the_sources_and_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Editing a source changes the key, so a module built before the edit is not loaded (the JIT kernels are used
     until ``make venv`` builds the new one); without a CPU identity there is no key, and DARKD_NO_NUMBA turns the
     prebuilt kernels off."""
-    for name in ("kernels.py", "rejection.py"):
+    for name in ("kernels.py", "rejection.py", "aot.py"):
         shutil.copy(aot.PACKAGE_DIR / name, tmp_path / name)
     monkeypatch.setattr(aot, "PACKAGE_DIR", tmp_path)
     before = aot.key()
