@@ -3,7 +3,8 @@
 Imported only when numba is available and ``DARKD_NO_NUMBA`` is not set (:func:`calib.rejection.numba_available`);
 the NumPy code in :mod:`calib.rejection` is the reference, and these kernels give the same rejections except where
 float rounding puts a value exactly at a threshold (the tests allow 1 pixel in 10⁴). Machine code is cached on disk
-(``cache=True``: in ``__pycache__`` next to this file, or the user's cache directory / ``NUMBA_CACHE_DIR``).
+(``cache=True``: in ``__pycache__`` next to this file, or the user's cache directory / ``NUMBA_CACHE_DIR``); ``make
+venv`` also builds them ahead of time for the host CPU (:mod:`calib.aot`), and that module is used when present.
 
 Winsorized sigma clipping, per pixel on its ``n`` values sorted ascending ``v[0] ≤ … ≤ v[n−1]``, the kept values
 ``v[lo:hi]`` (``m = hi − lo``) — the algorithm of :mod:`calib.rejection`'s docstring:
