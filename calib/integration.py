@@ -15,8 +15,9 @@ Algorithm for ``n`` frames of ``H × W`` pixels:
 3. The pass, in row bands of ``band_rows`` rows processed by ``workers`` threads (NumPy releases the GIL): build the
    ``(n, band_rows, W)`` float32 stack, optionally subtract a calibration image, normalize, sort along the frame
    axis, reject (:mod:`calib.rejection`), then combine the kept values by mean or median. The compiled kernels
-   (numba) are loaded in another thread; the bands wait for them before they read their frames (loading holds the
-   GIL: reading meanwhile, one GIL-releasing sha256 call per row, only slowed the loading down). The last bands
+   (the prebuilt module of :mod:`calib.aot`, else numba's) are loaded in another thread; the bands wait for them
+   before they read their frames (numba's loading holds the GIL: reading meanwhile, one GIL-releasing sha256 call
+   per row, only slowed the loading down). The last bands
    are smaller, so the workers finish together.
    ``band_rows`` is chosen so that ``workers × n × band_rows × W × 4 B × 4`` (stack plus working copies) plus the
    outputs (and the sampled rows of step 2) fits in ``memory_budget_bytes``.

@@ -674,12 +674,12 @@ def _scipy_hidden() -> Iterator[None]:
 def load_compiled(n_frames: int, *, winsorized: bool = False, sigma: bool = False, sort: bool = False,
                   single_pass: bool = False) -> None:
     """Load the compiled kernels that integrating ``n_frames`` frames will call — the fused Winsorized kernel, the
-    sigma kernel, the block sort, the one-pass rejections' kernel — from numba's disk cache (or compile them):
-    import numba without SciPy (:func:`_scipy_hidden`) and run each one through its own wrapper on a one-pixel stack
-    of ``n_frames`` frames,
-    which gives the exact argument types of the real calls, so those find the machine code loaded.
-    :mod:`calib.integration` runs this in a thread while the first bands are read (reading releases the GIL).
-    Raises ``ImportError`` without numba."""
+    sigma kernel, the block sort, the one-pass rejections' kernel — by running each one through its own wrapper on a
+    one-pixel stack of ``n_frames`` frames. With the prebuilt module (:func:`_compiled`, :mod:`calib.aot`) that is a
+    ``dlopen``; otherwise numba is imported without SciPy (:func:`_scipy_hidden`) and the machine code is loaded from
+    its disk cache (or compiled) for the exact argument types of the real calls, ≈ 0.25–0.4 s holding the GIL.
+    :mod:`calib.integration` starts this in a thread while it opens the frames; the bands wait for it before they
+    read. Raises ``ImportError`` without numba."""
     one_pixel = np.zeros((n_frames, 1), dtype=np.float32)
     with _LOAD_LOCK, _scipy_hidden():
         if winsorized:
