@@ -7,9 +7,10 @@ PYTHON ?= python3
 # chromium (the status-page test renders the page headless), systemd (systemd-analyze verify checks our units),
 # postgresql (the index tests start a private PostgreSQL server: tests/postgres_server.py), siril and fitsverify (the
 # interoperability tests run them on darkd's files: tests/integration/test_interop_tools.py, docs/interop.md),
-# mosquitto (the MQTT test starts a private broker: tests/integration/test_mqtt.py).
+# mosquitto and openssl (the MQTT test starts a private broker, also a TLS one with certificates it makes:
+# tests/integration/test_mqtt.py).
 APT_PACKAGES := indi-bin libdbus-1-dev libglib2.0-dev pkg-config python3-venv python3-dev build-essential chromium systemd \
-	postgresql siril fitsverify mosquitto
+	postgresql siril fitsverify mosquitto openssl
 PYTEST_ARGS ?=
 # Every install resolves against this lock of today's versions (see "Reproducible installs" in README.md);
 # `make lock` refreshes it from a fresh, unconstrained resolution.

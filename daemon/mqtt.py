@@ -30,6 +30,11 @@ retained state are published again after each (re)connect and when Home Assistan
 ``<discovery_prefix>/status`` (its birth message ``online``), so a broker restarted without persistence is complete
 again at once.
 
+With ``tls = true`` the connection is TLS (``tls_set``): the broker's certificate is checked against ``ca_file`` (or
+the system's CAs) and its name against ``host`` unless ``tls_insecure``; ``cert_file``/``key_file`` are a client
+certificate. A refused certificate is one error line naming the cause (:func:`_tls_failure`), then retried like a
+broker that is away.
+
 Threads (never the event loop): paho's network thread (``loop_start``: connects, reconnects with exponential back-off
 from ``reconnect_min_s`` to ``reconnect_max_s``) and ``mqtt-events``, which reads the daemon's
 :class:`daemon.events.EventBus`, turns events into messages and, every ``state_interval_s``, reads the camera
@@ -45,6 +50,8 @@ import json
 import logging
 import re
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -75,6 +82,14 @@ def topic_id(text: str) -> str:
 def default_node_id() -> str:
     """The host name as a node id (``topic_id``): one daemon per host by default."""
     return topic_id(socket.gethostname().split(".")[0])
+
+
+def _tls_failure(error: ssl.SSLError) -> str:
+    """What a failed TLS handshake says, in one phrase: ``certificate verify failed: <why>`` when the broker's
+    certificate was refused (``Hostname mismatch``, ``unable to get local issuer certificate`` …)."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {error.verify_message}"
+    return str(error.reason or error)
 
 
 def _version() -> str:
@@ -161,6 +176,13 @@ class MqttPublisher:
         client = Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTv311)
         if s.username:
             client.username_pw_set(s.username, s.password)
+        if s.tls:
+            client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
+                           certfile=str(s.cert_file) if s.cert_file else None,
+                           keyfile=str(s.key_file) if s.key_file else None,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            if s.tls_insecure:  # encrypted, but any certificate name is accepted: a self-signed broker on the LAN
+                client.tls_insecure_set(True)
         client.will_set(self.availability_topic, OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)
         client.on_connect = self._on_connect
@@ -174,8 +196,9 @@ class MqttPublisher:
         client.loop_start()
         self._thread = threading.Thread(target=self._pump, name="mqtt-events", daemon=True)
         self._thread.start()
-        log.info("MQTT: publishing to %s:%d under %s/ (discovery %s)", s.host, s.port, self.base,
-                 f"under {s.discovery_prefix}/" if s.discovery else "off")
+        log.info("MQTT: publishing to %s:%d%s under %s/ (discovery %s)", s.host, s.port,
+                 " over TLS" + (" (certificate name not checked)" if s.tls_insecure else "") if s.tls else "",
+                 self.base, f"under {s.discovery_prefix}/" if s.discovery else "off")
         return self
 
     def stop(self, timeout_s: float = 3.0) -> None:
@@ -262,14 +285,21 @@ class MqttPublisher:
 
     def _on_connect_fail(self, _client: Client, _userdata: Any) -> None:
         s = self.settings
+        cause = sys.exc_info()[1]  # paho calls this while it handles the connection's OSError
         with self._lock:
             self._failures += 1
             failures = self._failures
             if self._down_since is None:
                 self._down_since = time.monotonic()
-        if failures == 1:
-            log.warning("MQTT: cannot reach broker %s:%d; retrying with back-off %d..%d s (one line per outage)",
-                        s.host, s.port, s.reconnect_min_s, s.reconnect_max_s)
+        if failures == 1 and isinstance(cause, ssl.SSLError):  # a TLS handshake refused: retrying will not mend it
+            log.error("MQTT: TLS with broker %s:%d failed: %s (check [mqtt] ca_file, cert_file/key_file, and that "
+                      "the broker's certificate names host %r, or set tls_insecure); retrying with back-off %d..%d s",
+                      s.host, s.port, _tls_failure(cause), s.host,
+                      s.reconnect_min_s, s.reconnect_max_s)
+        elif failures == 1:
+            log.warning("MQTT: cannot reach broker %s:%d%s; retrying with back-off %d..%d s (one line per outage)",
+                        s.host, s.port, f" ({cause})" if cause is not None else "", s.reconnect_min_s,
+                        s.reconnect_max_s)
         else:
             log.debug("MQTT: broker %s:%d still unreachable (%d attempts)", s.host, s.port, failures)
 

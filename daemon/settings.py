@@ -109,6 +109,30 @@ class MqttSettings(BaseModel):
     state_interval_s: float = Field(default=10.0, gt=0)  # camera snapshot and library counts, published if changed
     reconnect_min_s: int = Field(default=1, ge=1)  # back-off after the broker went away: doubles up to max
     reconnect_max_s: int = Field(default=60, ge=1)
+    #: TLS to the broker (usually port 8883): the broker's certificate is checked against ``ca_file`` (PEM; None: the
+    #: system's trusted CAs) and its host name against ``host``, unless ``tls_insecure`` (a self-signed certificate
+    #: whose name does not match: still encrypted, no longer authenticated)
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None  # a client certificate (PEM), for brokers that authenticate clients by certificate
+    key_file: Path | None = None  # its private key (PEM, unencrypted); with cert_file
+    tls_insecure: bool = False
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttSettings:
+        """Reject at load time what would otherwise fail in the network thread, retried forever: a client
+        certificate without its key (or the reverse), TLS files given without ``tls``, files that cannot be read."""
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        given = [name for name, path in files.items() if path is not None]
+        if given and not self.tls:
+            raise ValueError(f"[mqtt] {', '.join(given)} given but tls = false: set tls = true to use them")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("[mqtt] cert_file and key_file go together (a client certificate and its private key)")
+        if self.enabled:
+            for name, path in files.items():
+                if path is not None and not os.access(path, os.R_OK):
+                    raise ValueError(f"[mqtt] {name} {path} does not exist or cannot be read")
+        return self
 
 
 class HealthSettings(BaseModel):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -48,14 +50,23 @@ KEY = {"camera": SIM_DEVICE, "kind": "dark", "exposure_s": 2.0, "set_point_c": -
 
 
 class Mosquitto:
-    """A private mosquitto on ``port`` (loopback only, anonymous, no persistence); ``restart()`` keeps the port."""
+    """A private mosquitto on ``port`` (loopback only, anonymous, no persistence); ``restart()`` keeps the port.
+    ``tls``: the listener speaks only TLS with this certificate and key, and with ``client_ca`` it also requires a
+    client certificate signed by that CA."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, tls: tuple[Path, Path] | None = None, client_ca: Path | None = None) -> None:
         self.port = free_port()
         self.config = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                               "log_dest stderr\nlog_type all\nlog_timestamp_format %H:%M:%S\n", encoding="utf-8")
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false", "log_dest stderr",
+                 "log_type all", "log_timestamp_format %H:%M:%S",
+                 # run as root, mosquitto becomes user "mosquitto" before it reads the certificates; stay who we are
+                 f"user {pwd.getpwuid(os.geteuid()).pw_name}"]
+        if tls is not None:
+            lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
+        if client_ca is not None:
+            lines += [f"cafile {client_ca}", "require_certificate true"]
+        self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mosquitto:
@@ -88,11 +99,14 @@ class Mosquitto:
 class Recorder:
     """A paho subscriber that records every message (topic, payload text, retain flag) it receives."""
 
-    def __init__(self, port: int, topics: tuple[str, ...] = ("darkd/#", "homeassistant/#")) -> None:
+    def __init__(self, port: int, topics: tuple[str, ...] = ("darkd/#", "homeassistant/#"), *,
+                 tls: dict[str, Path] | None = None) -> None:
         self.messages: list[tuple[str, str, bool]] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-recorder-{time.monotonic_ns()}")
+        if tls is not None:  # {"ca": …, "cert": …, "key": …}
+            self.client.tls_set(ca_certs=str(tls["ca"]), certfile=str(tls["cert"]), keyfile=str(tls["key"]))
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, *_: c.subscribe([(t, 0) for t in topics])
         self.client.on_subscribe = lambda *_: self._subscribed.set()
@@ -129,8 +143,8 @@ class Recorder:
 
 
 @contextlib.contextmanager
-def recording(port: int) -> Iterator[Recorder]:
-    rec = Recorder(port)
+def recording(port: int, tls: dict[str, Path] | None = None) -> Iterator[Recorder]:
+    rec = Recorder(port, tls=tls)
     try:
         yield rec
     finally:
@@ -287,4 +301,100 @@ def test_refused_credentials_are_one_error_line(tmp_path: Path, caplog: pytest.L
         assert not publisher.connected
     finally:
         publisher.stop()
+        broker.stop()
+
+
+# ---- TLS: certificates from the openssl command-line tool, a mosquitto listener that speaks only TLS ----------------
+
+OPENSSL = shutil.which("openssl")
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    assert OPENSSL is not None
+    subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _ca(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate authority (P-256 key, valid 2 days): ``(certificate, key)``."""
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-subj", f"/CN=darkd test {name}", cwd=folder)
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+def _signed(folder: Path, name: str, ca: tuple[Path, Path], alt_names: str | None) -> tuple[Path, Path]:
+    """A certificate for ``name`` signed by ``ca``, with ``alt_names`` (``subjectAltName`` value) when given."""
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key",
+             "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
+    extra: list[str] = []
+    if alt_names is not None:
+        (folder / f"{name}.ext").write_text(f"subjectAltName={alt_names}\n", encoding="utf-8")
+        extra = ["-extfile", f"{name}.ext"]
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
+             "-days", "2", "-out", f"{name}.pem", *extra, cwd=folder)
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="the openssl command-line tool is not installed")
+
+
+@needs_openssl
+def test_tls_with_a_private_ca_and_a_client_certificate(tmp_path: Path) -> None:
+    """A broker that speaks only TLS and wants a client certificate: the daemon checks the broker's certificate
+    against ``ca_file`` (the broker's name is 127.0.0.1) and shows its own; its state arrives, retained."""
+    ca = _ca(tmp_path, "ca")
+    server = _signed(tmp_path, "broker", ca, "IP:127.0.0.1,DNS:localhost")
+    client = _signed(tmp_path, "darkd", ca, None)
+    broker = Mosquitto(tmp_path, tls=server, client_ca=ca[0]).start()
+    tls = {"ca": ca[0], "cert": client[0], "key": client[1]}
+    publisher = MqttPublisher(MqttSettings(enabled=True, port=broker.port, node_id="pier4", tls=True, ca_file=ca[0],
+                                           cert_file=client[0], key_file=client[1], state_interval_s=0.2), EventBus(),
+                              count_by_status=lambda: {"ready": 1})
+    try:
+        publisher.start()
+        _wait(lambda: publisher.connected, 10, "the publisher to connect over TLS")
+        with recording(broker.port, tls=tls) as rec:
+            assert rec.wait_for("darkd/pier4/status", retained=True) == "online"
+            assert json.loads(rec.wait_for("darkd/pier4/library"))["ready"] == 1
+        publisher.stop()
+        with recording(broker.port, tls=tls) as rec:
+            assert rec.wait_for("darkd/pier4/status", retained=True) == "offline"
+    finally:
+        publisher.stop()
+        broker.stop()
+
+
+@needs_openssl
+def test_a_refused_broker_certificate_is_one_error_line_and_tls_insecure_accepts_its_name(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The broker's certificate names another host: with the wrong CA the daemon says so once (certificate verify
+    failed) and never connects; with the right CA it refuses the name (one error line); with ``tls_insecure`` it
+    connects, encrypted."""
+    ca = _ca(tmp_path, "ca")
+    other_ca = _ca(tmp_path, "other")
+    server = _signed(tmp_path, "broker", ca, "DNS:broker.invalid")
+    broker = Mosquitto(tmp_path, tls=server).start()
+    caplog.set_level(logging.DEBUG, logger="daemon.mqtt")
+    try:
+        for node, ca_file, what in (("wrongca", other_ca[0], "certificate verify failed"),
+                                    ("wrongname", ca[0], "mismatch")):
+            publisher = MqttPublisher(MqttSettings(enabled=True, port=broker.port, node_id=node, tls=True,
+                                                   ca_file=ca_file, reconnect_min_s=1, reconnect_max_s=1), EventBus())
+            caplog.clear()
+            try:
+                publisher.start()
+                _wait(lambda: "still unreachable" in caplog.text, 10, "a second attempt")
+                errors = [r.message for r in caplog.records if r.levelno == logging.ERROR]
+                assert len(errors) == 1, errors
+                assert f"TLS with broker 127.0.0.1:{broker.port} failed" in errors[0] and what in errors[0], errors
+                assert "ca_file" in errors[0] and not publisher.connected
+            finally:
+                publisher.stop()
+        publisher = MqttPublisher(MqttSettings(enabled=True, port=broker.port, node_id="insecure", tls=True,
+                                               ca_file=ca[0], tls_insecure=True), EventBus())
+        try:
+            publisher.start()
+            _wait(lambda: publisher.connected, 10, "the publisher to connect with tls_insecure")
+        finally:
+            publisher.stop()
+    finally:
         broker.stop()
