@@ -208,7 +208,10 @@ class StatusOut(BaseModel):
     camera: CameraOut
     cameras: list[CameraOut] = Field(default_factory=list, description="every configured camera, in configuration "
                                      "order (the first is ``camera``)")
-    samples: list[SampleOut]
+    samples: list[SampleOut] = Field(description="the first camera's readings (``histories[camera.id]``)")
+    histories: dict[str, list[SampleOut]] = Field(default_factory=dict, description="each configured camera's "
+                                                  "readings over the last ``hours``, by camera id, in configuration "
+                                                  "order (thinned to at most 720 each)")
     current_job: JobOut | None
     coverage: list[CoverageRow]
     counts: dict[str, int]

@@ -128,3 +128,40 @@ def test_screenshot_shows_chart_and_badges(rendered: tuple[str, Path]) -> None:
     assert pixels(COLOURS["power"]) > 300  # the cooler power curve
     assert pixels(COLOURS["ready"]) > 100  # ready badges and the progress bar
     assert pixels(COLOURS["missing"]) > 50  # the missing badge
+
+
+def test_several_cameras_each_get_their_own_chart(tmp_path: Path) -> None:
+    """With two configured cameras the page draws one chart per camera from that camera's own readings
+    (``histories`` of ``GET /api/v1/status``), each captioned with its id, device and number of readings."""
+    settings = Settings.model_validate({
+        "library": {"root": str(tmp_path / "library")},
+        "cameras": [{"id": "main", "device": CAMERA, "port": 7624}, {"id": "guide", "device": "ZWO CCD ASI120MM Mini",
+                                                                     "port": 7625}]})
+    runtime = Runtime(settings, connect_camera=False, start_engine=False, monitor_interval_s=30.0)
+    runtime.start()
+    try:
+        start = datetime.now(UTC) - timedelta(hours=2)
+        for camera_id, readings, temperature_c in (("main", 120, -10.0), ("guide", 45, 5.0)):
+            for i in range(readings):
+                runtime.cameras[camera_id].samples.append({
+                    "time": (start + timedelta(seconds=60 * i)).isoformat().replace("+00:00", "Z"),
+                    "temperature_c": temperature_c + 0.1 * math.sin(i / 5), "set_point_c": temperature_c,
+                    "cooler_power_pct": 40.0 + 10 * math.cos(i / 7)})
+        with serve(runtime) as base:
+            status = httpx.get(f"{base}/api/v1/status").json()
+            assert list(status["histories"]) == ["main", "guide"]
+            assert [len(status["histories"][c]) for c in ("main", "guide")] == [120, 45]
+            assert status["samples"] == status["histories"]["main"]
+            dom = chromium("--dump-dom", f"{base}/").stdout
+            shot = tmp_path / "status.png"
+            chromium(f"--screenshot={shot}", f"{base}/")
+    finally:
+        runtime.stop()
+    with contextlib.suppress(OSError):
+        shutil.copy(shot, "/tmp/darkd-status-page-cameras.png")  # for a person to look at after the run
+    assert "cannot load status" not in dom
+    assert 'data-camera="main"' in dom and 'data-camera="guide"' in dom
+    assert f"main · {CAMERA} (120 readings)" in dom and "guide · ZWO CCD ASI120MM Mini (45 readings)" in dom
+    assert 'id="chart"' in dom and 'id="chart-guide"' in dom
+    assert dom.count('class="temp"') == 2 and dom.count('class="power"') == 2
+    assert "(last 6 h, 2 cameras)" in dom

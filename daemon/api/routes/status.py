@@ -1,9 +1,9 @@
 """The status page (``GET /``, static, no data in it) and its one data call ``GET /api/v1/status`` (read scope).
 
 The page shows one card per configured camera (temperature, set point, cooler power, connected, error; ``cameras``),
-the first camera's sensor temperature and cooler power over the last hours (its ring buffer), the current
-job with progress, and the library coverage table: every key the library has, with its status, plus the keys of the
-latest plan (``POST /library/plan``) that the library lacks (``missing``).
+each camera's sensor temperature and cooler power over the last hours (its ring buffer; ``histories``, one chart per
+camera), the current job with progress, and the library coverage table: every key the library has, with its status,
+plus the keys of the latest plan (``POST /library/plan``) that the library lacks (``missing``).
 """
 
 from __future__ import annotations
@@ -93,8 +93,10 @@ async def status(runtime: RuntimeDep,
     since = datetime.now(UTC) - timedelta(hours=hours)
 
     def gather() -> dict[str, Any]:
+        histories = {camera_id: downsample(list(slot.samples), since) for camera_id, slot in runtime.cameras.items()}
         return {"current_job": _current_job(runtime), "coverage": coverage(runtime),
-                "counts": runtime.index.count_by_status(), "samples": downsample(list(runtime.samples), since)}
+                "counts": runtime.index.count_by_status(), "samples": downsample(list(runtime.samples), since),
+                "histories": histories}
 
     data = await run_in_threadpool(gather)
     return {"camera": runtime.camera_snapshot(), "cameras": runtime.camera_snapshots(),

@@ -31,8 +31,7 @@ function niceRange(lo, hi, minSpan) {
   return [Math.floor(lo - pad), Math.ceil(hi + pad)];
 }
 
-function drawChart(samples, serverTime) {
-  const svg = document.getElementById("chart");
+function drawChart(svg, samples, serverTime) {
   svg.replaceChildren();
   const W = 1000, H = 300, L = 50, R = 45, T = 10, B = 25;
   const end = Date.parse(serverTime), start = end - HOURS * 3600e3;
@@ -66,7 +65,31 @@ function drawChart(samples, serverTime) {
   } else {
     svg.append(el("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no temperature readings yet"));
   }
-  document.getElementById("chart-range").textContent = `(last ${HOURS} h, ${pts.length} readings)`;
+}
+
+function showCharts(body) {
+  // one chart per configured camera (each from its own ring buffer); a single camera keeps the plain layout
+  const cameras = body.cameras || [];
+  const histories = body.histories || {};
+  const charts = cameras.length > 1
+    ? cameras.map(c => ({ id: c.id, label: `${c.id} · ${c.device || c.indi_device || "–"}`, samples: histories[c.id] || [] }))
+    : [{ id: (cameras[0] || {}).id || "", label: "", samples: body.samples }];
+  const box = document.getElementById("charts");
+  box.replaceChildren(...charts.map((c, i) => {
+    const figure = document.createElement("figure");
+    figure.className = "chart";
+    figure.dataset.camera = c.id;
+    const caption = document.createElement("figcaption");
+    caption.textContent = c.label ? `${c.label} (${c.samples.length} readings)` : "";
+    caption.hidden = !c.label;
+    const svg = el("svg", { id: i === 0 ? "chart" : "chart-" + c.id, class: "chart", viewBox: "0 0 1000 300",
+      preserveAspectRatio: "none", role: "img", "aria-label": `sensor temperature and cooler power over time ${c.id}`.trim() });
+    drawChart(svg, c.samples, body.server_time);
+    figure.append(caption, svg);
+    return figure;
+  }));
+  document.getElementById("chart-range").textContent = charts.length > 1
+    ? `(last ${HOURS} h, ${charts.length} cameras)` : `(last ${HOURS} h, ${charts[0].samples.length} readings)`;
 }
 
 function showCamera(c) {
@@ -143,7 +166,7 @@ async function refresh() {
     const r = await fetch(`/api/v1/status?hours=${HOURS}`, { headers: headers() });
     const body = await r.json();
     if (!r.ok) throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : r.statusText);
-    drawChart(body.samples, body.server_time);
+    showCharts(body);
     showCamera(body.camera);
     document.getElementById("camera-name").textContent = (body.cameras || []).length > 1 ? body.camera.id : "";
     showCameras(body.cameras || []);
