@@ -1,18 +1,23 @@
 """All daemon settings in one object, loaded from a TOML file with ``DARKD_*`` environment overrides.
 
-Nested keys use a double underscore in the environment: ``DARKD_INDI__PORT=7625`` overrides ``[indi] port``.
+Nested keys use a double underscore in the environment: ``DARKD_INDI__PORT=7625`` overrides ``[indi] port``; list and
+table settings take JSON (``DARKD_CAMERAS='[{"id": "main", "device": "…"}]'``) and a number picks one list item
+(``DARKD_CAMERAS__1__DEVICE=…``): :func:`_apply_env`.
 Units are in the names: seconds (``_s``), degrees Celsius (``_c``), days (``_days``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "darkd.toml"
 
@@ -248,15 +253,74 @@ class Settings(BaseModel):
         return out
 
 
+def _env_error(key: str, value: str, message: str) -> ValidationError:
+    """A ``DARKD_*`` variable that cannot be applied (a bad JSON list or table, an index past the end of a list), as
+    the same ``ValidationError`` a bad value in the file gives (the CLI and the service report those already)."""
+    return ValidationError.from_exception_data("Settings", [
+        {"type": PydanticCustomError("environment", "{message}", {"message": message}), "loc": (key,), "input": value}])
+
+
+def _setting_type(model: Any, path: list[str]) -> Any:
+    """The declared type of the setting at ``path`` under the pydantic ``model`` (``None`` when unknown): a list
+    index in the path (``cameras``, ``0``) steps into the list's item type; ``X | None`` is ``X``."""
+    kind: Any = model
+    for part in path:
+        kind = _unoptional(kind)
+        if get_origin(kind) is list:
+            kind = get_args(kind)[0] if part.isdigit() else None
+        elif get_origin(kind) is dict:
+            kind = get_args(kind)[1]
+        elif isinstance(kind, type) and issubclass(kind, BaseModel) and part in kind.model_fields:
+            kind = kind.model_fields[part].annotation
+        else:
+            return None
+    return _unoptional(kind)
+
+
+def _unoptional(kind: Any) -> Any:
+    args = [a for a in get_args(kind) if a is not type(None)]
+    return args[0] if get_origin(kind) in (Union, UnionType) and len(args) == 1 else kind
+
+
 def _apply_env(data: dict[str, Any], environ: dict[str, str], prefix: str = "DARKD_") -> dict[str, Any]:
-    for key, value in environ.items():
+    """Apply ``DARKD_<SECTION>__<KEY>=value`` overrides to the file's ``data``.
+
+    A list or table setting takes JSON (``DARKD_CAMERAS='[{"id": "main", "device": "QHY CCD QHY163M-0123"}]'``,
+    ``DARKD_WATCH__FOLDERS='["/data/lights"]'``); a number in the path picks one item of a list, ``len`` of it adds
+    one (``DARKD_CAMERAS__1__DEVICE=…`` changes the second ``[[cameras]]`` entry's device). Everything else is the
+    text pydantic converts and checks as it does the file's values."""
+    for key, value in sorted(environ.items()):  # sorted: CAMERAS before CAMERAS__0__… (a list, then its items)
         if not key.startswith(prefix) or key.startswith("DARKD_SIM_"):
             continue
         path = key[len(prefix):].lower().split("__")
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
+        kind = get_origin(_setting_type(Settings, path)) or _setting_type(Settings, path)
+        parsed: Any = value
+        if kind in (list, dict):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise _env_error(key, value, f"a {'list' if kind is list else 'table'} setting takes JSON "
+                                 f"(e.g. {'[...]' if kind is list else '{...}'}): {exc}") from None
+        node: Any = data
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) > len(node):
+                    raise _env_error(key, value, f"{'__'.join(path[:depth]).upper()} has {len(node)} entries: "
+                                     f"an index 0..{len(node)} changes one or adds one")
+                if int(part) == len(node):
+                    node.append({})
+                index: Any = int(part)
+            elif isinstance(node, dict):
+                index = part
+            else:
+                raise _env_error(key, value, f"{'__'.join(path[:depth]).upper()} is not a section or a list")
+            if last:
+                node[index] = parsed
+            else:
+                if isinstance(node, dict) and index not in node:
+                    node[index] = [] if get_origin(_setting_type(Settings, path[:depth + 1])) is list else {}
+                node = node[index]
     return data
 
 

@@ -49,3 +49,29 @@ def test_mqtt_tls_files_are_checked_when_loaded(tmp_path: Path) -> None:
     env = {"DARKD_MQTT__TLS": "true", "DARKD_MQTT__CA_FILE": str(ca), "DARKD_MQTT__ENABLED": "true"}
     settings = load_settings(DEFAULT_CONFIG, environ=env)
     assert settings.mqtt.tls and settings.mqtt.ca_file == ca
+
+
+def test_environment_sets_lists_tables_and_list_items(tmp_path: Path) -> None:
+    """A container (systemd EnvironmentFile, docker -e) can configure what only the file could: ``[[cameras]]`` as
+    JSON, one item of the file's list by index, list settings; a text setting stays text even when it looks like
+    JSON; a bad value names its variable."""
+    cfg = tmp_path / "darkd.toml"
+    cfg.write_text('[[cameras]]\nid = "main"\ndevice = "QHY CCD QHY163M-0123"\n', encoding="utf-8")
+    settings = load_settings(cfg, environ={"DARKD_CAMERAS__0__PORT": "7630", "DARKD_CAMERAS__1__ID": "guide",
+                                           "DARKD_CAMERAS__1__DEVICE": "ZWO CCD ASI120MM Mini",
+                                           "DARKD_WATCH__FOLDERS": '["/data/lights", "/data/more"]',
+                                           "DARKD_MQTT__PASSWORD": '{"not": "json"}'})
+    assert [(c.id, c.device, c.port) for c in settings.cameras] == [("main", "QHY CCD QHY163M-0123", 7630),
+                                                                     ("guide", "ZWO CCD ASI120MM Mini", None)]
+    assert settings.watch.folders == [Path("/data/lights"), Path("/data/more")]
+    assert settings.mqtt.password == '{"not": "json"}'
+    replaced = load_settings(cfg, environ={"DARKD_CAMERAS": '[{"id": "roof", "device": "ZWO CCD ASI2600MM Pro"}]',
+                                           "DARKD_CAMERAS__0__PROFILE": "asi2600mm-pro"})
+    assert [(c.id, c.device, c.profile) for c in replaced.cameras] == [("roof", "ZWO CCD ASI2600MM Pro",
+                                                                        "asi2600mm-pro")]
+    with pytest.raises(ValidationError, match=r"DARKD_CAMERAS\n.*takes JSON"):
+        load_settings(cfg, environ={"DARKD_CAMERAS": "main"})
+    with pytest.raises(ValidationError, match=r"DARKD_CAMERAS__3__ID\n.*CAMERAS has 1 entries"):
+        load_settings(cfg, environ={"DARKD_CAMERAS__3__ID": "x"})
+    with pytest.raises(ValidationError, match="cameras"):  # the items are checked as the file's are
+        load_settings(cfg, environ={"DARKD_CAMERAS__0__PORT": "not-a-port"})
