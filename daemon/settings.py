@@ -137,6 +137,15 @@ class MqttSettings(BaseModel):
             for name, path in files.items():
                 if path is not None and not os.access(path, os.R_OK):
                     raise ValueError(f"[mqtt] {name} {path} does not exist or cannot be read")
+        if self.enabled and self.tls:  # parse them as the client will (a broken PEM, a key of another certificate)
+            import ssl
+
+            try:
+                context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+                if self.cert_file is not None:
+                    context.load_cert_chain(self.cert_file, self.key_file)
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(f"[mqtt] the TLS files cannot be used: {exc}") from None
         return self
 
 

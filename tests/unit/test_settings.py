@@ -33,22 +33,29 @@ def test_bad_values_and_missing_file_are_clear(tmp_path: Path) -> None:
 
 
 def test_mqtt_tls_files_are_checked_when_loaded(tmp_path: Path) -> None:
-    """What would only fail later, retried forever in paho's thread, is refused when the configuration is loaded."""
+    """What would only fail later, retried forever in paho's thread, is refused when the configuration is loaded
+    (working certificates: tests/integration/test_mqtt.py)."""
     from daemon.settings import MqttSettings
 
-    ca = tmp_path / "ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
-    assert MqttSettings(enabled=True, tls=True, ca_file=ca).ca_file == ca
+    broken = tmp_path / "ca.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n", encoding="utf-8")
+    assert MqttSettings(enabled=False, tls=True, ca_file=tmp_path / "missing.pem").tls  # off: not checked
     with pytest.raises(ValidationError, match="tls = false"):
-        MqttSettings(enabled=True, ca_file=ca)
+        MqttSettings(enabled=True, ca_file=broken)
     with pytest.raises(ValidationError, match="cert_file and key_file go together"):
-        MqttSettings(enabled=True, tls=True, cert_file=ca)
+        MqttSettings(enabled=True, tls=True, cert_file=broken)
     with pytest.raises(ValidationError, match="does not exist or cannot be read"):
         MqttSettings(enabled=True, tls=True, ca_file=tmp_path / "missing.pem")
-    assert MqttSettings(enabled=False, tls=True, ca_file=tmp_path / "missing.pem").tls  # off: not checked
-    env = {"DARKD_MQTT__TLS": "true", "DARKD_MQTT__CA_FILE": str(ca), "DARKD_MQTT__ENABLED": "true"}
-    settings = load_settings(DEFAULT_CONFIG, environ=env)
-    assert settings.mqtt.tls and settings.mqtt.ca_file == ca
+    with pytest.raises(ValidationError, match="the TLS files cannot be used"):
+        MqttSettings(enabled=True, tls=True, ca_file=broken)
+    with pytest.raises(ValidationError, match="the TLS files cannot be used"):
+        MqttSettings(enabled=True, tls=True, cert_file=broken, key_file=broken)
+    assert MqttSettings(enabled=True, tls=True).tls  # the system's CAs
+    env = {"DARKD_MQTT__TLS": "true", "DARKD_MQTT__CA_FILE": str(broken)}
+    settings = load_settings(DEFAULT_CONFIG, environ=env)  # [mqtt] enabled = false in the shipped file
+    assert settings.mqtt.tls and settings.mqtt.ca_file == broken
+    with pytest.raises(ValidationError, match="the TLS files cannot be used"):
+        load_settings(DEFAULT_CONFIG, environ={**env, "DARKD_MQTT__ENABLED": "true"})
 
 
 def test_environment_sets_lists_tables_and_list_items(tmp_path: Path) -> None:
