@@ -192,11 +192,11 @@ class MqttPublisher:
         self._client = client
         self._stop.clear()
         self._sub = self.bus.subscribe(maxsize=1000)
-        client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
+        client.connect_async(s.host, s.broker_port, keepalive=s.keepalive_s)
         client.loop_start()
         self._thread = threading.Thread(target=self._pump, name="mqtt-events", daemon=True)
         self._thread.start()
-        log.info("MQTT: publishing to %s:%d%s under %s/ (discovery %s)", s.host, s.port,
+        log.info("MQTT: publishing to %s:%d%s under %s/ (discovery %s)", s.host, s.broker_port,
                  " over TLS" + (" (certificate name not checked)" if s.tls_insecure else "") if s.tls else "",
                  self.base, f"under {s.discovery_prefix}/" if s.discovery else "off")
         return self
@@ -242,7 +242,7 @@ class MqttPublisher:
                 self._failures += 1
                 first = self._failures == 1
             log.log(logging.ERROR if first else logging.DEBUG, "MQTT: broker %s:%d refused the connection: %s "
-                    "(check [mqtt] username/password)", s.host, s.port, reason)
+                    "(check [mqtt] username/password)", s.host, s.broker_port, reason)
             return
         with self._lock:
             down_since, self._down_since = self._down_since, None
@@ -263,10 +263,10 @@ class MqttPublisher:
         for topic, payload in changed.items():
             client.publish(topic, payload, retain=True)
         if down_since is not None:
-            log.warning("MQTT: broker %s:%d is back after %.0f s; state republished", s.host, s.port,
+            log.warning("MQTT: broker %s:%d is back after %.0f s; state republished", s.host, s.broker_port,
                         time.monotonic() - down_since)
         else:
-            log.info("MQTT: connected to broker %s:%d as %s", s.host, s.port, self.client_id)
+            log.info("MQTT: connected to broker %s:%d as %s", s.host, s.broker_port, self.client_id)
         self._refresh.set()
 
     def _on_disconnect(self, _client: Client, _userdata: Any, _flags: DisconnectFlags, reason: ReasonCode,
@@ -281,7 +281,7 @@ class MqttPublisher:
                 self._down_since = time.monotonic()
         if first:
             log.warning("MQTT: broker %s:%d gone (%s); reconnecting with back-off %d..%d s, state is kept and "
-                        "republished on reconnect", s.host, s.port, reason, s.reconnect_min_s, s.reconnect_max_s)
+                        "republished on reconnect", s.host, s.broker_port, reason, s.reconnect_min_s, s.reconnect_max_s)
 
     def _on_connect_fail(self, _client: Client, _userdata: Any) -> None:
         s = self.settings
@@ -294,14 +294,18 @@ class MqttPublisher:
         if failures == 1 and isinstance(cause, ssl.SSLError):  # a TLS handshake refused: retrying will not mend it
             log.error("MQTT: TLS with broker %s:%d failed: %s (check [mqtt] ca_file, cert_file/key_file, and that "
                       "the broker's certificate names host %r, or set tls_insecure); retrying with back-off %d..%d s",
-                      s.host, s.port, _tls_failure(cause), s.host,
+                      s.host, s.broker_port, _tls_failure(cause), s.host,
                       s.reconnect_min_s, s.reconnect_max_s)
         elif failures == 1:
-            log.warning("MQTT: cannot reach broker %s:%d%s; retrying with back-off %d..%d s (one line per outage)",
-                        s.host, s.port, f" ({cause})" if cause is not None else "", s.reconnect_min_s,
-                        s.reconnect_max_s)
+            # a plain MQTT listener resets a TLS handshake (mosquitto), or answers it with what is not TLS
+            plain = s.tls and (isinstance(cause, ConnectionResetError)
+                               or "WRONG_VERSION_NUMBER" in str(getattr(cause, "reason", "")))
+            log.warning("MQTT: cannot reach broker %s:%d%s%s; retrying with back-off %d..%d s (one line per outage)",
+                        s.host, s.broker_port, f" ({cause})" if cause is not None else "",
+                        " — is that port a plain MQTT listener? tls = true wants the broker's TLS port, usually 8883"
+                        if plain else "", s.reconnect_min_s, s.reconnect_max_s)
         else:
-            log.debug("MQTT: broker %s:%d still unreachable (%d attempts)", s.host, s.port, failures)
+            log.debug("MQTT: broker %s:%d still unreachable (%d attempts)", s.host, s.broker_port, failures)
 
     def _on_message(self, client: Client, _userdata: Any, message: MQTTMessage) -> None:
         if message.topic == f"{self.settings.discovery_prefix}/status" and message.payload == ONLINE.encode():

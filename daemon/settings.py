@@ -102,7 +102,7 @@ class MqttSettings(BaseModel):
 
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535)  # None: 1883, or 8883 with tls (broker_port)
     topic_prefix: str = "darkd"  # topics are <topic_prefix>/<node_id>/...
     node_id: str | None = None  # None: this host's name ([a-zA-Z0-9_-] only; other characters become "_")
     client_id: str | None = None  # None: darkd-<node_id>
@@ -122,6 +122,11 @@ class MqttSettings(BaseModel):
     cert_file: Path | None = None  # a client certificate (PEM), for brokers that authenticate clients by certificate
     key_file: Path | None = None  # its private key (PEM, unencrypted); with cert_file
     tls_insecure: bool = False
+
+    @property
+    def broker_port(self) -> int:
+        """``port``, else MQTT's registered port: 1883, or 8883 over TLS."""
+        return self.port if self.port is not None else 8883 if self.tls else 1883
 
     @model_validator(mode="after")
     def _tls_files(self) -> MqttSettings:

@@ -398,3 +398,19 @@ def test_a_refused_broker_certificate_is_one_error_line_and_tls_insecure_accepts
             publisher.stop()
     finally:
         broker.stop()
+
+
+def test_tls_to_a_plain_listener_says_so(broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    """``tls = true`` against a port that speaks plain MQTT (mosquitto resets the handshake): the one warning says
+    what is likely wrong instead of only "cannot reach"."""
+    caplog.set_level(logging.DEBUG, logger="daemon.mqtt")
+    publisher = MqttPublisher(MqttSettings(enabled=True, port=broker.port, node_id="plain", tls=True,
+                                           reconnect_min_s=1, reconnect_max_s=1), EventBus())
+    try:
+        publisher.start()
+        _wait(lambda: "still unreachable" in caplog.text, 10, "a second attempt")
+        warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "plain MQTT listener" in warnings[0] and "8883" in warnings[0], warnings
+        assert not publisher.connected
+    finally:
+        publisher.stop()

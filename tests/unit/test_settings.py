@@ -82,3 +82,12 @@ def test_environment_sets_lists_tables_and_list_items(tmp_path: Path) -> None:
         load_settings(cfg, environ={"DARKD_CAMERAS__3__ID": "x"})
     with pytest.raises(ValidationError, match="cameras"):  # the items are checked as the file's are
         load_settings(cfg, environ={"DARKD_CAMERAS__0__PORT": "not-a-port"})
+
+
+def test_mqtt_port_defaults_to_the_registered_port() -> None:
+    from daemon.settings import MqttSettings
+
+    assert MqttSettings().broker_port == 1883
+    assert MqttSettings(tls=True).broker_port == 8883
+    assert MqttSettings(tls=True, port=8884).broker_port == 8884
+    assert load_settings(DEFAULT_CONFIG, environ={"DARKD_MQTT__TLS": "true"}).mqtt.broker_port == 8883
