@@ -59,8 +59,7 @@ _MAX_OUTER = 100
 
 # One iteration of a clipping method: (sorted band, kept-range starts, kept-range ends) -> new (starts, ends).
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-# The compiled kernel: (stack, pair_a, pair_b, out, low, high, k_low, k_high, median, max_outer, max_inner), outputs
-# filled in place; the stack is sorted by the comparators (pair_a[i], pair_b[i]) first (none: already sorted).
+# What the compiled kernels fill in place (see _outputs).
 Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # combined float32, rejected low int32, rejected high int32
 
 

@@ -291,6 +291,12 @@ def _setting_type(model: Any, path: list[str]) -> Any:
     return _unoptional(kind)
 
 
+def _container(path: list[str]) -> Any:
+    """``list`` or ``dict`` when the setting at ``path`` is a list or a table (it then takes JSON), else None."""
+    origin = get_origin(_setting_type(Settings, path))
+    return origin if origin in (list, dict) else None
+
+
 def _unoptional(kind: Any) -> Any:
     args = [a for a in get_args(kind) if a is not type(None)]
     return args[0] if get_origin(kind) in (Union, UnionType) and len(args) == 1 else kind
@@ -307,9 +313,9 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str], prefix: str = "DAR
         if not key.startswith(prefix) or key.startswith("DARKD_SIM_"):
             continue
         path = key[len(prefix):].lower().split("__")
-        kind = get_origin(_setting_type(Settings, path)) or _setting_type(Settings, path)
+        kind = _container(path)
         parsed: Any = value
-        if kind in (list, dict):
+        if kind is not None:
             try:
                 parsed = json.loads(value)
             except json.JSONDecodeError as exc:
@@ -333,7 +339,7 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str], prefix: str = "DAR
                 node[index] = parsed
             else:
                 if isinstance(node, dict) and index not in node:
-                    node[index] = [] if get_origin(_setting_type(Settings, path[:depth + 1])) is list else {}
+                    node[index] = [] if _container(path[:depth + 1]) is list else {}
                 node = node[index]
     return data
 

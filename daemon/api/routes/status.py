@@ -95,7 +95,7 @@ async def status(runtime: RuntimeDep,
     def gather() -> dict[str, Any]:
         histories = {camera_id: downsample(list(slot.samples), since) for camera_id, slot in runtime.cameras.items()}
         return {"current_job": _current_job(runtime), "coverage": coverage(runtime),
-                "counts": runtime.index.count_by_status(), "samples": downsample(list(runtime.samples), since),
+                "counts": runtime.index.count_by_status(), "samples": histories[runtime.default_camera.id],
                 "histories": histories}
 
     data = await run_in_threadpool(gather)
