@@ -35,8 +35,12 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | apt
 	touch $@
 
 # The compiled kernels, built ahead of time for today's sources and this CPU (calib/aot.py; a no-op when up to date).
+# Then darkd's own bytecode, as installing a wheel writes it: the editable install leaves it to the first run, which
+# never writes it where PYTHONDONTWRITEBYTECODE is set (as on our CI machines), and every command then compiles its
+# modules again (~50 ms of each `darkd library`, docs/benchmarks.md). A no-op when up to date.
 venv: $(VENV)/.installed
 	$(PY) -m calib.aot
+	$(PY) -m compileall -q daemon calib drivers bench
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -38,7 +38,21 @@ ENTRY = "import sys; from daemon.cli import run; sys.exit(run())"  # the console
 def _machine() -> str:
     load = os.getloadavg()
     return (f"{platform.node()}: {os.cpu_count()} CPUs ({platform.machine()}), Python {platform.python_version()}, "
-            f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min) at the start")
+            f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min) at the start; "
+            f"{_bytecode()}")
+
+
+def _bytecode() -> str:
+    """Whether darkd's own modules have their bytecode beside them, as an installed package has (``make venv``
+    writes it): without it every command compiles them again, where PYTHONDONTWRITEBYTECODE is set."""
+    import importlib.util
+
+    import daemon.cli
+
+    source = Path(daemon.cli.__file__)
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    fresh = cached.exists() and cached.stat().st_mtime >= source.stat().st_mtime
+    return "darkd's bytecode written" if fresh else "darkd's bytecode NOT written (run `make venv`): each run compiles"
 
 
 def _make_library(workdir: Path) -> dict[str, str]:

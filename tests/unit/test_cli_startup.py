@@ -194,3 +194,37 @@ def test_lazy_choices_check_values_and_list_them_in_help() -> None:
     with pytest.raises(argparse.ArgumentError, match="invalid choice"):
         parser.parse_args(["--type", "darkest"])
     assert "frame type: light, bias, dark, flat" in " ".join(parser.format_help().split())
+
+
+def _helps(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str]]:
+    """Every (sub-)command's prog and help text under ``parser``."""
+    yield parser.prog, parser.format_help()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _helps(sub)
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def test_a_command_line_builds_only_its_command_and_the_same_parser_for_it() -> None:
+    """build_parser(argv) registers only the modules of the command in argv (COMMAND_MODULES): each command, with the
+    sub-commands other modules add to it (``camera health``, ``library export-phd2``), is built exactly as in the full
+    parser, and no other command is."""
+    everything = _commands(build_parser())
+    assert len(everything) >= 12, sorted(everything)
+    for name, full in everything.items():
+        chosen = build_parser(["-v", name, "--help"])
+        assert set(_commands(chosen)) == {n for n, p in everything.items() if p is full or _same_module(name, n)}
+        assert dict(_helps(_commands(chosen)[name])) == dict(_helps(full)), name
+    assert set(_commands(build_parser(["--help"]))) == set(everything)
+    assert set(_commands(build_parser(["librar"]))) == set(everything)  # a typo: argparse lists every command
+
+
+def _same_module(command: str, other: str) -> bool:
+    from daemon.cli import COMMAND_MODULES
+
+    return any(command in commands and other in commands for _, commands in COMMAND_MODULES)
