@@ -1,8 +1,9 @@
 """The ``darkd`` command line. Each sub-command group lives in its own module with a ``register(subparsers)``.
 
-Start-up time: building the parser imports every command module, so those modules import only the standard library
-at module level; each command handler imports the stack it needs (SQLAlchemy, astropy, the camera...) when it runs.
-Choices defined by a heavy module are given as :class:`LazyChoices`. ``tests/unit/test_cli_startup.py`` checks it.
+Start-up time: the parser of a command line imports only that command's modules (:func:`build_parser`), but
+``darkd --help`` imports every command module, so those modules import only the standard library at module level;
+each command handler imports the stack it needs (SQLAlchemy, astropy, the camera...) when it runs. Choices defined
+by a heavy module are given as :class:`LazyChoices`. ``tests/unit/test_cli_startup.py`` checks it.
 """
 
 from __future__ import annotations
