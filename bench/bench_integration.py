@@ -274,7 +274,7 @@ def run_split(paths: list[Path]) -> dict:
     or the NumPy one with DARKD_NO_NUMBA=1),
     clip + combine on the sorted band (compiled kernel), the kernel with its own fused sort, the NumPy fallback's
     clip + combine, and writing the master."""
-    from calib.integration import FrameSource, IntegrationResult, write_integration
+    from calib.integration import FrameSource, IntegrationResult, rejection_count_dtype, write_integration
     from calib.rejection import RejectionParams, kept_mean, reject_sorted, sort_frames_inplace
     from calib.rejection import winsorized_combine_numba as kernel
 
@@ -317,8 +317,8 @@ def run_split(paths: list[Path]) -> dict:
 
     out_dir = Path(tempfile.mkdtemp(prefix="darkd-bench-"))
     t = time.process_time()
-    zeros = np.zeros(data.shape, dtype=np.uint16)
-    write_integration(IntegrationResult(data, zeros, zeros, fits.Header(), {}), out_dir / "master.fits")
+    low, high = (np.zeros(data.shape, dtype=rejection_count_dtype(n)) for _ in range(2))  # as integrate() gives them
+    write_integration(IntegrationResult(data, low, high, fits.Header(), {}), out_dir / "master.fits")
     totals["write"] = time.process_time() - t
     shutil.rmtree(out_dir)
     return {"wall_s": sum(totals.values()), "cpu_s_by_step": {k: round(v, 3) for k, v in totals.items()},

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from astropy.io import fits
@@ -266,15 +266,21 @@ def _uint16_adu(data: np.ndarray) -> np.ndarray:
 
 
 _FLOAT32_BE = np.dtype(">f4")
+# in_file_order's view of each native type (by its character code): float32, uint16, uint8
+_FILE_ORDER: dict[str, np.dtype[Any]] = {"f": _FLOAT32_BE, "H": np.dtype(">i2"), "B": np.dtype(np.uint8)}
 
 
 def _to_file_order(array: np.ndarray) -> None:
+    if array.dtype == np.uint8:  # one byte, unsigned in FITS (BITPIX = 8): stored as it is
+        return
     if array.dtype == np.uint16:
         np.bitwise_xor(array, np.uint16(0x8000), out=array)  # u − 32768 as int16 is u XOR 0x8000
     array.byteswap(inplace=True)
 
 
 def _from_file_order(array: np.ndarray) -> None:
+    if array.dtype == np.uint8:
+        return
     array.byteswap(inplace=True)
     if array.dtype == np.uint16:
         np.bitwise_xor(array, np.uint16(0x8000), out=array)
@@ -282,19 +288,20 @@ def _from_file_order(array: np.ndarray) -> None:
 
 @contextlib.contextmanager
 def in_file_order(arrays: list[np.ndarray], pool: Executor | None = None) -> Iterator[list[np.ndarray]]:
-    """Views of ``arrays`` (native float32 or uint16, C-contiguous) laid out as a FITS file stores them: big-endian
-    float32; for uint16 big-endian int16 ``u − 32768`` (read back with ``BZERO = 32768``). Their memory is converted
+    """Views of ``arrays`` (native float32, uint16 or uint8, C-contiguous) laid out as a FITS file stores them:
+    big-endian float32; for uint16 big-endian int16 ``u − 32768`` (read back with ``BZERO = 32768``); uint8 as it is
+    (FITS bytes are unsigned). Their memory is converted
     in place (one array per thread of ``pool``) and converted back when the block ends, even on error, as astropy
     does itself for one array at a time: astropy then writes the views, and sums them for ``DATASUM``, without any
     byteswapped or converted copy (:func:`to_hdulist` takes a big-endian float32 image as is; uint16 views go into
-    :func:`uint16_image_hdu`). The arrays must not be used elsewhere meanwhile. Arrays that cannot be converted in
+    :func:`unsigned_image_hdu`). The arrays must not be used elsewhere meanwhile. Arrays that cannot be converted in
     place (another float type, not C-contiguous, read-only, sharing memory with an earlier one) are copied."""
     own: list[np.ndarray] = []  # converted in place, except copies of those that cannot be
     for array in arrays:
         if array.dtype.kind == "f" and array.dtype != np.float32:
             array = np.asarray(array, dtype=np.float32)
-        if array.dtype not in (np.float32, np.uint16):
-            raise ValueError(f"a FITS image written in file order is float32 or uint16, not {array.dtype}")
+        if array.dtype not in (np.float32, np.uint16, np.uint8):
+            raise ValueError(f"a FITS image written in file order is float32, uint16 or uint8, not {array.dtype}")
         if not array.flags.c_contiguous or not array.flags.writeable or any(np.may_share_memory(array, o)
                                                                              for o in own):
             array = array.copy()
@@ -303,16 +310,19 @@ def in_file_order(arrays: list[np.ndarray], pool: Executor | None = None) -> Ite
     run = pool.map if pool is not None else map
     list(run(_to_file_order, arrays))
     try:
-        yield [a.view(_FLOAT32_BE if a.dtype == np.float32 else ">i2") for a in arrays]
+        yield [a.view(_FILE_ORDER[a.dtype.char]) for a in arrays]
     finally:
         list(run(_from_file_order, arrays))
 
 
-def uint16_image_hdu(stored: np.ndarray, name: str) -> fits.ImageHDU:
-    """Image extension ``name`` for a uint16 image given as :func:`in_file_order` lays it out (``stored``: big-endian
-    int16): written, byte for byte the file of ``fits.ImageHDU(image, name=name)`` (astropy's ``BSCALE = 1``,
-    ``BZERO = 32768`` cards, in astropy's place before ``EXTNAME``), read back as the uint16 image."""
+def unsigned_image_hdu(stored: np.ndarray, name: str) -> fits.ImageHDU:
+    """Image extension ``name`` for a uint16 or uint8 image given as :func:`in_file_order` lays it out (``stored``:
+    big-endian int16, or the uint8 image itself): written, byte for byte the file of ``fits.ImageHDU(image,
+    name=name)`` (for uint16 astropy's ``BSCALE = 1``, ``BZERO = 32768`` cards, in astropy's place before
+    ``EXTNAME``; uint8 is ``BITPIX = 8`` with no scaling), read back as the image."""
     hdu = fits.ImageHDU(stored, name=name)
+    if stored.dtype == np.uint8:
+        return hdu
     hdu.header.insert("EXTNAME", ("BSCALE", 1))
     hdu.header.insert("EXTNAME", ("BZERO", 32768))
     return hdu

@@ -22,8 +22,8 @@ Algorithm for ``n`` frames of ``H × W`` pixels:
    ``band_rows`` is chosen so that ``workers × n × band_rows × W × 4 B × 4`` (stack plus working copies) plus the
    outputs (and the sampled rows of step 2) fits in ``memory_budget_bytes``.
 
-Outputs: the float32 master, per-pixel counts of values rejected low/high (uint16), a header with the provenance, and
-a summary (fractions rejected, noise estimate).
+Outputs: the float32 master, per-pixel counts of values rejected low/high (uint8 up to 255 frames, else uint16:
+:func:`rejection_count_dtype`), a header with the provenance, and a summary (fractions rejected, noise estimate).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from calib.frames import (
     image_hdu_index,
     in_file_order,
     to_hdulist,
-    uint16_image_hdu,
+    unsigned_image_hdu,
 )
 from calib.normalization import NORMALIZATIONS, FrameLevel, normalization_factors, robust_level
 from calib.provenance import SOFTWARE, add_history, add_inputs, combined_digest, copy_keys
@@ -121,13 +121,20 @@ class IntegrationParams:
 
 @dataclass
 class IntegrationResult:
-    """The combined image (float32, ADU), rejection counts (uint16), output header and a summary dict."""
+    """The combined image (float32, ADU), rejection counts (:func:`rejection_count_dtype`), output header and a
+    summary dict."""
 
     data: np.ndarray
     rejected_low: np.ndarray
     rejected_high: np.ndarray
     header: fits.Header
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def rejection_count_dtype(n_frames: int) -> np.dtype[Any]:
+    """The type of the per-pixel rejection counts of ``n_frames`` inputs: ``uint8`` when every count fits (≤ 255
+    frames; one byte per pixel and map, written as is, with no conversion), else ``uint16``."""
+    return np.dtype(np.uint8) if n_frames <= np.iinfo(np.uint8).max else np.dtype(np.uint16)
 
 
 def _row_digests(view: memoryview, rows: int) -> bytes:
@@ -357,8 +364,8 @@ class _Integrator:
         self.use_single_pass_kernel = params.rejection in SINGLE_PASS_METHODS and compiled
         height, width = sources[0].shape
         self.data = np.empty((height, width), dtype=np.float32)
-        self.low = np.empty((height, width), dtype=np.uint16)
-        self.high = np.empty((height, width), dtype=np.uint16)
+        self.low = np.empty((height, width), dtype=rejection_count_dtype(len(sources)))
+        self.high = np.empty((height, width), dtype=rejection_count_dtype(len(sources)))
         self.digests: dict[int, list[bytes]] = {}
         self.rejected: dict[int, tuple[int, int]] = {}  # band start row -> values rejected (low, high) in the band
         self.sample_rows = sample_rows
@@ -566,8 +573,9 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
 
 def write_integration(result: IntegrationResult, path: str | os.PathLike[str],
                       extra_hdus: Sequence[fits.ImageHDU] = ()) -> Path:
-    """Write the master (float32 primary) with ``REJ_LOW``/``REJ_HIGH`` uint16 image extensions (then
-    ``extra_hdus``, e.g. a defect map), atomically.
+    """Write the master (float32 primary) with ``REJ_LOW``/``REJ_HIGH`` image extensions, the rejection counts as
+    :func:`rejection_count_dtype` gives them (``BITPIX = 8`` up to 255 frames, else 16), then ``extra_hdus`` (e.g. a
+    defect map), atomically.
 
     Same guarantees as :func:`calib.frames.atomic_write_bytes` (temporary file in the target folder, fsync, rename,
     fsync of the folder) but streamed by astropy into the temporary file, so the output is not held twice in memory.
@@ -579,7 +587,7 @@ def write_integration(result: IntegrationResult, path: str | os.PathLike[str],
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="darkd-write") as pool, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkd-fsync") as syncer, atomic_file(target) as fh:
         with in_file_order(arrays, pool) as (data, low, high):  # converted in place on two cores, restored after
-            extras = [uint16_image_hdu(low, "REJ_LOW"), uint16_image_hdu(high, "REJ_HIGH")]
+            extras = [unsigned_image_hdu(low, "REJ_LOW"), unsigned_image_hdu(high, "REJ_HIGH")]
             for hdu, side in zip(extras, ("low", "high"), strict=True):
                 hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
             hdul = to_hdulist(data, result.header, extra_hdus=[*extras, *extra_hdus])

@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 
 from calib.frames import DiskFullError, FrameError, write_frame
-from calib.integration import IntegrationParams, integrate, plan_band_rows, write_integration
+from calib.integration import IntegrationParams, integrate, plan_band_rows, rejection_count_dtype, write_integration
 from calib.rejection import numba_available, reject, winsorized_combine_numba
 from tests.full_disk import simulate_full_disk
 
@@ -62,7 +62,7 @@ def test_banded_result_equals_in_memory_algorithm(tmp_path: Path, method: str, c
     ref = reject(stack, method=method)
     np.testing.assert_array_equal(res.rejected_low, ref.low)
     np.testing.assert_array_equal(res.rejected_high, ref.high)
-    assert res.data.dtype == np.float32 and res.rejected_low.dtype == np.uint16
+    assert res.data.dtype == np.float32 and res.rejected_low.dtype == np.uint8  # 7 frames: counts fit a byte
 
 
 def test_cosmic_rays_removed_and_constant_stack_unchanged(tmp_path: Path) -> None:
@@ -89,6 +89,22 @@ def test_normalization_brings_frames_to_the_reference_level(tmp_path: Path, meth
     np.testing.assert_allclose(res.data, expected, rtol=2e-4 if method == "multiplicative" else 0, atol=0.05)
 
 
+def test_rejection_counts_take_one_byte_up_to_255_frames_and_two_above(tmp_path: Path) -> None:
+    """A byte counts to 255, so the counts are bytes up to 255 inputs (``BITPIX = 8``) and uint16 above, whatever
+    the counts are: written as FITS 16-bit with ``BZERO = 32768`` and read back equal (here 255 rejected high)."""
+    assert rejection_count_dtype(255) == np.uint8 and rejection_count_dtype(256) == np.uint16
+    paths, _ = _frames(tmp_path, n=8, shape=(6, 5))
+    res = integrate(paths * 32, IntegrationParams(rejection="minmax", n_low=0, n_high=255))
+    assert res.rejected_high.dtype == np.uint16 and int(res.rejected_high.max()) == 255
+    out = write_integration(res, tmp_path / "out" / "master.fits")
+    with fits.open(out) as hdul:
+        assert hdul["REJ_HIGH"].header["BITPIX"] == 16 and hdul["REJ_HIGH"].header["BZERO"] == 32768
+        np.testing.assert_array_equal(hdul["REJ_HIGH"].data, res.rejected_high)
+    fewer = integrate(paths * 32, IntegrationParams(rejection="minmax", n_low=0, n_high=254))
+    assert fewer.rejected_high.dtype == np.uint16  # the type follows the number of inputs, not the counts
+    assert integrate(paths[:5] * 51, IntegrationParams()).rejected_low.dtype == np.uint8
+
+
 def test_header_provenance_and_extensions(tmp_path: Path) -> None:
     paths, _ = _frames(tmp_path, n=5)
     res = integrate(paths, IntegrationParams())
@@ -103,6 +119,7 @@ def test_header_provenance_and_extensions(tmp_path: Path) -> None:
         assert hdr["EXPTIME"] == 60.0
         np.testing.assert_array_equal(hdul["REJ_HIGH"].data, res.rejected_high)
         assert hdul[0].data.dtype.kind == "f"
+        assert hdul["REJ_LOW"].header["BITPIX"] == 8 and "BZERO" not in hdul["REJ_LOW"].header  # counts ≤ 255
     again = integrate(paths, IntegrationParams(band_rows=3))
     assert again.header["INDIGEST"] == res.header["INDIGEST"]
     other = integrate(paths[:4], IntegrationParams())

@@ -111,18 +111,19 @@ def test_full_disk_is_a_disk_full_error_naming_the_path(tmp_path: Path, monkeypa
 
 
 def test_images_written_in_file_order_give_the_same_bytes() -> None:
-    """A float32 image and uint16 maps converted in place to the file's byte order (two threads) give byte for byte
-    the file astropy writes from the native arrays, checksums included, and are restored afterwards — also when the
-    same map is given twice."""
+    """A float32 image, uint16 maps and a uint8 map converted in place to the file's byte order (two threads) give
+    byte for byte the file astropy writes from the native arrays, checksums included, and are restored afterwards —
+    also when the same map is given twice."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from calib.frames import in_file_order, uint16_image_hdu
+    from calib.frames import in_file_order, unsigned_image_hdu
 
     rng = np.random.default_rng(4)
     image = rng.normal(1000, 30, (301, 97)).astype(np.float32)
     low = rng.integers(0, 65536, (301, 97)).astype(np.uint16)
     high = rng.integers(0, 9, (301, 97)).astype(np.uint16)
-    before = [image.copy(), low.copy(), high.copy()]
+    few = rng.integers(0, 256, (301, 97)).astype(np.uint8)
+    before = [image.copy(), low.copy(), high.copy(), few.copy()]
 
     def written(hdul: fits.HDUList) -> bytes:
         out = io.BytesIO()
@@ -134,13 +135,15 @@ def test_images_written_in_file_order_give_the_same_bytes() -> None:
 
     expected = written(to_hdulist(image, fits.Header(), extra_hdus=[fits.ImageHDU(low, name="LOW"),
                                                                      fits.ImageHDU(high, name="HIGH"),
-                                                                     fits.ImageHDU(high, name="AGAIN")]))
-    with ThreadPoolExecutor(2) as pool, in_file_order([image, low, high, high], pool) as (i, lo, hi, again):
-        raw = written(to_hdulist(i, fits.Header(), extra_hdus=[uint16_image_hdu(lo, "LOW"),
-                                                               uint16_image_hdu(hi, "HIGH"),
-                                                               uint16_image_hdu(again, "AGAIN")]))
+                                                                     fits.ImageHDU(high, name="AGAIN"),
+                                                                     fits.ImageHDU(few, name="FEW")]))
+    with ThreadPoolExecutor(2) as pool, in_file_order([image, low, high, high, few], pool) as (i, lo, hi, again, f):
+        raw = written(to_hdulist(i, fits.Header(), extra_hdus=[unsigned_image_hdu(lo, "LOW"),
+                                                               unsigned_image_hdu(hi, "HIGH"),
+                                                               unsigned_image_hdu(again, "AGAIN"),
+                                                               unsigned_image_hdu(f, "FEW")]))
     assert masked(raw) == masked(expected)
-    for array, original in zip((image, low, high), before, strict=True):
+    for array, original in zip((image, low, high, few), before, strict=True):
         np.testing.assert_array_equal(array, original)
         assert array.dtype == original.dtype
     with fits.open(io.BytesIO(raw)) as back:
@@ -148,3 +151,5 @@ def test_images_written_in_file_order_give_the_same_bytes() -> None:
             assert hdu.verify_checksum() == 1 and hdu.verify_datasum() == 1
         np.testing.assert_array_equal(back["LOW"].data, low)
         assert back["LOW"].data.dtype == np.uint16
+        np.testing.assert_array_equal(back["FEW"].data, few)
+        assert back["FEW"].header["BITPIX"] == 8 and back["FEW"].data.dtype == np.uint8
