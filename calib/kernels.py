@@ -50,7 +50,6 @@ _PERCENTILE = SINGLE_PASS_METHODS.index("percentile")
 
 _inline = numba.njit(inline="always", error_model="numpy")
 _kernel = numba.njit(nogil=True, cache=True, error_model="numpy")
-_compiled = numba.njit(nogil=True, error_model="numpy")  # called by the kernels, compiled into them
 
 
 @_inline
@@ -59,9 +58,10 @@ def _load_block(stack: np.ndarray, b0: int, w: int, pair_a: np.ndarray, pair_b: 
     """Copy columns ``b0 … b0+w−1`` of ``stack`` into ``buf`` and sort each column by the comparators
     ``(pair_a[k], pair_b[k])``; one pair ``(−1, −1)`` sorts each column on its own (large ``n``), none: presorted."""
     n = stack.shape[0]
+    first = np.uint64(b0)  # unsigned column indices: no wraparound of negative indices, so contiguous vector loads
     for i in range(n):
         for j in range(w):
-            buf[i, j] = stack[i, b0 + j]
+            buf[i, j] = stack[i, first + np.uint64(j)]
     if pair_a.shape[0] == 1 and pair_a[0] < 0:
         v = np.empty(n, dtype=buf.dtype)
         for j in range(w):
@@ -254,7 +254,7 @@ def _pairs(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, pix: np.ndarray, cou
             kept_lo[j1], kept_hi[j1] = lo1, hi1
 
 
-@_compiled
+@_inline
 def _clamped_sums(col: np.ndarray, t0: np.ndarray, t1: np.ndarray, s1: np.ndarray, s2: np.ndarray,
                   w: int) -> None:  # pragma: no cover - compiled by numba
     """``s1[j] = Σₖ clamp(col[k, j], t0[j], t1[j])`` and ``s2[j]`` the same sum of squares, for ``j < w``: the
@@ -284,7 +284,7 @@ def _clamped_sums(col: np.ndarray, t0: np.ndarray, t1: np.ndarray, s1: np.ndarra
         k += 1
 
 
-@_compiled
+@_inline
 def _outside_counts(col: np.ndarray, t0: np.ndarray, t1: np.ndarray, below: np.ndarray, above: np.ndarray,
                     w: int) -> None:  # pragma: no cover - compiled by numba
     """``below[j]`` = the number of ``col[:, j]`` below ``t0[j]``, ``above[j]`` above ``t1[j]`` (SIMD over ``j``)."""
@@ -297,7 +297,7 @@ def _outside_counts(col: np.ndarray, t0: np.ndarray, t1: np.ndarray, below: np.n
             above[j] += col[k, j] > t1[j]
 
 
-@_compiled
+@_inline
 def _lanes_step(s1: np.ndarray, s2: np.ndarray, inv_n: np.float32, floor: np.ndarray, c: np.ndarray, h: np.ndarray,
                 h_before: np.ndarray, live: np.ndarray, w: int) -> int:  # pragma: no cover - compiled by numba
     """The end of a Winsorization step for the pixels ``j < w`` in SIMD lanes, in float32 (8 pixels per 256-bit
