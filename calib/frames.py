@@ -290,12 +290,12 @@ def _from_file_order(array: np.ndarray) -> None:
 def in_file_order(arrays: list[np.ndarray], pool: Executor | None = None) -> Iterator[list[np.ndarray]]:
     """Views of ``arrays`` (native float32, uint16 or uint8, C-contiguous) laid out as a FITS file stores them:
     big-endian float32; for uint16 big-endian int16 ``u − 32768`` (read back with ``BZERO = 32768``); uint8 as it is
-    (FITS bytes are unsigned). Their memory is converted
-    in place (one array per thread of ``pool``) and converted back when the block ends, even on error, as astropy
-    does itself for one array at a time: astropy then writes the views, and sums them for ``DATASUM``, without any
-    byteswapped or converted copy (:func:`to_hdulist` takes a big-endian float32 image as is; uint16 views go into
-    :func:`unsigned_image_hdu`). The arrays must not be used elsewhere meanwhile. Arrays that cannot be converted in
-    place (another float type, not C-contiguous, read-only, sharing memory with an earlier one) are copied."""
+    (FITS bytes are unsigned). Their memory is converted in place (one array per thread of ``pool``) and converted
+    back when the block ends, even on error, as astropy does itself for one array at a time: astropy then writes the
+    views, and sums them for ``DATASUM``, without any byteswapped or converted copy (:func:`to_hdulist` takes a
+    big-endian float32 image as is; uint16 and uint8 views go into :func:`unsigned_image_hdu`). The arrays must not
+    be used elsewhere meanwhile. Arrays that cannot be converted in place (another float type, not C-contiguous,
+    read-only, sharing memory with an earlier one) are copied."""
     own: list[np.ndarray] = []  # converted in place, except copies of those that cannot be
     for array in arrays:
         if array.dtype.kind == "f" and array.dtype != np.float32:
