@@ -266,8 +266,9 @@ def _uint16_adu(data: np.ndarray) -> np.ndarray:
 
 
 _FLOAT32_BE = np.dtype(">f4")
-# in_file_order's view of each native type (by its character code): float32, uint16, uint8
-_FILE_ORDER: dict[str, np.dtype[Any]] = {"f": _FLOAT32_BE, "H": np.dtype(">i2"), "B": np.dtype(np.uint8)}
+# the native types in_file_order takes, each with its view in the file's layout
+_FILE_ORDER: dict[np.dtype[Any], np.dtype[Any]] = {
+    np.dtype(np.float32): _FLOAT32_BE, np.dtype(np.uint16): np.dtype(">i2"), np.dtype(np.uint8): np.dtype(np.uint8)}
 
 
 def _to_file_order(array: np.ndarray) -> None:
@@ -300,7 +301,7 @@ def in_file_order(arrays: list[np.ndarray], pool: Executor | None = None) -> Ite
     for array in arrays:
         if array.dtype.kind == "f" and array.dtype != np.float32:
             array = np.asarray(array, dtype=np.float32)
-        if array.dtype not in (np.float32, np.uint16, np.uint8):
+        if array.dtype not in _FILE_ORDER:
             raise ValueError(f"a FITS image written in file order is float32, uint16 or uint8, not {array.dtype}")
         if not array.flags.c_contiguous or not array.flags.writeable or any(np.may_share_memory(array, o)
                                                                              for o in own):
@@ -310,7 +311,7 @@ def in_file_order(arrays: list[np.ndarray], pool: Executor | None = None) -> Ite
     run = pool.map if pool is not None else map
     list(run(_to_file_order, arrays))
     try:
-        yield [a.view(_FILE_ORDER[a.dtype.char]) for a in arrays]
+        yield [a.view(_FILE_ORDER[a.dtype]) for a in arrays]
     finally:
         list(run(_from_file_order, arrays))
 

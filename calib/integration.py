@@ -364,8 +364,9 @@ class _Integrator:
         self.use_single_pass_kernel = params.rejection in SINGLE_PASS_METHODS and compiled
         height, width = sources[0].shape
         self.data = np.empty((height, width), dtype=np.float32)
-        self.low = np.empty((height, width), dtype=rejection_count_dtype(len(sources)))
-        self.high = np.empty((height, width), dtype=rejection_count_dtype(len(sources)))
+        counts = rejection_count_dtype(len(sources))
+        self.low = np.empty((height, width), dtype=counts)
+        self.high = np.empty((height, width), dtype=counts)
         self.digests: dict[int, list[bytes]] = {}
         self.rejected: dict[int, tuple[int, int]] = {}  # band start row -> values rejected (low, high) in the band
         self.sample_rows = sample_rows
