@@ -115,13 +115,19 @@ def build(out_dir: Path = PACKAGE_DIR) -> Path:
 
         from calib import kernels
 
-        class ReleaseGil(Flags):
-            """pycc's compile flags, plus ``release_gil``: the exported functions release the GIL while they run,
-            as ``nogil=True`` makes the JIT kernels do (the integration runs its bands on threads)."""
+        options = kernels.winsorized_kernel.targetoptions  # every kernel is declared with the same ``_kernel``
+
+        class KernelFlags(Flags):
+            """pycc's compile flags, with the options the kernels are declared with in :mod:`calib.kernels`:
+            ``nogil`` (the exported functions release the GIL while they run: the integration runs its bands on
+            threads) and ``error_model="numpy"``. pycc's own default is Python's error model, under which a division
+            by zero raises ZeroDivisionError where the JIT kernels give inf or nan as NumPy does: the two builds must
+            behave alike."""
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
-                self.release_gil = True  # type: ignore[assignment]
+                self.release_gil = bool(options["nogil"])  # type: ignore[assignment]
+                self.error_model = str(options["error_model"])  # type: ignore[assignment]
 
         cc = CC(module_name(build_key))  # type: ignore[no-untyped-call]
         cc.output_dir = str(out_dir)
@@ -129,7 +135,7 @@ def build(out_dir: Path = PACKAGE_DIR) -> Path:
         cc.verbose = False
         for name, signature in signatures().items():
             cc.export(name, signature)(getattr(kernels, name).py_func)  # type: ignore[no-untyped-call]
-        with mock.patch.object(pycc_compiler, "Flags", ReleaseGil):
+        with mock.patch.object(pycc_compiler, "Flags", KernelFlags):
             cc.compile()
     (path,) = [p for p in out_dir.glob(f"{module_name(build_key)}.*") if p.suffix in (".so", ".pyd")]
     return path

@@ -59,6 +59,17 @@ def test_prebuilt_kernels_give_what_the_jit_kernels_give() -> None:
         np.testing.assert_array_equal(sorted_aot, np.sort(stack, axis=0))
 
 
+def test_every_exported_kernel_is_declared_with_the_options_the_prebuilt_build_copies() -> None:
+    """calib.aot compiles every exported function with one set of options, read from ``winsorized_kernel``'s
+    declaration (the GIL released, NumPy's error model): a kernel declared otherwise would behave differently
+    prebuilt and just in time."""
+    from calib import kernels
+
+    for name in aot.signatures():
+        options = getattr(kernels, name).targetoptions
+        assert (options["nogil"], options["error_model"]) == (True, "numpy"), name
+
+
 def test_a_process_integrating_with_the_prebuilt_kernels_never_imports_numba(tmp_path: Path) -> None:
     _prebuilt()
     code = ("import sys, numpy as np\n"
