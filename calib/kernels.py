@@ -184,19 +184,25 @@ def _combined(col: np.ndarray, p1: np.ndarray, j: int, lo: int, hi: int, median:
 
 
 @_inline
-def _winsor_iterate(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, j: int, lo: int, hi: int, c: float, h: float,
-                    h_before: float, iterations: int) -> tuple[float, float]:
-    """Up to ``iterations`` Winsorization steps (:func:`_winsor_step`) of ``col[lo:hi, j]`` from the centre ``c``
-    and half-width ``h`` (``h_before``: the half-width one step earlier, ``inf`` at the start); returns the last
-    ``(c, h)``."""
-    inv_m = 1.0 / (hi - lo)
-    a, b = lo, hi
-    for _inner in range(iterations):
-        a, b, c, h_new, done = _winsor_step(col, p1, p2, j, lo, hi, inv_m, a, b, c, h, h_before)
-        h_before, h = h, h_new
-        if done:
-            break
-    return c, h
+def _winsor_iterate(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, live: np.ndarray, w: int, n: int,
+                    c: np.ndarray, h: np.ndarray, h_before: np.ndarray, iterations: int) -> None:
+    """For each pixel ``j < w`` where ``live[j]``: up to ``iterations`` Winsorization steps (:func:`_winsor_step`)
+    of all ``n`` values ``col[:, j]`` from the centre ``c[j]`` and half-width ``h[j]`` (``h_before[j]``: the
+    half-width one step earlier), which it updates. One call per block, not per pixel: the arrays an inlined call
+    takes are reference-counted on entry and exit (two atomic operations each), which per pixel cost as much as a
+    few steps."""
+    inv_m = 1.0 / n
+    for j in range(w):
+        if not live[j]:
+            continue
+        cj, hj, before = c[j], h[j], h_before[j]
+        a, b = 0, n
+        for _inner in range(iterations):
+            a, b, cj, h_new, done = _winsor_step(col, p1, p2, j, 0, n, inv_m, a, b, cj, hj, before)
+            before, hj = hj, h_new
+            if done:
+                break
+        c[j], h[j] = cj, hj
 
 
 @_inline
@@ -255,36 +261,6 @@ def _pairs(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, pix: np.ndarray, cou
 
 
 @_inline
-def _clamped_sums(col: np.ndarray, t0: np.ndarray, t1: np.ndarray, s1: np.ndarray, s2: np.ndarray,
-                  w: int) -> None:  # pragma: no cover - compiled by numba
-    """``s1[j] = Σₖ clamp(col[k, j], t0[j], t1[j])`` and ``s2[j]`` the same sum of squares, for ``j < w``: the
-    loop over ``j`` compiles to SIMD (four values of ``k`` per pass, so each partial sum is loaded and stored once
-    per four values)."""
-    n = col.shape[0]
-    for j in range(w):
-        s1[j] = 0.0
-        s2[j] = 0.0
-    k = 0
-    while k + 4 <= n:
-        for j in range(w):
-            lo = t0[j]
-            hi = t1[j]
-            v0 = min(max(col[k, j], lo), hi)
-            v1 = min(max(col[k + 1, j], lo), hi)
-            v2 = min(max(col[k + 2, j], lo), hi)
-            v3 = min(max(col[k + 3, j], lo), hi)
-            s1[j] += (v0 + v1) + (v2 + v3)
-            s2[j] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
-        k += 4
-    while k < n:
-        for j in range(w):
-            v = min(max(col[k, j], t0[j]), t1[j])
-            s1[j] += v
-            s2[j] += v * v
-        k += 1
-
-
-@_inline
 def _outside_counts(col: np.ndarray, t0: np.ndarray, t1: np.ndarray, below: np.ndarray, above: np.ndarray,
                     w: int) -> None:  # pragma: no cover - compiled by numba
     """``below[j]`` = the number of ``col[:, j]`` below ``t0[j]``, ``above[j]`` above ``t1[j]`` (SIMD over ``j``)."""
@@ -298,34 +274,6 @@ def _outside_counts(col: np.ndarray, t0: np.ndarray, t1: np.ndarray, below: np.n
 
 
 @_inline
-def _lanes_step(s1: np.ndarray, s2: np.ndarray, inv_n: np.float32, floor: np.ndarray, c: np.ndarray, h: np.ndarray,
-                h_before: np.ndarray, live: np.ndarray, w: int) -> int:  # pragma: no cover - compiled by numba
-    """The end of a Winsorization step for the pixels ``j < w`` in SIMD lanes, in float32 (8 pixels per 256-bit
-    operation), from their clamped sums ``s1``, ``s2`` (of deviations from the median): the new centre and
-    half-width where ``live``, which pixels are still moving (the tests of :func:`_winsor_step`, with the collapse
-    floor ``floor`` of the half-width taken at the median); returns how many are."""
-    k2 = np.float32(_K2)
-    tolerance = np.float32(WINSOR_TOLERANCE)
-    zero = np.float32(0.0)
-    n_live = 0
-    for j in range(w):
-        mean = s1[j] * inv_n
-        h_new = np.sqrt(max(k2 * (s2[j] * inv_n - mean * mean), zero))
-        hj = h[j]
-        cj = c[j]
-        tol = tolerance * hj
-        done = (abs(h_new - hj) < tol) | (abs(h_new - h_before[j]) < tol) | (h_new <= floor[j])
-        moving = live[j]
-        h_before[j] = hj if moving else h_before[j]
-        c[j] = mean if moving else cj
-        h[j] = h_new if moving else hj
-        still = moving and not done
-        live[j] = still
-        n_live += still
-    return n_live
-
-
-@_inline
 def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarray, w: int, kept_lo: np.ndarray,
                   kept_hi: np.ndarray, pix: np.ndarray, lanes: np.ndarray, state: np.ndarray, sums: np.ndarray,
                   live: np.ndarray, below: np.ndarray, above: np.ndarray, k_low: float, k_high: float,
@@ -333,17 +281,17 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     """The first outer pass of every pixel of a block at once, the pixels in SIMD lanes; the rest one by one.
 
     In the first pass every pixel keeps all ``n`` values, so its median and quartiles sit at the same rows for
-    every pixel and each Winsorization step is a clamped sum over the same ``n`` rows (:func:`_clamped_sums`,
-    ``O(n)`` per pixel but SIMD across the block, instead of :func:`_winsor_step`'s ``O(1)`` chain of dependent
-    operations per pixel). All pixels step together until at most :data:`_STRAGGLERS` are still moving; those
-    finish one by one from where they are (:func:`_winsor_iterate`). Then the clip thresholds are counted for
-    every pixel (:func:`_outside_counts`); the few pixels that reject something go on one by one
-    (:func:`_pairs`). ``lanes`` (6, BLOCK) float64 holds per pixel: centre, half-width, the half-width one
-    step earlier, the two clip thresholds, the median the steps work from (``origin``); ``state`` (4, BLOCK)
-    float32 the centre, half-width, the half-width a step earlier and the collapse floor during the SIMD steps;
-    ``sums`` (4, BLOCK) float32 the two clamp bounds and the two clamped sums. The steps work in float32, on
-    deviations from the median, ``dev`` (exact for values on a 0.5 grid below 2²³, as ADU are; the reference also
-    works in float32 deviations), 8 pixels per 256-bit SIMD operation."""
+    every pixel and each Winsorization step is a clamped sum over the same ``n`` rows (``O(n)`` per pixel but SIMD
+    across the block, instead of :func:`_winsor_step`'s ``O(1)`` chain of dependent operations per pixel). All
+    pixels step together until at most :data:`_STRAGGLERS` are still moving; those finish one by one from where
+    they are (:func:`_winsor_iterate`). Then the clip thresholds are counted for every pixel
+    (:func:`_outside_counts`); the few pixels that reject something go on one by one (:func:`_pairs`).
+    ``lanes`` (6, BLOCK) float64 holds per pixel: centre, half-width, the half-width one step earlier, the two
+    clip thresholds, the median the steps work from (``origin``); ``state`` (4, BLOCK) float32 the centre,
+    half-width, the half-width a step earlier and the collapse floor during the SIMD steps; ``sums`` (4, BLOCK)
+    float32 the two clamp bounds and the two clamped sums. The steps work in float32, on deviations from the
+    median, ``dev`` (exact for values on a 0.5 grid below 2²³, as ADU are; the reference also works in float32
+    deviations), 8 pixels per 256-bit SIMD operation."""
     n = col.shape[0]
     c, h, h_before, t0, t1, origin = lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5]
     b0, b1, s1, s2 = sums[0], sums[1], sums[2], sums[3]
@@ -380,22 +328,58 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     for k in range(n):
         for j in range(w):
             dev[k, j] = np.float32(col[k, j] - origin[j])
+    # The SIMD steps. Written out here, not in helper functions: every array an inlined call takes is
+    # reference-counted on entry and exit, an atomic operation each, and per step these cost as much as the sums.
+    k2 = np.float32(_K2)
+    tolerance = np.float32(WINSOR_TOLERANCE)
+    zero = np.float32(0.0)
     steps = 0
     while steps < max_inner and n_live > _STRAGGLERS:
         steps += 1
-        for j in range(w):
+        for j in range(w):  # the clamp bounds
             b0[j] = c32[j] - h32[j]
             b1[j] = c32[j] + h32[j]
-        _clamped_sums(dev, b0, b1, s1, s2, w)
-        n_live = _lanes_step(s1, s2, inv_n, floor32, c32, h32, before32, live, w)
+            s1[j] = 0.0
+            s2[j] = 0.0
+        k = 0
+        while k + 4 <= n:  # s1 = Σ clamp(dev), s2 = Σ clamp(dev)²: four rows per pass, so each partial sum is
+            for j in range(w):  # loaded and stored once per four values
+                lo = b0[j]
+                hi = b1[j]
+                v0 = min(max(dev[k, j], lo), hi)
+                v1 = min(max(dev[k + 1, j], lo), hi)
+                v2 = min(max(dev[k + 2, j], lo), hi)
+                v3 = min(max(dev[k + 3, j], lo), hi)
+                s1[j] += (v0 + v1) + (v2 + v3)
+                s2[j] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+            k += 4
+        while k < n:
+            for j in range(w):
+                v = min(max(dev[k, j], b0[j]), b1[j])
+                s1[j] += v
+                s2[j] += v * v
+            k += 1
+        n_live = 0
+        for j in range(w):  # the new centre and half-width where live; the tests of _winsor_step
+            mean = s1[j] * inv_n
+            h_new = np.sqrt(max(k2 * (s2[j] * inv_n - mean * mean), zero))
+            hj = h32[j]
+            cj = c32[j]
+            tol = tolerance * hj
+            done = (abs(h_new - hj) < tol) | (abs(h_new - before32[j]) < tol) | (h_new <= floor32[j])
+            moving = live[j]
+            before32[j] = hj if moving else before32[j]
+            c32[j] = mean if moving else cj
+            h32[j] = h_new if moving else hj
+            still = moving and not done
+            live[j] = still
+            n_live += still
     for j in range(w):
         c[j] = np.float64(c32[j]) + origin[j]
         h[j] = h32[j]
         h_before[j] = before32[j]
     if n_live > 0:
-        for j in range(w):
-            if live[j]:
-                c[j], h[j] = _winsor_iterate(col, p1, p2, j, 0, n, c[j], h[j], h_before[j], max_inner - steps)
+        _winsor_iterate(col, p1, p2, live, w, n, c, h, h_before, max_inner - steps)
     for j in range(w):  # the thresholds of :func:`_clip`
         centre, sigma = c[j], h[j] / WINSOR_CLAMP
         if _collapsed(centre, h[j]):
