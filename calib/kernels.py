@@ -359,7 +359,6 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
                 s1[j] += v
                 s2[j] += v * v
             k += 1
-        n_live = 0
         for j in range(w):  # the new centre and half-width where live; the tests of _winsor_step
             mean = s1[j] * inv_n
             h_new = np.sqrt(max(k2 * (s2[j] * inv_n - mean * mean), zero))
@@ -371,9 +370,10 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
             before32[j] = hj if moving else before32[j]
             c32[j] = mean if moving else cj
             h32[j] = h_new if moving else hj
-            still = moving and not done
-            live[j] = still
-            n_live += still
+            live[j] = moving and not done
+        n_live = 0
+        for j in range(w):  # counted apart: a 64-bit count in the loop above would halve its SIMD width
+            n_live += live[j]
     for j in range(w):
         c[j] = np.float64(c32[j]) + origin[j]
         h[j] = h32[j]
