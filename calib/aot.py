@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 _SOURCES = ("kernels.py", "rejection.py", "aot.py")  # the code, its constants, how it is built
 PREFIX = "_aot_"
+# LLVM target features added to the host CPU's own: let loops use 512-bit vectors where the CPU has AVX-512. LLVM's
+# tuning for Intel's AVX-512 CPUs keeps loops at 256 bits, for the clock penalty wide vectors cost on 2017-2019
+# Xeons; the Winsorized kernel (comparator network, clamped sums, per-lane Winsorization step) ran 3-14 % faster at
+# 512 bits on the CI machine's Xeon (2026-12-02, docs/benchmarks.md). No effect on a CPU without AVX-512.
+TARGET_FEATURES = "-prefer-256-bit"
 
 
 def _cpu_identity() -> bytes | None:
@@ -109,6 +114,7 @@ def build(out_dir: Path = PACKAGE_DIR) -> Path:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba.pycc is marked for deprecation in favour of a successor tool
+        from numba.core.codegen import AOTCPUCodegen
         from numba.core.compiler import Flags
         from numba.pycc import CC
         from numba.pycc import compiler as pycc_compiler
@@ -135,8 +141,9 @@ def build(out_dir: Path = PACKAGE_DIR) -> Path:
         cc.verbose = False
         for name, signature in signatures().items():
             cc.export(name, signature)(getattr(kernels, name).py_func)  # type: ignore[no-untyped-call]
-        with mock.patch.object(pycc_compiler, "Flags", KernelFlags):
-            cc.compile()
+        with (mock.patch.object(pycc_compiler, "Flags", KernelFlags),
+              mock.patch.object(AOTCPUCodegen, "_customize_tm_features", lambda _self: TARGET_FEATURES)):
+            cc.compile()  # for the host CPU (target_cpu), with its features plus TARGET_FEATURES
     (path,) = [p for p in out_dir.glob(f"{module_name(build_key)}.*") if p.suffix in (".so", ".pyd")]
     return path
 
