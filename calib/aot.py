@@ -34,7 +34,7 @@ _SOURCES = ("kernels.py", "rejection.py", "aot.py")  # the code, its constants, 
 PREFIX = "_aot_"
 # LLVM target features added to the host CPU's own: let loops use 512-bit vectors where the CPU has AVX-512. LLVM's
 # tuning for Intel's AVX-512 CPUs keeps loops at 256 bits, for the clock penalty wide vectors cost on 2017-2019
-# Xeons; the Winsorized kernel (comparator network, clamped sums, per-lane Winsorization step) ran 3-14 % faster at
+# Xeons; the Winsorized kernel (comparator network, clamped sums, per-lane Winsorization step) ran 2-14 % faster at
 # 512 bits on the CI machine's Xeon (2026-12-02, docs/benchmarks.md). No effect on a CPU without AVX-512.
 TARGET_FEATURES = "-prefer-256-bit"
 
