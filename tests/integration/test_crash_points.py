@@ -322,25 +322,40 @@ def test_kill_during_the_master_write(server: LocalIndiServer, tmp_path: Path) -
 
 def test_kill_after_the_master_rename_and_after_the_index_update(server: LocalIndiServer,  # noqa: F811
                                                                  tmp_path: Path) -> None:
-    rig, master = master_rig(server.port, tmp_path)
+    """(4a) Kills between the master's rename into place and its index update; (4b) after the index update, before
+    the job ends. A (4a) kill that lands after the index update (a miss: the window is milliseconds, and on two busy
+    cores the watching thread may not run during it; seen once in a fresh-clone run) leaves no window in that
+    library, so its job is finished and checked, and (4a) starts over on a new library, up to ``MASTER_RIGS``
+    times."""
     hits = misses = 0
+    rig: Rig | None = None
     try:
-        # (4a) master.fits renamed into place (new inode), the worker has not yet recorded it with set_master
-        for attempt in range(ATTEMPTS):
-            before = inode(master)
-            if attempt:
-                rig.start()
-            if not kill_when(rig, lambda b=before: inode(master) not in (None, b)):
+        for trial in range(MASTER_RIGS):
+            if rig is not None:
+                rig.close()
+            (tmp_path / f"rig{trial}").mkdir()
+            rig, master = master_rig(server.port, tmp_path / f"rig{trial}")
+            # (4a) master.fits renamed into place (new inode), the worker has not yet recorded it with set_master
+            for attempt in range(ATTEMPTS):
+                before = inode(master)
+                if attempt:
+                    rig.start()
+                if not kill_when(rig, lambda b=before, m=master: inode(m) not in (None, b)):
+                    break
+                entry = rig.entry()
+                hit = entry.master is None
+                hits, misses = hits + hit, misses + (not hit)
+                if hit:
+                    assert entry.status == "integrating" and int(read_header(master)["NCOMBINE"]) == 4
+                else:
+                    break  # recorded: the job is about to succeed, nothing left to rebuild
+            log.info("master-recorded kills: %d hit(s), %d miss(es) so far, library %d", hits, misses, trial + 1)
+            if hits:
                 break
-            entry = rig.entry()
-            hit = entry.master is None
-            hits, misses = hits + hit, misses + (not hit)
-            if hit:
-                assert entry.status == "integrating" and int(read_header(master)["NCOMBINE"]) == 4
-            else:
-                break  # recorded: the job is about to succeed, nothing left to rebuild
-        log.info("master-recorded kills: %d hit(s), %d miss(es)", hits, misses)
+            rig.finish()
+            check_library(rig)
         assert hits >= 1, f"no kill landed between the master's rename and its index update ({misses} misses)"
+        assert rig is not None
 
         # (4b) the worker recorded the master (entry ready), the daemon has not yet ended the job
         rig.start()
@@ -354,4 +369,5 @@ def test_kill_after_the_master_rename_and_after_the_index_update(server: LocalIn
         check_library(rig)
         assert rig.entry().master_sha256 == recorded  # a recorded master is kept, not rebuilt
     finally:
-        rig.close()
+        if rig is not None:
+            rig.close()
