@@ -97,6 +97,22 @@ CLOSE_TIMEOUT_S = 5.0  # how long close() waits for libindiclient to report the 
 CLOSE_LINGER_S = 0.1  # then this long for its thread to return from its last callback
 
 
+def _detached(prop: Any, device: str, name: str, element_names: list[str]) -> Any:
+    """``prop`` (a new, empty ``PyIndi.Property*`` of ``len(element_names)`` elements) named as ``device``'s vector
+    ``name``, to be filled and sent.
+
+    Never the client's own copy of the vector: libindiclient's thread writes every update from the driver into that
+    copy without a lock we could take, so a value set there can be overwritten before it is sent. Seen in a fresh-clone
+    test run: a set point of -10 °C went out as the temperature the driver had just reported (its acknowledgement of
+    the previous set point arrived in between), and the camera settled at that temperature instead.
+    """
+    prop.setDeviceName(device)
+    prop.setName(name)
+    for widget, element in zip(prop, element_names, strict=True):
+        widget.setName(element)
+    return prop
+
+
 class IndiClient(PyIndi.BaseClient):
     """One connection to an ``indiserver``. Thread-safe; all waits take ``timeout_s``.
 
@@ -436,13 +452,14 @@ class IndiClient(PyIndi.BaseClient):
             prop = self._device(device).getSwitch(name)
             if not prop.isValid():
                 raise PropertyMissing(f"{device}: switch property {name} is not defined")
-            names = {w.getName() for w in prop}
-            unknown = wanted - names
+            names = [w.getName() for w in prop]
+            unknown = wanted - set(names)
             if unknown:
                 raise PropertyMissing(f"{device}: {name} has no element(s) {sorted(unknown)} (has {sorted(names)})")
-            for w in prop:
+            out = _detached(PyIndi.PropertySwitch(len(names)), device, name, names)
+            for w in out:
                 w.setState(PyIndi.ISS_ON if w.getName() in wanted else PyIndi.ISS_OFF)
-            self.sendNewSwitch(prop)
+            self.sendNewSwitch(out)
             return before
 
     def send_text(self, device: str, name: str, values: Mapping[str, str]) -> int:
@@ -459,13 +476,21 @@ class IndiClient(PyIndi.BaseClient):
             prop = dev.getNumber(name) if kind == "number" else dev.getText(name)
             if not prop.isValid():
                 raise PropertyMissing(f"{device}: {kind} property {name} is not defined")
+            names = [w.getName() for w in prop]
+            out = _detached(PyIndi.PropertyNumber(len(names)) if kind == "number" else PyIndi.PropertyText(len(names)),
+                            device, name, names)
+            for mine, theirs in zip(out, prop, strict=True):  # elements not given keep the driver's current values
+                if kind == "number":
+                    mine.setValue(theirs.getValue())
+                else:
+                    mine.setText(theirs.getText())
             for element, value in values.items():
-                widget = prop.findWidgetByName(element)
+                widget = out.findWidgetByName(element)
                 if widget is None:
                     raise PropertyMissing(f"{device}: {name} has no element {element}")
                 assign(widget, value)
             if kind == "number":
-                self.sendNewNumber(prop)
+                self.sendNewNumber(out)
             else:
-                self.sendNewText(prop)
+                self.sendNewText(out)
             return before

@@ -242,6 +242,26 @@ def test_indiserver_killed_mid_series_completes_without_duplicate_or_gap(sim: In
     assert all(abs(fits.getheader(tmp_path / n)["CCDTEMP1"] + 10) <= 0.5 for n in names)
 
 
+def test_a_value_sent_never_passes_through_libindiclients_own_copy(camera) -> None:  # type: ignore[no-untyped-def]
+    """libindiclient's thread writes each driver update into its copy of a vector, without a lock we could take. A
+    value set on that copy could be overwritten before it is sent: once, a set point of -10 °C went out as the
+    temperature the driver had just reported, and the series waited 60 s at 5.7 °C. The client sends a copy of its own,
+    so the shared one still holds what the driver reported right after a send (and the driver got the value sent)."""
+    client, device = camera.client, camera.device
+    shared = client.getDevice(device).getNumber("CCD_TEMPERATURE").findWidgetByName("CCD_TEMPERATURE_VALUE")
+    before = client.send_number(device, "CCD_TEMPERATURE", {"CCD_TEMPERATURE_VALUE": -10.0})
+    assert shared.getValue() != -10.0  # a fresh sensor at 20 °C ambient is nowhere near -10 °C yet
+    client.wait_update(device, "CCD_TEMPERATURE", before, 5.0)
+    assert any("Setting temperature to -10.00 C" in m for m in client.messages(device))
+
+    glow = client.getDevice(device).getSwitch("CCD_AMP_GLOW")
+    states = [w.getState() for w in glow]
+    wanted = "AMP_ON" if not client.require(device, "CCD_AMP_GLOW").values["AMP_ON"] else "AMP_OFF"
+    before = client.send_switch(device, "CCD_AMP_GLOW", [wanted])
+    assert [w.getState() for w in glow] == states
+    assert client.wait_update(device, "CCD_AMP_GLOW", before, 5.0).on_switches() == [wanted]
+
+
 def test_stop_aborts_the_running_exposure(camera, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
