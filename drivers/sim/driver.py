@@ -305,6 +305,7 @@ class SimCameraDriver(IPyDriver):
         if name not in self.device:
             return
         handler = getattr(self, f"_on_{name.lower()}", None)
+        log.debug("received %s %s", name, dict(event.items()))
         try:
             if handler is not None:
                 await handler(event)
@@ -763,6 +764,8 @@ class SimCameraDriver(IPyDriver):
 
     async def _publish_cooling(self) -> None:
         reading = self.cooler.reading(self.rng)
+        log.debug("cooler on=%s set point %.2f commanded %.2f: %.2f C, %.1f %%", self.cooler.cooler_on,
+                  self.cooler.set_point_c, self.cooler.commanded_c(), reading.temperature_c, reading.power_pct)
         # power first: a client that reacts to the temperature then sees the power of the same instant
         name, element = self.spec.roles["cooler_power"]
         power = self.device[name]
