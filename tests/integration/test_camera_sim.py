@@ -249,16 +249,13 @@ def test_a_value_sent_never_passes_through_libindiclients_own_copy(camera) -> No
     so the shared one still holds what the driver reported right after a send (and the driver got the value sent)."""
     client, device = camera.client, camera.device
     shared = client.getDevice(device).getNumber("CCD_TEMPERATURE").findWidgetByName("CCD_TEMPERATURE_VALUE")
-    before = client.send_number(device, "CCD_TEMPERATURE", {"CCD_TEMPERATURE_VALUE": -10.0})
+    client.send_number(device, "CCD_TEMPERATURE", {"CCD_TEMPERATURE_VALUE": -10.0})
     assert shared.getValue() != -10.0  # a fresh sensor at 20 °C ambient is nowhere near -10 °C yet
-    client.wait_update(device, "CCD_TEMPERATURE", before, 5.0)
-    assert any("Setting temperature to -10.00 C" in m for m in client.messages(device))
-
-    glow = client.getDevice(device).getSwitch("CCD_AMP_GLOW")
-    states = [w.getState() for w in glow]
+    client.wait_for(lambda: any("Setting temperature to -10.00 C" in m for m in client.messages(device)) or None,
+                    5.0, "the driver's answer to the set point")
+    # a switch goes out the same way (its shared copy cannot be checked: the driver's answer sets the same states)
     wanted = "AMP_ON" if not client.require(device, "CCD_AMP_GLOW").values["AMP_ON"] else "AMP_OFF"
     before = client.send_switch(device, "CCD_AMP_GLOW", [wanted])
-    assert [w.getState() for w in glow] == states
     assert client.wait_update(device, "CCD_AMP_GLOW", before, 5.0).on_switches() == [wanted]
 
 
