@@ -4,7 +4,8 @@ darkd decides stability itself because the QHY driver's ``CCD_TEMPERATURE`` stat
 to OK: the sensor is *stable* once every sample has been within ``±tolerance_c`` of the set point continuously for
 ``hold_s``. A set point is *unreachable* when the cooler works at (nearly) full power (``≥ power_threshold_pct``) and
 the temperature has stopped approaching the set point: over the last ``window_s`` it improved by less than
-``min_approach_c``. Without a cooler-power reading the plateau alone decides, over twice the window.
+``min_approach_c``. Without a cooler-power reading the plateau alone decides, over twice the window. A sensor held
+flat, far from the set point and below full power is regulated to some other set point (:class:`HeldElsewhereDetector`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,53 @@ class UnreachableDetector:
         limit = (self.ambient_c - self.max_delta_c
                  if self.ambient_c is not None and self.max_delta_c is not None else None)
         return Unreachable(reachable_c=reachable_c, ambient_limit_c=limit, cooler_power_pct=cooler_power_pct)
+
+
+class HeldElsewhereDetector:
+    """Feed samples; :meth:`feed` returns the temperature the sensor is held at once it has stayed flat, away from the
+    set point and below full cooler power, for ``window_s``: the driver regulates to some other set point.
+
+    That happens when another INDI client on the same server changes ``CCD_TEMPERATURE`` (Ekos and darkd on one
+    host), or when the driver replaces the set point itself (QHY: ``COOLER_ON`` regulates to min(current, 0 °C),
+    indi-qhy/qhy_ccd.cpp). *Flat* means the samples of the window span at most ``max(2·tolerance_c, 0.2)`` °C; *away*
+    means their mean is more than ``max(5·tolerance_c, 1.0)`` °C from the set point. A sensor still approaching along
+    a 120 s time constant changes by more than that band over a 120 s window while it is that far away. The cooler
+    must be working (power above 0 and below ``power_threshold_pct`` in every sample) and, where ``ambient_c`` is
+    known, hold the sensor at least that distance below it. At (nearly) full power the set point is unreachable instead
+    (:class:`UnreachableDetector`); at 0 % the cooler is off, which is not a set point.
+    """
+
+    def __init__(self, set_point_c: float, *, tolerance_c: float = 0.2, window_s: float = 120.0,
+                 power_threshold_pct: float = 95.0, ambient_c: float | None = None) -> None:
+        if window_s <= 0:
+            raise ValueError(f"window_s must be > 0, got {window_s}")
+        self.set_point_c = set_point_c
+        self.window_s = window_s
+        self.power_threshold_pct = power_threshold_pct
+        self.ambient_c = ambient_c
+        self.flat_c = max(2 * tolerance_c, 0.2)
+        self.away_c = max(5 * tolerance_c, 1.0)
+        self._samples: collections.deque[tuple[float, float, float | None]] = collections.deque()
+        self._first_time_s: float | None = None
+
+    def feed(self, time_s: float, temperature_c: float, cooler_power_pct: float | None) -> float | None:
+        """Add a sample; returns the mean temperature of the window when the sensor is held elsewhere, else None."""
+        if self._first_time_s is None:
+            self._first_time_s = time_s
+        self._samples.append((time_s, temperature_c, cooler_power_pct))
+        while self._samples and self._samples[0][0] < time_s - self.window_s:
+            self._samples.popleft()
+        if time_s - self._first_time_s < self.window_s or len(self._samples) < 3:
+            return None
+        temps = [t for _, t, _ in self._samples]
+        held_c = sum(temps) / len(temps)
+        if max(temps) - min(temps) > self.flat_c or abs(held_c - self.set_point_c) <= self.away_c:
+            return None
+        if any(p is None or not 0.0 < p < self.power_threshold_pct for _, _, p in self._samples):
+            return None  # off, or at its limit (unreachable), or no power reading to tell them apart
+        if self.ambient_c is not None and held_c > self.ambient_c - self.away_c:
+            return None  # not held below ambient: the readings do not show a cooler regulating
+        return held_c
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from drivers.camera import (
     SettingUnsupported,
     TemperatureSample,
 )
-from drivers.cooling import StabilityTracker, UnreachableDetector, warm_up_plan
+from drivers.cooling import HeldElsewhereDetector, StabilityTracker, UnreachableDetector, warm_up_plan
 from drivers.indi.client import IndiClient, PropertyAlert, PropertyMissing, PropertySnapshot
 from drivers.indi.vendors import Control, VendorAdapter, Vocabulary, adapter_for
 from drivers.observation import stamp_observation
@@ -491,6 +491,9 @@ class IndiCamera:
             set_point_c, tolerance_c=tolerance_c, window_s=unreachable_window_s,
             power_threshold_pct=unreachable_power_pct, ambient_c=self._ambient_c,
             max_delta_c=self.profile.max_cooling_delta_c if self.profile else None)
+        elsewhere = HeldElsewhereDetector(set_point_c, tolerance_c=tolerance_c, window_s=unreachable_window_s,
+                                          power_threshold_pct=unreachable_power_pct, ambient_c=self._ambient_c)
+        resent_at_c: float | None = None
         deadline = time.monotonic() + timeout_s
         effect = CoolerEffect(set_point_c, tolerance_c, unreachable_window_s) if self._cooler_unreadable() else None
         self._stable = False
@@ -508,9 +511,22 @@ class IndiCamera:
             if verdict is not None:
                 raise SetPointUnreachable(verdict.message(set_point_c), reachable_c=verdict.reachable_c,
                                           ambient_limit_c=verdict.ambient_limit_c)
+            held_c = elsewhere.feed(now, sample.temperature_c, sample.cooler_power_pct)
+            if held_c is not None and resent_at_c is None:
+                # regulated to another set point (another client, or the driver itself): say it once more
+                log.warning("%s: the sensor holds %.2f °C, not the set point %.2f °C, below full power for %.0f s: "
+                            "sending the set point again (did another INDI client change it?)", device, held_c,
+                            set_point_c, unreachable_window_s)
+                resent_at_c = held_c
+                self.set_temperature(set_point_c, self._ramp_c_per_min)
+                client, device = self._ensure()
+                elsewhere = HeldElsewhereDetector(set_point_c, tolerance_c=tolerance_c, window_s=unreachable_window_s,
+                                                  power_threshold_pct=unreachable_power_pct, ambient_c=self._ambient_c)
             if now >= deadline:
+                again = (f"; it was held at {resent_at_c:.2f} °C and the set point sent again: another INDI client "
+                         f"may be changing it" if resent_at_c is not None else "")
                 raise CameraTimeout(f"temperature not stable at {set_point_c} °C ± {tolerance_c} within {timeout_s} s "
-                                    f"(now {sample.temperature_c:.2f} °C)")
+                                    f"(now {sample.temperature_c:.2f} °C{again})")
             snap = client.get(device, "CCD_TEMPERATURE")
             version = snap.version if snap is not None else 0
             try:

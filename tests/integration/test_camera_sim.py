@@ -7,6 +7,7 @@ indiserver on the machine.
 
 from __future__ import annotations
 
+import logging
 import math
 import subprocess
 import sys
@@ -257,6 +258,21 @@ def test_a_value_sent_never_passes_through_libindiclients_own_copy(camera) -> No
     wanted = "AMP_ON" if not client.require(device, "CCD_AMP_GLOW").values["AMP_ON"] else "AMP_OFF"
     before = client.send_switch(device, "CCD_AMP_GLOW", [wanted])
     assert client.wait_update(device, "CCD_AMP_GLOW", before, 5.0).on_switches() == [wanted]
+
+
+def test_a_set_point_changed_by_another_client_is_sent_again(sim: IndiServer, camera,  # type: ignore[no-untyped-def]
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Another INDI client (Debian's ``indi_setprop``, as Ekos on the same server would) sets 0 °C while darkd waits for
+    −10 °C. The sensor then holds 0 °C at about half power: darkd sees it held elsewhere (drivers.cooling
+    .HeldElsewhereDetector), sends −10 °C once more, and reaches it within the timeout."""
+    camera.set_temperature(-10.0)
+    subprocess.run(["indi_setprop", "-p", str(sim.port), f"{SIM_DEVICE}.CCD_TEMPERATURE.CCD_TEMPERATURE_VALUE=0"],
+                   check=True, timeout=10, capture_output=True)
+    with caplog.at_level(logging.WARNING, logger="drivers.indi.camera"):
+        sample = camera.wait_until_stable(-10.0, tolerance_c=0.2, hold_s=1.0, timeout_s=30.0, unreachable_window_s=2.0)
+    assert abs(sample.temperature_c + 10.0) <= 0.2
+    warnings = [r.getMessage() for r in caplog.records if "sending the set point again" in r.getMessage()]
+    assert len(warnings) == 1 and "not the set point -10.00 °C" in warnings[0]
 
 
 def test_stop_aborts_the_running_exposure(camera, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
