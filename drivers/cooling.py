@@ -67,6 +67,23 @@ class StabilityTracker:
         return self.within_since_s is not None and self.held_s >= self.hold_s
 
 
+class SampleWindow:
+    """The ``(time_s, temperature_c, cooler_power_pct)`` samples of the last ``window_s`` seconds, for the detectors."""
+
+    def __init__(self) -> None:
+        self.samples: collections.deque[tuple[float, float, float | None]] = collections.deque()
+        self._first_time_s: float | None = None
+
+    def add(self, time_s: float, temperature_c: float, cooler_power_pct: float | None, window_s: float) -> bool:
+        """Add a sample and drop those older than ``window_s``; True once they span the whole window (≥ 3 samples)."""
+        if self._first_time_s is None:
+            self._first_time_s = time_s
+        self.samples.append((time_s, temperature_c, cooler_power_pct))
+        while self.samples and self.samples[0][0] < time_s - window_s:
+            self.samples.popleft()
+        return time_s - self._first_time_s >= window_s and len(self.samples) >= 3
+
+
 class UnreachableDetector:
     """Feed samples; :meth:`feed` returns an :class:`Unreachable` verdict once the set point cannot be reached.
 
@@ -86,24 +103,19 @@ class UnreachableDetector:
         self.min_approach_c = min_approach_c
         self.ambient_c = ambient_c
         self.max_delta_c = max_delta_c
-        self._samples: collections.deque[tuple[float, float, float | None]] = collections.deque()
-        self._first_time_s: float | None = None
+        self._window = SampleWindow()
 
     def feed(self, time_s: float, temperature_c: float, cooler_power_pct: float | None) -> Unreachable | None:
-        if self._first_time_s is None:
-            self._first_time_s = time_s
-        self._samples.append((time_s, temperature_c, cooler_power_pct))
         have_power = cooler_power_pct is not None
         window_s = self.window_s if have_power else 2 * self.window_s
-        while self._samples and self._samples[0][0] < time_s - window_s:
-            self._samples.popleft()
-        if time_s - self._first_time_s < window_s or len(self._samples) < 3:
+        if not self._window.add(time_s, temperature_c, cooler_power_pct, window_s):
             return None
         if temperature_c <= self.set_point_c + self.tolerance_c:
             return None  # reached (or cooling below): never unreachable
-        if have_power and any(p is None or p < self.power_threshold_pct for _, _, p in self._samples):
+        samples = self._window.samples
+        if have_power and any(p is None or p < self.power_threshold_pct for _, _, p in samples):
             return None
-        temps = [t for _, t, _ in self._samples]
+        temps = [t for _, t, _ in samples]
         gap_start = max(temps[: max(1, len(temps) // 4)]) - self.set_point_c  # distance at the start of the window
         gap_now = temperature_c - self.set_point_c
         if gap_start - gap_now >= self.min_approach_c:
@@ -138,23 +150,18 @@ class HeldElsewhereDetector:
         self.ambient_c = ambient_c
         self.flat_c = max(2 * tolerance_c, 0.2)
         self.away_c = max(5 * tolerance_c, 1.0)
-        self._samples: collections.deque[tuple[float, float, float | None]] = collections.deque()
-        self._first_time_s: float | None = None
+        self._window = SampleWindow()
 
     def feed(self, time_s: float, temperature_c: float, cooler_power_pct: float | None) -> float | None:
         """Add a sample; returns the mean temperature of the window when the sensor is held elsewhere, else None."""
-        if self._first_time_s is None:
-            self._first_time_s = time_s
-        self._samples.append((time_s, temperature_c, cooler_power_pct))
-        while self._samples and self._samples[0][0] < time_s - self.window_s:
-            self._samples.popleft()
-        if time_s - self._first_time_s < self.window_s or len(self._samples) < 3:
+        if not self._window.add(time_s, temperature_c, cooler_power_pct, self.window_s):
             return None
-        temps = [t for _, t, _ in self._samples]
+        samples = self._window.samples
+        temps = [t for _, t, _ in samples]
         held_c = sum(temps) / len(temps)
         if max(temps) - min(temps) > self.flat_c or abs(held_c - self.set_point_c) <= self.away_c:
             return None
-        if any(p is None or not 0.0 < p < self.power_threshold_pct for _, _, p in self._samples):
+        if any(p is None or not 0.0 < p < self.power_threshold_pct for _, _, p in samples):
             return None  # off, or at its limit (unreachable), or no power reading to tell them apart
         if self.ambient_c is not None and held_c > self.ambient_c - self.away_c:
             return None  # not held below ambient: the readings do not show a cooler regulating

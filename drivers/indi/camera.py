@@ -511,17 +511,15 @@ class IndiCamera:
             if verdict is not None:
                 raise SetPointUnreachable(verdict.message(set_point_c), reachable_c=verdict.reachable_c,
                                           ambient_limit_c=verdict.ambient_limit_c)
-            held_c = elsewhere.feed(now, sample.temperature_c, sample.cooler_power_pct)
-            if held_c is not None and resent_at_c is None:
-                # regulated to another set point (another client, or the driver itself): say it once more
+            if resent_at_c is None and (held_c := elsewhere.feed(now, sample.temperature_c,
+                                                                 sample.cooler_power_pct)) is not None:
+                # regulated to another set point (another client, or the driver itself): say it once more, only once
                 log.warning("%s: the sensor holds %.2f °C, not the set point %.2f °C, below full power for %.0f s: "
                             "sending the set point again (did another INDI client change it?)", device, held_c,
                             set_point_c, unreachable_window_s)
                 resent_at_c = held_c
                 self.set_temperature(set_point_c, self._ramp_c_per_min)
                 client, device = self._ensure()
-                elsewhere = HeldElsewhereDetector(set_point_c, tolerance_c=tolerance_c, window_s=unreachable_window_s,
-                                                  power_threshold_pct=unreachable_power_pct, ambient_c=self._ambient_c)
             if now >= deadline:
                 again = (f"; it was held at {resent_at_c:.2f} °C and the set point sent again: another INDI client "
                          f"may be changing it" if resent_at_c is not None else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,8 +71,9 @@ def test_invalid_parameters() -> None:
         UnreachableDetector(0.0, window_s=0.0)
 
 
-def feed_all(detector: UnreachableDetector, times: np.ndarray, temps: np.ndarray,
-             powers: np.ndarray | None) -> tuple[float, object] | None:
+def feed_all(detector: UnreachableDetector | HeldElsewhereDetector, times: np.ndarray, temps: np.ndarray,
+             powers: np.ndarray | None) -> tuple[float, Any] | None:
+    """The first (time, answer) for which ``detector.feed`` answers something, else None."""
     for i, (t, temp) in enumerate(zip(times, temps, strict=True)):
         verdict = detector.feed(float(t), float(temp), None if powers is None else float(powers[i]))
         if verdict is not None:
@@ -146,21 +148,12 @@ def test_warm_up_plan_partial_last_step_and_nothing_to_do() -> None:
         warm_up_plan(0.0, 5.0, 0.0)
 
 
-def first_held(detector: HeldElsewhereDetector, times: np.ndarray, temps: np.ndarray,
-               powers: np.ndarray | None) -> tuple[float, float] | None:
-    for i, (t, temp) in enumerate(zip(times, temps, strict=True)):
-        held = detector.feed(float(t), float(temp), None if powers is None else float(powers[i]))
-        if held is not None:
-            return float(t), held
-    return None
-
-
 def test_a_sensor_held_flat_far_from_the_set_point_below_full_power_is_held_elsewhere() -> None:
     # another client set 0 °C: the sensor comes down from 20 °C and holds 0 °C at 53 % power; darkd wants −10 °C
     rng = np.random.default_rng(7)
     times = np.arange(0.0, 1200.0, 2.0)
     temps = approach(times, 20.0, 0.0, 120.0) + rng.normal(0.0, 0.02, times.size)
-    found = first_held(HeldElsewhereDetector(-10.0, window_s=120.0), times, temps, np.full(times.size, 53.0))
+    found = feed_all(HeldElsewhereDetector(-10.0, window_s=120.0), times, temps, np.full(times.size, 53.0))
     assert found is not None
     t_found, held_c = found
     assert held_c == pytest.approx(0.0, abs=0.5)  # flagged while the last of the approach fits in the flat band
@@ -172,21 +165,21 @@ def test_an_approach_towards_the_set_point_is_never_held_elsewhere() -> None:
     rng = np.random.default_rng(8)
     times = np.arange(0.0, 3000.0, 2.0)
     temps = approach(times, 20.0, -10.0, 120.0) + rng.normal(0.0, 0.02, times.size)
-    assert first_held(HeldElsewhereDetector(-10.0, window_s=120.0), times, temps, np.full(times.size, 70.0)) is None
+    assert feed_all(HeldElsewhereDetector(-10.0, window_s=120.0), times, temps, np.full(times.size, 70.0)) is None
 
 
 def test_held_elsewhere_needs_a_power_reading_below_the_threshold() -> None:
     times = np.arange(0.0, 600.0, 2.0)
     temps = np.full(times.size, -5.0)
-    assert first_held(HeldElsewhereDetector(-15.0, window_s=120.0), times, temps, np.full(times.size, 99.0)) is None
-    assert first_held(HeldElsewhereDetector(-15.0, window_s=120.0), times, temps, None) is None
-    assert first_held(HeldElsewhereDetector(-15.0, window_s=120.0), times, temps, np.zeros(times.size)) is None  # off
+    assert feed_all(HeldElsewhereDetector(-15.0, window_s=120.0), times, temps, np.full(times.size, 99.0)) is None
+    assert feed_all(HeldElsewhereDetector(-15.0, window_s=120.0), times, temps, None) is None
+    assert feed_all(HeldElsewhereDetector(-15.0, window_s=120.0), times, temps, np.zeros(times.size)) is None  # off
     # held below ambient is required where ambient is known: at ambient with power drawn the readings disagree
-    assert first_held(HeldElsewhereDetector(-15.0, window_s=120.0, ambient_c=-5.5), times, temps,
+    assert feed_all(HeldElsewhereDetector(-15.0, window_s=120.0, ambient_c=-5.5), times, temps,
                       np.full(times.size, 60.0)) is None
-    assert first_held(HeldElsewhereDetector(-15.0, window_s=120.0, ambient_c=20.0), times, temps,
+    assert feed_all(HeldElsewhereDetector(-15.0, window_s=120.0, ambient_c=20.0), times, temps,
                       np.full(times.size, 60.0)) is not None
     # close to the set point (within max(5·tolerance, 1 °C)) is the StabilityTracker's business
-    assert first_held(HeldElsewhereDetector(-5.8, window_s=120.0), times, temps, np.full(times.size, 60.0)) is None
+    assert feed_all(HeldElsewhereDetector(-5.8, window_s=120.0), times, temps, np.full(times.size, 60.0)) is None
     with pytest.raises(ValueError, match="window_s"):
         HeldElsewhereDetector(0.0, window_s=0.0)
