@@ -25,8 +25,9 @@ Winsorized sigma clipping, per pixel on its ``n`` values sorted ascending ``v[0]
 Up to :data:`VECTOR_MAX_N` frames (:func:`_vector_block`), the first pass — where every pixel keeps all its values,
 so the median and quartiles sit at the same rows for all — runs for the 64 pixels of a block at once: each step is
 a clamped sum over the ``n`` values (``O(n)``, but SIMD across the pixels: ≈ 3 ns per pixel and step at ``n = 16``
-against ≈ 13 ns for an ``O(1)`` step of the closed form above), until at most 8 pixels are still moving; those,
-and the few pixels that reject something (≈ 6 % at ``n = 16``), go on one by one. With more frames, and for those
+against ≈ 13 ns for an ``O(1)`` step of the closed form above), until at most 16 pixels are still moving; those
+are moved to the first 16 lanes and go on there (one SIMD vector per row instead of four) until at most 2 are;
+those, and the few pixels that reject something (≈ 6 % at ``n = 16``), go on one by one. With more frames, and for those
 pixels, each pixel is iterated on its own with the closed form, two pixels side by side so the CPU overlaps their
 independent chains of dependent operations (about 40 cycles per step). Each block of 64 pixels is copied into a
 small buffer that stays in the L1 cache and sorted there by a comparator network (SIMD min/max across the 64
@@ -42,7 +43,8 @@ from calib.rejection import SINGLE_PASS_METHODS, WINSOR_CLAMP, WINSOR_COLLAPSE, 
 
 BLOCK = 64  # pixels sorted together: n × 64 × 4 B stays in L1 for n ≤ 128
 VECTOR_MAX_N = 64  # up to this many frames, the first pass of a block's pixels runs in SIMD lanes (_vector_block)
-_STRAGGLERS = 8  # pixels of a block left to Winsorize one by one when the others have converged
+_NARROW = 16  # when at most this many pixels of a block are still moving, they go on in the first 16 lanes alone
+_STRAGGLERS = 2  # pixels of a block left to Winsorize one by one when the others have converged
 _K2 = (WINSOR_CLAMP * WINSOR_GAIN) ** 2
 _H_COLLAPSE = WINSOR_CLAMP * WINSOR_COLLAPSE  # the collapse floor of σ (calib.rejection), as a half-width
 _MINMAX = SINGLE_PASS_METHODS.index("minmax")
@@ -184,17 +186,18 @@ def _combined(col: np.ndarray, p1: np.ndarray, j: int, lo: int, hi: int, median:
 
 
 @_inline
-def _winsor_iterate(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, live: np.ndarray, w: int, n: int,
-                    c: np.ndarray, h: np.ndarray, h_before: np.ndarray, iterations: int) -> None:
-    """For each pixel ``j < w`` where ``live[j]``: up to ``iterations`` Winsorization steps (:func:`_winsor_step`)
-    of all ``n`` values ``col[:, j]`` from the centre ``c[j]`` and half-width ``h[j]`` (``h_before[j]``: the
-    half-width one step earlier), which it updates. One call per block, not per pixel: the arrays an inlined call
-    takes are reference-counted on entry and exit (two atomic operations each), which per pixel cost as much as a
-    few steps."""
+def _winsor_iterate(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, live: np.ndarray, pixels: np.ndarray,
+                    count: int, n: int, c: np.ndarray, h: np.ndarray, h_before: np.ndarray, iterations: int) -> None:
+    """For each pixel ``j = pixels[i]`` (``i < count``) where ``live[i]``: up to ``iterations`` Winsorization steps
+    (:func:`_winsor_step`) of all ``n`` values ``col[:, j]`` from the centre ``c[j]`` and half-width ``h[j]``
+    (``h_before[j]``: the half-width one step earlier), which it updates. One call per block, not per pixel: the
+    arrays an inlined call takes are reference-counted on entry and exit (two atomic operations each), which per
+    pixel cost as much as a few steps."""
     inv_m = 1.0 / n
-    for j in range(w):
-        if not live[j]:
+    for i in range(count):
+        if not live[i]:
             continue
+        j = pixels[i]
         cj, hj, before = c[j], h[j], h_before[j]
         a, b = 0, n
         for _inner in range(iterations):
@@ -261,35 +264,24 @@ def _pairs(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, pix: np.ndarray, cou
 
 
 @_inline
-def _outside_counts(col: np.ndarray, t0: np.ndarray, t1: np.ndarray, below: np.ndarray, above: np.ndarray,
-                    w: int) -> None:  # pragma: no cover - compiled by numba
-    """``below[j]`` = the number of ``col[:, j]`` below ``t0[j]``, ``above[j]`` above ``t1[j]`` (SIMD over ``j``)."""
-    for j in range(w):
-        below[j] = 0
-        above[j] = 0
-    for k in range(col.shape[0]):
-        for j in range(w):
-            below[j] += col[k, j] < t0[j]
-            above[j] += col[k, j] > t1[j]
-
-
-@_inline
 def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarray, w: int, kept_lo: np.ndarray,
                   kept_hi: np.ndarray, pix: np.ndarray, lanes: np.ndarray, state: np.ndarray, sums: np.ndarray,
-                  live: np.ndarray, below: np.ndarray, above: np.ndarray, k_low: float, k_high: float,
-                  max_outer: int, max_inner: int) -> None:
+                  live: np.ndarray, k_low: float, k_high: float, max_outer: int, max_inner: int) -> None:
     """The first outer pass of every pixel of a block at once, the pixels in SIMD lanes; the rest one by one.
 
     In the first pass every pixel keeps all ``n`` values, so its median and quartiles sit at the same rows for
     every pixel and each Winsorization step is a clamped sum over the same ``n`` rows (``O(n)`` per pixel but SIMD
     across the block, instead of :func:`_winsor_step`'s ``O(1)`` chain of dependent operations per pixel). All
-    pixels step together until at most :data:`_STRAGGLERS` are still moving; those finish one by one from where
-    they are (:func:`_winsor_iterate`). Then the clip thresholds are counted for every pixel
-    (:func:`_outside_counts`); the few pixels that reject something go on one by one (:func:`_pairs`).
+    pixels step together until at most :data:`_NARROW` are still moving; those are moved to the first lanes (their
+    deviations, state and pixel index ``pix``) and step on there, a quarter of the work per step, until at most
+    :data:`_STRAGGLERS` are; those finish one by one from where they are (:func:`_winsor_iterate`). Then only the
+    two ends of each sorted column are compared with its clip thresholds; the few pixels that reject something
+    count their rejections and go on one by one (:func:`_pairs`).
     ``lanes`` (6, BLOCK) float64 holds per pixel: centre, half-width, the half-width one step earlier, the two
     clip thresholds, the median the steps work from (``origin``); ``state`` (4, BLOCK) float32 the centre,
     half-width, the half-width a step earlier and the collapse floor during the SIMD steps; ``sums`` (4, BLOCK)
-    float32 the two clamp bounds and the two clamped sums. The steps work in float32, on deviations from the
+    float32 the two clamp bounds and the two clamped sums; ``state``, ``dev`` and ``live`` are per lane, which is
+    the pixel's column until the moving pixels are moved. The steps work in float32, on deviations from the
     median, ``dev`` (exact for values on a 0.5 grid below 2²³, as ADU are; the reference also works in float32
     deviations), 8 pixels per 256-bit SIMD operation (16 per 512-bit one in the prebuilt kernels, :mod:`calib.aot`)."""
     n = col.shape[0]
@@ -334,16 +326,36 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     tolerance = np.float32(WINSOR_TOLERANCE)
     zero = np.float32(0.0)
     steps = 0
+    width = np.int64(w)  # the lanes the steps run over: every pixel's, then only those of the pixels still moving
+    moved = 0  # how many pixels were moved to the first lanes, pix[:moved] their columns
     while steps < max_inner and n_live > _STRAGGLERS:
+        if width > _NARROW and n_live <= _NARROW:
+            for j in range(w):  # every pixel's state as it is now; then the moving ones go to the first lanes
+                c[j] = np.float64(c32[j]) + origin[j]
+                h[j] = h32[j]
+                h_before[j] = before32[j]
+            for j in range(w):  # lane moved ≤ j: a lane is overwritten only once its own pixel was saved or moved
+                if live[j]:
+                    pix[moved] = j
+                    for k in range(n):
+                        dev[k, moved] = dev[k, j]
+                    c32[moved] = c32[j]
+                    h32[moved] = h32[j]
+                    before32[moved] = before32[j]
+                    floor32[moved] = floor32[j]
+                    moved += 1
+            for i in range(_NARROW):
+                live[i] = i < moved
+            width = np.int64(_NARROW)
         steps += 1
-        for j in range(w):  # the clamp bounds
+        for j in range(width):  # the clamp bounds
             b0[j] = c32[j] - h32[j]
             b1[j] = c32[j] + h32[j]
             s1[j] = 0.0
             s2[j] = 0.0
         k = 0
         while k + 4 <= n:  # s1 = Σ clamp(dev), s2 = Σ clamp(dev)²: four rows per pass, so each partial sum is
-            for j in range(w):  # loaded and stored once per four values
+            for j in range(width):  # loaded and stored once per four values
                 lo = b0[j]
                 hi = b1[j]
                 v0 = min(max(dev[k, j], lo), hi)
@@ -354,12 +366,12 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
                 s2[j] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
             k += 4
         while k < n:
-            for j in range(w):
+            for j in range(width):
                 v = min(max(dev[k, j], b0[j]), b1[j])
                 s1[j] += v
                 s2[j] += v * v
             k += 1
-        for j in range(w):  # the new centre and half-width where live; the tests of _winsor_step
+        for j in range(width):  # the new centre and half-width where live; the tests of _winsor_step
             mean = s1[j] * inv_n
             h_new = np.sqrt(max(k2 * (s2[j] * inv_n - mean * mean), zero))
             hj = h32[j]
@@ -372,26 +384,38 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
             h32[j] = h_new if moving else hj
             live[j] = moving and not done
         n_live = 0
-        for j in range(w):  # counted apart: a 64-bit count in the loop above would halve its SIMD width
+        for j in range(width):  # counted apart: a 64-bit count in the loop above would halve its SIMD width
             n_live += live[j]
-    for j in range(w):
-        c[j] = np.float64(c32[j]) + origin[j]
-        h[j] = h32[j]
-        h_before[j] = before32[j]
+    if moved == 0:  # never narrowed: lane j is pixel j
+        for j in range(w):
+            pix[j] = j
+        moved = w
+    for i in range(moved):
+        j = pix[i]
+        c[j] = np.float64(c32[i]) + origin[j]
+        h[j] = h32[i]
+        h_before[j] = before32[i]
     if n_live > 0:
-        _winsor_iterate(col, p1, p2, live, w, n, c, h, h_before, max_inner - steps)
+        _winsor_iterate(col, p1, p2, live, pix, moved, n, c, h, h_before, max_inner - steps)
     for j in range(w):  # the thresholds of :func:`_clip`
         centre, sigma = c[j], h[j] / WINSOR_CLAMP
         if _collapsed(centre, h[j]):
             centre, sigma = 0.5 * (col[im0, j] + col[im1, j]), 0.0
         t0[j] = centre - k_low * sigma
         t1[j] = centre + k_high * sigma
-    _outside_counts(col, t0, t1, below, above, w)
+    for j in range(w):  # whether any value lies beyond a threshold: the two ends of the sorted column (SIMD)
+        live[j] = (col[0, j] < t0[j]) | (col[n - 1, j] > t1[j])
     count = 0
     for j in range(w):
         kept_lo[j], kept_hi[j] = 0, n
-        nlo = below[j]
-        nhi = max(n - above[j], nlo)
+        if not live[j]:
+            continue
+        nlo = 0
+        while nlo < n and col[nlo, j] < t0[j]:
+            nlo += 1
+        nhi = n
+        while nhi > nlo and col[nhi - 1, j] > t1[j]:
+            nhi -= 1
         if nlo < nhi and (nlo != 0 or nhi != n):
             kept_lo[j], kept_hi[j] = nlo, nhi
             pix[count] = j
@@ -421,15 +445,13 @@ def winsorized_kernel(stack: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
     sums = np.empty((4, BLOCK), dtype=np.float32)
     dev = np.empty((n, BLOCK), dtype=np.float32)
     live = np.empty(BLOCK, dtype=np.bool_)
-    below = np.empty(BLOCK, dtype=np.int64)
-    above = np.empty(BLOCK, dtype=np.int64)
     for b0 in range(0, ncols, BLOCK):
         w = min(BLOCK, ncols - b0)
         _load_block(stack, b0, w, pair_a, pair_b, buf)
         _prefix_sums(buf, w, col, p1, p2)
         if 3 <= n <= VECTOR_MAX_N:
-            _vector_block(col, p1, p2, dev, w, kept_lo, kept_hi, pix, lanes, state, sums, live, below, above,
-                          k_low, k_high, max_outer, max_inner)
+            _vector_block(col, p1, p2, dev, w, kept_lo, kept_hi, pix, lanes, state, sums, live, k_low, k_high,
+                          max_outer, max_inner)
         else:
             for j in range(w):
                 kept_lo[j], kept_hi[j] = 0, n
