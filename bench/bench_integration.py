@@ -286,22 +286,28 @@ def run_split(paths: list[Path]) -> dict:
                             "clip_combine_numpy", "write"), 0.0)
     kernel(np.zeros((n, 8), dtype=np.float32), 4.0, 3.0)  # load the compiled kernel first
     data = np.empty((height, width), dtype=np.float32)
+    # as integrate() runs a band (calib.integration): the stack and the rejection counts reused from band to band,
+    # the combined rows written by the kernel straight into the master's array
+    buffers = np.empty(n * band * width, dtype=np.float32), *(np.empty(band * width, dtype=np.int32) for _ in "lh")
+    spare = np.empty(band * width, dtype=np.float32)  # the presorted kernel's combined rows, compared with the fused
     for r0 in range(0, height, band):
         r1 = min(r0 + band, height)
-        stack = np.empty((n, r1 - r0, width), dtype=np.float32)
+        pixels = (r1 - r0) * width
+        stack = buffers[0][:n * pixels].reshape(n, r1 - r0, width)
         t = time.process_time()
         for i, src in enumerate(sources):
             src.read_rows(r0, r1, stack[i])
         totals["read"] += time.process_time() - t
         flat = stack.reshape(n, -1)
         t = time.process_time()
-        fused = kernel(flat, 4.0, 3.0, presorted=False)
+        fused = kernel(flat, 4.0, 3.0, presorted=False,
+                       out=(data.reshape(-1)[r0 * width:r1 * width], buffers[1][:pixels], buffers[2][:pixels]))
         totals["fused_sort_clip_kernel"] += time.process_time() - t
         t = time.process_time()
         sort_frames_inplace(flat)
         totals["sort"] += time.process_time() - t
         t = time.process_time()
-        out, _, _ = kernel(flat, 4.0, 3.0)
+        out, _, _ = kernel(flat, 4.0, 3.0, out=(spare[:pixels], buffers[1][:pixels], buffers[2][:pixels]))
         totals["clip_combine_kernel"] += time.process_time() - t
         assert np.array_equal(out, fused[0])
         if r0 % (8 * band) == 0:  # the NumPy fallback on every 8th band only (it is slow), scaled up below
@@ -310,7 +316,6 @@ def run_split(paths: list[Path]) -> dict:
                                    np.full(flat.shape[1], n, dtype=np.int32), RejectionParams())
             kept_mean(flat, lo, hi)
             totals["clip_combine_numpy"] += 8 * (time.process_time() - t)
-        data[r0:r1] = out.reshape(r1 - r0, width)
     for s in sources:
         s.close()
     from astropy.io import fits
