@@ -45,6 +45,14 @@ BLOCK = 64  # pixels sorted together: n × 64 × 4 B stays in L1 for n ≤ 128
 VECTOR_MAX_N = 64  # up to this many frames, the first pass of a block's pixels runs in SIMD lanes (_vector_block)
 _NARROW = 16  # when at most this many pixels of a block are still moving, they go on in the first 16 lanes alone
 _STRAGGLERS = 2  # pixels of a block left to Winsorize one by one when the others have converged
+# Rows of the per-block lane arrays of _vector_block, one column per pixel (2-D indexing, not a view per row: each
+# view of an array is reference-counted, an atomic operation, per block). lanes, float64: centre, half-width, the
+# half-width one step earlier, the two clip thresholds, the median the steps work from; state, float32: centre,
+# half-width, half-width one step earlier (the rows of lanes) and the collapse floor; sums, float32: the two clamp
+# bounds and the two clamped sums.
+_C, _H, _H_BEFORE, _T_LOW, _T_HIGH, _ORIGIN = range(6)
+_FLOOR = 3
+_B_LOW, _B_HIGH, _S1, _S2 = range(4)
 _K2 = (WINSOR_CLAMP * WINSOR_GAIN) ** 2
 _H_COLLAPSE = WINSOR_CLAMP * WINSOR_COLLAPSE  # the collapse floor of σ (calib.rejection), as a half-width
 _MINMAX = SINGLE_PASS_METHODS.index("minmax")
@@ -187,25 +195,25 @@ def _combined(col: np.ndarray, p1: np.ndarray, j: int, lo: int, hi: int, median:
 
 @_inline
 def _winsor_iterate(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, live: np.ndarray, pixels: np.ndarray,
-                    count: int, n: int, c: np.ndarray, h: np.ndarray, h_before: np.ndarray, iterations: int) -> None:
+                    count: int, n: int, lanes: np.ndarray, iterations: int) -> None:
     """For each pixel ``j = pixels[i]`` (``i < count``) where ``live[i]``: up to ``iterations`` Winsorization steps
-    (:func:`_winsor_step`) of all ``n`` values ``col[:, j]`` from the centre ``c[j]`` and half-width ``h[j]``
-    (``h_before[j]``: the half-width one step earlier), which it updates. One call per block, not per pixel: the
-    arrays an inlined call takes are reference-counted on entry and exit (two atomic operations each), which per
-    pixel cost as much as a few steps."""
+    (:func:`_winsor_step`) of all ``n`` values ``col[:, j]`` from the centre ``lanes[_C, j]`` and half-width
+    ``lanes[_H, j]`` (``lanes[_H_BEFORE, j]``: the half-width one step earlier), which it updates. One call per
+    block, not per pixel: the arrays an inlined call takes are reference-counted on entry and exit (two atomic
+    operations each), which per pixel cost as much as a few steps."""
     inv_m = 1.0 / n
     for i in range(count):
         if not live[i]:
             continue
         j = pixels[i]
-        cj, hj, before = c[j], h[j], h_before[j]
+        cj, hj, before = lanes[_C, j], lanes[_H, j], lanes[_H_BEFORE, j]
         a, b = 0, n
         for _inner in range(iterations):
             a, b, cj, h_new, done = _winsor_step(col, p1, p2, j, 0, n, inv_m, a, b, cj, hj, before)
             before, hj = hj, h_new
             if done:
                 break
-        c[j], h[j] = cj, hj
+        lanes[_C, j], lanes[_H, j] = cj, hj
 
 
 @_inline
@@ -285,8 +293,6 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     median, ``dev`` (exact for values on a 0.5 grid below 2²³, as ADU are; the reference also works in float32
     deviations), 8 pixels per 256-bit SIMD operation (16 per 512-bit one in the prebuilt kernels, :mod:`calib.aot`)."""
     n = col.shape[0]
-    c, h, h_before, t0, t1, origin = lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5]
-    b0, b1, s1, s2 = sums[0], sums[1], sums[2], sums[3]
     im0, im1 = (n - 1) // 2, n // 2
     pos = 0.25 * (n - 1)
     i1 = int(np.floor(pos))
@@ -297,29 +303,28 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     inv_n = np.float32(1.0 / n)
     n_live = 0
     for j in range(w):  # the start of :func:`_winsor_start`, at the same rows for every pixel
-        c[j] = 0.5 * (col[im0, j] + col[im1, j])
+        lanes[_C, j] = 0.5 * (col[im0, j] + col[im1, j])
         q1 = col[i1, j] + f1 * (col[i1b, j] - col[i1, j])
         q3 = col[i3, j] + f3 * (col[i3b, j] - col[i3, j])
-        h[j] = WINSOR_CLAMP * ((q3 - q1) / 1.349)
-        h_before[j] = np.inf
-        live[j] = h[j] > 0
+        lanes[_H, j] = WINSOR_CLAMP * ((q3 - q1) / 1.349)
+        lanes[_H_BEFORE, j] = np.inf
+        live[j] = lanes[_H, j] > 0
         n_live += live[j]
     if n_live < w:  # IQR 0: the standard deviation
         for j in range(w):
             if not live[j]:
-                c[j], h[j] = _winsor_start(col, p1, j, 0, n)
-                live[j] = h[j] > 0
+                lanes[_C, j], lanes[_H, j] = _winsor_start(col, p1, j, 0, n)
+                live[j] = lanes[_H, j] > 0
                 n_live += live[j]
-    c32, h32, before32, floor32 = state[0], state[1], state[2], state[3]
     for j in range(w):  # the steps work in float32 on deviations from the median (small numbers: little rounding)
-        origin[j] = c[j]
-        c32[j] = 0.0
-        h32[j] = h[j]
-        before32[j] = np.inf
-        floor32[j] = _H_COLLAPSE * max(abs(c[j]), 1.0)
+        lanes[_ORIGIN, j] = lanes[_C, j]
+        state[_C, j] = 0.0
+        state[_H, j] = lanes[_H, j]
+        state[_H_BEFORE, j] = np.inf
+        state[_FLOOR, j] = _H_COLLAPSE * max(abs(lanes[_C, j]), 1.0)
     for k in range(n):
         for j in range(w):
-            dev[k, j] = np.float32(col[k, j] - origin[j])
+            dev[k, j] = np.float32(col[k, j] - lanes[_ORIGIN, j])
     # The SIMD steps. Written out here, not in helper functions: every array an inlined call takes is
     # reference-counted on entry and exit, an atomic operation each, and per step these cost as much as the sums.
     k2 = np.float32(_K2)
@@ -331,57 +336,57 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
     while steps < max_inner and n_live > _STRAGGLERS:
         if width > _NARROW and n_live <= _NARROW:
             for j in range(w):  # every pixel's state as it is now; then the moving ones go to the first lanes
-                c[j] = np.float64(c32[j]) + origin[j]
-                h[j] = h32[j]
-                h_before[j] = before32[j]
+                lanes[_C, j] = np.float64(state[_C, j]) + lanes[_ORIGIN, j]
+                lanes[_H, j] = state[_H, j]
+                lanes[_H_BEFORE, j] = state[_H_BEFORE, j]
             for j in range(w):  # lane moved ≤ j: a lane is overwritten only once its own pixel was saved or moved
                 if live[j]:
                     pix[moved] = j
                     for k in range(n):
                         dev[k, moved] = dev[k, j]
-                    c32[moved] = c32[j]
-                    h32[moved] = h32[j]
-                    before32[moved] = before32[j]
-                    floor32[moved] = floor32[j]
+                    state[_C, moved] = state[_C, j]
+                    state[_H, moved] = state[_H, j]
+                    state[_H_BEFORE, moved] = state[_H_BEFORE, j]
+                    state[_FLOOR, moved] = state[_FLOOR, j]
                     moved += 1
             for i in range(_NARROW):
                 live[i] = i < moved
             width = np.int64(_NARROW)
         steps += 1
         for j in range(width):  # the clamp bounds
-            b0[j] = c32[j] - h32[j]
-            b1[j] = c32[j] + h32[j]
-            s1[j] = 0.0
-            s2[j] = 0.0
+            sums[_B_LOW, j] = state[_C, j] - state[_H, j]
+            sums[_B_HIGH, j] = state[_C, j] + state[_H, j]
+            sums[_S1, j] = 0.0
+            sums[_S2, j] = 0.0
         k = 0
         while k + 4 <= n:  # s1 = Σ clamp(dev), s2 = Σ clamp(dev)²: four rows per pass, so each partial sum is
             for j in range(width):  # loaded and stored once per four values
-                lo = b0[j]
-                hi = b1[j]
+                lo = sums[_B_LOW, j]
+                hi = sums[_B_HIGH, j]
                 v0 = min(max(dev[k, j], lo), hi)
                 v1 = min(max(dev[k + 1, j], lo), hi)
                 v2 = min(max(dev[k + 2, j], lo), hi)
                 v3 = min(max(dev[k + 3, j], lo), hi)
-                s1[j] += (v0 + v1) + (v2 + v3)
-                s2[j] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
+                sums[_S1, j] += (v0 + v1) + (v2 + v3)
+                sums[_S2, j] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
             k += 4
         while k < n:
             for j in range(width):
-                v = min(max(dev[k, j], b0[j]), b1[j])
-                s1[j] += v
-                s2[j] += v * v
+                v = min(max(dev[k, j], sums[_B_LOW, j]), sums[_B_HIGH, j])
+                sums[_S1, j] += v
+                sums[_S2, j] += v * v
             k += 1
         for j in range(width):  # the new centre and half-width where live; the tests of _winsor_step
-            mean = s1[j] * inv_n
-            h_new = np.sqrt(max(k2 * (s2[j] * inv_n - mean * mean), zero))
-            hj = h32[j]
-            cj = c32[j]
+            mean = sums[_S1, j] * inv_n
+            h_new = np.sqrt(max(k2 * (sums[_S2, j] * inv_n - mean * mean), zero))
+            hj = state[_H, j]
+            cj = state[_C, j]
             tol = tolerance * hj
-            done = (abs(h_new - hj) < tol) | (abs(h_new - before32[j]) < tol) | (h_new <= floor32[j])
+            done = (abs(h_new - hj) < tol) | (abs(h_new - state[_H_BEFORE, j]) < tol) | (h_new <= state[_FLOOR, j])
             moving = live[j]
-            before32[j] = hj if moving else before32[j]
-            c32[j] = mean if moving else cj
-            h32[j] = h_new if moving else hj
+            state[_H_BEFORE, j] = hj if moving else state[_H_BEFORE, j]
+            state[_C, j] = mean if moving else cj
+            state[_H, j] = h_new if moving else hj
             live[j] = moving and not done
         n_live = 0
         for j in range(width):  # counted apart: a 64-bit count in the loop above would halve its SIMD width
@@ -392,29 +397,29 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
         moved = w
     for i in range(moved):
         j = pix[i]
-        c[j] = np.float64(c32[i]) + origin[j]
-        h[j] = h32[i]
-        h_before[j] = before32[i]
+        lanes[_C, j] = np.float64(state[_C, i]) + lanes[_ORIGIN, j]
+        lanes[_H, j] = state[_H, i]
+        lanes[_H_BEFORE, j] = state[_H_BEFORE, i]
     if n_live > 0:
-        _winsor_iterate(col, p1, p2, live, pix, moved, n, c, h, h_before, max_inner - steps)
+        _winsor_iterate(col, p1, p2, live, pix, moved, n, lanes, max_inner - steps)
     for j in range(w):  # the thresholds of :func:`_clip`
-        centre, sigma = c[j], h[j] / WINSOR_CLAMP
-        if _collapsed(centre, h[j]):
+        centre, sigma = lanes[_C, j], lanes[_H, j] / WINSOR_CLAMP
+        if _collapsed(centre, lanes[_H, j]):
             centre, sigma = 0.5 * (col[im0, j] + col[im1, j]), 0.0
-        t0[j] = centre - k_low * sigma
-        t1[j] = centre + k_high * sigma
+        lanes[_T_LOW, j] = centre - k_low * sigma
+        lanes[_T_HIGH, j] = centre + k_high * sigma
     for j in range(w):  # whether any value lies beyond a threshold: the two ends of the sorted column (SIMD)
-        live[j] = (col[0, j] < t0[j]) | (col[n - 1, j] > t1[j])
+        live[j] = (col[0, j] < lanes[_T_LOW, j]) | (col[n - 1, j] > lanes[_T_HIGH, j])
     count = 0
     for j in range(w):
         kept_lo[j], kept_hi[j] = 0, n
         if not live[j]:
             continue
         nlo = 0
-        while nlo < n and col[nlo, j] < t0[j]:
+        while nlo < n and col[nlo, j] < lanes[_T_LOW, j]:
             nlo += 1
         nhi = n
-        while nhi > nlo and col[nhi - 1, j] > t1[j]:
+        while nhi > nlo and col[nhi - 1, j] > lanes[_T_HIGH, j]:
             nhi -= 1
         if nlo < nhi and (nlo != 0 or nhi != n):
             kept_lo[j], kept_hi[j] = nlo, nhi
