@@ -26,12 +26,13 @@ Up to :data:`VECTOR_MAX_N` frames (:func:`_vector_block`), the first pass — wh
 so the median and quartiles sit at the same rows for all — runs for the 64 pixels of a block at once: each step is
 a clamped sum over the ``n`` values (``O(n)``, but SIMD across the pixels: ≈ 3 ns per pixel and step at ``n = 16``
 against ≈ 13 ns for an ``O(1)`` step of the closed form above), until at most 16 pixels are still moving; those
-are moved to the first 16 lanes and go on there (one SIMD vector per row instead of four) until at most 2 are;
-those, and the few pixels that reject something (≈ 6 % at ``n = 16``), go on one by one. With more frames, and for those
-pixels, each pixel is iterated on its own with the closed form, two pixels side by side so the CPU overlaps their
-independent chains of dependent operations (about 40 cycles per step). Each block of 64 pixels is copied into a
-small buffer that stays in the L1 cache and sorted there by a comparator network (SIMD min/max across the 64
-pixels), and its prefix sums are taken across the 64 pixels at once.
+are moved to the first 16 lanes and go on there (one SIMD vector per row instead of four) until at most 2 are.
+Those 2, and the few pixels that reject something (≈ 6 % at ``n = 16``; whether a pixel does is read from the two
+ends of its sorted values), go on one by one. With more frames, and for those pixels, each pixel is iterated on its
+own with the closed form, two pixels side by side so the CPU overlaps their independent chains of dependent
+operations (about 40 cycles per step). Each block of 64 pixels is copied into a small buffer that stays in the L1
+cache and sorted there by a comparator network (SIMD min/max across the 64 pixels), and its prefix sums are
+taken across the 64 pixels at once.
 """
 
 from __future__ import annotations
