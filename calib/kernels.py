@@ -360,7 +360,7 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
             sums[_S1, j] = 0.0
             sums[_S2, j] = 0.0
         k = 0
-        while k + 8 <= n:  # s1 = Σ clamp(dev), s2 = Σ clamp(dev)²: eight rows per pass (then four, then one), so
+        while k + 8 <= n:  # s1 = Σ clamp(dev), s2 = Σ clamp(dev)²: eight rows per pass (then one by one), so
             for j in range(width):  # each partial sum is loaded and stored once per eight values
                 lo = sums[_B_LOW, j]
                 hi = sums[_B_HIGH, j]
@@ -376,17 +376,6 @@ def _vector_block(col: np.ndarray, p1: np.ndarray, p2: np.ndarray, dev: np.ndarr
                 sums[_S2, j] += (((v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3))
                                  + ((v4 * v4 + v5 * v5) + (v6 * v6 + v7 * v7)))
             k += 8
-        while k + 4 <= n:
-            for j in range(width):
-                lo = sums[_B_LOW, j]
-                hi = sums[_B_HIGH, j]
-                v0 = min(max(dev[k, j], lo), hi)
-                v1 = min(max(dev[k + 1, j], lo), hi)
-                v2 = min(max(dev[k + 2, j], lo), hi)
-                v3 = min(max(dev[k + 3, j], lo), hi)
-                sums[_S1, j] += (v0 + v1) + (v2 + v3)
-                sums[_S2, j] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
-            k += 4
         while k < n:
             for j in range(width):
                 v = min(max(dev[k, j], sums[_B_LOW, j]), sums[_B_HIGH, j])
