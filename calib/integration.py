@@ -579,23 +579,19 @@ def write_integration(result: IntegrationResult, path: str | os.PathLike[str],
     defect map), atomically.
 
     Same guarantees as :func:`calib.frames.atomic_write_bytes` (temporary file in the target folder, fsync, rename,
-    fsync of the folder) but streamed by astropy into the temporary file, so the output is not held twice in memory.
-    The arrays are written in file order (:func:`calib.frames.in_file_order`) and converted back while the file is
-    synced to disk.
+    fsync of the folder) but streamed by astropy into the temporary file, so the output is not held twice in memory,
+    and written with direct I/O (:class:`calib.frames.DirectWriter`: no copy into the page cache; buffered where the
+    file system does not take it). The arrays are written in file order (:func:`calib.frames.in_file_order`) and
+    converted back afterwards.
     """
     target = Path(path)
     arrays = [result.data, result.rejected_low, result.rejected_high]
+    # the arrays are converted in place on two cores and restored before the writer's last block and the fsync
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="darkd-write") as pool, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="darkd-fsync") as syncer, atomic_file(target) as fh:
-        with in_file_order(arrays, pool) as (data, low, high):  # converted in place on two cores, restored after
-            extras = [unsigned_image_hdu(low, "REJ_LOW"), unsigned_image_hdu(high, "REJ_HIGH")]
-            for hdu, side in zip(extras, ("low", "high"), strict=True):
-                hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
-            hdul = to_hdulist(data, result.header, extra_hdus=[*extras, *extra_hdus])
-            hdul.writeto(fh, output_verify="silentfix", checksum=True)  # CHECKSUM/DATASUM in every HDU
-            fh.flush()
-            # every byte is in the page cache now: the disk writes of the fsync go on while the arrays are restored;
-            # atomic_file's own fsync before the rename then finds nothing left to write
-            synced = syncer.submit(os.fsync, fh.fileno())
-        synced.result()
+            atomic_file(target, direct_io=True) as fh, in_file_order(arrays, pool) as (data, low, high):
+        extras = [unsigned_image_hdu(low, "REJ_LOW"), unsigned_image_hdu(high, "REJ_HIGH")]
+        for hdu, side in zip(extras, ("low", "high"), strict=True):
+            hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"
+        hdul = to_hdulist(data, result.header, extra_hdus=[*extras, *extra_hdus])
+        hdul.writeto(fh, output_verify="silentfix", checksum=True)  # CHECKSUM/DATASUM in every HDU
     return target
