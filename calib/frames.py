@@ -181,6 +181,19 @@ def _open_part(tmp: str, fd: int) -> BinaryIO:
     return open(tmp, "wb", opener=lambda _path, _flags: fd)
 
 
+def _process_umask() -> int:
+    """The process's file-mode creation mask, read without changing it (``os.umask`` can only be read by setting
+    it, which would race with other threads creating files); ``0o022`` where ``/proc`` does not tell."""
+    try:
+        with Path("/proc/self/status").open(encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 def _fsync_dir(folder: Path) -> None:
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
@@ -290,13 +303,17 @@ def atomic_file(path: str | os.PathLike[str], *, direct_io: bool = False) -> Ite
     A crash leaves either the old file or the new one, never half of one (at worst a ``.<name>.*.part`` file that
     ``darkd library verify --remove-partial`` clears). On any error the temporary file is removed and the error
     propagates; a full disk (or quota) is raised as :class:`DiskFullError` naming ``path``, whatever form the writer
-    gave it. ``direct_io``: write through a :class:`DirectWriter` (large files written once; buffered where the file
-    system does not take direct I/O).
+    gave it. The file gets the mode ``open()`` would give it (``0o666`` less the umask), not ``mkstemp``'s 0600.
+    ``direct_io``: write through a :class:`DirectWriter` (large files written once; buffered where the file system
+    does not take direct I/O).
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
     try:
+        # the mode a plain open() gives (mkstemp's is 0600): a master written by the darkd service user is readable
+        # by the observer's Siril or PixInsight, as the umask allows
+        os.fchmod(fd, 0o666 & ~_process_umask())
         with _open_part(tmp, fd) as fh:
             if direct_io:
                 with contextlib.closing(DirectWriter(fh)) as writer:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +155,17 @@ def test_images_written_in_file_order_give_the_same_bytes() -> None:
         assert back["LOW"].data.dtype == np.uint16
         np.testing.assert_array_equal(back["FEW"].data, few)
         assert back["FEW"].header["BITPIX"] == 8 and back["FEW"].data.dtype == np.uint8
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path, umask: int) -> None:
+    """A master written by the service user must be readable by the observer's tools where the umask allows
+    (mkstemp alone gives 0600)."""
+    before = os.umask(umask)
+    try:
+        frame = write_frame(tmp_path / "frame.fits", np.ones((4, 4), dtype=np.float32))
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(frame.stat().st_mode) == 0o666 & ~umask == stat.S_IMODE(plain.stat().st_mode)
