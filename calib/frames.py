@@ -274,11 +274,15 @@ class DirectWriter:
         written = 0
         while written < size:
             try:
-                written += os.write(self._fd, self._view[written:size])
+                count = os.write(self._fd, self._view[written:size])
             except OSError as exc:
                 if exc.errno != errno.EINVAL or not self.direct:
                     raise
                 self.direct = _set_direct_io(self._fd, False)  # the flag was taken, the write was not
+                continue
+            if count == 0:  # not seen on regular files (a full disk raises ENOSPC), but never loop on it
+                raise OSError(errno.EIO, "the file system took no bytes", self.name)
+            written += count
         self._filled = 0
 
     def finish(self) -> None:
