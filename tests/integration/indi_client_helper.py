@@ -152,31 +152,50 @@ class SimClient(PyIndi.BaseClient):  # type: ignore[misc]
             time.sleep(0.05)
         raise KeyError(f"{name} not defined")
 
+    def _outgoing(self, getter: str, name: str) -> tuple[Any, Any]:
+        """``(current, out)``: the client's copy of vector ``name`` and a new, detached vector of the same name and
+        elements to fill and send. Never fill the client's own copy: libindiclient's thread writes every update from
+        the driver into it, so a value set there can be replaced by the driver's latest report before it is sent
+        (the likely cause of a fresh-clone run that timed out waiting for the TEC limit after a -45 °C set point)."""
+        current = self._prop(getter, name)
+        names = [w.getName() for w in current]
+        out = getattr(PyIndi, {"getNumber": "PropertyNumber", "getSwitch": "PropertySwitch",
+                               "getText": "PropertyText"}[getter])(len(names))
+        out.setDeviceName(self.device)
+        out.setName(name)
+        for widget, element in zip(out, names, strict=True):
+            widget.setName(element)
+        return current, out
+
     def number(self, name: str, values: Mapping[str, float], wait: bool = True, state: str = "Ok") -> None:
         before = self.seq()
-        prop = self._prop("getNumber", name)
+        current, out = self._outgoing("getNumber", name)
+        for mine, theirs in zip(out, current, strict=True):  # elements not given keep their current values
+            mine.setValue(theirs.getValue())
         for key, value in values.items():
-            prop.findWidgetByName(key).setValue(float(value))
-        self.sendNewNumber(prop)
+            out.findWidgetByName(key).setValue(float(value))
+        self.sendNewNumber(out)
         if wait:
             self.wait_update(name, before, state)
 
     def switch(self, name: str, on: Iterable[str], wait: bool = False) -> None:
         before = self.seq()
         wanted = set(on)
-        prop = self._prop("getSwitch", name)
-        for w in prop:
+        _, out = self._outgoing("getSwitch", name)
+        for w in out:
             w.setState(PyIndi.ISS_ON if w.getName() in wanted else PyIndi.ISS_OFF)
-        self.sendNewSwitch(prop)
+        self.sendNewSwitch(out)
         if wait:
             self.wait_update(name, before)
 
     def text(self, name: str, values: Mapping[str, str]) -> None:
         before = self.seq()
-        prop = self._prop("getText", name)
+        current, out = self._outgoing("getText", name)
+        for mine, theirs in zip(out, current, strict=True):
+            mine.setText(theirs.getText())
         for key, value in values.items():
-            prop.findWidgetByName(key).setText(value)
-        self.sendNewText(prop)
+            out.findWidgetByName(key).setText(value)
+        self.sendNewText(out)
         self.wait_update(name, before)
 
     def wait_update(self, name: str, after_seq: int, state: str | None = None, timeout_s: float = 10.0) -> Snapshot:
