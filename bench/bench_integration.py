@@ -32,7 +32,6 @@ minmax has none in Siril 1.0.6, so it is shown against Siril's Winsorized run). 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -43,7 +42,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -271,19 +269,6 @@ def whole_process(frames: list[int], directory: Path, repeat: int, methods: list
     return 0
 
 
-@contextlib.contextmanager
-def _buffered_writes() -> Iterator[None]:
-    """``write_integration`` without direct I/O, as it wrote before (the file system "refuses" ``O_DIRECT``)."""
-    import calib.frames
-
-    real = calib.frames._set_direct_io
-    calib.frames._set_direct_io = lambda fd, direct: False  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        calib.frames._set_direct_io = real  # type: ignore[assignment]
-
-
 def run_split(paths: list[Path]) -> dict:
     """Where the time goes, step by step on one thread (CPU seconds, so other jobs on the machine disturb it little):
     read + decode (+ sha256 of each row), sort along the frame axis (:func:`sort_frames_inplace`: compiled network,
@@ -344,10 +329,9 @@ def run_split(paths: list[Path]) -> dict:
     write_integration(result, out_dir / "master.fits")
     totals["write"] = time.process_time() - t
     # for comparison only (not in the total): the same master written again as before direct I/O, through the page cache
-    with _buffered_writes():
-        t = time.process_time()
-        write_integration(result, out_dir / "master_buffered.fits")
-        totals["write_buffered_for_comparison"] = time.process_time() - t
+    t = time.process_time()
+    write_integration(result, out_dir / "master_buffered.fits", direct_io=False)
+    totals["write_buffered_for_comparison"] = time.process_time() - t
     shutil.rmtree(out_dir)
     total = sum(v for k, v in totals.items() if not k.endswith("_for_comparison"))
     return {"wall_s": total, "cpu_s_by_step": {k: round(v, 3) for k, v in totals.items()},

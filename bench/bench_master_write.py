@@ -55,11 +55,8 @@ def write_once(folder: Path, buffered: bool, idle_s: float) -> dict[str, float]:
     still backed by the host; in ``integrate()`` the arrays are filled over seconds, band by band)."""
     from astropy.io import fits
 
-    import calib.frames
     from calib.integration import IntegrationResult, write_integration
 
-    if buffered:
-        calib.frames._set_direct_io = lambda fd, direct: False  # type: ignore[assignment]  # this process only
     rng = np.random.default_rng(0)
     data = rng.normal(1000.0, 10.0, SHAPE).astype(np.float32)
     low, high = (rng.integers(0, 3, SHAPE, dtype=np.uint8) for _ in range(2))
@@ -68,7 +65,7 @@ def write_once(folder: Path, buffered: bool, idle_s: float) -> dict[str, float]:
     time.sleep(idle_s)
     cpu0, sys0 = _cpu()
     t0 = time.perf_counter()
-    write_integration(result, out)
+    write_integration(result, out, direct_io=not buffered)
     wall = time.perf_counter() - t0
     cpu1, sys1 = _cpu()
     size = out.stat().st_size

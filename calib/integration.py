@@ -573,7 +573,7 @@ def integrate(paths: Sequence[str | os.PathLike[str]], params: IntegrationParams
 
 
 def write_integration(result: IntegrationResult, path: str | os.PathLike[str],
-                      extra_hdus: Sequence[fits.ImageHDU] = ()) -> Path:
+                      extra_hdus: Sequence[fits.ImageHDU] = (), *, direct_io: bool = True) -> Path:
     """Write the master (float32 primary) with ``REJ_LOW``/``REJ_HIGH`` image extensions, the rejection counts as
     :func:`rejection_count_dtype` gives them (``BITPIX = 8`` up to 255 frames, else 16), then ``extra_hdus`` (e.g. a
     defect map), atomically.
@@ -581,14 +581,14 @@ def write_integration(result: IntegrationResult, path: str | os.PathLike[str],
     Same guarantees as :func:`calib.frames.atomic_write_bytes` (temporary file in the target folder, fsync, rename,
     fsync of the folder) but streamed by astropy into the temporary file, so the output is not held twice in memory,
     and written with direct I/O (:class:`calib.frames.DirectWriter`: no copy into the page cache; buffered where the
-    file system does not take it). The arrays are written in file order (:func:`calib.frames.in_file_order`) and
-    converted back afterwards.
+    file system does not take it, or with ``direct_io=False``, which the benchmarks use for comparison). The arrays
+    are written in file order (:func:`calib.frames.in_file_order`) and converted back afterwards.
     """
     target = Path(path)
     arrays = [result.data, result.rejected_low, result.rejected_high]
     # the arrays are converted in place on two cores and restored before the writer's last block and the fsync
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="darkd-write") as pool, \
-            atomic_file(target, direct_io=True) as fh, in_file_order(arrays, pool) as (data, low, high):
+            atomic_file(target, direct_io=direct_io) as fh, in_file_order(arrays, pool) as (data, low, high):
         extras = [unsigned_image_hdu(low, "REJ_LOW"), unsigned_image_hdu(high, "REJ_HIGH")]
         for hdu, side in zip(extras, ("low", "high"), strict=True):
             hdu.header["COMMENT"] = f"per-pixel number of input values rejected {side}"

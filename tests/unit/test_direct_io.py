@@ -77,8 +77,8 @@ def test_a_master_written_direct_and_buffered_is_the_same_file(tmp_path: Path, m
     before = result.data.copy()
     direct = write_integration(result, tmp_path / "direct" / "master.fits")
     assert taken == [True]
-    monkeypatch.setattr(calib.frames, "_set_direct_io", lambda fd, direct: False)
-    buffered = write_integration(result, tmp_path / "buffered" / "master.fits")
+    buffered = write_integration(result, tmp_path / "buffered" / "master.fits", direct_io=False)
+    assert taken == [True], "direct_io=False must not try direct I/O"
     assert direct.read_bytes() == buffered.read_bytes()
     assert direct.stat().st_size % 2880 == 0
     np.testing.assert_array_equal(result.data, before)  # converted back after the write
